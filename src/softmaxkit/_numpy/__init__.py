@@ -1,0 +1,1 @@
+"""NumPy implementations of the package's functions (private: import them from :mod:`softmaxkit`)."""

@@ -1,0 +1,443 @@
+"""Cross-entropy and negative log-likelihood in NumPy with PyTorch's semantics, and their gradients.
+
+The formulas are written once, in :func:`cross_entropy`; the other functions refer to it.
+Internally every input is brought to rows: ``(M, C)`` logits with the class axis last and
+``M`` the number of samples (``N * d1 * ... * dk``), computed once, reduced once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from softmaxkit._numpy._softmax import stable_exp
+from softmaxkit._validation import (
+    _describe,
+    as_float_array,
+    check_class_indices,
+    check_class_weight,
+    check_ignore_index,
+    check_label_smoothing,
+    check_reduction,
+)
+
+
+class _Rows(NamedTuple):
+    """A validated loss problem, flattened to rows with the class axis last."""
+
+    logits: np.ndarray  # (M, C), working dtype
+    out_dtype: np.dtype
+    input_shape: tuple[int, ...]
+    class_axis: int
+    batch_shape: tuple[int, ...]  # the shape of the per-sample loss
+    target: np.ndarray  # (M,) class indices, or (M, C) probabilities
+    is_index: bool
+    valid: np.ndarray | None  # (M,) bool, index targets only
+    weight: np.ndarray | None  # (C,)
+    reduction: str
+    label_smoothing: float
+
+
+def _to_rows(array: np.ndarray, class_axis: int) -> np.ndarray:
+    moved = np.moveaxis(array, class_axis, -1)
+    return np.ascontiguousarray(moved.reshape(-1, array.shape[class_axis]))
+
+
+def _from_rows(rows: np.ndarray, shape: tuple[int, ...], class_axis: int) -> np.ndarray:
+    moved_shape = shape[:class_axis] + shape[class_axis + 1 :] + (shape[class_axis],)
+    return np.moveaxis(rows.reshape(moved_shape), -1, class_axis)
+
+
+def _prepare(
+    input,
+    target,
+    *,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    allow_probabilities: bool,
+) -> _Rows:
+    logits, out_dtype = as_float_array(input, name="input")
+    if logits.ndim == 0:
+        raise ValueError("input must have the classes along axis 1 (or axis 0 when unbatched), got a 0-d array")
+    class_axis = 0 if logits.ndim == 1 else 1
+    n_classes = logits.shape[class_axis]
+    if n_classes == 0:
+        raise ValueError(f"input must have at least one class along axis {class_axis}, got shape {logits.shape}")
+    batch_shape = logits.shape[:class_axis] + logits.shape[class_axis + 1 :]
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    work_dtype = logits.dtype
+    weight = check_class_weight(weight, n_classes, work_dtype)
+
+    target = np.asarray(target)
+    if np.issubdtype(target.dtype, np.integer):
+        if target.shape != batch_shape:
+            raise ValueError(
+                f"target must have shape {batch_shape} (the input's shape {logits.shape} without the class "
+                f"axis {class_axis}) for class indices, got shape {target.shape}"
+            )
+        valid = check_class_indices(target, n_classes, ignore_index).reshape(-1)
+        rows_target = target.reshape(-1).astype(np.intp, copy=False)
+        is_index = True
+    elif np.issubdtype(target.dtype, np.floating) and allow_probabilities:
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"target must have the input's shape {logits.shape} for class probabilities, got shape {target.shape}"
+            )
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}"
+            )
+        valid = None
+        rows_target = _to_rows(target.astype(work_dtype, copy=False), class_axis)
+        is_index = False
+    else:
+        kinds = "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
+        raise TypeError(f"target must be {kinds}, got {_describe(target)}")
+    return _Rows(
+        logits=_to_rows(logits, class_axis),
+        out_dtype=out_dtype,
+        input_shape=logits.shape,
+        class_axis=class_axis,
+        batch_shape=batch_shape,
+        target=rows_target,
+        is_index=is_index,
+        valid=valid,
+        weight=weight,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+
+
+def _row_dot(values: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``sum_c coef[., c] * values[:, c]`` per row, with ``0 * (-inf) = 0``.
+
+    A zero weight or zero target probability on a ``-inf`` log-probability contributes nothing
+    (the ``x log x -> 0`` convention); plain arithmetic would give NaN.
+    """
+    out = values @ coef if coef.ndim == 1 else np.einsum("mc,mc->m", values, coef)
+    nan_rows = np.isnan(out)
+    if nan_rows.any():
+        rows = values[nan_rows]
+        rows_coef = coef if coef.ndim == 1 else coef[nan_rows]
+        out[nan_rows] = np.sum(np.where(rows_coef == 0, 0, rows * rows_coef), axis=1)
+    return out
+
+
+def _times(coef: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """``coef * value`` with ``0 * inf = 0``: an ignored or zero-weight sample contributes nothing."""
+    return np.where(coef == 0, 0, coef * value)
+
+
+class _Terms(NamedTuple):
+    """Per-row loss and what the gradient needs: ``loss_n = -sum_c a_nc l_nc``, ``A_n = sum_c a_nc``."""
+
+    loss: np.ndarray  # (M,)
+    denominator: float  # what "mean" divides by
+    pick_coef: np.ndarray | None  # index targets: (1 - eps) w_y v, at the target class
+    smooth_coef: np.ndarray | None  # index targets: eps / C * v, times w_c, on every class
+    coef: np.ndarray | None  # probability targets: a_nc = w_c t'_nc
+    total_coef: np.ndarray  # A_n
+
+
+def _loss_terms(rows: _Rows, parts) -> _Terms:
+    logits, weight, eps = rows.logits, rows.weight, rows.label_smoothing
+    n_samples, n_classes = logits.shape
+    log_sum = np.log(parts.sum_exp[:, 0])
+    if rows.is_index:
+        valid = rows.valid
+        safe_target = np.where(valid, rows.target, 0)
+        target_weight = valid.astype(logits.dtype) if weight is None else np.where(valid, weight[safe_target], 0)
+        pick_coef = (1.0 - eps) * target_weight
+        picked_log_prob = parts.shifted[np.arange(n_samples), safe_target] - log_sum
+        loss = _times(pick_coef, -picked_log_prob)
+        total_coef = pick_coef
+        smooth_coef = None
+        if eps > 0:
+            smooth_coef = (eps / n_classes) * valid.astype(logits.dtype)
+            if weight is None:
+                weighted_sum, total_weight = parts.shifted.sum(axis=1), float(n_classes)
+            else:
+                weighted_sum, total_weight = _row_dot(parts.shifted, weight), float(weight.sum())
+            # sum_c w_c l_nc, using l = shifted - log_sum
+            smooth_sum = weighted_sum - total_weight * log_sum
+            loss = loss + _times(smooth_coef, -smooth_sum)
+            total_coef = pick_coef + smooth_coef * total_weight
+        denominator = float(np.sum(target_weight, dtype=np.float64))
+        return _Terms(loss, denominator, pick_coef, smooth_coef, None, total_coef)
+    coef = rows.target
+    if eps > 0:
+        coef = (1.0 - eps) * coef + eps / n_classes
+    if weight is not None:
+        coef = coef * weight
+    total_coef = coef.sum(axis=1)
+    loss = total_coef * log_sum - _row_dot(parts.shifted, coef)
+    return _Terms(loss, float(n_samples), None, None, coef, total_coef)
+
+
+def _reduce(rows: _Rows, terms: _Terms) -> np.ndarray:
+    if rows.reduction == "none":
+        return terms.loss.astype(rows.out_dtype).reshape(rows.batch_shape)
+    total = np.sum(terms.loss)
+    if rows.reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = total / total.dtype.type(terms.denominator)  # 0 / 0 = NaN, as in PyTorch
+    return np.asarray(total, dtype=rows.out_dtype)
+
+
+def _row_scale(rows: _Rows, terms: _Terms, grad_output) -> np.ndarray:
+    """The upstream gradient of each row's loss, shape ``(M,)``."""
+    dtype = rows.logits.dtype
+    grad_output, _ = as_float_array(grad_output, name="grad_output")
+    n_samples = rows.logits.shape[0]
+    if rows.reduction == "none":
+        if grad_output.shape not in ((), rows.batch_shape):
+            raise ValueError(
+                f"grad_output must be a scalar or have the loss's shape {rows.batch_shape} with reduction='none', "
+                f"got shape {grad_output.shape}"
+            )
+        return np.broadcast_to(grad_output.astype(dtype), rows.batch_shape).reshape(n_samples)
+    if grad_output.size != 1:
+        raise ValueError(
+            f"grad_output must be a scalar with reduction={rows.reduction!r}, got shape {grad_output.shape}"
+        )
+    scale = float(grad_output.reshape(()))
+    if rows.reduction == "mean":
+        scale = scale / terms.denominator if terms.denominator != 0 else np.nan
+    return np.full(n_samples, scale, dtype=dtype)
+
+
+def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarray:
+    """``scale_n * (p_n * A_n - a_n)`` per row, written over ``parts.exp_shifted`` in place."""
+    n_samples = rows.logits.shape[0]
+    grad = parts.exp_shifted
+    with np.errstate(invalid="ignore"):  # 0 * nan where a reduction's denominator is 0
+        grad *= (_times(terms.total_coef, scale) / parts.sum_exp[:, 0])[:, None]
+        if rows.is_index:
+            grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.pick_coef, scale)
+            if terms.smooth_coef is not None:
+                per_class = 1.0 if rows.weight is None else rows.weight[None, :]
+                grad -= _times(terms.smooth_coef, scale)[:, None] * per_class
+        else:
+            grad -= terms.coef * scale[:, None]
+    masked_rows = np.isneginf(parts.log_sum_exp[:, 0])
+    if masked_rows.any():  # a fully masked row takes no part: zero gradient, not NaN
+        grad[masked_rows] = 0
+    return _from_rows(grad.astype(rows.out_dtype, copy=False), rows.input_shape, rows.class_axis)
+
+
+def _forward(rows: _Rows):
+    parts = stable_exp(rows.logits, (1,))
+    return parts, _loss_terms(rows, parts)
+
+
+def cross_entropy(
+    input,
+    target,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> np.ndarray:
+    r"""Cross-entropy between logits and class indices or class probabilities, as PyTorch defines it.
+
+    Let :math:`\ell = \operatorname{log\_softmax}(x)` over the class axis, :math:`C` the number of
+    classes, :math:`w_c` the class weight (1 when ``weight`` is None),
+    :math:`\varepsilon` = ``label_smoothing`` and :math:`v_n = [y_n \ne \text{ignore\_index}]`.
+
+    **Class-index targets** :math:`y_n`:
+
+    .. math::
+
+        L_n = (1-\varepsilon)\,\underbrace{\big(-w_{y_n}\ell_{n,y_n}v_n\big)}_{\text{nll}_n}
+              + \frac{\varepsilon}{C}\,\underbrace{\Big(-v_n\sum_c w_c\,\ell_{n,c}\Big)}_{\text{smooth}_n}
+
+    ``"mean"`` divides :math:`\sum_n L_n` by :math:`W = \sum_n w_{y_n} v_n`; it is NaN when
+    :math:`W = 0` (every target ignored), as in PyTorch, while ``"sum"`` then gives 0.
+
+    **Class-probability targets** :math:`t_{n,c}`, with :math:`t' = (1-\varepsilon)\,t + \varepsilon/C`:
+
+    .. math:: L_n = -\sum_c w_c\, t'_{n,c}\, \ell_{n,c}
+
+    ``"mean"`` divides by the number of samples (``input.size / C``). ``ignore_index`` must be
+    negative (unused) with probability targets, as in PyTorch.
+
+    The gradient with respect to the logits, used by :func:`cross_entropy_backward` and
+    :func:`cross_entropy_with_grad`, is :math:`\partial L_n/\partial x_{n,c} = p_{n,c} A_n - a_{n,c}`
+    where :math:`L_n = -\sum_c a_{n,c}\ell_{n,c}`, :math:`A_n = \sum_c a_{n,c}` and :math:`p` is the softmax:
+    the lesson's "softmax minus one-hot", weighted and smoothed.
+
+    Parameters
+    ----------
+    input : array_like
+        Logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``; classes on axis 1
+        (axis 0 when unbatched). float16/32/64 keep their dtype (float16 is computed in float32);
+        integer and boolean input becomes float64.
+    target : array_like
+        Integer class indices of the input's shape without the class axis, each in ``[0, C)`` or
+        equal to ``ignore_index`` (``-1`` is an error, never the last class), or floating class
+        probabilities of the input's shape.
+    weight : array_like of shape (C,), optional
+        Non-negative, finite class weights.
+    ignore_index : int, default -100
+        Index-target value that contributes neither loss nor gradient nor weight to the mean.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"`` returns the per-sample loss :math:`L_n` with the target's shape.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon` above.
+
+    Returns
+    -------
+    ndarray
+        The loss: a 0-d array for ``"mean"`` and ``"sum"``, else the per-sample losses;
+        the input's floating dtype.
+
+    Notes
+    -----
+    Non-finite logits follow the policy of :mod:`softmaxkit`: a target logit of ``-inf`` gives a loss
+    of ``+inf`` with a finite gradient; a zero weight or zero target probability on a ``-inf``
+    logit contributes 0 (PyTorch gives NaN); a fully masked row has a zero gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import cross_entropy
+    >>> cross_entropy(np.array([2.0, 1.0, 0.1]), np.array(0))
+    array(0.41703002)
+    >>> logits = np.array([[2.0, 1.0, 0.1], [0.0, 3.0, -1.0]])
+    >>> cross_entropy(logits, np.array([0, -100]))  # the second sample is ignored
+    array(0.41703002)
+    >>> cross_entropy(logits, np.array([0, 1]), reduction="none", label_smoothing=0.1)
+    array([0.50330491, 0.21802405])
+    """
+    rows = _prepare(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, allow_probabilities=True,
+    )
+    _, terms = _forward(rows)
+    return _reduce(rows, terms)
+
+
+def cross_entropy_backward(
+    input,
+    target,
+    grad_output=1.0,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> np.ndarray:
+    r"""Gradient of :func:`cross_entropy` with respect to ``input``, times ``grad_output``.
+
+    ``grad_output`` is the upstream gradient of the loss: a scalar for ``"mean"`` and ``"sum"``,
+    a scalar or an array of the loss's shape for ``"none"``. The formula is in :func:`cross_entropy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import cross_entropy_backward
+    >>> cross_entropy_backward(np.array([2.0, 1.0, 0.1]), np.array(0))  # softmax minus one-hot
+    array([-0.34099886,  0.24243297,  0.09856589])
+    """
+    rows = _prepare(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, allow_probabilities=True,
+    )
+    parts, terms = _forward(rows)
+    return _gradient(rows, parts, terms, _row_scale(rows, terms, grad_output))
+
+
+def cross_entropy_with_grad(
+    input,
+    target,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(cross_entropy(...), cross_entropy_backward(...))`` from a single pass over the logits.
+
+    What a training loop needs: the softmax is computed once and serves both the loss and the
+    gradient (upstream gradient 1). Arguments and formulas as in :func:`cross_entropy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import cross_entropy_with_grad
+    >>> loss, grad = cross_entropy_with_grad(np.array([[2.0, 1.0, 0.1]]), np.array([0]))
+    >>> loss, grad
+    (array(0.41703002), array([[-0.34099886,  0.24243297,  0.09856589]]))
+    """
+    rows = _prepare(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, allow_probabilities=True,
+    )
+    parts, terms = _forward(rows)
+    loss = _reduce(rows, terms)  # before _gradient, which overwrites parts.exp_shifted
+    return loss, _gradient(rows, parts, terms, _row_scale(rows, terms, 1.0))
+
+
+def _nll_terms(rows: _Rows) -> _Terms:
+    n_samples = rows.logits.shape[0]
+    valid = rows.valid
+    safe_target = np.where(valid, rows.target, 0)
+    coef = valid.astype(rows.logits.dtype) if rows.weight is None else np.where(valid, rows.weight[safe_target], 0)
+    loss = _times(coef, -rows.logits[np.arange(n_samples), safe_target])
+    return _Terms(loss, float(np.sum(coef, dtype=np.float64)), coef, None, None, coef)
+
+
+def nll_loss(input, target, *, weight=None, ignore_index: int = -100, reduction: str = "mean") -> np.ndarray:
+    r"""Negative log-likelihood of class indices given log-probabilities, as PyTorch defines it.
+
+    ``input`` holds log-probabilities (for instance :func:`log_softmax`'s output) and the loss is
+    the ``nll`` term of :func:`cross_entropy`: :math:`L_n = -w_{y_n}\,\text{input}_{n,y_n} v_n`,
+    with the same shapes, weights, ``ignore_index`` and reductions (``"mean"`` divides by
+    :math:`W = \sum_n w_{y_n} v_n`). Targets are class indices only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import log_softmax, nll_loss
+    >>> nll_loss(log_softmax(np.array([[2.0, 1.0, 0.1]])), np.array([0]))
+    array(0.41703002)
+    """
+    rows = _prepare(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=0.0, allow_probabilities=False,
+    )
+    return _reduce(rows, _nll_terms(rows))
+
+
+def nll_loss_backward(
+    input, target, grad_output=1.0, *, weight=None, ignore_index: int = -100, reduction: str = "mean"
+) -> np.ndarray:
+    r"""Gradient of :func:`nll_loss` with respect to ``input``, times ``grad_output``.
+
+    Zero everywhere except :math:`-w_{y_n} v_n` (scaled by the reduction) at each target class.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import nll_loss_backward
+    >>> nll_loss_backward(np.zeros((2, 3)), np.array([2, 0]))
+    array([[ 0. ,  0. , -0.5],
+           [-0.5,  0. ,  0. ]])
+    """
+    rows = _prepare(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=0.0, allow_probabilities=False,
+    )
+    terms = _nll_terms(rows)
+    scale = _row_scale(rows, terms, grad_output)
+    grad = np.zeros_like(rows.logits)
+    n_samples = grad.shape[0]
+    with np.errstate(invalid="ignore"):
+        grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.pick_coef, scale)
+    return _from_rows(grad.astype(rows.out_dtype, copy=False), rows.input_shape, rows.class_axis)

@@ -1,0 +1,245 @@
+"""Softmax, log-softmax and log-sum-exp in NumPy, all built on one stable helper.
+
+Non-finite policy (shared by every function of the package)
+-----------------------------------------------------------
+The functions return the mathematical limit wherever one exists, where PyTorch and
+``scipy.special`` return NaN:
+
+* a ``-inf`` entry has probability exactly 0 (log-probability ``-inf``) and takes part
+  in no NaN;
+* a row whose entries are all ``-inf`` (a fully masked row) has softmax 0 everywhere,
+  log-softmax ``-inf`` everywhere, log-sum-exp ``-inf``, and a zero gradient;
+  PyTorch and SciPy give NaN here;
+* ``+inf`` entries take the limit of a logit growing without bound: the probability
+  mass is shared equally by the ``+inf`` entries of the row (each gets ``1/k``),
+  every other entry gets 0, and the log-sum-exp is ``+inf``; PyTorch and SciPy give NaN;
+* a NaN anywhere in a row makes that whole row NaN (other rows are unaffected).
+
+Dtypes: float16, float32 and float64 are preserved (float16 is computed in float32);
+integer and boolean input is promoted to float64.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from softmaxkit._validation import as_float_array, normalize_axes, normalize_axis
+
+
+class StableExp(NamedTuple):
+    """The pieces every softmax-like quantity is built from (``keepdims`` over the reduced axes).
+
+    ``shifted`` is ``x - max(x)`` with the non-finite policy applied, ``exp_shifted`` is
+    ``exp(shifted)``, ``sum_exp`` is its sum (1 for a row with nothing to normalise, so
+    that dividing by it is always safe) and ``log_sum_exp`` is the log-sum-exp of ``x``.
+    Then ``softmax = exp_shifted / sum_exp`` and ``log_softmax = shifted - log(sum_exp)``.
+    """
+
+    shifted: np.ndarray
+    exp_shifted: np.ndarray
+    sum_exp: np.ndarray
+    log_sum_exp: np.ndarray
+
+
+def stable_exp(x: np.ndarray, axes: tuple[int, ...]) -> StableExp:
+    """The one stable-softmax helper of the package; ``x`` is a floating array, ``axes`` non-empty.
+
+    Both returned full-size arrays are freshly allocated, so callers may overwrite them.
+    """
+    row_max = np.max(x, axis=axes, keepdims=True)
+    finite_max = np.isfinite(row_max)
+    # A non-finite maximum is shifted by 0: an all -inf row stays -inf (exp gives 0, not NaN),
+    # a NaN row stays NaN, and +inf rows are rewritten just below.
+    shift = row_max if finite_max.all() else np.where(finite_max, row_max, 0)
+    shifted = x - shift
+    positive_inf_rows = np.isposinf(row_max)
+    if positive_inf_rows.any():
+        # The limit of softmax as some logits grow without bound: those logits share the mass.
+        limit = np.where(np.isposinf(x), 0.0, -np.inf).astype(x.dtype, copy=False)
+        shifted = np.where(positive_inf_rows, limit, shifted)
+    exp_shifted = np.exp(shifted)
+    sum_exp = np.sum(exp_shifted, axis=axes, keepdims=True)
+    empty_rows = sum_exp == 0  # all -inf: nothing to normalise
+    if empty_rows.any():
+        sum_exp[empty_rows] = 1
+    log_sum = np.log(sum_exp)
+    log_sum_exp = np.where(empty_rows, -np.inf, shift + log_sum)
+    if positive_inf_rows.any():
+        log_sum_exp = np.where(positive_inf_rows, np.inf, log_sum_exp)
+    return StableExp(shifted, exp_shifted, sum_exp, log_sum_exp.astype(x.dtype, copy=False))
+
+
+def _unit_axis(x: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
+    """Treat a 0-d array as a single entry along ``axis`` (as PyTorch does for ``dim=-1`` or ``0``)."""
+    if x.ndim == 0:
+        normalize_axis(axis, 1)
+        return x.reshape(1), 0
+    return x, normalize_axis(axis, x.ndim)
+
+
+def softmax(x, axis: int = -1) -> np.ndarray:
+    r"""Softmax along ``axis``, computed stably.
+
+    .. math:: \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \quad m = \max_j x_j
+
+    Parameters
+    ----------
+    x : array_like
+        Logits. float16/32/64 keep their dtype; integer and boolean input becomes float64.
+    axis : int, default -1
+        The axis that sums to one.
+
+    Returns
+    -------
+    ndarray
+        Probabilities, same shape and dtype as ``x``. Non-finite entries follow the
+        policy of :mod:`softmaxkit` (a fully masked row gives zeros, ``+inf`` entries
+        share the mass), where PyTorch and SciPy give NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import softmax
+    >>> softmax(np.array([2.0, 1.0, 0.1]))
+    array([0.65900114, 0.24243297, 0.09856589])
+    >>> softmax(np.array([[-np.inf, -np.inf], [np.inf, 0.0]]))
+    array([[0., 0.],
+           [1., 0.]])
+    """
+    work, out_dtype = as_float_array(x, name="x")
+    work, axis = _unit_axis(work, axis)
+    if work.shape[axis] == 0:
+        return np.empty(np.shape(x), dtype=out_dtype)
+    parts = stable_exp(work, (axis,))
+    probabilities = parts.exp_shifted
+    probabilities /= parts.sum_exp
+    return probabilities.astype(out_dtype, copy=False).reshape(np.shape(x))
+
+
+def log_softmax(x, axis: int = -1) -> np.ndarray:
+    r"""Log of the softmax along ``axis``, computed without forming the softmax.
+
+    .. math:: \log\operatorname{softmax}(x)_i = x_i - \operatorname{logsumexp}(x)
+
+    Finite wherever the probability is not exactly 0, so it is exact where ``np.log(softmax(x))``
+    underflows to ``-inf``. Same parameters, dtypes and non-finite policy as :func:`softmax`
+    (a fully masked row gives ``-inf`` everywhere).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import log_softmax
+    >>> log_softmax(np.array([0.0, 1000.0]))
+    array([-1000.,     0.])
+    """
+    work, out_dtype = as_float_array(x, name="x")
+    work, axis = _unit_axis(work, axis)
+    if work.shape[axis] == 0:
+        return np.empty(np.shape(x), dtype=out_dtype)
+    parts = stable_exp(work, (axis,))
+    log_probabilities = parts.shifted
+    log_probabilities -= np.log(parts.sum_exp)
+    return log_probabilities.astype(out_dtype, copy=False).reshape(np.shape(x))
+
+
+def logsumexp(x, axis=-1, keepdims: bool = False) -> np.ndarray:
+    r"""``log(sum(exp(x)))`` over one axis, a tuple of axes, or all axes (``axis=None``).
+
+    .. math:: \operatorname{logsumexp}(x) = m + \log \sum_j e^{x_j - m}, \quad m = \max_j x_j
+
+    An empty reduction and a fully masked (all ``-inf``) one give ``-inf``; any ``+inf``
+    gives ``+inf``; a NaN gives NaN. Dtypes as for :func:`softmax`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import logsumexp
+    >>> float(logsumexp(np.array([1000.0, 1000.0])))
+    1000.6931471805599
+    >>> logsumexp(np.zeros((2, 3)), axis=None)
+    array(1.79175947)
+    """
+    work, out_dtype = as_float_array(x, name="x")
+    if work.ndim == 0:
+        normalize_axes(axis, 1)  # only validates: the log-sum-exp of one entry is that entry
+        return work.astype(out_dtype)
+    axes = normalize_axes(axis, work.ndim)
+    if any(work.shape[a] == 0 for a in axes):
+        reduced_shape = tuple(1 if i in axes else n for i, n in enumerate(work.shape))
+        result = np.full(reduced_shape, -np.inf, dtype=work.dtype)
+    else:
+        result = stable_exp(work, axes).log_sum_exp
+    if not keepdims:
+        result = np.squeeze(result, axis=axes)
+    return result.astype(out_dtype, copy=False)
+
+
+def softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
+    r"""Vector-Jacobian product of :func:`softmax`: the gradient with respect to its input.
+
+    With :math:`p` the softmax output and :math:`g` the upstream gradient,
+
+    .. math:: \frac{\partial L}{\partial x_i} = p_i \Big(g_i - \sum_j g_j p_j\Big)
+
+    Entries with probability 0 (``-inf`` logits, fully masked rows) get gradient 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import softmax, softmax_backward
+    >>> p = softmax(np.array([2.0, 1.0, 0.1]))
+    >>> softmax_backward(np.array([1.0, 0.0, 0.0]), p)
+    array([ 0.22474266, -0.15975982, -0.06498285])
+    """
+    grad, out_dtype = as_float_array(grad_output, name="grad_output")
+    probabilities, _ = as_float_array(output, name="output")
+    _check_same_shape(grad, probabilities)
+    if probabilities.ndim == 0:
+        return np.zeros((), dtype=out_dtype)
+    axis = normalize_axis(axis, probabilities.ndim)
+    weighted = grad * probabilities
+    weighted -= probabilities * np.sum(weighted, axis=axis, keepdims=True)
+    return weighted.astype(out_dtype, copy=False)
+
+
+def log_softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
+    r"""Vector-Jacobian product of :func:`log_softmax`: the gradient with respect to its input.
+
+    With :math:`\ell` the log-softmax output and :math:`g` the upstream gradient,
+
+    .. math:: \frac{\partial L}{\partial x_i} = g_i - e^{\ell_i} \sum_j g_j
+
+    A fully masked row (``output`` all ``-inf``) takes no part in the computation and
+    gets a zero gradient (PyTorch returns ``g`` there, or NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit import log_softmax, log_softmax_backward
+    >>> out = log_softmax(np.array([2.0, 1.0, 0.1]))
+    >>> log_softmax_backward(np.array([-1.0, 0.0, 0.0]), out)  # the gradient of -log p_0
+    array([-0.34099886,  0.24243297,  0.09856589])
+    """
+    grad, out_dtype = as_float_array(grad_output, name="grad_output")
+    log_probabilities, _ = as_float_array(output, name="output")
+    _check_same_shape(grad, log_probabilities)
+    if log_probabilities.ndim == 0:
+        return np.zeros((), dtype=out_dtype)
+    axis = normalize_axis(axis, log_probabilities.ndim)
+    result = np.exp(log_probabilities)
+    # A log-softmax row always has an entry >= -log(C), so its exp sums to 0 only when fully masked.
+    masked_rows = ~np.any(result, axis=axis, keepdims=True)
+    result *= -np.sum(grad, axis=axis, keepdims=True)
+    result += grad
+    if masked_rows.any():
+        result = np.where(masked_rows, 0, result)
+    return result.astype(out_dtype, copy=False)
+
+
+def _check_same_shape(grad: np.ndarray, output: np.ndarray) -> None:
+    if grad.shape != output.shape:
+        raise ValueError(
+            f"grad_output must have the shape of output {output.shape}, got shape {grad.shape}"
+        )
