@@ -313,7 +313,7 @@ def cross_entropy(
     >>> cross_entropy(logits, np.array([0, -100]))  # the second sample is ignored
     array(0.41703002)
     >>> cross_entropy(logits, np.array([0, 1]), reduction="none", label_smoothing=0.1)
-    array([0.50330491, 0.21802405])
+    array([0.51369668, 0.29921724])
     """
     rows = _prepare(
         input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,

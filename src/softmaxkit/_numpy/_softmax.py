@@ -191,7 +191,7 @@ def softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
     >>> from softmaxkit import softmax, softmax_backward
     >>> p = softmax(np.array([2.0, 1.0, 0.1]))
     >>> softmax_backward(np.array([1.0, 0.0, 0.0]), p)
-    array([ 0.22474266, -0.15975982, -0.06498285])
+    array([ 0.22471864, -0.1597636 , -0.06495503])
     """
     grad, out_dtype = as_float_array(grad_output, name="grad_output")
     probabilities, _ = as_float_array(output, name="output")
