@@ -1,0 +1,584 @@
+"""Dataset readers for the command line: tables in, float64 feature matrices and labels out.
+
+Formats, chosen by the file's suffix (a trailing ``.gz``, ``.bz2``, ``.xz`` or ``.zip`` is
+looked through) or named explicitly:
+
+========== =========================================== =======================================
+format     suffixes                                    notes
+========== =========================================== =======================================
+csv        ``.csv``, ``.data``, ``.txt``               header row by default; ``.data`` and
+                                                       ``.txt`` sniff the delimiter
+tsv        ``.tsv``, ``.tab``                          tab-separated, otherwise as csv
+parquet    ``.parquet``, ``.pq``                       read with pyarrow
+npz        ``.npz``                                    arrays ``X`` (n, d) and ``y`` (n,)
+svmlight   ``.svm``, ``.svmlight``, ``.libsvm``        scikit-learn's loader; densified
+========== =========================================== =======================================
+
+Every feature must be numeric and present: a non-numeric column or a missing value is a
+:class:`DataError` naming the column, never a silent conversion.  The target column may hold
+numbers or strings (class names).
+
+Large files are read for prediction in batches by :func:`iter_feature_batches` (pandas' chunked
+CSV reader, pyarrow's Parquet record batches), so a file larger than memory can be labelled.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("csv", "tsv", "parquet", "npz", "svmlight")
+
+_SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".data": "csv",
+    ".txt": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".npz": "npz",
+    ".svm": "svmlight",
+    ".svmlight": "svmlight",
+    ".libsvm": "svmlight",
+}
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip")
+_SNIFFED_SUFFIXES = (".data", ".txt")
+
+
+class DataError(ValueError):
+    """A problem with a user's data file, described in one line."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features and labels read from a file or a bundled dataset.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features), float64
+    y : ndarray of shape (n_samples,) or None
+        Class labels (integers or strings); ``None`` when the source has no target.
+    feature_names : tuple of str or None
+        Column names of the features, ``None`` when the source has no names
+        (``.npz``, svmlight, or a table read without a header).
+    target : str or None
+        Name of the target column (its position as a string for a table without a header).
+    target_index : int or None
+        Position of the target among the source's columns (tables only).
+    name : str
+        A short name for messages and metadata: the file name or the bundled dataset's name.
+    image_shape : tuple of int or None
+        ``(height, width)`` when the features are the pixels of an image (bundled digits: 8 x 8).
+    """
+
+    X: np.ndarray
+    y: np.ndarray | None
+    feature_names: tuple[str, ...] | None
+    target: str | None
+    target_index: int | None
+    name: str
+    image_shape: tuple[int, int] | None = None
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# bundled datasets
+
+
+@dataclass(frozen=True)
+class _Bundled:
+    loader: str
+    description: str
+    image_shape: tuple[int, int] | None = None
+
+
+BUNDLED_DATASETS: dict[str, _Bundled] = {
+    "digits": _Bundled("load_digits", "handwritten digits 0-9, 8x8 grey-level images", (8, 8)),
+    "iris": _Bundled("load_iris", "iris flowers, 3 species from 4 measurements"),
+    "wine": _Bundled("load_wine", "wines from 3 cultivars, 13 chemical measurements"),
+    "breast_cancer": _Bundled("load_breast_cancer", "breast tumours, benign or malignant, 30 features"),
+}
+"""The datasets shipped with scikit-learn that ``softmaxkit train --dataset NAME`` can use."""
+
+DEFAULT_DATASET = "digits"
+
+
+def load_bundled(name: str) -> Dataset:
+    """Return one of :data:`BUNDLED_DATASETS` (no download: they ship with scikit-learn).
+
+    Examples
+    --------
+    >>> data = load_bundled("iris")
+    >>> data.X.shape, data.y.shape, data.target
+    ((150, 4), (150,), 'target')
+    """
+    if name not in BUNDLED_DATASETS:
+        raise DataError(
+            f"dataset must be one of {', '.join(BUNDLED_DATASETS)}, got {name!r}"
+        )
+    import sklearn.datasets
+
+    spec = BUNDLED_DATASETS[name]
+    bunch = getattr(sklearn.datasets, spec.loader)()
+    X = np.ascontiguousarray(bunch.data, dtype=np.float64)
+    names = tuple(str(n) for n in bunch.feature_names)
+    return Dataset(
+        X=X,
+        y=np.asarray(bunch.target),
+        feature_names=names,
+        target="target",
+        target_index=len(names),
+        name=name,
+        image_shape=spec.image_shape,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# formats
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format of ``path`` (one of :data:`FORMATS`), from ``fmt`` or the file's suffix.
+
+    Examples
+    --------
+    >>> detect_format("train.csv.gz"), detect_format("a.pq"), detect_format("x.bin", "npz")
+    ('csv', 'parquet', 'npz')
+    """
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise DataError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        return fmt
+    suffix = _data_suffix(Path(path))
+    if suffix not in _SUFFIX_FORMATS:
+        raise DataError(
+            f"cannot tell the format of {path} from its suffix {suffix or '(none)'!r}; "
+            f"name it with --format ({', '.join(FORMATS)})"
+        )
+    return _SUFFIX_FORMATS[suffix]
+
+
+def _data_suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _open_text(path: Path):
+    suffix = path.suffix.lower()
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
+    return opener(path, "rt", newline="")
+
+
+def _delimiter(path: Path, fmt: str) -> str:
+    """The field separator: tab for tsv, comma for .csv, sniffed from the first line otherwise."""
+    if fmt == "tsv":
+        return "\t"
+    if _data_suffix(path) not in _SNIFFED_SUFFIXES or path.suffix.lower() == ".zip":
+        return ","
+    with _open_text(path) as handle:
+        line = handle.readline()
+    for sep in (",", "\t", ";"):
+        if sep in line:
+            return sep
+    return r"\s+"
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"data file {path} is a directory, not a file")
+
+
+# --------------------------------------------------------------------------------------------
+# columns
+
+
+def _short_list(names: Sequence[object], limit: int = 8) -> str:
+    shown = ", ".join(repr(str(n)) for n in names[:limit])
+    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+def resolve_target(columns: Sequence[str], target: str | int | None, *, source: str) -> str:
+    """The name of the target column: ``target`` by name, else by (possibly negative) position.
+
+    ``None`` means the last column.
+
+    Examples
+    --------
+    >>> resolve_target(["a", "b", "label"], None, source="f.csv")
+    'label'
+    >>> resolve_target(["0", "1", "2"], "0", source="f.csv")
+    '0'
+    >>> resolve_target(["a", "b", "c"], -2, source="f.csv")
+    'b'
+    """
+    columns = [str(c) for c in columns]
+    if len(columns) < 2:
+        raise DataError(
+            f"{source} must have at least two columns (features and a target), got {len(columns)}"
+        )
+    if target is None:
+        return columns[-1]
+    text = str(target)
+    if text in columns:
+        return text
+    if re.fullmatch(r"-?\d+", text):
+        index = int(text)
+        if -len(columns) <= index < len(columns):
+            return columns[index]
+    raise DataError(
+        f"target column {text!r} is not in {source}; its columns are {_short_list(columns)}"
+    )
+
+
+def _features_to_array(frame, *, source: str, first_row: int = 0) -> np.ndarray:
+    """A pandas DataFrame of features as a float64 array; non-numeric or missing values are errors.
+
+    ``first_row`` is the 1-based data row number of the frame's first row, for messages.
+    """
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    bad = [str(c) for c in frame.columns if not (is_numeric_dtype(frame[c]) or is_bool_dtype(frame[c]))]
+    if bad:
+        noun = "column" if len(bad) == 1 else "columns"
+        raise DataError(
+            f"{source}: non-numeric feature {noun} {_short_list(bad)}; features must be numbers "
+            "(encode categories as numbers, e.g. one-hot columns, before training)"
+        )
+    X = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    _check_finite(X, [str(c) for c in frame.columns], source=source, first_row=first_row)
+    return np.ascontiguousarray(X)
+
+
+def _check_finite(X: np.ndarray, names: Sequence[str] | None, *, source: str, first_row: int = 1) -> None:
+    finite = np.isfinite(X)
+    if finite.all():
+        return
+    nan = np.isnan(X)
+    bad = nan if nan.any() else ~finite
+    column = int(np.flatnonzero(bad.any(axis=0))[0])
+    rows = np.flatnonzero(bad[:, column])
+    name = repr(names[column]) if names is not None else f"{column}"
+    what = "missing (NaN) values" if nan.any() else "infinite values"
+    raise DataError(
+        f"{source}: feature column {name} has {rows.size} {what} "
+        f"(first at data row {first_row + int(rows[0])}); fill or drop them before training"
+    )
+
+
+def _labels(values, *, name: str, source: str) -> np.ndarray:
+    """Target values as an int, float or str array; missing labels are an error."""
+    import pandas as pd
+
+    series = pd.Series(values)
+    missing = series.isna().to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0]) + 1
+        raise DataError(
+            f"{source}: target column {name!r} has {int(missing.sum())} missing values "
+            f"(first at data row {first})"
+        )
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    if is_bool_dtype(series) or not is_numeric_dtype(series):
+        return series.astype(str).to_numpy(dtype=str)
+    array = series.to_numpy()
+    if np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array)):
+        return array.astype(np.int64)
+    return array
+
+
+# --------------------------------------------------------------------------------------------
+# whole-file reading
+
+
+def read_dataset(
+    path: str | Path,
+    *,
+    target: str | int | None = None,
+    header: bool = True,
+    fmt: str | None = None,
+) -> Dataset:
+    """Read a labelled dataset: features ``X`` and labels ``y``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A csv/tsv table (optionally compressed), Parquet, ``.npz`` with ``X`` and ``y``, or svmlight.
+    target : str or int, optional
+        The target column of a table, by name or position (negative counts from the end);
+        default the last column.  Ignored for ``.npz`` and svmlight, which store labels apart.
+    header : bool, default True
+        Whether a csv/tsv table starts with a header row.  Without one, columns are named by
+        their 0-based position (``"0"``, ``"1"``, ...).
+    fmt : str, optional
+        One of :data:`FORMATS`; default from the suffix.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DataError
+        A missing file, an unknown format or target column, non-numeric features or missing values.
+    """
+    path = Path(path)
+    _check_exists(path)
+    fmt = detect_format(path, fmt)
+    source = path.name
+    if fmt == "npz":
+        return _read_npz(path, source=source, require_y=True)
+    if fmt == "svmlight":
+        return _read_svmlight(path, source=source)
+    frame = _read_frame(path, fmt=fmt, header=header)
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    name = resolve_target(columns, target, source=source)
+    y = _labels(frame[name], name=name, source=source)
+    features = frame.drop(columns=[name])
+    X = _features_to_array(features, source=source, first_row=1)
+    return Dataset(
+        X=X,
+        y=y,
+        feature_names=tuple(features.columns) if header or fmt == "parquet" else None,
+        target=name,
+        target_index=columns.index(name),
+        name=source,
+    )
+
+
+def _read_frame(path: Path, *, fmt: str, header: bool):
+    import pandas as pd
+
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pandas()
+        return pd.read_csv(
+            path,
+            sep=_delimiter(path, fmt),
+            header=0 if header else None,
+            skipinitialspace=True,
+        )
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
+    except Exception as error:  # pyarrow's and pandas' parser errors have no common base
+        if type(error).__module__.split(".")[0] in ("pandas", "pyarrow"):
+            raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
+        raise
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            if "X" not in keys or (require_y and "y" not in keys):
+                need = "X and y" if require_y else "X"
+                raise DataError(
+                    f"{source} must hold arrays named {need}, got {sorted(keys) or 'no arrays'}"
+                )
+            X = archive["X"]
+            y = archive["y"] if "y" in keys else None
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"cannot read {source} as npz: {_one_line(error)}") from None
+    if X.ndim != 2:
+        raise DataError(f"{source}: X must be a 2-D array (samples x features), got shape {X.shape}")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+        raise DataError(f"{source}: X must be numeric, got dtype {X.dtype}")
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    _check_finite(X, None, source=source)
+    if y is not None:
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise DataError(
+                f"{source}: y must be a 1-D array with one label per row of X ({X.shape[0]}), "
+                f"got shape {y.shape}"
+            )
+        y = _labels(y, name="y", source=source)
+    return Dataset(X=X, y=y, feature_names=None, target="y" if y is not None else None,
+                   target_index=None, name=source)
+
+
+def _read_svmlight(path: Path, *, source: str, n_features: int | None = None) -> Dataset:
+    from sklearn.datasets import load_svmlight_file
+
+    try:
+        X, y = load_svmlight_file(str(path), n_features=n_features)
+    except (ValueError, OSError) as error:
+        raise DataError(f"cannot read {source} as svmlight: {_one_line(error)}") from None
+    X = np.ascontiguousarray(X.toarray(), dtype=np.float64)
+    _check_finite(X, None, source=source)
+    return Dataset(X=X, y=_labels(y, name="label", source=source), feature_names=None,
+                   target="label", target_index=None, name=source)
+
+
+# --------------------------------------------------------------------------------------------
+# batched reading for prediction
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """What a model expects of a data file: its feature names (or none) and its target column."""
+
+    n_features: int
+    feature_names: tuple[str, ...] | None = None
+    target: str | None = None
+    target_index: int | None = None
+
+
+def _select_columns(columns: Sequence[str], layout: FeatureLayout, *, header: bool, source: str) -> list[str]:
+    """The columns of a table, in the model's order, that hold the model's features."""
+    columns = [str(c) for c in columns]
+    d = layout.n_features
+    if header and layout.feature_names is not None:
+        missing = [n for n in layout.feature_names if n not in columns]
+        if not missing:
+            return list(layout.feature_names)
+        if len(missing) < len(layout.feature_names):
+            raise DataError(
+                f"{source} lacks the model's feature columns {_short_list(missing)} "
+                f"(the model expects {d} features)"
+            )
+        # Not one name matches: the table names its columns its own way; go by position.
+    candidates = list(columns)
+    if len(candidates) == d + 1:
+        if header and layout.target in candidates:
+            candidates.remove(layout.target)
+        elif layout.target_index is not None and layout.target_index < len(candidates):
+            del candidates[layout.target_index]
+    if len(candidates) != d:
+        raise DataError(
+            f"{source} has {len(columns)} columns, the model expects {d} features "
+            f"(plus, optionally, the target column)"
+        )
+    return candidates
+
+
+def iter_feature_batches(
+    path: str | Path,
+    layout: FeatureLayout,
+    *,
+    header: bool = True,
+    fmt: str | None = None,
+    batch_size: int = 65536,
+) -> Iterator[np.ndarray]:
+    """Yield the features of ``path`` as float64 arrays of at most ``batch_size`` rows.
+
+    Tables are streamed (pandas' chunked CSV reader, pyarrow's Parquet record batches), so a
+    file larger than memory works; ``.npz`` and svmlight files are loaded whole.  The model's
+    features are picked by name when both sides have names, else by position after dropping
+    the target column if the file has one.
+
+    Raises
+    ------
+    DataError
+        A missing file, a column layout that does not fit the model, non-numeric or missing values.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch size must be a positive integer, got {batch_size}")
+    path = Path(path)
+    _check_exists(path)
+    fmt = detect_format(path, fmt)
+    source = path.name
+    if fmt in ("npz", "svmlight"):
+        if fmt == "npz":
+            data = _read_npz(path, source=source, require_y=False)
+        else:
+            data = _read_svmlight(path, source=source, n_features=layout.n_features)
+        if data.n_features != layout.n_features:
+            raise DataError(
+                f"{source} has {data.n_features} features, the model expects {layout.n_features}"
+            )
+        for start in range(0, data.X.shape[0], batch_size):
+            yield data.X[start:start + batch_size]
+        return
+    if fmt == "parquet":
+        yield from _parquet_batches(path, layout, source=source, batch_size=batch_size)
+        return
+    yield from _csv_batches(path, layout, fmt=fmt, header=header, source=source, batch_size=batch_size)
+
+
+def _parquet_batches(path: Path, layout: FeatureLayout, *, source: str, batch_size: int):
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow.ArrowInvalid and friends
+        raise DataError(f"cannot read {source} as parquet: {_one_line(error)}") from None
+    selected = _select_columns(parquet.schema_arrow.names, layout, header=True, source=source)
+    row = 1
+    for batch in parquet.iter_batches(batch_size=batch_size, columns=selected):
+        frame = batch.to_pandas()[selected]
+        yield _features_to_array(frame, source=source, first_row=row)
+        row += len(frame)
+
+
+def _csv_batches(path: Path, layout: FeatureLayout, *, fmt: str, header: bool, source: str, batch_size: int):
+    import pandas as pd
+
+    sep = _delimiter(path, fmt)
+    options = dict(sep=sep, header=0 if header else None, skipinitialspace=True)
+    try:
+        head = pd.read_csv(path, nrows=0 if header else 1, **options)
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
+    columns = [str(c) for c in head.columns]
+    selected = _select_columns(columns, layout, header=header, source=source)
+    usecols = selected if header else [int(c) for c in selected]
+    row = 1
+    try:
+        reader = pd.read_csv(path, usecols=usecols, chunksize=batch_size, **options)
+        for chunk in reader:
+            chunk.columns = [str(c) for c in chunk.columns]
+            yield _features_to_array(chunk[selected], source=source, first_row=row)
+            row += len(chunk)
+    except DataError:
+        raise
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
+
+
+def infer_image_shape(n_features: int, feature_names: Sequence[str] | None) -> tuple[int, int] | None:
+    """``(s, s)`` when the features look like the pixels of a square image, else ``None``.
+
+    That is: at least 64 features, a perfect square count, and names (if any) that differ only
+    in their digits, like ``pixel0 ... pixel783`` or ``pixel_0_0 ... pixel_7_7``.
+
+    Examples
+    --------
+    >>> infer_image_shape(64, [f"pixel_{i}_{j}" for i in range(8) for j in range(8)])
+    (8, 8)
+    >>> infer_image_shape(16, None) is None, infer_image_shape(100, ["a"] * 99 + ["b"]) is None
+    (True, True)
+    """
+    side = math.isqrt(n_features)
+    if n_features < 64 or side * side != n_features:
+        return None
+    if feature_names is not None:
+        stems = {re.sub(r"\d+", "#", str(n)) for n in feature_names}
+        if len(stems) != 1:
+            return None
+    return (side, side)
