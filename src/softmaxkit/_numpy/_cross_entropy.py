@@ -124,7 +124,8 @@ def _row_dot(values: np.ndarray, coef: np.ndarray) -> np.ndarray:
     if nan_rows.any():
         rows = values[nan_rows]
         rows_coef = coef if coef.ndim == 1 else coef[nan_rows]
-        out[nan_rows] = np.sum(np.where(rows_coef == 0, 0, rows * rows_coef), axis=1)
+        with np.errstate(invalid="ignore"):  # the 0 * inf products are the ones np.where discards
+            out[nan_rows] = np.sum(np.where(rows_coef == 0, 0, rows * rows_coef), axis=1)
     return out
 
 

@@ -1,0 +1,46 @@
+"""Shared fixtures of the test suite (kept small on purpose).
+
+* ``datasets_dir``: the real datasets in ``../shared/datasets`` beside the repository root;
+  a test that asks for it is skipped, with the path in the message, where the folder is absent.
+* ``rng``: a seeded ``numpy.random.Generator``, fresh for every test.
+* Tests marked ``@pytest.mark.cuda`` are skipped, with a reason, where PyTorch sees no CUDA device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASETS_DIR = REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """The folder of real datasets (``../shared/datasets`` from the repository root)."""
+    if not DATASETS_DIR.is_dir():
+        pytest.skip(f"real datasets not found at {DATASETS_DIR} (they live beside the repository, not in it)")
+    return DATASETS_DIR
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261128)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda_items = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if cuda_items and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device; PyTorch sees none on this machine")
+        for item in cuda_items:
+            item.add_marker(skip)
