@@ -1,0 +1,810 @@
+"""SoftmaxRegression: the scikit-learn estimator shell around the multinomial linear loss and its solvers."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections import namedtuple
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+from softmaxkit._model_io import load_model_file, save_model_file
+from softmaxkit._numpy._softmax import log_softmax, softmax
+from softmaxkit.linear_model import _loss, _solvers
+
+__all__ = ["SoftmaxRegression"]
+
+_SOLVERS = ("lbfgs", "newton-cg", "sgd", "adam")
+_STOCHASTIC = ("sgd", "adam")
+
+Objective = namedtuple("Objective", ["loss_gradient", "loss_gradient_hessp", "batch_loss_gradient"])
+Objective.__doc__ = """The callables the solvers see, on flat float64 parameter vectors of length
+``n_classes * (n_features + fit_intercept)`` (``coef`` of :mod:`._loss`, raveled in C order):
+``loss_gradient(x) -> (f, g)``, ``loss_gradient_hessp(x) -> (f, g, H)`` and
+``batch_loss_gradient(x, indices) -> (f, g)``."""
+
+
+def _numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept, label_smoothing, dtype):
+    shape = (n_classes, X.shape[1] + int(fit_intercept))
+    options = {"fit_intercept": fit_intercept, "label_smoothing": label_smoothing}
+
+    def as_coef(x):
+        return np.asarray(x, dtype=dtype).reshape(shape)
+
+    def loss_gradient(x):
+        f, g = _loss.loss_gradient(as_coef(x), X, target, sample_weight, alpha, **options)
+        return f, g.ravel()
+
+    def loss_gradient_hessp(x):
+        f, g, H = _loss.loss_gradient_hessp(as_coef(x), X, target, sample_weight, alpha, **options)
+        return f, g.ravel(), H
+
+    def batch_loss_gradient(x, indices):
+        coef = as_coef(x)
+        sw = None if sample_weight is None else sample_weight[indices]
+        if sw is not None and not sw.sum() > 0:  # a batch of zero-weight samples: only the penalty
+            W = coef[:, : X.shape[1]]
+            g = np.zeros_like(coef)
+            g[:, : X.shape[1]] = alpha * W
+            return 0.5 * alpha * float(np.vdot(W, W)), g.ravel()
+        f, g = _loss.loss_gradient(coef, X[indices], target[indices], sw, alpha, **options)
+        return f, g.ravel()
+
+    return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient)
+
+
+def _make_objective(backend, device, X, target, sample_weight, alpha, **options) -> Objective:
+    """The one place that dispatches on ``backend``: build the solvers' callables for it.
+
+    A new backend adds a branch here returning an :class:`Objective` of callables with the same
+    contract (flat float64 NumPy vectors in and out).
+    """
+    if backend == "numpy":
+        if device is not None:
+            raise ValueError(f"device must be None with backend='numpy', got {device!r}")
+        return _numpy_objective(X, target, sample_weight, alpha, **options)
+    raise ValueError(f"backend must be 'numpy' (the only backend available), got {backend!r}")
+
+
+def _check_dtype(dtype) -> np.dtype:
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
+    return resolved
+
+
+def _check_finite_nonnegative(values, name, detail):
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} must be finite{detail}, got non-finite values")
+    if values.size and values.min() < 0:
+        raise ValueError(f"{name} must be non-negative{detail}, got a minimum of {values.min()}")
+
+
+class SoftmaxRegression(ClassifierMixin, BaseEstimator):
+    r"""Multinomial logistic (softmax) regression with exact second-order, quasi-Newton and stochastic solvers.
+
+    For weights :math:`W` (``n_classes x n_features``), intercept :math:`b` and sample weights
+    :math:`s_i = \mathrm{sample\_weight}_i \cdot \mathrm{class\_weight}[y_i]` the model minimises
+
+    .. math::
+
+        L(W, b) = \frac{1}{\sum_i s_i} \sum_i s_i \, \mathrm{CE}(y_i, W x_i + b)
+                  + \frac{\alpha}{2} \lVert W \rVert_F^2 ,
+
+    with :math:`\mathrm{CE}` the cross-entropy of :func:`softmaxkit.cross_entropy` (including its
+    ``label_smoothing``). The intercept is not penalised. The parametrisation is symmetric: one
+    row of ``coef_`` per class, also for two classes; the intercepts are returned centred (they
+    sum to 0, which changes no prediction). For soft labels :math:`y_i` (rows of class
+    probabilities), the class weight of a sample is :math:`\sum_k y_{ik}\,\mathrm{class\_weight}_k`.
+
+    **Same problem as scikit-learn.** ``sklearn.linear_model.LogisticRegression(C=c)`` (multinomial,
+    L2) minimises ``c * sum_i s_i CE_i + ||W||^2 / 2``; scikit-learn 1.9 solves it internally as
+    ``(1 / sum_i s_i) * sum_i s_i CE_i + ||W||^2 / (2 c sum_i s_i)`` (``l2_reg_strength = 1 / (C *
+    sw_sum)`` with ``sw_sum`` the sum of sample weights after multiplying in ``class_weight``).
+    Both have the minimiser of ``L`` above with ``alpha = 1 / (c * sum_i s_i)``, and scikit-learn's
+    internal objective equals ``L``.
+
+    Parameters
+    ----------
+    alpha : float, default 1e-4
+        L2 penalty strength (see the formula above).
+    fit_intercept : bool, default True
+    solver : {"lbfgs", "newton-cg", "sgd", "adam"}, default "lbfgs"
+        "lbfgs": SciPy's L-BFGS. "newton-cg": inexact Newton with Jacobi-preconditioned CG on
+        exact Hessian-vector products and a backtracking line search; usually the fastest to a
+        tight optimum. "sgd": mini-batch SGD with Nesterov momentum. "adam": Adam.
+        Only "sgd" and "adam" offer :meth:`partial_fit`.
+    max_iter : int, default 200
+        Iterations (lbfgs, newton-cg) or epochs (sgd, adam).
+    tol : float, default 1e-4
+        lbfgs, newton-cg: stop when the largest absolute gradient entry is at most ``tol``.
+        sgd, adam: stop when the epoch objective (or, with ``early_stopping``, the validation
+        score) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+    batch_size : int or "auto", default "auto"
+        Mini-batch size for sgd and adam; "auto" is ``min(256, max(8, n_samples // 10))``
+        (at most ``n_samples``).
+    learning_rate : float or "auto", default "auto"
+        Initial step size of sgd and adam. "auto" is, for sgd, ``1 / L`` with
+        ``L = (max_i ||x_i||^2 + fit_intercept) / 2 + alpha`` (a bound on the curvature of any
+        single sample's loss), and 1e-2 for adam.
+    learning_rate_schedule : {"constant", "invscaling", "adaptive"}, default "constant"
+        "invscaling": ``learning_rate / sqrt(1 + epoch)``; "adaptive": divide the rate by 5 each
+        time the objective stalls for ``n_iter_no_change`` epochs (stop below 1e-6).
+    momentum : float, default 0.9
+        Nesterov momentum of sgd (0 for plain SGD).
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the training data (stratified) and stop when the
+        validation accuracy has not improved by ``tol`` for ``n_iter_no_change`` iterations or
+        epochs; the best coefficients are kept. Any solver; not used by :meth:`partial_fit`.
+    validation_fraction : float, default 0.1
+    n_iter_no_change : int, default 10
+    class_weight : dict, "balanced" or None, default None
+        Multiplies each sample's weight by the weight of its class; "balanced" is
+        ``sum_i sw_i / (n_classes * sum_{i: y_i = k} sw_i)`` (scikit-learn's rule).
+    label_smoothing : float in [0, 1], default 0.0
+        As in :func:`softmaxkit.cross_entropy`.
+    warm_start : bool, default False
+        Start :meth:`fit` from the previous solution (and solver state for sgd and adam).
+    random_state : int, numpy.random.RandomState or None, default None
+        Shuffling of sgd and adam, and the early-stopping split.
+    verbose : bool, default False
+        Show a progress bar (tqdm) with the current objective (and validation score).
+    dtype : numpy.float64 or numpy.float32, default numpy.float64
+        Working precision of the data and the loss (solvers accumulate in float64).
+    backend : str, default "numpy"
+        Where the loss is computed; only "numpy" is available.
+    device : None
+        Reserved for other backends.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    coef_ : ndarray of shape (n_classes, n_features)
+    intercept_ : ndarray of shape (n_classes,)
+    n_iter_ : int
+        Iterations or epochs run (summed over :meth:`partial_fit` calls).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Only when ``X`` had string column names.
+    loss_curve_ : list of float
+        The objective after each iteration (lbfgs, newton-cg) or the mean mini-batch objective of
+        each epoch (sgd, adam).
+    validation_scores_ : list of float
+        Validation accuracy per iteration or epoch (with ``early_stopping``).
+    validation_loss_curve_ : list of float
+        Validation cross-entropy (weighted mean, no penalty) per iteration or epoch (with
+        ``early_stopping``).
+    best_validation_score_ : float
+        With ``early_stopping``.
+    saved_metadata_ : dict
+        After :meth:`load`: the ``metadata`` given to :meth:`save`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxkit.linear_model import SoftmaxRegression
+    >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0], [0.5, 3.0], [3.0, 3.0]])
+    >>> y = np.array(["a", "a", "b", "b", "c", "c"])
+    >>> model = SoftmaxRegression(alpha=0.1).fit(X, y)
+    >>> model.predict(X)
+    array(['a', 'a', 'b', 'b', 'c', 'c'], dtype='<U1')
+    >>> model.predict_proba(X[:1]).round(3)
+    array([[0.583, 0.108, 0.309]])
+    """
+
+    _parameter_constraints: dict = {
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "solver": [StrOptions(set(_SOLVERS))],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "learning_rate_schedule": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "label_smoothing": [Interval(numbers.Real, 0, 1, closed="both")],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "dtype": "no_validation",
+        "backend": [str],
+        "device": "no_validation",
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha=1e-4,
+        fit_intercept=True,
+        solver="lbfgs",
+        max_iter=200,
+        tol=1e-4,
+        batch_size="auto",
+        learning_rate="auto",
+        learning_rate_schedule="constant",
+        momentum=0.9,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        class_weight=None,
+        label_smoothing=0.0,
+        warm_start=False,
+        random_state=None,
+        verbose=False,
+        dtype=np.float64,
+        backend="numpy",
+        device=None,
+    ):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_schedule = learning_rate_schedule
+        self.momentum = momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+        self.dtype = dtype
+        self.backend = backend
+        self.device = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_class = True
+        tags.non_deterministic = False
+        return tags
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_params(self) -> np.dtype:
+        self._validate_params()
+        dtype = _check_dtype(self.dtype)
+        if self.backend != "numpy":
+            _make_objective(self.backend, self.device, None, None, None, 0.0)  # raises the backend error
+        if self.device is not None:
+            raise ValueError(f"device must be None with backend='numpy', got {self.device!r}")
+        return dtype
+
+    def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
+        return validate_data(
+            self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1
+        )
+
+    def _encode_target(self, y, n_samples, dtype, *, classes=None):
+        """``(target, hard_labels)``: class indices or a probability matrix, and labels for stratifying."""
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; it is used as class labels.",
+                DataConversionWarning,
+                stacklevel=3,
+            )
+            y = y[:, 0]
+        if y.shape[:1] != (n_samples,):
+            raise ValueError(f"y must have {n_samples} rows (one per sample of X), got shape {y.shape}")
+        if y.ndim == 2:  # soft labels
+            if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+                raise ValueError(f"y must hold numbers when 2-D (class probabilities), got dtype {y.dtype}")
+            proba = np.asarray(y, dtype=dtype)
+            n_classes = proba.shape[1]
+            if classes is None:
+                classes = np.arange(n_classes)
+            elif len(classes) != n_classes:
+                raise ValueError(
+                    f"y must have one column per class ({len(classes)} classes), got {n_classes} columns"
+                )
+            if n_classes < 2:
+                raise ValueError(f"y must contain at least two classes, got {n_classes} column")
+            _check_finite_nonnegative(proba, "y", " (class probabilities)")
+            sums = proba.sum(axis=1, dtype=np.float64)
+            bad = np.abs(sums - 1.0) > 1e-6 * max(1, n_classes) if dtype == np.float64 else np.abs(sums - 1.0) > 1e-4
+            if bad.any():
+                raise ValueError(
+                    f"y must have rows that sum to 1 (class probabilities), got a row sum of {sums[bad][0]!r}"
+                )
+            return np.asarray(classes), proba, np.argmax(proba, axis=1)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D labels or 2-D class probabilities, got shape {y.shape}")
+        check_classification_targets(y)
+        if classes is None:
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise ValueError(f"y must contain at least two classes, got 1 class: {classes.tolist()}")
+        codes = np.searchsorted(classes, y)
+        codes = np.minimum(codes, len(classes) - 1)
+        unknown = classes[codes] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"y must only hold labels from classes {np.asarray(classes).tolist()}, "
+                f"got {np.unique(np.asarray(y)[unknown]).tolist()}"
+            )
+        codes = codes.astype(np.intp)
+        return classes, codes, codes
+
+    def _sample_weight(self, sample_weight, n_samples, dtype):
+        if sample_weight is None:
+            return None
+        sw = np.asarray(sample_weight)
+        if sw.ndim == 0:
+            sw = np.full(n_samples, float(sw))
+        if sw.shape != (n_samples,):
+            raise ValueError(f"sample_weight must have shape ({n_samples},), got shape {sw.shape}")
+        if not (np.issubdtype(sw.dtype, np.number) or sw.dtype == bool):
+            raise ValueError(f"sample_weight must hold numbers, got dtype {sw.dtype}")
+        sw = sw.astype(dtype)
+        _check_finite_nonnegative(sw, "sample_weight", "")
+        return sw
+
+    def _class_weights(self, target, sw, n_classes, dtype, classes, *, allow_balanced=True):
+        """Per-class weights ``(n_classes,)`` or ``None``."""
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if isinstance(cw, str):
+            if not allow_balanced:
+                raise ValueError("class_weight must be None or a dict with partial_fit, got 'balanced'")
+            weights = np.ones(target.shape[0]) if sw is None else sw.astype(np.float64)
+            if target.ndim == 1:
+                counts = np.bincount(target, weights=weights, minlength=n_classes)
+            else:
+                counts = weights @ target.astype(np.float64)
+            with np.errstate(divide="ignore"):
+                result = counts.sum() / (n_classes * counts)
+            result[counts == 0] = 1.0
+            return result.astype(dtype)
+        result = np.ones(n_classes, dtype=dtype)
+        class_list = list(np.asarray(classes).tolist())
+        for label, weight in cw.items():
+            key = label.item() if isinstance(label, np.generic) else label
+            if key not in class_list:
+                raise ValueError(f"class_weight must only name classes from {class_list}, got the label {label!r}")
+            if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
+                raise ValueError(f"class_weight must map labels to finite non-negative numbers, got {weight!r}")
+            result[class_list.index(key)] = weight
+        return result
+
+    @staticmethod
+    def _combine_weights(target, sw, cw, n_samples, dtype):
+        if cw is None:
+            return sw
+        per_sample = cw[target] if target.ndim == 1 else target @ cw
+        s = per_sample if sw is None else sw * per_sample
+        return s.astype(dtype, copy=False)
+
+    # ------------------------------------------------------------------ fitting
+
+    def _initial_coef(self, n_classes, n_features, target, s, dtype, warm):
+        if warm:
+            coef = self.coef_
+            if self.fit_intercept:
+                coef = np.hstack([coef, self.intercept_[:, None]])
+            return np.asarray(coef, dtype=np.float64).ravel()
+        coef = np.zeros((n_classes, n_features + int(self.fit_intercept)))
+        if self.fit_intercept:  # the optimum of the intercept-only model: log class frequencies
+            weights = np.ones(target.shape[0]) if s is None else s.astype(np.float64)
+            counts = (
+                np.bincount(target, weights=weights, minlength=n_classes)
+                if target.ndim == 1
+                else weights @ target.astype(np.float64)
+            )
+            freq = counts / counts.sum()
+            log_freq = np.log(np.maximum(freq, 1e-12))
+            coef[:, -1] = log_freq - log_freq.mean()
+        return coef.ravel()
+
+    def _set_coef(self, x, n_classes, n_features, dtype):
+        coef = np.asarray(x, dtype=np.float64).reshape(n_classes, n_features + int(self.fit_intercept))
+        self.coef_ = np.ascontiguousarray(coef[:, :n_features], dtype=dtype)
+        if self.fit_intercept:
+            b = coef[:, n_features]
+            self.intercept_ = (b - b.mean()).astype(dtype)
+        else:
+            self.intercept_ = np.zeros(n_classes, dtype=dtype)
+
+    def _auto_learning_rate(self, X):
+        if self.learning_rate != "auto":
+            return float(self.learning_rate)
+        if self.solver == "adam":
+            return 1e-2
+        max_sq = float(np.max(np.einsum("ij,ij->i", X, X))) if X.size else 0.0
+        return 1.0 / (0.5 * (max_sq + int(self.fit_intercept)) + self.alpha)
+
+    def _epoch_options(self, n_samples, learning_rate):
+        if self.batch_size == "auto":
+            batch = min(256, max(8, n_samples // 10), n_samples)
+        else:
+            batch = min(self.batch_size, n_samples)
+        return {
+            "batch_size": batch,
+            "learning_rate": learning_rate,
+            "schedule": self.learning_rate_schedule,
+            "momentum": float(self.momentum),
+        }
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to ``X`` and labels (or class probabilities) ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Finite values.
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+            Labels of any kind (numbers, strings), or rows of class probabilities (soft labels;
+            non-negative, summing to 1). For soft labels ``classes_`` is ``arange(n_classes)``.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights.
+
+        Returns
+        -------
+        self
+        """
+        dtype = self._check_params()
+        warm = self.warm_start and hasattr(self, "coef_")
+        X = self._validate_X(X, reset=not warm, dtype=dtype)
+        n_samples, n_features = X.shape
+        classes, target, hard = self._encode_target(
+            y, n_samples, dtype, classes=self.classes_ if warm else None
+        )
+        if warm and (len(classes) != len(self.classes_) or n_features != self.coef_.shape[1]):
+            warm = False
+        sw = self._sample_weight(sample_weight, n_samples, dtype)
+        cw = self._class_weights(target, sw, len(classes), dtype, classes)
+        s = self._combine_weights(target, sw, cw, n_samples, dtype)
+        if s is not None and not s.sum() > 0:
+            raise ValueError("sample_weight must have a positive sum, got all weights zero (after class weights)")
+        self.classes_ = classes
+        n_classes = len(classes)
+        rng = check_random_state(self.random_state)
+
+        X_val = None
+        if self.early_stopping:
+            X, X_val, target, t_val, s, s_val = self._split_validation(X, target, hard, s, rng)
+            n_samples = X.shape[0]
+        objective = _make_objective(
+            self.backend, self.device, X, target, s, float(self.alpha),
+            n_classes=n_classes, fit_intercept=bool(self.fit_intercept),
+            label_smoothing=float(self.label_smoothing), dtype=dtype,
+        )
+        x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm)
+        monitor = _Monitor(self, X_val, t_val if X_val is not None else None, s_val if X_val is not None else None,
+                           n_classes, n_features, dtype)
+        try:
+            if self.solver == "lbfgs":
+                result = _solvers.minimize_lbfgs(
+                    objective.loss_gradient, x0, max_iter=self.max_iter, tol=self.tol, callback=monitor
+                )
+            elif self.solver == "newton-cg":
+                result = _solvers.minimize_newton_cg(
+                    objective.loss_gradient_hessp, x0, max_iter=self.max_iter, tol=self.tol, callback=monitor
+                )
+            else:
+                if not (warm and getattr(self, "_stochastic_state", None) is not None):
+                    self._stochastic_state = _solvers.StochasticState(
+                        method=self.solver, learning_rate=self._auto_learning_rate(X)
+                    )
+                state = self._stochastic_state
+                generator = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
+                result = _solvers.minimize_stochastic(
+                    objective.batch_loss_gradient, x0, n_samples, state,
+                    max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+                    rng=generator, callback=monitor,
+                    **self._epoch_options(n_samples, state.learning_rate if self.learning_rate == "auto"
+                                          else float(self.learning_rate)),
+                )
+        finally:
+            monitor.close()
+        x = monitor.best_x if monitor.best_x is not None else result.x
+        self._set_coef(x, n_classes, n_features, dtype)
+        self.n_iter_ = int(result.n_iter)
+        self.loss_curve_ = list(result.loss_curve)
+        if self.early_stopping:
+            self.validation_scores_ = monitor.scores
+            self.validation_loss_curve_ = monitor.losses
+            self.best_validation_score_ = monitor.best_score
+        else:
+            for name in ("validation_scores_", "validation_loss_curve_", "best_validation_score_"):
+                if hasattr(self, name):
+                    delattr(self, name)
+        if not result.converged:
+            warnings.warn(
+                f"{type(self).__name__} (solver={self.solver!r}) did not converge in max_iter={self.max_iter} "
+                f"{'epochs' if self.solver in _STOCHASTIC else 'iterations'}; increase max_iter or tol, or "
+                "standardise the features",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _split_validation(self, X, target, hard, s, rng):
+        indices = np.arange(X.shape[0])
+        stratify = hard if np.bincount(hard).min(initial=2) >= 2 and len(np.unique(hard)) > 1 else None
+        try:
+            train, val = train_test_split(
+                indices, test_size=self.validation_fraction, random_state=rng, stratify=stratify
+            )
+        except ValueError:
+            train, val = train_test_split(indices, test_size=self.validation_fraction, random_state=rng)
+        if len(train) == 0 or len(val) == 0:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves no training or no validation samples "
+                f"out of {X.shape[0]}"
+            )
+        s_train = None if s is None else s[train]
+        s_val = None if s is None else s[val]
+        if s_train is not None and not s_train.sum() > 0:
+            raise ValueError("sample_weight must have a positive sum on the training split, got all weights zero")
+        return X[train], X[val], target[train], target[val], s_train, s_val
+
+    def _partial_fit_available(self):
+        return self.solver in _STOCHASTIC
+
+    @available_if(_partial_fit_available)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch of mini-batch multinomial updates (sgd or adam) on ``X, y``.
+
+        The optimiser state (momentum, Adam moments, epoch count for the schedule) carries over
+        between calls. ``class_weight="balanced"`` and ``early_stopping`` do not apply here.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+            Labels from ``classes``, or rows of class probabilities in the order of ``classes``.
+        classes : array-like of shape (n_classes,)
+            All the classes; required on the first call, ignored afterwards.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        dtype = self._check_params()
+        first = not hasattr(self, "classes_") or getattr(self, "_stochastic_state", None) is None
+        if first:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit, got None")
+            classes = np.asarray(classes)
+            if classes.ndim != 1:
+                raise ValueError(f"classes must be 1-D, got shape {classes.shape}")
+            if len(np.unique(classes)) < 2 or len(np.unique(classes)) != len(classes):
+                raise ValueError(f"classes must hold at least two distinct classes, got {classes.tolist()}")
+            classes = np.sort(classes)
+        X = self._validate_X(X, reset=first, dtype=dtype)
+        n_samples, n_features = X.shape
+        classes, target, _ = self._encode_target(y, n_samples, dtype, classes=classes if first else self.classes_)
+        sw = self._sample_weight(sample_weight, n_samples, dtype)
+        cw = self._class_weights(target, sw, len(classes), dtype, classes, allow_balanced=False)
+        s = self._combine_weights(target, sw, cw, n_samples, dtype)
+        n_classes = len(classes)
+        if first:
+            self.classes_ = classes
+            self.coef_ = np.zeros((n_classes, n_features), dtype=dtype)
+            self.intercept_ = np.zeros(n_classes, dtype=dtype)
+            self.n_iter_ = 0
+            self.loss_curve_ = []
+            self._stochastic_state = _solvers.StochasticState(
+                method=self.solver, learning_rate=self._auto_learning_rate(X)
+            )
+            self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
+        objective = _make_objective(
+            self.backend, self.device, X, target, s, float(self.alpha),
+            n_classes=n_classes, fit_intercept=bool(self.fit_intercept),
+            label_smoothing=float(self.label_smoothing), dtype=dtype,
+        )
+        state = self._stochastic_state
+        x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm=True)
+        lr = state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
+        if getattr(self, "_partial_fit_rng", None) is None:
+            self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
+        x, f = _solvers.stochastic_epoch(
+            objective.batch_loss_gradient, x0, n_samples, state, rng=self._partial_fit_rng,
+            **self._epoch_options(n_samples, lr),
+        )
+        if not np.isfinite(f):
+            raise FloatingPointError(f"the objective diverged to {f}; lower learning_rate")
+        self._set_coef(x, n_classes, n_features, dtype)
+        self.n_iter_ += 1
+        self.loss_curve_.append(f)
+        return self
+
+    # ------------------------------------------------------------------ prediction
+
+    def _logits(self, X):
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False, dtype=self.coef_.dtype)
+        return X @ self.coef_.T + self.intercept_
+
+    def decision_function(self, X):
+        """The logits ``X @ coef_.T + intercept_``, shape (n_samples, n_classes).
+
+        For two classes, scikit-learn's convention: the 1-D difference ``z_1 - z_0`` (the log-odds
+        of ``classes_[1]``).
+        """
+        z = self._logits(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
+
+    def predict(self, X):
+        """The most probable class of each row (the first one on ties)."""
+        z = self._logits(X)
+        return self.classes_[np.argmax(z, axis=1)]
+
+    def predict_proba(self, X):
+        """Class probabilities, ``softmax(decision logits)``, shape (n_samples, n_classes)."""
+        return softmax(self._logits(X), axis=1)
+
+    def predict_log_proba(self, X):
+        """Exact log-probabilities via :func:`softmaxkit.log_softmax` (finite wherever the probability is not 0)."""
+        return log_softmax(self._logits(X), axis=1)
+
+    # ------------------------------------------------------------------ model files
+
+    def save(self, path, *, overwrite=False, metadata=None):
+        """Write the fitted model to ``path`` (format in :mod:`softmaxkit._model_io`), atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Used as given (``.npz`` is customary).
+        overwrite : bool, default False
+            Replace an existing file; otherwise an existing file raises :class:`FileExistsError`.
+        metadata : dict, optional
+            Free-form JSON-serialisable data kept with the model (read back as
+            ``saved_metadata_`` or with :func:`read_model_metadata`).
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self)
+        params = self.get_params()
+        params["dtype"] = np.dtype(params["dtype"]).name
+        if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
+            params["random_state"] = None  # a RandomState object is not kept
+        if isinstance(params["class_weight"], dict):
+            params["class_weight"] = [
+                [k.item() if isinstance(k, np.generic) else k, float(v)] for k, v in params["class_weight"].items()
+            ]
+        arrays = {"coef": self.coef_, "intercept": self.intercept_}
+        record = {"estimator": type(self).__name__, "params": params, "n_features_in": int(self.n_features_in_),
+                  "n_iter": int(self.n_iter_), "loss_curve": [float(v) for v in self.loss_curve_],
+                  "extra_metadata": {} if metadata is None else metadata}
+        arrays["classes"], record["classes_object"] = _to_plain(self.classes_, "classes_")
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names"], _ = _to_plain(self.feature_names_in_, "feature_names_in_")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
+        save_model_file(path, arrays, record, overwrite=overwrite)
+        return self
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`; every field is checked, nothing is unpickled.
+
+        Raises :class:`ValueError` for a truncated, corrupt, foreign or newer-version file.
+        """
+        arrays, meta = load_model_file(path, estimator=cls.__name__)
+        where = f"model file {str(path)!r}"
+        try:
+            params = dict(meta["params"])
+            if isinstance(params.get("class_weight"), list):
+                params["class_weight"] = {k: v for k, v in params["class_weight"]}
+            model = cls()
+            model.set_params(**params)
+            dtype = model._check_params()
+            n_features = meta["n_features_in"]
+            coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+            n_iter, curve, extra = meta["n_iter"], meta["loss_curve"], meta["extra_metadata"]
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"{where} has invalid metadata: {error!r}") from None
+        n_classes = classes.shape[0] if classes.ndim == 1 else -1
+        if not (isinstance(n_features, int) and n_features >= 1):
+            raise ValueError(f"{where} has an invalid n_features_in {n_features!r}")
+        if n_classes < 2:
+            raise ValueError(f"{where} must hold at least two classes, got shape {classes.shape}")
+        if coef.shape != (n_classes, n_features) or coef.dtype != dtype:
+            raise ValueError(
+                f"{where} must hold coef of shape {(n_classes, n_features)} and dtype {dtype}, "
+                f"got shape {coef.shape} and dtype {coef.dtype}"
+            )
+        if intercept.shape != (n_classes,) or intercept.dtype != dtype:
+            raise ValueError(f"{where} must hold intercept of shape ({n_classes},), got {intercept.shape}")
+        if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
+            raise ValueError(f"{where} holds non-finite coefficients")
+        if len(np.unique(classes)) != n_classes:
+            raise ValueError(f"{where} holds repeated classes")
+        if not isinstance(extra, dict) or not isinstance(curve, list) or not isinstance(n_iter, int):
+            raise ValueError(f"{where} has invalid metadata fields")
+        model.classes_ = classes.astype(object) if meta.get("classes_object") else classes
+        model.coef_, model.intercept_ = coef, intercept
+        model.n_features_in_ = n_features
+        if "feature_names" in arrays:
+            names = arrays["feature_names"]
+            if names.shape != (n_features,) or names.dtype.kind != "U":
+                raise ValueError(f"{where} holds feature names of shape {names.shape}, expected ({n_features},)")
+            model.feature_names_in_ = names.astype(object)
+        model.n_iter_, model.loss_curve_ = n_iter, [float(v) for v in curve]
+        model.saved_metadata_ = extra
+        return model
+
+
+def _to_plain(values, name):
+    """A numeric or fixed-width-string copy of ``values`` and whether it was an object array."""
+    values = np.asarray(values)
+    if values.dtype.kind in "biuf" or values.dtype.kind == "U":
+        return values, False
+    if values.dtype == object and all(isinstance(v, str) for v in values):
+        return values.astype(str), True
+    raise ValueError(f"{name} must hold numbers or strings to be saved, got dtype {values.dtype}")
+
+
+class _Monitor:
+    """The per-iteration callback of :meth:`SoftmaxRegression.fit`: progress bar and early stopping."""
+
+    def __init__(self, est, X_val, t_val, s_val, n_classes, n_features, dtype):
+        self.est, self.X_val, self.t_val, self.s_val = est, X_val, t_val, s_val
+        self.shape = (n_classes, n_features + int(est.fit_intercept))
+        self.n_features, self.dtype = n_features, dtype
+        self.scores, self.losses = [], []
+        self.best_score, self.best_x, self.bad = -np.inf, None, 0
+        self.bar = None
+        if est.verbose:
+            from tqdm.auto import tqdm
+
+            unit = "epoch" if est.solver in _STOCHASTIC else "iter"
+            self.bar = tqdm(total=est.max_iter, desc=f"SoftmaxRegression[{est.solver}]", unit=unit)
+
+    def __call__(self, x, f) -> bool:
+        stop = False
+        postfix = {"loss": f"{f:.6g}"}
+        if self.X_val is not None:
+            coef = np.asarray(x, dtype=self.dtype).reshape(self.shape)
+            z = self.X_val @ coef[:, : self.n_features].T
+            if self.est.fit_intercept:
+                z += coef[:, self.n_features]
+            hard = self.t_val if self.t_val.ndim == 1 else np.argmax(self.t_val, axis=1)
+            correct = (np.argmax(z, axis=1) == hard).astype(np.float64)
+            w = None if self.s_val is None else self.s_val.astype(np.float64)
+            score = float(np.average(correct, weights=w)) if w is None or w.sum() > 0 else float(correct.mean())
+            loss = _loss.loss(coef, self.X_val, self.t_val, self.s_val if w is not None and w.sum() > 0 else None,
+                              0.0, fit_intercept=self.est.fit_intercept,
+                              label_smoothing=float(self.est.label_smoothing))
+            self.scores.append(score)
+            self.losses.append(float(loss))
+            self.bad = 0 if score > self.best_score + self.est.tol else self.bad + 1
+            if score > self.best_score or self.best_x is None:
+                self.best_score, self.best_x = max(score, self.best_score), np.array(x, copy=True)
+            stop = self.bad >= self.est.n_iter_no_change
+            postfix["val_acc"] = f"{score:.4f}"
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(postfix)
+        return stop
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,286 @@
+"""Solvers for smooth convex objectives on a flat parameter vector.
+
+Each solver sees only callables and knows nothing of softmax:
+
+* full-batch solvers take ``loss_gradient(x) -> (f, g)`` (and, for Newton-CG,
+  ``loss_gradient_hessp(x) -> (f, g, H)`` where ``H(v)`` is a Hessian-vector product and
+  ``H.diagonal()`` the Hessian's diagonal);
+* stochastic solvers take ``batch_loss_gradient(x, indices) -> (f, g)``, the objective
+  restricted to the samples ``indices``.
+
+Every solver accepts ``callback(x, f) -> bool``, called once per iteration (epoch for the
+stochastic solvers) with the current point and objective; returning ``True`` stops the solver.
+All of them return a :class:`SolverResult`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.optimize
+
+__all__ = [
+    "SolverResult",
+    "StochasticState",
+    "minimize_lbfgs",
+    "minimize_newton_cg",
+    "minimize_stochastic",
+    "stochastic_epoch",
+]
+
+
+@dataclass
+class SolverResult:
+    """What a solver returns: the point, the iterations done, the objective after each, and whether it converged."""
+
+    x: np.ndarray
+    n_iter: int
+    loss_curve: list[float]
+    converged: bool
+    message: str = ""
+
+
+def minimize_lbfgs(loss_gradient, x0, *, max_iter: int, tol: float, callback=None) -> SolverResult:
+    """L-BFGS (SciPy's L-BFGS-B without bounds) until ``max |projected gradient| <= tol``.
+
+    The relative decrease test is set to ``64 * eps``, so the gradient test decides.
+    """
+    curve: list[float] = []
+    stopped = [False]
+
+    def fun(x):
+        f, g = loss_gradient(x)
+        return f, np.asarray(g, dtype=np.float64).ravel()
+
+    def on_iteration(intermediate_result):
+        curve.append(float(intermediate_result.fun))
+        if callback is not None and callback(intermediate_result.x, float(intermediate_result.fun)):
+            stopped[0] = True
+            raise StopIteration
+
+    result = scipy.optimize.minimize(
+        fun,
+        np.asarray(x0, dtype=np.float64).ravel(),
+        method="L-BFGS-B",
+        jac=True,
+        callback=on_iteration,
+        options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+    )
+    # status 0: converged; 1: iteration limit; 2: line search could not progress (at machine precision)
+    converged = bool(result.status == 0 or stopped[0] or (result.status == 2 and curve))
+    return SolverResult(result.x, int(result.nit), curve, converged, str(result.message))
+
+
+def _pcg(hessp, b, diag, tol, max_iter):
+    """Preconditioned conjugate gradients for ``H x = b`` from 0, preconditioner ``diag`` (or none)."""
+    x = np.zeros_like(b)
+    r = b.copy()
+    z = r / diag if diag is not None else r
+    p = z.copy()
+    rz = float(np.dot(r, z))
+    for _ in range(max_iter):
+        if np.sqrt(float(np.dot(r, r))) <= tol:
+            break
+        Hp = hessp(p)
+        curvature = float(np.dot(p, Hp))
+        if curvature <= 0:  # flat or negative direction (round-off only, the objective is convex)
+            if not x.any():
+                x = b.copy()
+            break
+        step = rz / curvature
+        x += step * p
+        r -= step * Hp
+        z = r / diag if diag is not None else r
+        rz_new = float(np.dot(r, z))
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return x
+
+
+def minimize_newton_cg(
+    loss_gradient_hessp, x0, *, max_iter: int, tol: float, callback=None, max_cg_iter: int | None = None
+) -> SolverResult:
+    """Inexact Newton: Jacobi-preconditioned CG on ``H p = -g``, then a backtracking line search.
+
+    Stops when ``max |g| <= tol``. The CG tolerance is the forcing sequence
+    ``min(0.5, sqrt(|g|)) * |g|``, which gives superlinear convergence near the optimum.
+    The line search tries the full step first (accepted almost always near the optimum) and halves
+    it until the Armijo condition holds.
+    """
+    x = np.asarray(x0, dtype=np.float64).ravel().copy()
+    f, g, H = loss_gradient_hessp(x)
+    g = np.asarray(g, dtype=np.float64).ravel()
+    curve: list[float] = []
+    n_cg = max_cg_iter if max_cg_iter is not None else max(50, min(x.size, 500))
+    converged, message, n_iter = False, "iteration limit reached", 0
+    for n_iter in range(1, max_iter + 1):
+        if np.max(np.abs(g), initial=0.0) <= tol:
+            converged, message, n_iter = True, "gradient below tol", n_iter - 1
+            break
+        g_norm = float(np.linalg.norm(g))
+        diag = np.asarray(H.diagonal(), dtype=np.float64).ravel()
+        diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
+
+        def hessp(v, H=H):
+            return np.asarray(H(v), dtype=np.float64).ravel()
+
+        step = _pcg(hessp, -g, diag, min(0.5, np.sqrt(g_norm)) * g_norm, n_cg)
+        slope = float(np.dot(g, step))
+        if slope >= 0:  # not a descent direction (round-off): fall back to steepest descent
+            step, slope = -g, -g_norm**2
+        t = 1.0
+        for _ in range(60):
+            f_new, g_new, H_new = loss_gradient_hessp(x + t * step)
+            if f_new <= f + 1e-4 * t * slope:
+                break
+            t *= 0.5
+        else:
+            converged, message = True, "line search cannot decrease the objective (machine precision)"
+            n_iter -= 1
+            break
+        x = x + t * step
+        stalled = f - f_new <= 4 * np.finfo(float).eps * abs(f)
+        f, g, H = f_new, np.asarray(g_new, dtype=np.float64).ravel(), H_new
+        curve.append(float(f))
+        if callback is not None and callback(x, float(f)):
+            converged, message = True, "stopped by callback"
+            break
+        if stalled and np.max(np.abs(g)) <= max(tol, 1e3 * np.finfo(float).eps):
+            converged, message = True, "objective stalled at machine precision"
+            break
+    else:
+        if np.max(np.abs(g), initial=0.0) <= tol:
+            converged, message = True, "gradient below tol"
+    return SolverResult(x, n_iter, curve, converged, message)
+
+
+@dataclass
+class StochasticState:
+    """The state a stochastic solver carries between epochs (and between ``partial_fit`` calls).
+
+    ``method`` is ``"sgd"`` (heavy-ball or Nesterov momentum) or ``"adam"``; ``epoch`` counts
+    finished epochs and ``step`` finished updates; ``learning_rate`` is the current rate, which the
+    ``"adaptive"`` schedule lowers.
+    """
+
+    method: str
+    learning_rate: float
+    epoch: int = 0
+    step: int = 0
+    velocity: np.ndarray | None = None  # sgd momentum buffer, or Adam's first moment
+    second_moment: np.ndarray | None = None  # Adam only
+    best_loss: float = np.inf
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+
+def _epoch_learning_rate(state: StochasticState, base: float, schedule: str, power_t: float) -> float:
+    if schedule == "invscaling":
+        return base / (1.0 + state.epoch) ** power_t
+    return state.learning_rate
+
+
+def stochastic_epoch(
+    batch_loss_gradient,
+    x: np.ndarray,
+    n_samples: int,
+    state: StochasticState,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    schedule: str = "constant",
+    power_t: float = 0.5,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-8,
+    rng: np.random.Generator,
+    shuffle: bool = True,
+) -> tuple[np.ndarray, float]:
+    """One pass over ``n_samples`` in mini-batches; returns the new point and the mean batch objective.
+
+    sgd: ``v <- momentum * v - lr * g``, then ``x <- x + momentum * v - lr * g`` (Nesterov) or
+    ``x <- x + v``. adam: the usual bias-corrected first and second moments. ``state`` is updated
+    in place; the rate for this epoch is ``learning_rate / (1 + epoch) ** power_t`` with
+    ``schedule="invscaling"``, else ``state.learning_rate``.
+    """
+    lr = _epoch_learning_rate(state, learning_rate, schedule, power_t)
+    order = rng.permutation(n_samples) if shuffle else np.arange(n_samples)
+    if state.velocity is None:
+        state.velocity = np.zeros_like(x)
+    if state.method == "adam" and state.second_moment is None:
+        state.second_moment = np.zeros_like(x)
+    total, weight = 0.0, 0
+    for start in range(0, n_samples, batch_size):
+        idx = order[start : start + batch_size]
+        f, g = batch_loss_gradient(x, idx)
+        g = np.asarray(g, dtype=x.dtype).ravel()
+        state.step += 1
+        if state.method == "adam":
+            m, v = state.velocity, state.second_moment
+            m *= beta_1
+            m += (1 - beta_1) * g
+            v *= beta_2
+            v += (1 - beta_2) * np.square(g)
+            lr_t = lr * np.sqrt(1 - beta_2**state.step) / (1 - beta_1**state.step)
+            x = x - lr_t * m / (np.sqrt(v) + epsilon)
+        else:
+            v = state.velocity
+            v *= momentum
+            v -= lr * g
+            x = x + (momentum * v - lr * g if nesterov else v)
+        total += float(f) * len(idx)
+        weight += len(idx)
+    state.epoch += 1
+    return x, total / max(weight, 1)
+
+
+def minimize_stochastic(
+    batch_loss_gradient,
+    x0,
+    n_samples: int,
+    state: StochasticState,
+    *,
+    max_iter: int,
+    tol: float,
+    n_iter_no_change: int,
+    rng: np.random.Generator,
+    callback=None,
+    **epoch_options,
+) -> SolverResult:
+    """Epochs of :func:`stochastic_epoch` until the objective stops improving.
+
+    Convergence: the mean batch objective has not improved on the best one by more than ``tol``
+    for ``n_iter_no_change`` consecutive epochs. With ``schedule="adaptive"`` that event first
+    divides the learning rate by 5 (and converges once it is below ``1e-6``).
+    ``callback(x, f)`` may stop early (early stopping on a validation set does this).
+    """
+    schedule = epoch_options.get("schedule", "constant")
+    x = np.asarray(x0, dtype=np.float64).ravel().copy()
+    curve: list[float] = []
+    converged, message = False, "epoch limit reached"
+    for _ in range(max_iter):
+        x, f = stochastic_epoch(batch_loss_gradient, x, n_samples, state, rng=rng, **epoch_options)
+        if not np.isfinite(f):
+            raise FloatingPointError(
+                f"the objective diverged to {f} at epoch {state.epoch}; lower learning_rate"
+            )
+        curve.append(f)
+        if callback is not None and callback(x, f):
+            converged, message = True, "stopped by callback"
+            break
+        if f > state.best_loss - tol:
+            state.bad_epochs += 1
+        else:
+            state.bad_epochs = 0
+        state.best_loss = min(state.best_loss, f)
+        if state.bad_epochs >= n_iter_no_change:
+            if schedule == "adaptive" and state.learning_rate > 1e-6:
+                state.learning_rate /= 5.0
+                state.bad_epochs = 0
+                continue
+            converged, message = True, f"no improvement above tol for {n_iter_no_change} epochs"
+            break
+    return SolverResult(x, len(curve), curve, converged, message)
