@@ -84,6 +84,11 @@ def _prepare(
         rows_target = target.reshape(-1).astype(np.intp, copy=False)
         is_index = True
     elif np.issubdtype(target.dtype, np.floating) and allow_probabilities:
+        if target.shape == batch_shape:  # class indices stored as floats: never silently truncated
+            raise TypeError(
+                f"target must be integer class indices (or class probabilities of the input's shape "
+                f"{logits.shape}), got floating values of shape {target.shape}"
+            )
         if target.shape != logits.shape:
             raise ValueError(
                 f"target must have the input's shape {logits.shape} for class probabilities, got shape {target.shape}"
