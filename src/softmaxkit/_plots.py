@@ -49,11 +49,19 @@ def _figure(size: tuple[int, int]):
     return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
 
 
+def _file_mode() -> int:
+    """The permissions of a new file under the current umask (``mkstemp`` would give 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _save(figure, path: Path) -> Path:
     """Render ``figure`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, _file_mode())
         with os.fdopen(handle, "wb") as stream:
             figure.savefig(stream, format="png", dpi=DPI)
         os.replace(temporary, path)

@@ -1,0 +1,80 @@
+"""The ``softmaxkit`` command line: train, evaluate and predict on data files.
+
+One module per subcommand (``_train``, ``_evaluate``, ``_predict``, ``_datasets``); this module
+builds the argparse root and turns a user's mistake into one line on stderr:
+
+=====  ====================================================================
+exit   meaning
+=====  ====================================================================
+0      success
+1      a problem with the user's input (missing file, bad column, foreign model, ...)
+2      bad command-line arguments (argparse's own usage errors)
+130    interrupted with Ctrl-C; nothing half-written is left behind
+=====  ====================================================================
+
+``--traceback`` shows the full traceback of an input error instead of the one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from softmaxkit._version import __version__
+from softmaxkit.cli import _datasets, _evaluate, _predict, _train
+from softmaxkit.cli._common import CLIError, HelpFormatter
+
+__all__ = ["build_parser", "main"]
+
+EPILOG = """\
+examples:
+  softmaxkit train                                  # train on the bundled digits, write runs/...
+  softmaxkit train data.csv --target label --out runs/mine
+  softmaxkit evaluate runs/mine/model.npz test.csv
+  softmaxkit predict runs/mine/model.npz new.csv --proba --out predictions.csv
+  softmaxkit datasets
+
+Run `softmaxkit COMMAND --help` for each command's options and examples.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``softmaxkit`` command."""
+    parser = argparse.ArgumentParser(
+        prog="softmaxkit",
+        description="Softmax regression on your data files: train, evaluate, predict.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"softmaxkit {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an input error (for bug reports)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (_train, _evaluate, _predict, _datasets):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("softmaxkit: interrupted; no partial model or output file was left behind",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (e.g. `| head`); stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (CLIError, ValueError, OSError) as error:
+        if args.traceback:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"softmaxkit {args.command}: error: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,272 @@
+"""Helpers shared by the subcommands: user errors, data options, output files, metrics, tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from softmaxkit._data import DataError, Dataset, FeatureLayout, read_dataset
+
+MODEL_FILE = "model.npz"
+METRICS_FILE = "metrics.json"
+
+
+class CLIError(Exception):
+    """A user's mistake, reported as one line on stderr with exit status 1 (no traceback)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the examples in the epilog as written, and show defaults."""
+
+
+# --------------------------------------------------------------------------------------------
+# data options
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, target: bool = True) -> None:
+    """``--target``, ``--no-header`` and ``--format``: how to read a data file."""
+    group = parser.add_argument_group("reading the data")
+    if target:
+        group.add_argument(
+            "--target", metavar="COL",
+            help="the label column, by name or 0-based position (negative counts from the end); "
+                 "default: the model's target column, else the last column",
+        )
+    group.add_argument(
+        "--no-header", dest="header", action="store_false",
+        help="the csv/tsv file has no header row; columns are named by 0-based position",
+    )
+    group.add_argument(
+        "--format", dest="fmt", choices=("csv", "tsv", "parquet", "npz", "svmlight"),
+        help="the file format; default: from the suffix (.csv .tsv .parquet .npz .svm, .gz allowed)",
+    )
+
+
+def read_labelled(path: str, args: argparse.Namespace, *, default_target: str | None = None) -> Dataset:
+    """Read a labelled file with the options of :func:`add_data_options`.
+
+    Without ``--target``, try ``default_target`` (the model's target column) and fall back to
+    the last column when the file does not have it.
+    """
+    target = getattr(args, "target", None)
+    if target is not None or default_target is None:
+        return read_dataset(path, target=target, header=args.header, fmt=args.fmt)
+    try:
+        return read_dataset(path, target=default_target, header=args.header, fmt=args.fmt)
+    except DataError as error:
+        if "target column" in str(error) and "is not in" in str(error):
+            return read_dataset(path, target=None, header=args.header, fmt=args.fmt)
+        raise
+
+
+def align_features(data: Dataset, layout: FeatureLayout) -> np.ndarray:
+    """``data.X`` with its columns in the model's order (by name when both sides have names)."""
+    X = data.X
+    if layout.feature_names is not None and data.feature_names is not None:
+        names = list(data.feature_names)
+        if set(layout.feature_names) <= set(names):
+            return X[:, [names.index(n) for n in layout.feature_names]]
+        missing = [n for n in layout.feature_names if n not in names]
+        if len(missing) < len(layout.feature_names):
+            shown = ", ".join(repr(n) for n in missing[:8])
+            more = f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""
+            raise CLIError(
+                f"{data.name} lacks the model's feature columns {shown}{more} "
+                f"(the model expects {layout.n_features} features)"
+            )
+    if X.shape[1] != layout.n_features:
+        raise CLIError(
+            f"{data.name} has {X.shape[1]} feature columns besides the target, "
+            f"the model expects {layout.n_features}"
+        )
+    return X
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def load_model(path: str):
+    """Load a model saved by ``softmaxkit train``; returns ``(estimator, metadata)``.
+
+    Anything that is not such a file (missing, foreign, truncated) is a :class:`CLIError`.
+    """
+    from softmaxkit.linear_model import SoftmaxRegression
+
+    model_path = Path(path)
+    if not model_path.exists():
+        raise CLIError(f"model file {path} does not exist")
+    if model_path.is_dir():
+        candidate = model_path / MODEL_FILE
+        if not candidate.exists():
+            raise CLIError(f"{path} is a directory without a {MODEL_FILE}")
+        model_path = candidate
+    try:
+        estimator = SoftmaxRegression.load(model_path)
+        metadata = estimator.saved_metadata_
+    except (ValueError, OSError, KeyError, EOFError) as error:
+        reason = " ".join(str(error).split())
+        if "model file" not in reason:
+            reason = f"{path} is not a softmaxkit model file ({reason})"
+        raise CLIError(reason) from None
+    if not isinstance(metadata, dict):
+        metadata = {}
+    return estimator, metadata
+
+
+def model_layout(estimator, metadata: dict) -> FeatureLayout:
+    """What the model expects of a data file, from its saved metadata."""
+    names = metadata.get("feature_names")
+    return FeatureLayout(
+        n_features=int(estimator.n_features_in_),
+        feature_names=tuple(names) if names is not None else None,
+        target=metadata.get("target"),
+        target_index=metadata.get("target_index"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+
+
+def class_indices(classes: np.ndarray, y: np.ndarray, *, source: str) -> np.ndarray:
+    """The position of each label of ``y`` in the model's ``classes``; unknown labels are an error."""
+    classes = np.asarray(classes)
+    y = np.asarray(y)
+    if classes.dtype.kind != y.dtype.kind and (classes.dtype.kind in "US" or y.dtype.kind in "US"):
+        classes, y = classes.astype(str), y.astype(str)
+    order = np.argsort(classes, kind="stable")
+    position = np.searchsorted(classes[order], y)
+    position = np.clip(position, 0, len(classes) - 1)
+    index = order[position]
+    unknown = classes[index] != y
+    if unknown.any():
+        labels = np.unique(y[unknown])
+        shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in labels[:8])
+        more = f" (and {len(labels) - 8} more)" if len(labels) > 8 else ""
+        raise CLIError(
+            f"{source} has labels the model never saw in training: {shown}{more}"
+        )
+    return index
+
+
+def classification_metrics(estimator, X: np.ndarray, y: np.ndarray, *, source: str) -> dict:
+    """Accuracy, log-loss, per-class precision/recall/F1 and the confusion matrix of ``X, y``.
+
+    The log-loss is the mean over samples of ``-log p(y_i | x_i)`` (natural log, no penalty).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    classes = np.asarray(estimator.classes_)
+    index = class_indices(classes, y, source=source)
+    log_proba = np.asarray(estimator.predict_log_proba(X), dtype=np.float64)
+    predicted = np.argmax(log_proba, axis=1)
+    labels = np.arange(len(classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        index, predicted, labels=labels, zero_division=0.0
+    )
+    return {
+        "n_samples": int(len(y)),
+        "accuracy": float(np.mean(predicted == index)),
+        "log_loss": float(-np.mean(log_proba[np.arange(len(index)), index])),
+        "per_class": [
+            {"class": _jsonable(c), "precision": float(p), "recall": float(r), "f1": float(f),
+             "support": int(s)}
+            for c, p, r, f, s in zip(classes, precision, recall, f1, support)
+        ],
+        "confusion_matrix": confusion_matrix(index, predicted, labels=labels).tolist(),
+    }
+
+
+def _jsonable(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def check_out_dir(path: Path, *, overwrite: bool, ours: Sequence[str]) -> None:
+    """Refuse an output folder that already holds files, unless ``overwrite``.
+
+    With ``overwrite`` only the files this run writes (``ours``) are replaced; anything else in
+    the folder is left alone.
+    """
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--out {path} is a file, not a folder")
+    if overwrite or not path.exists():
+        return
+    existing = sorted(p.name for p in path.iterdir())
+    if existing:
+        shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise CLIError(
+            f"--out {path} already holds an earlier run ({shown}); choose another folder "
+            "or pass --overwrite"
+        )
+
+
+def new_temporary(path: Path) -> tuple[int, str]:
+    """A new hidden temporary file next to ``path``, with the permissions of an ordinary new file."""
+    from softmaxkit._plots import _file_mode
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(temporary, _file_mode())
+    return handle, temporary
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    handle, temporary = new_temporary(path)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, document: dict) -> None:
+    write_atomic(path, (json.dumps(document, indent=2, allow_nan=False) + "\n").encode())
+
+
+# --------------------------------------------------------------------------------------------
+# printing
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
+                 left: Sequence[int] = (0,)) -> str:
+    """A plain-text table; the columns ``left`` are left-aligned, the others right-aligned.
+
+    >>> print(format_table(["set", "accuracy"], [["train", "0.9900"], ["test", "0.9750"]]))
+    set    accuracy
+    train    0.9900
+    test     0.9750
+    """
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def per_class_table(metrics: dict) -> str:
+    rows = [
+        [str(c["class"]), f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+        for c in metrics["per_class"]
+    ]
+    return format_table(["class", "precision", "recall", "f1", "support"], rows)
+
+
+def confusion_table(metrics: dict) -> str:
+    names = [str(c["class"]) for c in metrics["per_class"]]
+    rows = [[f"true {n}"] + list(r) for n, r in zip(names, metrics["confusion_matrix"])]
+    return format_table(["(rows: true, columns: predicted)"] + names, rows)

@@ -1,0 +1,343 @@
+"""``softmaxkit train``: fit a softmax regression on a data file or a bundled dataset."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from softmaxkit._data import DEFAULT_DATASET, Dataset, infer_image_shape, load_bundled, read_dataset
+from softmaxkit.cli._common import (
+    METRICS_FILE,
+    MODEL_FILE,
+    CLIError,
+    HelpFormatter,
+    add_data_options,
+    check_out_dir,
+    classification_metrics,
+    format_table,
+    write_json,
+)
+
+PLOT_FILES = ("loss_curve.png", "confusion_matrix.png", "weights.png")
+DEFAULT_RUNS = Path("runs")
+
+EPILOG = """\
+examples:
+  softmaxkit train                                   # the bundled handwritten digits
+  softmaxkit train --dataset iris --out runs/iris
+  softmaxkit train data.csv --target species --test-size 0.25
+  softmaxkit train train.parquet --test test.parquet --solver sgd --max-iter 30
+  softmaxkit train letter-recognition.data.gz --no-header --target 0 --alpha 1e-3
+
+Features are standardised with the training set's mean and standard deviation unless
+--no-standardize; the transform is folded into the saved model's weights, so `predict` and
+`evaluate` take raw features.  The output folder gets model.npz, metrics.json and the plots
+loss_curve.png, confusion_matrix.png and weights.png.
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a softmax regression and write the model, metrics and plots",
+        description="Train a multinomial (softmax) logistic regression on DATA, or on a bundled "
+                    "dataset when DATA is omitted, and report train and test metrics.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("data", nargs="?", metavar="DATA",
+                        help="training data (csv, tsv, parquet, npz, svmlight); default: --dataset")
+    parser.add_argument("--dataset", metavar="NAME",
+                        help=f"a bundled dataset (see `softmaxkit datasets`); default {DEFAULT_DATASET}")
+    add_data_options(parser)
+    split = parser.add_argument_group("test set")
+    split.add_argument("--test", metavar="DATA", help="a separate test file, read like DATA")
+    split.add_argument("--test-size", type=float, metavar="F",
+                       help="fraction of DATA held out for testing, stratified (default 0.2)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", metavar="DIR", type=Path,
+                        help="output folder (default: a new runs/NAME-DATE-TIME folder); "
+                             "an existing folder with files is refused unless --overwrite")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace this command's files in an existing --out folder")
+    output.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    model = parser.add_argument_group("estimator (defaults: SoftmaxRegression's)")
+    model.add_argument("--no-standardize", dest="standardize", action="store_false",
+                       help="train on the raw features")
+    model.add_argument("--alpha", type=float, help="L2 penalty strength")
+    model.add_argument("--solver", help="lbfgs, newton-cg, sgd or adam")
+    model.add_argument("--max-iter", type=int, metavar="N", help="iterations (epochs for sgd/adam)")
+    model.add_argument("--tol", type=float, help="stopping tolerance")
+    model.add_argument("--batch-size", type=int, metavar="N", help="mini-batch size (sgd/adam)")
+    model.add_argument("--learning-rate", type=float, metavar="LR", help="step size (sgd/adam)")
+    model.add_argument("--momentum", type=float, help="momentum (sgd)")
+    model.add_argument("--early-stopping", action="store_true", default=None,
+                       help="hold out a validation fraction and stop when it stops improving")
+    model.add_argument("--validation-fraction", type=float, metavar="F",
+                       help="validation share for --early-stopping")
+    model.add_argument("--n-iter-no-change", type=int, metavar="N",
+                       help="patience for --early-stopping")
+    model.add_argument("--class-weight", choices=("balanced",), help="reweight classes")
+    model.add_argument("--label-smoothing", type=float, metavar="EPS", help="label smoothing in [0, 1]")
+    model.add_argument("--no-intercept", dest="fit_intercept", action="store_false", default=None,
+                       help="no intercept term")
+    model.add_argument("--dtype", choices=("float32", "float64"), help="compute precision")
+    model.add_argument("--backend", help="numpy or torch")
+    model.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    model.add_argument("--seed", type=int, default=0,
+                       help="seed of the test split and the estimator (default 0)")
+    parser.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------------------------
+# the functional core
+
+
+def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales (population standard deviations; 1 where a column is constant)."""
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
+    return mean, scale
+
+
+def fold_standardization(
+    coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Fold ``z = (x - mean) / scale`` into a linear model: the weights that take raw ``x``.
+
+    .. math:: W z + b = (W / s) x + (b - (W / s) \mu)
+
+    Examples
+    --------
+    >>> W, b = np.array([[2.0, -1.0]]), np.array([0.5])
+    >>> fold_standardization(W, b, np.array([1.0, 3.0]), np.array([2.0, 0.5]))
+    (array([[ 1., -2.]]), array([6.5]))
+    """
+    folded = coef / scale
+    return folded, intercept - folded @ mean
+
+
+def estimator_options(args: argparse.Namespace) -> dict:
+    """The ``SoftmaxRegression`` keyword arguments the user gave (the rest keep their defaults)."""
+    names = ("alpha", "solver", "max_iter", "tol", "batch_size", "learning_rate", "momentum",
+             "early_stopping", "validation_fraction", "n_iter_no_change", "class_weight",
+             "label_smoothing", "fit_intercept", "backend", "device")
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.dtype is not None:
+        options["dtype"] = np.dtype(args.dtype).type
+    options["random_state"] = args.seed
+    options["verbose"] = not args.quiet
+    return options
+
+
+def _split(data: Dataset, args: argparse.Namespace):
+    if args.test is not None:
+        if args.test_size is not None:
+            raise CLIError("use either --test or --test-size, not both")
+        test = read_dataset(args.test, target=args.target if args.target is not None else data.target,
+                            header=args.header, fmt=args.fmt)
+        if test.n_features != data.n_features:
+            raise CLIError(
+                f"test file {test.name} has {test.n_features} features, "
+                f"the training data has {data.n_features}"
+            )
+        return data.X, data.y, test.X, test.y, f"{test.name} ({len(test.y)} samples)"
+    from sklearn.model_selection import train_test_split
+
+    size = 0.2 if args.test_size is None else args.test_size
+    if not 0.0 < size < 1.0:
+        raise CLIError(f"--test-size must be a fraction in (0, 1), got {size}")
+    _, counts = np.unique(data.y, return_counts=True)
+    n_test = int(np.ceil(size * len(data.y)))
+    stratify = data.y if counts.min() >= 2 and len(counts) <= n_test <= len(data.y) - len(counts) else None
+    try:
+        X_train, X_test, y_train, y_test = train_test_split(
+            data.X, data.y, test_size=size, random_state=args.seed, stratify=stratify
+        )
+    except ValueError as error:
+        raise CLIError(f"cannot hold out a test set of {size:g}: {error}") from None
+    return X_train, y_train, X_test, y_test, f"{size:g} of the data held out ({len(y_test)} samples)"
+
+
+def _default_out(name: str) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", name.split(".")[0]).strip("-") or "run"
+    base = DEFAULT_RUNS / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, type):
+        return value.__name__
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def _curve(estimator, name: str) -> list[float] | None:
+    values = getattr(estimator, name, None)
+    if values is None:
+        return None
+    return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+# --------------------------------------------------------------------------------------------
+# the shell
+
+
+def run(args: argparse.Namespace) -> int:
+    from softmaxkit.linear_model import SoftmaxRegression
+
+    if args.data is not None and args.dataset is not None:
+        raise CLIError("give either DATA or --dataset, not both")
+    if args.data is None:
+        if args.target is not None:
+            raise CLIError("--target applies to a data file; bundled datasets have their own labels")
+        data = load_bundled(args.dataset or DEFAULT_DATASET)
+        source = f"bundled dataset {data.name}"
+    else:
+        data = read_dataset(args.data, target=args.target, header=args.header, fmt=args.fmt)
+        source = str(args.data)
+    out = args.out if args.out is not None else _default_out(data.name)
+    check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE) + PLOT_FILES)
+
+    X_train, y_train, X_test, y_test, test_note = _split(data, args)
+    classes = np.unique(y_train)
+    if len(classes) < 2:
+        raise CLIError(f"the training data must have at least two classes, got {len(classes)}")
+    print(f"training on {source}: {len(y_train)} samples, {data.n_features} features, "
+          f"{len(classes)} classes; test set: {test_note}", flush=True)
+
+    if args.standardize:
+        mean, scale = standardization(X_train)
+        Z_train = (X_train - mean) / scale
+    else:
+        mean = scale = None
+        Z_train = X_train
+    estimator = SoftmaxRegression(**estimator_options(args))
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        estimator.fit(Z_train, y_train)
+    fit_time = time.perf_counter() - started
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            notes.append(f"note: {' '.join(str(warning.message).split())}")
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+    trained_coef = np.array(estimator.coef_, dtype=np.float64)
+    if args.standardize:
+        coef, intercept = fold_standardization(
+            trained_coef, np.asarray(estimator.intercept_, dtype=np.float64), mean, scale
+        )
+        estimator.coef_ = coef.astype(np.asarray(estimator.coef_).dtype)
+        estimator.intercept_ = intercept.astype(np.asarray(estimator.intercept_).dtype)
+
+    train_metrics = classification_metrics(estimator, X_train, y_train, source="the training data")
+    test_metrics = classification_metrics(estimator, X_test, y_test, source="the test data")
+    image_shape = data.image_shape or infer_image_shape(data.n_features, data.feature_names)
+    metadata = {
+        "dataset": data.name,
+        "source": source,
+        "target": data.target,
+        "target_index": data.target_index,
+        "header": bool(args.header) if args.data is not None else True,
+        "feature_names": list(data.feature_names) if data.feature_names is not None else None,
+        "image_shape": list(image_shape) if image_shape is not None else None,
+        "standardized": bool(args.standardize),
+        "mean": mean.tolist() if mean is not None else None,
+        "scale": scale.tolist() if scale is not None else None,
+    }
+    solver = getattr(estimator, "solver", "")
+    n_iter = int(np.max(estimator.n_iter_))
+    report = {
+        "dataset": {"name": data.name, "source": source, "n_samples": int(len(data.y)),
+                    "n_features": data.n_features, "n_classes": int(len(classes)),
+                    "classes": [_jsonable(c) for c in estimator.classes_]},
+        "split": {"test": args.test, "test_size": None if args.test else (args.test_size or 0.2),
+                  "seed": args.seed, "n_train": int(len(y_train)), "n_test": int(len(y_test))},
+        "estimator": _jsonable(estimator.get_params()),
+        "standardized": bool(args.standardize),
+        "fit_time_s": fit_time,
+        "n_iter": n_iter,
+        "train": train_metrics,
+        "test": test_metrics,
+        "loss_curve": _curve(estimator, "loss_curve_"),
+        "validation_loss_curve": _curve(estimator, "validation_loss_curve_"),
+        "files": {"model": MODEL_FILE, "plots": list(PLOT_FILES) if args.plots else []},
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    estimator.save(out / MODEL_FILE, overwrite=args.overwrite, metadata=metadata)
+    write_json(out / METRICS_FILE, report)
+    if args.plots:
+        _plot(out, estimator, report, trained_coef, image_shape, data.feature_names,
+              epochs=solver in ("sgd", "adam"), standardized=args.standardize)
+
+    print(format_table(
+        ["set", "samples", "accuracy", "log-loss"],
+        [["train", train_metrics["n_samples"], f"{train_metrics['accuracy']:.4f}",
+          f"{train_metrics['log_loss']:.4f}"],
+         ["test", test_metrics["n_samples"], f"{test_metrics['accuracy']:.4f}",
+          f"{test_metrics['log_loss']:.4f}"]],
+    ))
+    unit = "epochs" if solver in ("sgd", "adam") else "iterations"
+    print(f"fit time {fit_time:.2f} s ({solver}, {n_iter} {unit}"
+          f"{', standardised features folded into the model' if args.standardize else ''})")
+    for note in notes:
+        print(note)
+    print(f"model    {out / MODEL_FILE}")
+    print(f"metrics  {out / METRICS_FILE}")
+    if args.plots:
+        print(f"plots    {', '.join(str(out / p) for p in PLOT_FILES)}")
+    return 0
+
+
+def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature_names, *,
+          epochs: bool, standardized: bool) -> None:
+    from softmaxkit import _plots
+
+    validation = report["validation_loss_curve"]
+    _plots.plot_loss_curve(
+        out / "loss_curve.png",
+        report["loss_curve"] or [],
+        validation_loss=validation,
+        final_test_loss=None if validation else report["test"]["log_loss"],
+        xlabel="epoch" if epochs else "iteration",
+        title=f"Training objective, {report['dataset']['name']}",
+    )
+    _plots.plot_confusion_matrix(
+        out / "confusion_matrix.png",
+        np.asarray(report["test"]["confusion_matrix"]),
+        estimator.classes_,
+        title=f"Confusion matrix, test set ({report['test']['n_samples']} samples, "
+              f"accuracy {report['test']['accuracy']:.3f})",
+    )
+    _plots.plot_weights(
+        out / "weights.png",
+        trained_coef,
+        estimator.classes_,
+        image_shape=tuple(image_shape) if image_shape is not None else None,
+        feature_names=feature_names,
+        title="Learned weights per class" + (" (on standardised features)" if standardized else ""),
+    )

@@ -1,0 +1,505 @@
+"""The softmaxkit command line, end to end: subprocesses on real data, checked by content.
+
+Accuracy floors (test split, default estimator, standardised features): digits >= 0.93,
+letter >= 0.74 (a linear model reaches about 0.77 on letter; the best non-linear models ~0.97).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from softmaxkit.cli import main
+from softmaxkit.cli._train import fold_standardization, standardization
+from softmaxkit.linear_model import SoftmaxRegression
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+LETTER = DATASETS / "letter" / "letter-recognition.data.gz"
+DIGITS_FLOOR = 0.93
+LETTER_FLOOR = 0.74
+
+
+def softmaxkit(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    """Run ``python -m softmaxkit.cli ARGS`` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "softmaxkit.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+    )
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG, decoded by matplotlib."""
+    from matplotlib.image import imread
+
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    return image.shape[1], image.shape[0]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, command: str, *phrases: str) -> None:
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith(f"softmaxkit {command}: error: "), lines[0]
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+
+
+def letter_or_skip() -> Path:
+    if not LETTER.exists():
+        pytest.skip(f"letter dataset not found at {LETTER} (see the project's README)")
+    return LETTER
+
+
+def check_metrics_document(metrics: dict, *, n_classes: int, n_features: int) -> None:
+    for part in ("train", "test"):
+        section = metrics[part]
+        assert set(section) >= {"n_samples", "accuracy", "log_loss", "per_class", "confusion_matrix"}
+        assert len(section["per_class"]) == n_classes
+        matrix = np.array(section["confusion_matrix"])
+        assert matrix.shape == (n_classes, n_classes) and matrix.sum() == section["n_samples"]
+        assert section["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-12)
+        assert [c["support"] for c in section["per_class"]] == matrix.sum(axis=1).tolist()
+        assert 0 < section["log_loss"] < np.log(n_classes)
+    assert metrics["dataset"]["n_features"] == n_features
+    assert metrics["dataset"]["n_classes"] == n_classes
+    assert metrics["fit_time_s"] > 0 and metrics["n_iter"] >= 1
+    assert len(metrics["loss_curve"]) >= 1 and metrics["standardized"] is True
+    assert metrics["files"] == {"model": "model.npz",
+                                "plots": ["loss_curve.png", "confusion_matrix.png", "weights.png"]}
+
+
+# ------------------------------------------------------------------------------------------
+# the bundled default: digits
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    result = softmaxkit("train", "--out", folder / "run", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "run", result
+
+
+def test_train_default_digits(digits_run):
+    out, result = digits_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    check_metrics_document(metrics, n_classes=10, n_features=64)
+    assert metrics["dataset"]["name"] == "digits"
+    assert metrics["split"] == {"test": None, "test_size": 0.2, "seed": 0, "n_train": 1437, "n_test": 360}
+    assert metrics["test"]["accuracy"] >= DIGITS_FLOOR
+    assert metrics["train"]["accuracy"] >= metrics["test"]["accuracy"]
+    # The printed table shows the same numbers and says where everything is.
+    stdout = result.stdout
+    assert f"test       360    {metrics['test']['accuracy']:.4f}    {metrics['test']['log_loss']:.4f}" in stdout
+    assert f"train     1437    {metrics['train']['accuracy']:.4f}" in stdout
+    assert f"model    {out / 'model.npz'}" in stdout
+    assert "plots    " in stdout and str(out / "weights.png") in stdout
+    assert "SoftmaxRegression[lbfgs]" in result.stderr  # the progress bar
+    # The plots decode, with their documented sizes (digits: 10 classes as 8 x 8 images).
+    assert png_size(out / "loss_curve.png") == (800, 500)
+    assert png_size(out / "confusion_matrix.png") == (700, 700)
+    assert png_size(out / "weights.png") == (1000, 460)
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_saved_model_equals_scaler_plus_model_pipeline(digits_run):
+    """The folded model on raw features == StandardScaler + a model fitted on standardised features."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    out, _ = digits_run
+    model = SoftmaxRegression.load(out / "model.npz")
+    metadata = model.saved_metadata_
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+    scaler = StandardScaler().fit(X_train)
+    assert metadata["standardized"] is True
+    np.testing.assert_allclose(metadata["mean"], scaler.mean_, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(metadata["scale"], scaler.scale_, rtol=1e-13)
+    reference = SoftmaxRegression(random_state=0).fit(scaler.transform(X_train), y_train)
+    np.testing.assert_allclose(model.predict_proba(X_test), reference.predict_proba(scaler.transform(X_test)),
+                               rtol=1e-7, atol=1e-10)
+    np.testing.assert_array_equal(model.predict(X), reference.predict(scaler.transform(X)))
+    assert metadata["feature_names"][:2] == ["pixel_0_0", "pixel_0_1"] and metadata["image_shape"] == [8, 8]
+
+
+def test_fold_standardization_matches_pipeline_on_random_data():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 7)) * rng.uniform(0.01, 100, size=7) + rng.normal(size=7) * 50
+    X[:, 3] = 4.0  # a constant column: scale 1, as scikit-learn's StandardScaler does
+    y = rng.integers(0, 4, size=200)
+    mean, scale = standardization(X)
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    np.testing.assert_allclose(mean, scaler.mean_, rtol=1e-14)
+    np.testing.assert_allclose(scale, scaler.scale_, rtol=1e-14)
+    model = SoftmaxRegression(alpha=1e-2).fit(scaler.transform(X), y)
+    folded = copy.deepcopy(model)
+    folded.coef_, folded.intercept_ = fold_standardization(model.coef_, model.intercept_, mean, scale)
+    np.testing.assert_allclose(folded.decision_function(X), model.decision_function(scaler.transform(X)),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_out_folder_is_never_overwritten(digits_run):
+    out, _ = digits_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = softmaxkit("train", "--dataset", "iris", "--out", out, "--quiet")
+    assert_one_line_error(result, "train", f"--out {out} already holds an earlier run", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_evaluate_digits_csv_against_sklearn(digits_run, tmp_path):
+    """evaluate on a CSV export (columns shuffled: matched by name) == scikit-learn's metrics."""
+    import pandas as pd
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+
+    out, _ = digits_run
+    bunch = load_digits(as_frame=True)
+    frame = bunch.frame.sample(frac=1.0, axis=1, random_state=1).iloc[:500]
+    frame.to_csv(tmp_path / "digits.csv", index=False)
+    result = softmaxkit("evaluate", out / "model.npz", tmp_path / "digits.csv", "--out", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    model = SoftmaxRegression.load(out / "model.npz")
+    X, y = bunch.data.iloc[:500].to_numpy(), bunch.target.iloc[:500].to_numpy()
+    proba = model.predict_proba(X)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y, model.predict(X)), abs=1e-15)
+    assert metrics["log_loss"] == pytest.approx(log_loss(y, proba, labels=model.classes_), rel=1e-9)
+    precision, recall, f1, _ = precision_recall_fscore_support(y, model.predict(X), zero_division=0.0)
+    np.testing.assert_allclose([c["f1"] for c in metrics["per_class"]], f1, rtol=1e-12)
+    np.testing.assert_allclose([c["recall"] for c in metrics["per_class"]], recall, rtol=1e-12)
+    assert f"accuracy  {metrics['accuracy']:.4f}" in result.stdout
+    assert "(rows: true, columns: predicted)" in result.stdout  # 10 classes: the matrix is printed
+    assert png_size(tmp_path / "eval" / "confusion_matrix.png") == (700, 700)
+
+
+# ------------------------------------------------------------------------------------------
+# letter: the gzip CSV without a header, and a Parquet conversion of it
+
+
+def test_train_letter_gzip_csv_without_header(tmp_path):
+    letter = letter_or_skip()
+    result = softmaxkit("train", letter, "--no-header", "--target", "0", "--out", tmp_path / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    check_metrics_document(metrics, n_classes=26, n_features=16)
+    assert metrics["dataset"]["classes"] == [chr(ord("A") + k) for k in range(26)]
+    assert metrics["split"]["n_train"] == 16000 and metrics["split"]["n_test"] == 4000
+    assert metrics["test"]["accuracy"] >= LETTER_FLOOR
+    assert png_size(tmp_path / "run" / "weights.png") == (1000, 600)  # 16 features: a heatmap
+    # predict on the same file (it still holds the label column, which is dropped by position)
+    predicted = softmaxkit("predict", tmp_path / "run" / "model.npz", letter, "--no-header",
+                           "--batch-size", "3000")
+    assert predicted.returncode == 0, predicted.stderr
+    labels = predicted.stdout.split()
+    assert labels[0] == "prediction" and len(labels) == 20001
+    from softmaxkit._data import read_dataset
+
+    data = read_dataset(letter, header=False, target=0)
+    model = SoftmaxRegression.load(tmp_path / "run" / "model.npz")
+    np.testing.assert_array_equal(np.array(labels[1:]), model.predict(data.X))
+    assert np.mean(np.array(labels[1:]) == data.y) >= LETTER_FLOOR
+
+
+@pytest.fixture(scope="module")
+def letter_parquet(tmp_path_factory):
+    """letter as Parquet with named columns, in its customary split (16000 train, 4000 test)."""
+    letter = letter_or_skip()
+    import pandas as pd
+
+    frame = pd.read_csv(letter, header=None)
+    frame.columns = ["letter"] + [f"f{k}" for k in range(1, 17)]
+    folder = tmp_path_factory.mktemp("letter")
+    frame.iloc[:16000].to_parquet(folder / "train.parquet", index=False)
+    frame.iloc[16000:].to_parquet(folder / "test.parquet", index=False)
+    result = softmaxkit("train", folder / "train.parquet", "--target", "letter", "--test",
+                        folder / "test.parquet", "--out", folder / "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return folder, frame
+
+
+def test_train_letter_parquet(letter_parquet):
+    folder, _ = letter_parquet
+    metrics = json.loads((folder / "run" / "metrics.json").read_text())
+    check_metrics_document(metrics, n_classes=26, n_features=16)
+    assert metrics["split"]["test"].endswith("test.parquet") and metrics["split"]["n_test"] == 4000
+    assert metrics["test"]["accuracy"] >= LETTER_FLOOR
+    for name, size in [("loss_curve.png", (800, 500)), ("confusion_matrix.png", (700, 700)),
+                       ("weights.png", (1000, 600))]:
+        assert png_size(folder / "run" / name) == size
+
+
+def test_evaluate_letter_parquet_matches_training_report(letter_parquet):
+    folder, _ = letter_parquet
+    result = softmaxkit("evaluate", folder / "run", folder / "test.parquet")  # a run folder works too
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((folder / "run" / "metrics.json").read_text())["test"]
+    assert f"accuracy  {metrics['accuracy']:.4f}" in result.stdout
+    assert f"log-loss  {metrics['log_loss']:.4f}" in result.stdout
+    assert "test.parquet: 4000 samples, target column 'letter'" in result.stdout
+    assert "pass --out DIR for the confusion matrix" in result.stdout  # 26 classes: not printed
+
+
+def test_predict_letter_parquet_in_batches(letter_parquet, tmp_path):
+    import pandas as pd
+
+    folder, frame = letter_parquet
+    out = tmp_path / "predictions.parquet"
+    result = softmaxkit("predict", folder / "run" / "model.npz", folder / "test.parquet", "--proba",
+                        "--batch-size", "1000", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote 4000 predictions to {out}" in result.stderr
+    predictions = pd.read_parquet(out)
+    model = SoftmaxRegression.load(folder / "run" / "model.npz")
+    X = frame.iloc[16000:, 1:].to_numpy(dtype=np.float64)
+    assert list(predictions.columns) == ["prediction"] + [f"proba_{c}" for c in model.classes_]
+    proba = predictions.iloc[:, 1:].to_numpy()
+    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(predictions["prediction"].to_numpy(), model.predict(X))
+    accuracy = np.mean(predictions["prediction"].to_numpy() == frame.iloc[16000:, 0].to_numpy())
+    assert accuracy >= LETTER_FLOOR
+    # A CSV without the label and with its columns in another order gives the same labels.
+    features = frame.iloc[16000:, 1:]
+    features[features.columns[::-1]].to_csv(tmp_path / "new.csv", index=False)
+    csv = softmaxkit("predict", folder / "run" / "model.npz", tmp_path / "new.csv")
+    assert csv.returncode == 0, csv.stderr
+    assert csv.stdout.split()[1:] == predictions["prediction"].tolist()
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: one line, non-zero exit, the problem named
+
+
+@pytest.fixture
+def bad_tables(tmp_path):
+    (tmp_path / "strings.csv").write_text("colour,size,y\nred,1,0\nblue,2,1\nred,3,0\nblue,4,1\n")
+    (tmp_path / "holes.csv").write_text("a,b,y\n1,2,0\n3,,1\n5,6,0\n7,8,1\n")
+    (tmp_path / "ok.csv").write_text("a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
+    return tmp_path
+
+
+def test_error_missing_file(tmp_path):
+    result = softmaxkit("train", tmp_path / "nope.csv")
+    assert_one_line_error(result, "train", "nope.csv does not exist")
+
+
+def test_error_unknown_target_column(bad_tables):
+    result = softmaxkit("train", bad_tables / "ok.csv", "--target", "species")
+    assert_one_line_error(result, "train", "target column 'species' is not in ok.csv", "'a', 'b', 'y'")
+
+
+def test_error_non_numeric_column(bad_tables):
+    result = softmaxkit("train", bad_tables / "strings.csv")
+    assert_one_line_error(result, "train", "non-numeric feature column 'colour'")
+
+
+def test_error_nan_values(bad_tables):
+    result = softmaxkit("train", bad_tables / "holes.csv")
+    assert_one_line_error(result, "train", "feature column 'b' has 1 missing (NaN) values", "row 2")
+
+
+def test_error_model_file_not_ours(digits_run, tmp_path):
+    np.savez(tmp_path / "foreign.npz", coef=np.zeros((3, 4)))
+    (tmp_path / "notes.txt").write_text("hello")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes((digits_run[0] / "model.npz").read_bytes()[:3000])
+    for model in ("foreign.npz", "notes.txt", "truncated.npz"):
+        result = softmaxkit("predict", tmp_path / model, tmp_path / "notes.txt")
+        assert_one_line_error(result, "predict", model, "not a softmaxkit model file")
+
+
+def test_error_predict_wrong_number_of_features(digits_run, tmp_path):
+    model = digits_run[0] / "model.npz"
+    np.savez(tmp_path / "narrow.npz", X=np.zeros((5, 10)))
+    assert_one_line_error(softmaxkit("predict", model, tmp_path / "narrow.npz"), "predict",
+                          "narrow.npz has 10 features, the model expects 64")
+    (tmp_path / "narrow.csv").write_text("a,b,c\n1,2,3\n")
+    assert_one_line_error(softmaxkit("predict", model, tmp_path / "narrow.csv"), "predict",
+                          "narrow.csv has 3 columns, the model expects 64 features")
+
+
+# ------------------------------------------------------------------------------------------
+# nothing lost: interrupted runs, existing files
+
+
+def test_ctrl_c_during_training_leaves_nothing(tmp_path):
+    """SIGINT while fitting: exit 130, one line, no model file and no temporary file anywhere."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 30))
+    np.savez(tmp_path / "big.npz", X=X, y=(X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "softmaxkit.cli", "train", str(tmp_path / "big.npz"), "--out", str(out),
+         "--solver", "sgd", "--max-iter", "100000", "--n-iter-no-change", "100000", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = process.stdout.readline()  # printed just before fitting starts
+        assert first.startswith("training on"), first
+        time.sleep(1.0)
+        assert process.poll() is None, "training ended before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "softmaxkit: interrupted; no partial model or output file was left behind"
+    ]
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz"]
+
+
+def test_interrupt_while_saving_leaves_no_model(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of writing the model file: no model.npz, no temporary file."""
+    out = tmp_path / "run"
+
+    def interrupted_savez(handle, **arrays):
+        handle.write(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted_savez)
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet"]) == 130
+    assert list(out.iterdir()) == []
+
+
+def test_overwrite_replaces_only_this_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    (out / "my-notes.txt").write_text("keep me")
+    first = json.loads((out / "metrics.json").read_text())
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots",
+                 "--alpha", "0.5"]) == 1
+    assert "already holds an earlier run" in capsys.readouterr().err
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots",
+                 "--alpha", "0.5", "--overwrite"]) == 0
+    second = json.loads((out / "metrics.json").read_text())
+    assert first["estimator"]["alpha"] == 1e-4 and second["estimator"]["alpha"] == 0.5
+    assert SoftmaxRegression.load(out / "model.npz").alpha == 0.5
+    assert (out / "my-notes.txt").read_text() == "keep me"
+
+
+def test_predict_never_overwrites(digits_run, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    np.savez(tmp_path / "x.npz", X=load_digits().data[:7])
+    target = tmp_path / "labels.csv"
+    target.write_text("precious")
+    assert main(["predict", str(digits_run[0] / "model.npz"), str(tmp_path / "x.npz"), "--out", str(target)]) == 1
+    assert "labels.csv already exists" in capsys.readouterr().err
+    assert target.read_text() == "precious"
+    assert main(["predict", str(digits_run[0] / "model.npz"), str(tmp_path / "x.npz"), "--out", str(target),
+                 "--overwrite"]) == 0
+    assert target.read_text().split()[0] == "prediction" and len(target.read_text().split()) == 8
+
+
+# ------------------------------------------------------------------------------------------
+# every input format, the same answer
+
+
+@pytest.fixture(scope="module")
+def iris_files(tmp_path_factory):
+    import pandas as pd
+    from sklearn.datasets import dump_svmlight_file, load_iris
+
+    folder = tmp_path_factory.mktemp("iris")
+    bunch = load_iris(as_frame=True)
+    frame = bunch.frame
+    frame.to_csv(folder / "iris.csv", index=False)
+    frame.to_csv(folder / "iris.tsv.gz", sep="\t", index=False)
+    frame.to_parquet(folder / "iris.parquet", index=False)
+    np.savez(folder / "iris.npz", X=bunch.data.to_numpy(), y=bunch.target.to_numpy())
+    dump_svmlight_file(bunch.data.to_numpy(), bunch.target.to_numpy(), str(folder / "iris.svm"))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["iris.csv", "iris.tsv.gz", "iris.parquet", "iris.npz", "iris.svm"])
+def test_every_format_trains_the_same_model(iris_files, name, tmp_path, capsys):
+    assert main(["train", str(iris_files / name), "--out", str(tmp_path / "run"), "--test-size", "0.3",
+                 "--quiet", "--no-plots"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.9
+    assert metrics["split"]["n_test"] == 45
+    reference = main(["train", "--dataset", "iris", "--out", str(tmp_path / "ref"), "--test-size", "0.3",
+                      "--quiet", "--no-plots"])
+    assert reference == 0
+    expected = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == expected["test"]["accuracy"]
+    assert metrics["test"]["log_loss"] == pytest.approx(expected["test"]["log_loss"], rel=1e-9)
+
+
+def test_early_stopping_draws_the_validation_curve(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--solver", "sgd", "--max-iter", "15", "--early-stopping",
+                 "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation_loss_curve"] is not None
+    assert len(metrics["validation_loss_curve"]) == len(metrics["loss_curve"]) >= 1
+    assert png_size(out / "loss_curve.png") == (800, 500)
+    assert "epochs" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------
+# the parser
+
+
+def test_datasets_lists_the_bundled_datasets(capsys):
+    assert main(["datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["digits"][:4] == ["(default)", "1797", "64", "10"]
+    assert rows["iris"][:3] == ["150", "4", "3"]
+    assert rows["wine"][:3] == ["178", "13", "3"]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "datasets"])
+def test_every_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"softmaxkit {command}" in text
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--test-size", "half"])
+    assert exit_info.value.code == 2
+    assert "invalid float value: 'half'" in capsys.readouterr().err
+
+
+def test_argument_conflicts_are_one_line_errors(tmp_path, capsys):
+    assert main(["train", "--dataset", "wine", "--test-size", "1.5", "--out", str(tmp_path / "a")]) == 1
+    assert capsys.readouterr().err.strip() == "softmaxkit train: error: --test-size must be a fraction in (0, 1), got 1.5"
+    assert main(["train", "x.csv", "--dataset", "wine"]) == 1
+    assert "either DATA or --dataset" in capsys.readouterr().err
+    assert main(["train", "--dataset", "mnist"]) == 1
+    assert "dataset must be one of digits, iris, wine" in capsys.readouterr().err
+    assert main(["train", "--dataset", "iris", "--backend", "jax", "--quiet", "--out", str(tmp_path / "b")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("softmaxkit train: error: backend must be") and "\n" not in error
+    assert not (tmp_path / "b").exists()
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("softmaxkit")
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable} (package not installed with pip)")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("softmaxkit ")
