@@ -1,0 +1,29 @@
+"""PyTorch ops and modules with softmaxkit's semantics (needs the ``torch`` extra).
+
+Functions (autograd ops, lean backward passes): :func:`softmax`, :func:`log_softmax`,
+:func:`logsumexp`, :func:`cross_entropy`, :func:`nll_loss`. Modules (one-line shells):
+:class:`Softmax`, :class:`LogSoftmax`, :class:`CrossEntropyLoss`, :class:`NLLLoss`, and the
+lesson's model :class:`SoftmaxRegressionModule`.
+"""
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError("softmaxkit.torch needs PyTorch: pip install 'softmaxkit[torch]'") from error
+
+from softmaxkit.torch._ops import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
+from softmaxkit.torch._modules import CrossEntropyLoss, LogSoftmax, NLLLoss, Softmax
+from softmaxkit.torch._model import SoftmaxRegressionModule
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+    "nll_loss",
+    "Softmax",
+    "LogSoftmax",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "SoftmaxRegressionModule",
+]

@@ -1,0 +1,695 @@
+"""Softmax, log-softmax, log-sum-exp, cross-entropy and NLL as lean ``torch.autograd.Function`` ops.
+
+Every op computes with one helper, :func:`_softmax_stats`, so the numerics and the non-finite
+policy live in one place. The policy is the package's (see :func:`softmaxkit.softmax`):
+
+* a ``NaN`` anywhere in a row makes that row's outputs ``NaN``;
+* a ``-inf`` logit has probability exactly 0 and a finite gradient;
+* a row of only ``-inf`` (fully masked) has softmax 0, log-softmax ``-inf``, log-sum-exp ``-inf``
+  and a zero gradient;
+* ``+inf`` logits take the limit: the row's mass is shared equally by its ``+inf`` entries;
+* a coefficient that is exactly 0 times a ``-inf`` log-probability contributes 0 (the ``0 log 0 = 0``
+  convention), so a zero class weight, a zero target probability or an ignored sample never turns a
+  loss into ``NaN``.
+
+PyTorch's own functions return ``NaN`` in all of these cases.
+
+The backward passes keep only what they need. ``cross_entropy`` saves the logits (a reference to a
+tensor autograd holds anyway), the target, the class weights and the per-row log-sum-exp: O(N)
+beyond its inputs, never a second N x C tensor; the softmax is recomputed in backward as
+``exp(x - lse)``. ``logsumexp`` does the same; ``softmax`` and ``log_softmax`` save their output,
+as PyTorch does.
+
+float16 and bfloat16 are computed in float32 and returned in their own dtype; integer and boolean
+input is promoted to ``torch.get_default_dtype()``, as ``torch.exp`` does. The backward passes are
+written with differentiable operations, so double backward (``create_graph=True``) works; only then
+is the log-sum-exp recomputed from the input so that its dependence on the input is recorded.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+from torch.autograd import Function
+
+from softmaxkit._validation import check_ignore_index, check_label_smoothing, check_reduction
+
+__all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss"]
+
+_INF = float("inf")
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------
+# The numerics, once.
+# --------------------------------------------------------------------------------------------
+
+
+def _softmax_stats(x: torch.Tensor, dim) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``(shifted, log_norm, lse)`` of ``x`` along ``dim`` (an int or a tuple of ints).
+
+    ``log_softmax = shifted - log_norm`` and ``lse`` (kept dimensions) hold the non-finite policy:
+    with ``m`` the row maximum, ``shifted = x - m`` for a finite ``m``; a row whose maximum is ``+inf``
+    becomes 0 at its ``+inf`` entries and ``-inf`` elsewhere (the limit); an all ``-inf`` row stays
+    ``-inf`` with ``log_norm = 0``; ``NaN`` propagates. Branch-free, so CUDA never synchronises.
+    """
+    m = x.detach().amax(dim=dim, keepdim=True)
+    finite = torch.isfinite(m)
+    shifted = x - torch.where(finite, m, 0.0)
+    shifted = torch.where(m == _INF, torch.where(x == _INF, 0.0, -_INF), shifted)
+    s = shifted.exp().sum(dim=dim, keepdim=True)
+    log_norm = torch.where(s == 0, 0.0, s.log())
+    lse = torch.where(finite, m + log_norm, m)
+    return shifted, log_norm, lse
+
+
+def _softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
+    """``exp(x - lse)`` under the same policy: what a backward pass that saved only ``lse`` needs."""
+    p = (x - lse).exp()
+    top = x == _INF
+    share = top.to(x.dtype) / top.sum(dim=dim, keepdim=True).to(x.dtype)
+    p = torch.where(lse == _INF, share, p)
+    return torch.where(lse == -_INF, 0.0, p)
+
+
+def _log_softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
+    """``x - lse`` under the same policy (``-inf`` for all ``-inf`` rows, ``log(1/k)`` or ``-inf`` for ``+inf`` rows)."""
+    out = x - lse
+    return torch.where(torch.isinf(lse), _softmax_from_lse(x, lse, dim).log(), out)
+
+
+def _times(coef: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """``coef * log_p`` with ``0 * -inf = 0``."""
+    return torch.where(coef == 0, 0.0, coef * log_p)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks (messages in the package's one style: "<argument> must be ..., got ...").
+# --------------------------------------------------------------------------------------------
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"a tensor of shape {tuple(t.shape)} and dtype {t.dtype}"
+
+
+def _check_tensor(x: Any, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _float_input(x: Any, name: str = "input") -> torch.Tensor:
+    """``x`` as a real floating tensor (integer and boolean promoted to the default dtype)."""
+    x = _check_tensor(x, name)
+    if x.is_complex():
+        raise TypeError(f"{name} must be a real floating, integer or boolean tensor, got {_describe(x)}")
+    if not x.is_floating_point():
+        return x.to(torch.get_default_dtype())
+    return x
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _normalize_dim(dim: Any, ndim: int) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an integer, got {dim!r}")
+    dim = int(dim)
+    size = max(ndim, 1)
+    if not -size <= dim < size:
+        raise ValueError(f"dim must be in [{-size}, {size}) for an input with {ndim} dimensions, got {dim}")
+    return dim % size
+
+
+def _normalize_dims(dim: Any, ndim: int) -> tuple[int, ...]:
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (tuple, list)):
+        dims = tuple(_normalize_dim(d, ndim) for d in dim)
+        if len(set(dims)) != len(dims):
+            raise ValueError(f"dim must not repeat a dimension, got {tuple(dim)}")
+        return tuple(sorted(dims))
+    return (_normalize_dim(dim, ndim),)
+
+
+def _check_same_device(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    if t.device != x.device:
+        raise ValueError(f"{name} must be on the input's device ({x.device}), got a tensor on {t.device}")
+
+
+def _check_weight(weight: Any, x: torch.Tensor, n_classes: int) -> torch.Tensor | None:
+    if weight is None:
+        return None
+    weight = _check_tensor(weight, "weight")
+    if weight.is_complex() or weight.dtype == torch.bool:
+        raise TypeError(f"weight must be a real tensor of shape ({n_classes},), got {_describe(weight)}")
+    if tuple(weight.shape) != (n_classes,):
+        raise ValueError(
+            f"weight must have shape ({n_classes},), one entry per class, got shape {tuple(weight.shape)}"
+        )
+    _check_same_device(weight, x, "weight")
+    if not bool(torch.isfinite(weight).all()):
+        bad = torch.nonzero(~torch.isfinite(weight)).flatten().tolist()
+        raise ValueError(f"weight must be finite, got non-finite entries at {bad}")
+    if bool((weight < 0).any()):
+        bad = torch.nonzero(weight < 0).flatten().tolist()
+        raise ValueError(f"weight must be non-negative, got negative entries at {bad}")
+    return weight
+
+
+def _check_loss_input(input: Any) -> torch.Tensor:
+    x = _float_input(input)
+    if x.ndim == 0:
+        raise ValueError("input must have the classes along axis 1 (or axis 0 when unbatched), got a 0-d tensor")
+    class_axis = 0 if x.ndim == 1 else 1
+    if x.shape[class_axis] == 0:
+        raise ValueError(
+            f"input must have at least one class along axis {class_axis}, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def _check_target_kind(target: torch.Tensor, *, allow_probabilities: bool) -> None:
+    integer = not (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool)
+    if integer or (allow_probabilities and target.is_floating_point()):
+        return
+    kinds = "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
+    raise TypeError(f"target must be {kinds}, got {_describe(target)}")
+
+
+def _check_index_target(target: torch.Tensor, x: torch.Tensor, ignore_index: int) -> None:
+    """Index targets: the input's shape without the class axis, values in [0, C) or ignore_index."""
+    class_axis = 0 if x.ndim == 1 else 1
+    batch_shape = tuple(x.shape[:class_axis]) + tuple(x.shape[class_axis + 1 :])
+    if tuple(target.shape) != batch_shape:
+        raise ValueError(
+            f"target must have shape {batch_shape} (the input's shape {tuple(x.shape)} without the class "
+            f"axis {class_axis}) for class indices, got shape {tuple(target.shape)}"
+        )
+    _check_same_device(target, x, "target")
+    n_classes = x.shape[class_axis]
+    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+    if bool(bad.any()):
+        position = tuple(int(i) for i in torch.nonzero(bad)[0]) if target.ndim else ()
+        value = int(target[position])
+        raise ValueError(
+            f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
+            f"got {value} at position {position}"
+        )
+
+
+def _check_probability_target(target: torch.Tensor, x: torch.Tensor, ignore_index: int) -> None:
+    if tuple(target.shape) != tuple(x.shape):
+        raise ValueError(
+            f"target must have the input's shape {tuple(x.shape)} for class probabilities, "
+            f"got shape {tuple(target.shape)}"
+        )
+    _check_same_device(target, x, "target")
+    if ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# softmax, log_softmax, logsumexp.
+# --------------------------------------------------------------------------------------------
+
+
+def _empty_reduction(x: torch.Tensor, dims: tuple[int, ...]) -> bool:
+    return any(x.shape[d] == 0 for d in dims) if x.ndim else False
+
+
+class _Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        xc = x.to(_compute_dtype(x.dtype))
+        shifted, log_norm, _ = _softmax_stats(xc, dim)
+        out = (shifted - log_norm).exp().to(x.dtype)
+        ctx.dim = dim
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        p = out.to(_compute_dtype(out.dtype))
+        g = grad.to(p.dtype)
+        grad_in = p * (g - (g * p).sum(dim=ctx.dim, keepdim=True))
+        return grad_in.to(out.dtype), None
+
+
+class _LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        xc = x.to(_compute_dtype(x.dtype))
+        shifted, log_norm, _ = _softmax_stats(xc, dim)
+        out = (shifted - log_norm).to(x.dtype)
+        ctx.dim = dim
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        lp = out.to(_compute_dtype(out.dtype))
+        g = grad.to(lp.dtype)
+        grad_in = g - lp.exp() * g.sum(dim=ctx.dim, keepdim=True)
+        # An all -inf row has no probability mass to move: its gradient is zero.
+        dead = torch.isneginf(lp).all(dim=ctx.dim, keepdim=True)
+        grad_in = torch.where(dead, 0.0, grad_in)
+        return grad_in.to(out.dtype), None
+
+
+class _LogSumExp(Function):
+    @staticmethod
+    def forward(ctx, x, dims, keepdim):
+        xc = x.to(_compute_dtype(x.dtype))
+        _, _, lse = _softmax_stats(xc, dims)
+        ctx.dims = dims
+        ctx.save_for_backward(x, lse)
+        out = lse if keepdim else lse.squeeze(dims)
+        ctx.keepdim = keepdim
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, lse = ctx.saved_tensors
+        xc = x.to(lse.dtype)
+        if torch.is_grad_enabled():  # create_graph=True: lse must depend on x
+            lse = _softmax_stats(xc, ctx.dims)[2]
+        g = grad.to(lse.dtype)
+        if not ctx.keepdim:
+            for d in ctx.dims:
+                g = g.unsqueeze(d)
+        grad_in = g * _softmax_from_lse(xc, lse, ctx.dims)
+        return grad_in.to(x.dtype), None, None
+
+
+def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    r"""Softmax along ``dim``, as an autograd op with the package's non-finite policy.
+
+    .. math:: \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \quad m = \max_j x_j
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits of any shape; float16 and bfloat16 are computed in float32.
+    dim : int, default -1
+        The axis that sums to one.
+
+    Returns
+    -------
+    torch.Tensor
+        Probabilities, of the input's shape and floating dtype. A row of only ``-inf`` gives zeros
+        (PyTorch: ``NaN``); ``+inf`` entries share the mass equally.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import softmax
+    >>> softmax(torch.tensor([2.0, 1.0, 0.1], dtype=torch.float64))
+    tensor([0.6590, 0.2424, 0.0986], dtype=torch.float64)
+    >>> softmax(torch.tensor([float("-inf"), float("-inf")]))
+    tensor([0., 0.])
+    """
+    x = _float_input(input)
+    d = _normalize_dim(dim, x.ndim)
+    if x.ndim == 0:
+        return _Softmax.apply(x.unsqueeze(0), 0).squeeze(0)
+    if x.shape[d] == 0:
+        return x.clone()
+    return _Softmax.apply(x, d)
+
+
+def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    r"""Log-softmax along ``dim``, as an autograd op with the package's non-finite policy.
+
+    .. math:: \log\operatorname{softmax}(x)_i = (x_i - m) - \log\sum_j e^{x_j - m}
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits of any shape; float16 and bfloat16 are computed in float32.
+    dim : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    torch.Tensor
+        Log-probabilities, of the input's shape and floating dtype. A row of only ``-inf`` gives
+        ``-inf`` with a zero gradient (PyTorch: ``NaN``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import log_softmax
+    >>> log_softmax(torch.tensor([[0.0, 0.0], [float("-inf"), 0.0]]))
+    tensor([[-0.6931, -0.6931],
+            [   -inf,  0.0000]])
+    """
+    x = _float_input(input)
+    d = _normalize_dim(dim, x.ndim)
+    if x.ndim == 0:
+        return _LogSoftmax.apply(x.unsqueeze(0), 0).squeeze(0)
+    if x.shape[d] == 0:
+        return x.clone()
+    return _LogSoftmax.apply(x, d)
+
+
+def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, keepdim: bool = False) -> torch.Tensor:
+    r"""Log-sum-exp over ``dim`` (an int, a tuple of ints, or ``None`` for all), as an autograd op.
+
+    .. math:: \operatorname{lse}(x) = m + \log\sum_j e^{x_j - m}, \quad m = \max_j x_j
+
+    The backward pass saves the input (held by autograd anyway) and the result only, and
+    recomputes the softmax as ``exp(x - lse)``.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Any shape; float16 and bfloat16 are computed in float32.
+    dim : int, tuple of int or None, default -1
+        The axes reduced.
+    keepdim : bool, default False
+        Keep the reduced axes with size one.
+
+    Returns
+    -------
+    torch.Tensor
+        An all ``-inf`` row gives ``-inf`` with a zero gradient; any ``+inf`` gives ``+inf``;
+        an empty reduction gives ``-inf``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import logsumexp
+    >>> logsumexp(torch.tensor([[0.0, 0.0], [float("-inf"), float("-inf")]]))
+    tensor([0.6931,   -inf])
+    """
+    x = _float_input(input)
+    if not isinstance(keepdim, bool):
+        raise TypeError(f"keepdim must be a bool, got {keepdim!r}")
+    if x.ndim == 0:
+        _normalize_dims(dim, 1)
+        return _LogSumExp.apply(x.unsqueeze(0), (0,), False)
+    dims = _normalize_dims(dim, x.ndim)
+    if _empty_reduction(x, dims):
+        shape = [1 if d in dims else n for d, n in enumerate(x.shape)] if keepdim else [
+            n for d, n in enumerate(x.shape) if d not in dims
+        ]
+        out = torch.full(shape, -_INF, dtype=x.dtype, device=x.device)
+        return out + 0 * x.sum(dim=dims, keepdim=keepdim) if x.requires_grad else out
+    return _LogSumExp.apply(x, dims, keepdim)
+
+
+# --------------------------------------------------------------------------------------------
+# cross_entropy and nll_loss.
+# --------------------------------------------------------------------------------------------
+
+
+def _class_view(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A (C,) vector shaped to broadcast along axis 1 of an ``ndim``-dimensional (N, C, ...) tensor."""
+    return v.view((1, -1) + (1,) * (ndim - 2))
+
+
+def _reduce(per: torch.Tensor, reduction: str, denominator) -> torch.Tensor:
+    if reduction == "none":
+        return per
+    total = per.sum()
+    return total if reduction == "sum" else total / denominator  # 0 / 0 = NaN, as in PyTorch
+
+
+def _row_scale(grad: torch.Tensor, reduction: str, denominator, shape) -> torch.Tensor:
+    """The upstream gradient of each sample's loss, of the per-sample loss's ``shape``."""
+    if reduction == "mean":
+        grad = torch.where(denominator == 0, torch.nan, grad / denominator)
+    return grad.expand(shape)
+
+
+class _IndexTerms:
+    """Index targets as ``loss_n = -sum_c a_nc l_nc``: what the forward and the backward share.
+
+    ``pick`` = (1 - eps) w_y v at the target class, ``smooth`` = eps / C * v on every class
+    (times ``w_c``), ``total`` = ``sum_c a_nc``; ``denominator`` = W, what ``"mean"`` divides by.
+    """
+
+    def __init__(self, target, weight, ignore_index, eps, n_classes, dtype):
+        self.valid = target != ignore_index
+        self.y = torch.where(self.valid, target, 0).long().unsqueeze(1)
+        v = self.valid.to(dtype)
+        w_y = v if weight is None else torch.where(self.valid, weight.to(dtype)[self.y.squeeze(1)], 0.0)
+        self.denominator = w_y.sum()
+        self.pick = (1 - eps) * w_y
+        self.smooth = (eps / n_classes) * v if eps > 0 else None
+        self.total = self.pick
+        if eps > 0:
+            total_weight = float(n_classes) if weight is None else weight.to(dtype).sum()
+            self.total = self.pick + self.smooth * total_weight
+
+
+class _CrossEntropy(Function):
+    """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight, ignore_index, reduction, eps):
+        cdt = _compute_dtype(x.dtype)
+        xc = x.to(cdt)
+        n_classes = xc.shape[1]
+        shifted, log_norm, lse = _softmax_stats(xc, 1)
+        log_p = shifted - log_norm
+        del shifted
+        w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
+        ctx.probabilities = target.is_floating_point()
+        ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
+        if ctx.probabilities:
+            coef = _probability_coef(target, w, eps, n_classes, cdt)
+            per = -_times(coef, log_p).sum(dim=1)
+            denominator = per.numel()
+        else:
+            terms = _IndexTerms(target, weight, ignore_index, eps, n_classes, cdt)
+            per = _times(terms.pick, -log_p.gather(1, terms.y).squeeze(1))
+            if terms.smooth is not None:
+                weighted = log_p if w is None else _times(w.expand_as(log_p), log_p)
+                per = per + _times(terms.smooth, -weighted.sum(dim=1))
+            denominator = terms.denominator
+        # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
+        # the O(N) log-sum-exp and the 0-d mean denominator; never an N x C tensor.
+        ctx.save_for_backward(x, target, weight, lse, torch.as_tensor(denominator, dtype=cdt))
+        return _reduce(per, reduction, denominator).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, target, weight, lse, denominator = ctx.saved_tensors
+        cdt = lse.dtype
+        xc = x.to(cdt)
+        if torch.is_grad_enabled():  # create_graph=True: lse must depend on x
+            lse = _softmax_stats(xc, 1)[2]
+        n_classes, eps = xc.shape[1], ctx.eps
+        batch_shape = xc.shape[:1] + xc.shape[2:]
+        scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, batch_shape)
+        w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
+        p = _softmax_from_lse(xc, lse, 1)
+        grad_target = None
+        if ctx.probabilities:
+            coef = _probability_coef(target, w, eps, n_classes, cdt)
+            grad_x = p * _times(coef.sum(dim=1), scale).unsqueeze(1) - coef * scale.unsqueeze(1)
+            if ctx.needs_input_grad[1]:
+                log_p = _log_softmax_from_lse(xc, lse, 1)
+                factor = torch.full_like(log_p, 1 - eps) if w is None else ((1 - eps) * w).expand_as(log_p)
+                grad_target = (-_times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
+        else:
+            terms = _IndexTerms(target, weight, ctx.ignore_index, eps, n_classes, cdt)
+            grad_x = p * _times(terms.total, scale).unsqueeze(1)
+            grad_x = grad_x.scatter_add(1, terms.y, -_times(terms.pick, scale).unsqueeze(1))
+            if terms.smooth is not None:
+                grad_x = grad_x - _times(terms.smooth, scale).unsqueeze(1) * (1.0 if w is None else w)
+        grad_x = torch.where(lse == -_INF, 0.0, grad_x)  # a fully masked row takes no part
+        return grad_x.to(x.dtype), grad_target, None, None, None, None
+
+
+def _probability_coef(target, w, eps, n_classes, dtype):
+    """``a_nc = w_c t'_nc`` with ``t' = (1 - eps) t + eps / C``."""
+    coef = target.to(dtype)
+    if eps > 0:
+        coef = (1 - eps) * coef + eps / n_classes
+    return coef if w is None else coef * w
+
+
+class _NLLLoss(Function):
+    @staticmethod
+    def forward(ctx, x, target, weight, ignore_index, reduction):
+        cdt = _compute_dtype(x.dtype)
+        xc = x.to(cdt)
+        terms = _IndexTerms(target, weight, ignore_index, 0.0, xc.shape[1], cdt)
+        per = _times(terms.pick, -xc.gather(1, terms.y).squeeze(1))
+        ctx.reduction, ctx.ignore_index = reduction, ignore_index
+        ctx.shape, ctx.dtype, ctx.cdt = xc.shape, x.dtype, cdt
+        ctx.save_for_backward(target, weight, terms.denominator)
+        return _reduce(per, reduction, terms.denominator).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        target, weight, denominator = ctx.saved_tensors
+        cdt = ctx.cdt
+        terms = _IndexTerms(target, weight, ctx.ignore_index, 0.0, ctx.shape[1], cdt)
+        scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, target.shape)
+        grad_x = torch.zeros(ctx.shape, dtype=cdt, device=target.device)
+        grad_x = grad_x.scatter(1, terms.y, -_times(terms.pick, scale).unsqueeze(1))
+        return grad_x.to(ctx.dtype), None, None, None, None
+
+
+def _prepare_loss_args(input, target, weight, ignore_index, reduction):
+    x = _check_loss_input(input)
+    target = _check_tensor(target, "target")
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
+    n_classes = x.shape[1] if x.ndim >= 2 else x.shape[0]
+    weight = _check_weight(weight, x, n_classes)
+    return x, target, weight, ignore_index, reduction
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    r"""Cross-entropy between logits and targets, as a lean autograd op; ``torch.nn.functional.cross_entropy``'s semantics.
+
+    The class axis is 1, or 0 for an unbatched ``(C,)`` input; inputs ``(C,)``, ``(N, C)`` or
+    ``(N, C, d1, ..., dk)``. With :math:`l` the log-softmax over the class axis, :math:`w_c` the class
+    weight (1 when none), :math:`v_n = [y_n \ne \text{ignore\_index}]` and :math:`\varepsilon` the label
+    smoothing, for class indices
+
+    .. math::
+
+        \ell_n = (1-\varepsilon)\,(-w_{y_n} l_{n,y_n} v_n)
+                 + \frac{\varepsilon}{C}\,\Bigl(-v_n \sum_c w_c l_{n,c}\Bigr),
+
+    ``"mean"`` dividing each part by :math:`W = \sum_n w_{y_n} v_n` (``NaN`` when :math:`W = 0`);
+    for class probabilities :math:`t` with :math:`t' = (1-\varepsilon) t + \varepsilon / C`,
+
+    .. math:: \ell_n = -\sum_c w_c\, t'_{n,c}\, l_{n,c},
+
+    ``"mean"`` dividing by the number of samples (``numel / C``).
+
+    The backward pass saves the logits (already held by autograd), the target, the weights and the
+    per-row log-sum-exp; it recomputes the softmax as ``exp(x - lse)`` instead of keeping an
+    N x C tensor. The gradient is :math:`\partial \ell_n / \partial x_{n,c} = (\sum_k w_k t'_{n,k})\,
+    p_{n,c} - w_c t'_{n,c}`, with :math:`t'` the smoothed one-hot target for class indices. Gradients
+    with respect to probability targets are supported.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits, ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``; float16/bfloat16 computed in float32.
+    target : torch.Tensor
+        Integer class indices shaped like ``input`` without the class axis, or floating class
+        probabilities of ``input``'s shape.
+    weight : torch.Tensor of shape (C,), optional
+        Finite, non-negative class weights.
+    ignore_index : int, default -100
+        Index targets equal to it contribute neither loss nor gradient. With probability targets it
+        must be negative (unused), as in PyTorch.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    label_smoothing : float in [0, 1], default 0.0
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, or per-sample losses (``"none"``), in the input's floating dtype.
+
+    Raises
+    ------
+    ValueError
+        A class index outside ``[0, C)`` that is not ``ignore_index`` (``-1`` never wraps around),
+        a target or weight of the wrong shape, a negative or non-finite weight, ``label_smoothing``
+        outside ``[0, 1]``, an unknown ``reduction``.
+    TypeError
+        A target that is neither integer nor floating; a non-tensor argument.
+
+    Notes
+    -----
+    Non-finite logits follow the package's policy (see the module docstring): a ``-inf`` target logit
+    gives ``+inf`` with a finite gradient, an all ``-inf`` row a zero gradient, and a zero coefficient
+    times ``-inf`` contributes 0, where PyTorch returns ``NaN``. An ignored sample never contributes
+    to the gradient, even when every sample is ignored (PyTorch then returns ``NaN`` gradients with
+    ``label_smoothing > 0``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import cross_entropy
+    >>> x = torch.tensor([[2.0, 1.0, 0.1]], dtype=torch.float64, requires_grad=True)
+    >>> loss = cross_entropy(x, torch.tensor([0]))
+    >>> round(loss.item(), 10)
+    0.417030016
+    >>> loss.backward()
+    >>> x.grad
+    tensor([[-0.3410,  0.2424,  0.0986]], dtype=torch.float64)
+    """
+    x, target, weight, ignore_index, reduction = _prepare_loss_args(input, target, weight, ignore_index, reduction)
+    eps = check_label_smoothing(label_smoothing)
+    _check_target_kind(target, allow_probabilities=True)
+    if target.is_floating_point():
+        _check_probability_target(target, x, ignore_index)
+    else:
+        _check_index_target(target, x, ignore_index)
+    if x.ndim == 1:
+        out = _CrossEntropy.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, eps)
+        return out.squeeze(0) if reduction == "none" else out
+    return _CrossEntropy.apply(x, target, weight, ignore_index, reduction, eps)
+
+
+def nll_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Negative log-likelihood of log-probabilities, as an autograd op; ``torch.nn.functional.nll_loss``'s semantics.
+
+    .. math:: \ell_n = -w_{y_n}\, x_{n,y_n}\, v_n, \qquad v_n = [y_n \ne \text{ignore\_index}],
+
+    ``"mean"`` dividing the sum by :math:`W = \sum_n w_{y_n} v_n` (``NaN`` when :math:`W = 0`).
+    Shapes as in :func:`cross_entropy` with class-index targets; the backward pass saves only the
+    target and the weights.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Log-probabilities, ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+    target : torch.Tensor
+        Integer class indices shaped like ``input`` without the class axis.
+    weight : torch.Tensor of shape (C,), optional
+    ignore_index : int, default -100
+    reduction : {"mean", "sum", "none"}, default "mean"
+
+    Returns
+    -------
+    torch.Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import log_softmax, nll_loss
+    >>> x = torch.tensor([[2.0, 1.0, 0.1]], dtype=torch.float64)
+    >>> round(nll_loss(log_softmax(x, dim=1), torch.tensor([0])).item(), 10)
+    0.417030016
+    """
+    x, target, weight, ignore_index, reduction = _prepare_loss_args(input, target, weight, ignore_index, reduction)
+    _check_target_kind(target, allow_probabilities=False)
+    _check_index_target(target, x, ignore_index)
+    if x.ndim == 1:
+        out = _NLLLoss.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)
+        return out.squeeze(0) if reduction == "none" else out
+    return _NLLLoss.apply(x, target, weight, ignore_index, reduction)
