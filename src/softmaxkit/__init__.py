@@ -20,9 +20,11 @@ from softmaxkit._numpy._softmax import (
     softmax_backward,
 )
 from softmaxkit._version import __version__
+from softmaxkit.linear_model import SoftmaxRegression, read_model_metadata
 
 __all__ = [
     "GradcheckResult",
+    "SoftmaxRegression",
     "__version__",
     "cross_entropy",
     "cross_entropy_backward",
@@ -33,6 +35,7 @@ __all__ = [
     "logsumexp",
     "nll_loss",
     "nll_loss_backward",
+    "read_model_metadata",
     "softmax",
     "softmax_backward",
 ]
