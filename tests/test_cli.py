@@ -28,11 +28,24 @@ DIGITS_FLOOR = 0.93
 LETTER_FLOOR = 0.74
 
 
+# One BLAS thread per subprocess: the tests share a small machine, where threads only contend.
+SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """The same for the in-process runs."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 def softmaxkit(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
     """Run ``python -m softmaxkit.cli ARGS`` in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "softmaxkit.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=SINGLE_THREAD,
     )
 
 
@@ -276,9 +289,9 @@ def test_predict_letter_parquet_in_batches(letter_parquet, tmp_path):
     # A CSV without the label and with its columns in another order gives the same labels.
     features = frame.iloc[16000:, 1:]
     features[features.columns[::-1]].to_csv(tmp_path / "new.csv", index=False)
-    csv = softmaxkit("predict", folder / "run" / "model.npz", tmp_path / "new.csv")
-    assert csv.returncode == 0, csv.stderr
-    assert csv.stdout.split()[1:] == predictions["prediction"].tolist()
+    assert main(["predict", str(folder / "run" / "model.npz"), str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "new.tsv")]) == 0
+    assert pd.read_csv(tmp_path / "new.tsv", sep="\t")["prediction"].tolist() == predictions["prediction"].tolist()
 
 
 # ------------------------------------------------------------------------------------------
@@ -313,24 +326,44 @@ def test_error_nan_values(bad_tables):
     assert_one_line_error(result, "train", "feature column 'b' has 1 missing (NaN) values", "row 2")
 
 
-def test_error_model_file_not_ours(digits_run, tmp_path):
-    np.savez(tmp_path / "foreign.npz", coef=np.zeros((3, 4)))
-    (tmp_path / "notes.txt").write_text("hello")
+def in_process_error(capsys, *args) -> str:
+    """Run ``main(args)`` here; it must fail with exit 1 and one line on stderr, which is returned."""
+    assert main([str(a) for a in args]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_error_model_file_not_ours(digits_run, tmp_path, capsys):
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes((digits_run[0] / "model.npz").read_bytes()[:3000])
-    for model in ("foreign.npz", "notes.txt", "truncated.npz"):
-        result = softmaxkit("predict", tmp_path / model, tmp_path / "notes.txt")
-        assert_one_line_error(result, "predict", model, "not a softmaxkit model file")
+    np.savez(tmp_path / "x.npz", X=np.zeros((2, 64)))
+    result = softmaxkit("predict", truncated, tmp_path / "x.npz")
+    assert_one_line_error(result, "predict", "truncated.npz", "not a softmaxkit model file")
+    np.savez(tmp_path / "foreign.npz", coef=np.zeros((3, 4)))
+    (tmp_path / "notes.txt").write_text("hello")
+    for model in ("foreign.npz", "notes.txt"):
+        line = in_process_error(capsys, "evaluate", tmp_path / model, tmp_path / "x.npz")
+        assert line.startswith("softmaxkit evaluate: error: ") and model in line
+        assert "not a softmaxkit model file" in line
+    line = in_process_error(capsys, "predict", tmp_path / "missing.npz", tmp_path / "x.npz")
+    assert line.endswith("model file " + str(tmp_path / "missing.npz") + " does not exist")
 
 
-def test_error_predict_wrong_number_of_features(digits_run, tmp_path):
+def test_error_predict_wrong_number_of_features(digits_run, tmp_path, capsys):
     model = digits_run[0] / "model.npz"
     np.savez(tmp_path / "narrow.npz", X=np.zeros((5, 10)))
     assert_one_line_error(softmaxkit("predict", model, tmp_path / "narrow.npz"), "predict",
                           "narrow.npz has 10 features, the model expects 64")
     (tmp_path / "narrow.csv").write_text("a,b,c\n1,2,3\n")
-    assert_one_line_error(softmaxkit("predict", model, tmp_path / "narrow.csv"), "predict",
-                          "narrow.csv has 3 columns, the model expects 64 features")
+    assert in_process_error(capsys, "predict", model, tmp_path / "narrow.csv").endswith(
+        "narrow.csv has 3 columns, the model expects 64 features (plus, optionally, the target column)")
+    (tmp_path / "partly.csv").write_text("pixel_0_0,pixel_0_1,b\n1,2,3\n")
+    assert "partly.csv lacks the model's feature columns 'pixel_0_2', 'pixel_0_3'" in in_process_error(
+        capsys, "predict", model, tmp_path / "partly.csv")
+    np.savez(tmp_path / "labelled.npz", X=np.zeros((5, 10)), y=np.arange(5))
+    assert "labelled.npz has 10 feature columns besides the target, the model expects 64" in in_process_error(
+        capsys, "evaluate", model, tmp_path / "labelled.npz")
 
 
 # ------------------------------------------------------------------------------------------
@@ -346,7 +379,7 @@ def test_ctrl_c_during_training_leaves_nothing(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "softmaxkit.cli", "train", str(tmp_path / "big.npz"), "--out", str(out),
          "--solver", "sgd", "--max-iter", "100000", "--n-iter-no-change", "100000", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SINGLE_THREAD,
     )
     try:
         first = process.stdout.readline()  # printed just before fitting starts

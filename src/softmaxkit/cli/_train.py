@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
 from softmaxkit._data import DEFAULT_DATASET, Dataset, infer_image_shape, load_bundled, read_dataset
 from softmaxkit.cli._common import (
@@ -233,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         mean = scale = None
         Z_train = X_train
     estimator = SoftmaxRegression(**estimator_options(args))
+    from sklearn.exceptions import ConvergenceWarning
+
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
