@@ -119,7 +119,7 @@ def fold_standardization(
     --------
     >>> W, b = np.array([[2.0, -1.0]]), np.array([0.5])
     >>> fold_standardization(W, b, np.array([1.0, 3.0]), np.array([2.0, 0.5]))
-    (array([[ 1., -2.]]), array([6.5]))
+    (array([[ 1., -2.]]), array([5.5]))
     """
     folded = coef / scale
     return folded, intercept - folded @ mean
