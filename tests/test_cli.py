@@ -200,6 +200,21 @@ def test_evaluate_digits_csv_against_sklearn(digits_run, tmp_path):
     assert png_size(tmp_path / "eval" / "confusion_matrix.png") == (700, 700)
 
 
+def test_evaluate_falls_back_to_the_last_column(digits_run, tmp_path, capsys):
+    """The model's target column ('target') is absent: the last column ('label') is the target."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    header = ",".join([f"pixel_{i}_{j}" for i in range(8) for j in range(8)] + ["label"])
+    rows = [",".join(str(int(v)) for v in row) + f",{label}" for row, label in zip(X[:50], y[:50])]
+    (tmp_path / "d.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    assert main(["evaluate", str(digits_run[0]), str(tmp_path / "d.csv")]) == 0
+    out = capsys.readouterr().out
+    model = SoftmaxRegression.load(digits_run[0] / "model.npz")
+    assert "d.csv: 50 samples, target column 'label'" in out
+    assert f"accuracy  {np.mean(model.predict(X[:50]) == y[:50]):.4f}" in out
+
+
 # ------------------------------------------------------------------------------------------
 # letter: the gzip CSV without a header, and a Parquet conversion of it
 

@@ -29,14 +29,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # data options
 
 
-def add_data_options(parser: argparse.ArgumentParser, *, target: bool = True) -> None:
-    """``--target``, ``--no-header`` and ``--format``: how to read a data file."""
+def add_data_options(parser: argparse.ArgumentParser, *, target: str | None) -> None:
+    """``--target`` (unless ``target`` is None; it names the default), ``--no-header``, ``--format``."""
     group = parser.add_argument_group("reading the data")
-    if target:
+    if target is not None:
         group.add_argument(
             "--target", metavar="COL",
             help="the label column, by name or 0-based position (negative counts from the end); "
-                 "default: the model's target column, else the last column",
+                 f"default: {target}",
         )
     group.add_argument(
         "--no-header", dest="header", action="store_false",

@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="a model.npz (or the folder holding it)")
     parser.add_argument("data", metavar="DATA", help="labelled data (csv, tsv, parquet, npz, svmlight)")
-    add_data_options(parser)
+    add_data_options(parser, target="the model's target column if DATA has it, else the last column")
     parser.add_argument("--out", metavar="DIR", type=Path,
                         help="also write metrics.json and confusion_matrix.png here")
     parser.add_argument("--overwrite", action="store_true",

@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="a model.npz (or the folder holding it)")
     parser.add_argument("data", metavar="DATA", help="features (csv, tsv, parquet, npz, svmlight)")
-    add_data_options(parser, target=False)
+    add_data_options(parser, target=None)
     parser.add_argument("--out", metavar="FILE", type=Path,
                         help="where the predictions go (.csv, .tsv or .parquet); default: stdout as CSV")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -55,7 +55,7 @@ def add_parser(subparsers) -> None:
                         help="training data (csv, tsv, parquet, npz, svmlight); default: --dataset")
     parser.add_argument("--dataset", metavar="NAME",
                         help=f"a bundled dataset (see `softmaxkit datasets`); default {DEFAULT_DATASET}")
-    add_data_options(parser)
+    add_data_options(parser, target="the last column")
     split = parser.add_argument_group("test set")
     split.add_argument("--test", metavar="DATA", help="a separate test file, read like DATA")
     split.add_argument("--test-size", type=float, metavar="F",
@@ -68,29 +68,40 @@ def add_parser(subparsers) -> None:
                         help="replace this command's files in an existing --out folder")
     output.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
-    model = parser.add_argument_group("estimator (defaults: SoftmaxRegression's)")
+    model = parser.add_argument_group("estimator (SoftmaxRegression's options and defaults)")
+    default = _estimator_defaults()
     model.add_argument("--no-standardize", dest="standardize", action="store_false",
                        help="train on the raw features")
-    model.add_argument("--alpha", type=float, help="L2 penalty strength")
-    model.add_argument("--solver", help="lbfgs, newton-cg, sgd or adam")
-    model.add_argument("--max-iter", type=int, metavar="N", help="iterations (epochs for sgd/adam)")
-    model.add_argument("--tol", type=float, help="stopping tolerance")
-    model.add_argument("--batch-size", type=int, metavar="N", help="mini-batch size (sgd/adam)")
-    model.add_argument("--learning-rate", type=float, metavar="LR", help="step size (sgd/adam)")
-    model.add_argument("--momentum", type=float, help="momentum (sgd)")
+    model.add_argument("--alpha", type=float, help=f"L2 penalty strength (default {default['alpha']})")
+    model.add_argument("--solver", choices=("lbfgs", "newton-cg", "sgd", "adam"),
+                       help=f"the solver (default {default['solver']})")
+    model.add_argument("--max-iter", type=int, metavar="N",
+                       help=f"iterations, or epochs for sgd/adam (default {default['max_iter']})")
+    model.add_argument("--tol", type=float, help=f"stopping tolerance (default {default['tol']})")
+    model.add_argument("--batch-size", type=int, metavar="N",
+                       help=f"mini-batch size for sgd/adam (default {default['batch_size']})")
+    model.add_argument("--learning-rate", type=float, metavar="LR",
+                       help=f"step size for sgd/adam (default {default['learning_rate']})")
+    model.add_argument("--learning-rate-schedule", choices=("constant", "invscaling", "adaptive"),
+                       help=f"step-size schedule for sgd/adam (default {default['learning_rate_schedule']})")
+    model.add_argument("--momentum", type=float,
+                       help=f"Nesterov momentum of sgd (default {default['momentum']})")
     model.add_argument("--early-stopping", action="store_true", default=None,
-                       help="hold out a validation fraction and stop when it stops improving")
+                       help="hold out a validation fraction, stop when its accuracy stops improving, "
+                            "and plot its loss")
     model.add_argument("--validation-fraction", type=float, metavar="F",
-                       help="validation share for --early-stopping")
+                       help=f"validation share for --early-stopping (default {default['validation_fraction']})")
     model.add_argument("--n-iter-no-change", type=int, metavar="N",
-                       help="patience for --early-stopping")
-    model.add_argument("--class-weight", choices=("balanced",), help="reweight classes")
-    model.add_argument("--label-smoothing", type=float, metavar="EPS", help="label smoothing in [0, 1]")
+                       help=f"patience in iterations or epochs (default {default['n_iter_no_change']})")
+    model.add_argument("--class-weight", choices=("balanced",), help="reweight classes (default: none)")
+    model.add_argument("--label-smoothing", type=float, metavar="EPS",
+                       help=f"label smoothing in [0, 1] (default {default['label_smoothing']})")
     model.add_argument("--no-intercept", dest="fit_intercept", action="store_false", default=None,
                        help="no intercept term")
-    model.add_argument("--dtype", choices=("float32", "float64"), help="compute precision")
-    model.add_argument("--backend", help="numpy or torch")
-    model.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    model.add_argument("--dtype", choices=("float32", "float64"),
+                       help="working precision (default float64)")
+    model.add_argument("--backend", help=f"where the loss is computed (default {default['backend']})")
+    model.add_argument("--device", help="device of the backend, e.g. cpu or cuda")
     model.add_argument("--seed", type=int, default=0,
                        help="seed of the test split and the estimator (default 0)")
     parser.set_defaults(run=run)
@@ -125,9 +136,16 @@ def fold_standardization(
     return folded, intercept - folded @ mean
 
 
+def _estimator_defaults() -> dict:
+    from softmaxkit.linear_model import SoftmaxRegression
+
+    return SoftmaxRegression().get_params()
+
+
 def estimator_options(args: argparse.Namespace) -> dict:
     """The ``SoftmaxRegression`` keyword arguments the user gave (the rest keep their defaults)."""
-    names = ("alpha", "solver", "max_iter", "tol", "batch_size", "learning_rate", "momentum",
+    names = ("alpha", "solver", "max_iter", "tol", "batch_size", "learning_rate",
+             "learning_rate_schedule", "momentum",
              "early_stopping", "validation_fraction", "n_iter_no_change", "class_weight",
              "label_smoothing", "fit_intercept", "backend", "device")
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
