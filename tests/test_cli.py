@@ -551,3 +551,10 @@ def test_console_script_is_installed():
         pytest.skip(f"no console script next to {sys.executable} (package not installed with pip)")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("softmaxkit ")
+
+
+def test_traceback_flag_shows_the_error(tmp_path):
+    from softmaxkit._data import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        main(["--traceback", "train", str(tmp_path / "nope.csv")])

@@ -127,7 +127,7 @@ def test_read_csv_with_header(table):
 def test_read_csv_string_feature_is_an_error(table):
     path, _, _ = table
     # With column 'a' as the target, the string column 'label' becomes a feature.
-    with pytest.raises(DataError, match=r"small\.csv: non-numeric feature column 'label'; features must be numbers"):
+    with pytest.raises(DataError, match=r"small\.csv: non-numeric feature column 'label' \(first non-number: '\w+' at data row 1\); features must be numbers"):
         read_dataset(path, target="a")
 
 
@@ -224,8 +224,17 @@ def test_missing_values_name_column_and_count(tmp_path):
 def test_non_numeric_columns_are_named(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_text("colour,size,shape,y\nred,1,round,0\nblue,2,square,1\n")
-    with pytest.raises(DataError, match=r"non-numeric feature columns 'colour', 'shape'"):
+    with pytest.raises(DataError, match=r"non-numeric feature columns 'colour', 'shape' \(first non-number: 'red' at data row 1\)"):
         read_dataset(path)
+    path.write_text("a,b,y\n1,2,0\n3,4,1\n5,x7,0\n")
+    with pytest.raises(DataError, match=r"non-numeric feature column 'b' \(first non-number: 'x7' at data row 3\)"):
+        read_dataset(path)
+
+
+def test_no_rows(tmp_path):
+    (tmp_path / "empty.csv").write_text("a,b,y\n")
+    with pytest.raises(DataError, match=r"empty\.csv has no data rows"):
+        read_dataset(tmp_path / "empty.csv")
 
 
 def test_unreadable_parquet(tmp_path):

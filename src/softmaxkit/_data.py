@@ -255,10 +255,19 @@ def _features_to_array(frame, *, source: str, first_row: int = 0) -> np.ndarray:
 
     bad = [str(c) for c in frame.columns if not (is_numeric_dtype(frame[c]) or is_bool_dtype(frame[c]))]
     if bad:
+        import pandas as pd
+
         noun = "column" if len(bad) == 1 else "columns"
+        column = frame[frame.columns[[str(c) for c in frame.columns].index(bad[0])]]
+        numbers = pd.to_numeric(column, errors="coerce")
+        offending = np.flatnonzero(numbers.isna().to_numpy() & column.notna().to_numpy())
+        example = ""
+        if offending.size:
+            example = (f" (first non-number: {str(column.iloc[offending[0]])!r} "
+                       f"at data row {first_row + int(offending[0])})")
         raise DataError(
-            f"{source}: non-numeric feature {noun} {_short_list(bad)}; features must be numbers "
-            "(encode categories as numbers, e.g. one-hot columns, before training)"
+            f"{source}: non-numeric feature {noun} {_short_list(bad)}{example}; features must be "
+            "numbers (encode categories as numbers, e.g. one-hot columns, before training)"
         )
     X = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     _check_finite(X, [str(c) for c in frame.columns], source=source, first_row=first_row)
@@ -347,6 +356,8 @@ def read_dataset(
     if fmt == "svmlight":
         return _read_svmlight(path, source=source)
     frame = _read_frame(path, fmt=fmt, header=header)
+    if len(frame) == 0:
+        raise DataError(f"{source} has no data rows")
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     name = resolve_target(columns, target, source=source)
@@ -409,6 +420,8 @@ def _read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
         raise DataError(f"{source}: X must be a 2-D array (samples x features), got shape {X.shape}")
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
         raise DataError(f"{source}: X must be numeric, got dtype {X.dtype}")
+    if require_y and X.shape[0] == 0:
+        raise DataError(f"{source} has no data rows")
     X = np.ascontiguousarray(X, dtype=np.float64)
     _check_finite(X, None, source=source)
     if y is not None:

@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model    {out / MODEL_FILE}")
     print(f"metrics  {out / METRICS_FILE}")
     if args.plots:
-        print(f"plots    {', '.join(str(out / p) for p in PLOT_FILES)}")
+        print("plots    " + "\n         ".join(str(out / p) for p in PLOT_FILES))
     return 0
 
 
