@@ -558,3 +558,32 @@ def test_traceback_flag_shows_the_error(tmp_path):
 
     with pytest.raises(DataError, match="does not exist"):
         main(["--traceback", "train", str(tmp_path / "nope.csv")])
+
+
+def _torch_backend_or_skip(device: str) -> None:
+    pytest.importorskip("torch")
+    try:
+        SoftmaxRegression(backend="torch", device=device, max_iter=2).fit([[0.0], [1.0]], [0, 1])
+    except ValueError as error:
+        if "backend" in str(error):
+            pytest.skip(f"SoftmaxRegression has no torch backend in this build ({error})")
+        raise
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_train_with_the_torch_backend(device, tmp_path, capsys):
+    """--backend torch gives the numpy backend's model (same optimum: same test labels, close loss)."""
+    _torch_backend_or_skip(device)
+    common = ["train", "--dataset", "digits", "--quiet", "--no-plots", "--tol", "1e-6"]
+    assert main([*common, "--out", str(tmp_path / "numpy")]) == 0
+    assert main([*common, "--backend", "torch", "--device", device, "--out", str(tmp_path / "torch")]) == 0
+    reference = json.loads((tmp_path / "numpy" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "torch" / "metrics.json").read_text())
+    assert metrics["estimator"]["backend"] == "torch" and metrics["test"]["accuracy"] >= DIGITS_FLOOR
+    assert metrics["test"]["log_loss"] == pytest.approx(reference["test"]["log_loss"], rel=1e-3)
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data
+    torch_model = SoftmaxRegression.load(tmp_path / "torch" / "model.npz")
+    numpy_model = SoftmaxRegression.load(tmp_path / "numpy" / "model.npz")
+    assert np.mean(torch_model.predict(X) == numpy_model.predict(X)) >= 0.995
