@@ -1,0 +1,394 @@
+"""softmaxkit.torch.linear_cross_entropy / linear_logsumexp / LinearCrossEntropyLoss (issue 6).
+
+The oracle is the naive computation replayed in PyTorch float64 with autograd: materialise the
+logits ``x @ W.T + b``, softcap them, ``F.cross_entropy`` them, add the z-loss. Every option and
+every chunking regime (one vocabulary block; the vocabulary tiled with an online log-sum-exp;
+the weight-gradient pass split over tokens) is compared on values and the three gradients.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from softmaxkit.torch._linear_cross_entropy import (
+    LinearCrossEntropyLoss,
+    _make_plan,
+    linear_cross_entropy,
+    linear_logsumexp,
+)
+
+F64 = torch.float64
+
+
+# --------------------------------------------------------------------------- the oracle
+
+
+def naive(x, w, target, b=None, *, reduction="mean", label_smoothing=0.0, class_weight=None, z_loss=0.0,
+          softcap=None, ignore_index=-100):
+    """The materialised computation, in whatever dtype its inputs have (the reference in float64)."""
+    z = F.linear(x, w, b)
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    loss = F.cross_entropy(z, target, weight=class_weight, reduction=reduction, label_smoothing=label_smoothing,
+                           ignore_index=ignore_index)
+    if z_loss:
+        keep = torch.ones(z.shape[:-1], dtype=torch.bool) if target.is_floating_point() else target != ignore_index
+        zl = torch.where(keep, z_loss * torch.logsumexp(z.to(F64), -1) ** 2, 0.0)
+        loss = loss + (zl if reduction == "none" else zl.sum() if reduction == "sum" else zl.sum() / keep.sum())
+    return loss
+
+
+def value_and_grads(fn, x, w, b, g):
+    """``(value, dx, dw, db)`` of ``sum(g * fn(x, w, b))`` as float64, on fresh leaves."""
+    x = x.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    b = None if b is None else b.detach().clone().requires_grad_()
+    value = fn(x, w, b)
+    (value.to(F64) * g).sum().backward()
+    out = [value.detach(), x.grad, w.grad, None if b is None else b.grad]
+    return [None if t is None else t.to(F64) for t in out], (x.grad, w.grad)
+
+
+def rel(a, b):
+    """Largest absolute error relative to the largest reference magnitude (NaN-aware)."""
+    if a is None and b is None:
+        return 0.0
+    assert torch.equal(torch.isnan(a), torch.isnan(b)), "NaN pattern differs"
+    a, b = torch.nan_to_num(a), torch.nan_to_num(b)
+    scale = b.abs().max().item() if b.numel() else 0.0
+    return (a - b).abs().max().item() / scale if scale else (a - b).abs().max().item() if a.numel() else 0.0
+
+
+def make(n, d, v, *, dtype=F64, seed=0, prob=False, ignore_every=5, batch=None):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=F64)
+    w = torch.randn(v, d, generator=g, dtype=F64) / d**0.5 * 2
+    b = torch.randn(v, generator=g, dtype=F64) * 0.3
+    cw = torch.rand(v, generator=g, dtype=F64) + 0.1
+    if prob:
+        t = torch.softmax(torch.randn(n, v, generator=g, dtype=F64) * 2, -1)
+    else:
+        t = torch.randint(0, v, (n,), generator=g)
+        if ignore_every:
+            t[::ignore_every] = -100
+    gn = torch.rand(n, generator=g, dtype=F64) + 0.5
+    return x.to(dtype), w.to(dtype), b.to(dtype), cw, t, gn
+
+
+def tile_budget(v, rows, per_element=8):
+    """A max_memory that forces the vocabulary to be tiled (fewer than 32 full rows fit)."""
+    return rows * v * per_element // 3
+
+
+# --------------------------------------------------------------------------- float64 parity
+
+
+OPTIONS = list(itertools.product(
+    ["mean", "sum", "none"],  # reduction
+    [0.0, 0.15],  # label_smoothing
+    [False, True],  # class weights
+    [0.0, 1e-2],  # z_loss
+    [None, 2.5],  # softcap
+    [False, True],  # bias
+    ["index", "prob"],  # target kind
+))
+
+
+@pytest.mark.parametrize("budget", ["default", "tiled-vocab", "one-row"])
+def test_float64_parity_every_option_small(budget):
+    """Every combination of options, on every chunking regime, to 1e-10 relative."""
+    n, d, v = 37, 13, 51
+    max_memory = {"default": None, "tiled-vocab": tile_budget(v, 32), "one-row": 256 * 8}[budget]
+    worst = 0.0
+    # Every combination on the default plan; every third one (all options still covered) when tiled.
+    for case, (reduction, ls, use_cw, zl, cap, use_b, kind) in enumerate(OPTIONS):
+        if budget != "default" and case % 3:
+            continue
+        x, w, b, cw, t, gn = make(n, d, v, seed=case, prob=kind == "prob")
+        b = b if use_b else None
+        cw = cw if use_cw else None
+        g = gn if reduction == "none" else torch.tensor(1.7, dtype=F64)
+        opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
+        ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+        got, _ = value_and_grads(
+            lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), x, w, b, g
+        )
+        for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
+            err = rel(a, r)
+            worst = max(worst, err)
+            assert err <= 1e-10, f"{name} off by {err:.2e} for {opts}, bias={use_b}, kind={kind}"
+    assert worst > 0.0  # the comparison really ran on non-trivial numbers
+
+
+@pytest.mark.parametrize(
+    "reduction, ls, use_cw, zl, cap, kind, max_memory",
+    [
+        ("mean", 0.0, False, 0.0, None, "index", None),
+        ("mean", 0.1, True, 1e-3, 30.0, "index", None),
+        ("sum", 0.2, True, 0.0, None, "index", 20_000),
+        ("none", 0.1, True, 1e-3, 15.0, "index", 20_000),
+        ("none", 0.0, False, 0.0, None, "index", 3_000),
+        ("mean", 0.1, True, 1e-3, 30.0, "prob", 50_000),
+        ("none", 0.0, False, 0.0, None, "prob", None),
+    ],
+)
+def test_float64_parity_odd_shapes(reduction, ls, use_cw, zl, cap, kind, max_memory):
+    x, w, b, cw, t, gn = make(252, 123, 507, prob=kind == "prob", ignore_every=7)
+    cw = cw if use_cw else None
+    g = gn[: x.shape[0]] if reduction == "none" else torch.tensor(1.0, dtype=F64)
+    opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
+    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts),
+                             x, w, b, g)
+    for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
+        assert rel(a, r) <= 1e-10, f"{name}: {rel(a, r):.2e}"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ls", [0.0, 0.3])
+def test_all_ignored_batch(reduction, ls):
+    x, w, b, cw, t, gn = make(9, 5, 11)
+    t[:] = -100
+    g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
+    for class_weight in (None, cw):
+        opts = dict(reduction=reduction, label_smoothing=ls, class_weight=class_weight, z_loss=1e-2)
+        ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+        got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), x, w, b, g)
+        for a, r in zip(got, ref):
+            assert rel(a, r) == 0.0
+        if reduction == "mean":
+            assert torch.isnan(got[0])  # 0 / 0, as PyTorch
+        assert all(torch.count_nonzero(grad) == 0 for grad in got[1:])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_single_token_and_unbatched(reduction):
+    x, w, b, cw, t, gn = make(1, 7, 19, ignore_every=0)
+    g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
+    opts = dict(reduction=reduction, label_smoothing=0.1, class_weight=cw, softcap=4.0)
+    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), x, w, b, g)
+    for a, r in zip(got, ref):
+        assert rel(a, r) <= 1e-12
+    # Unbatched: input (d,), target () -- the shape of F.cross_entropy's unbatched form.
+    g0 = g[0] if reduction == "none" else g
+    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_[0], w_, t[0], b_, **opts), x, w, b, g0)
+    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_[0], w_, t[0], b_, **opts), x, w, b, g0)
+    assert got[0].shape == ref[0].shape == ()
+    for a, r in zip(got, ref):
+        assert rel(a, r) <= 1e-12
+
+
+def test_leading_batch_dimensions_and_empty_batch():
+    x, w, b, cw, t, gn = make(24, 6, 17)
+    x3, t3 = x.reshape(2, 3, 4, 6), t.reshape(2, 3, 4)
+    got = linear_cross_entropy(x3, w, t3, b, reduction="none")
+    assert got.shape == (2, 3, 4)
+    assert rel(got.reshape(-1), naive(x, w, t, b, reduction="none")) <= 1e-12
+    empty = linear_cross_entropy(x[:0], w, t[:0], b, reduction="none")
+    assert empty.shape == (0,)
+    assert torch.isnan(linear_cross_entropy(x[:0], w, t[:0], b))
+    assert linear_cross_entropy(x[:0], w, t[:0], b, reduction="sum").item() == 0.0
+
+
+def test_gradient_scale_and_second_backward():
+    """``(3 * loss).backward()`` scales the precomputed gradients; retain_graph recomputes them."""
+    x, w, b, cw, t, gn = make(40, 8, 29)
+    ref, _ = value_and_grads(lambda x_, w_, b_: 3.0 * naive(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0)
+    got, _ = value_and_grads(lambda x_, w_, b_: 3.0 * linear_cross_entropy(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0)
+    for a, r in zip(got, ref):
+        assert rel(a, r) <= 1e-12
+    xl, wl = x.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = linear_cross_entropy(xl, wl, t, label_smoothing=0.1)
+    first = torch.autograd.grad(loss, (xl, wl), retain_graph=True)
+    second = torch.autograd.grad(loss, (xl, wl))
+    for a, r in zip(second, first):
+        assert rel(a, r) <= 1e-13
+
+
+def test_only_some_inputs_require_grad():
+    x, w, b, cw, t, gn = make(16, 5, 23)
+    xl = x.clone().requires_grad_()
+    linear_cross_entropy(xl, w, t, b, reduction="none").sum().backward()
+    ref = x.clone().requires_grad_()
+    naive(ref, w, t, b, reduction="none").sum().backward()
+    assert rel(xl.grad, ref.grad) <= 1e-12
+    with torch.no_grad():
+        assert rel(linear_cross_entropy(x, w, t, b), naive(x, w, t, b)) <= 1e-12
+
+
+# --------------------------------------------------------------------------- low precision
+
+
+def norm_rel(a, b):
+    """``||a - b|| / ||b||``: the statistically stable error measure for low-precision results."""
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _errors(fn, x, w, b, t, g):
+    """Errors of ``fn`` in x's dtype against the same computation in float64."""
+    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **fn.opts), x.to(F64), w.to(F64), b.to(F64), g)
+    got, (dx, dw) = value_and_grads(fn, x, w, b, g)
+    assert dx.dtype == x.dtype and dw.dtype == w.dtype
+    return [norm_rel(a, r) for a, r in zip(got, ref)], got
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize(
+    "opts, max_memory",
+    [
+        (dict(reduction="mean"), None),
+        (dict(reduction="mean", label_smoothing=0.1, softcap=30.0), 40_000),
+        (dict(reduction="none", label_smoothing=0.1), 3_000),
+        (dict(reduction="sum", z_loss=1e-3), None),
+    ],
+)
+def test_low_precision_no_worse_than_naive(dtype, opts, max_memory):
+    """Value and gradients no worse than the naive computation in the same dtype (vs float64)."""
+    x, w, b, cw, t, gn = make(252, 123, 507, dtype=dtype, ignore_every=7)
+    g = gn if opts["reduction"] == "none" else torch.tensor(1.0, dtype=F64)
+
+    def ours(x_, w_, b_):
+        return linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts)
+
+    def theirs(x_, w_, b_):
+        return naive(x_, w_, t, b_, **opts)
+
+    ours.opts = theirs.opts = opts
+    ours_err, got = _errors(ours, x, w, b, t, g)
+    naive_err, _ = _errors(theirs, x, w, b, t, g)
+    assert got[0].dtype == F64  # (converted) -- the raw loss dtype is checked below
+    assert linear_cross_entropy(x, w, t, b, **opts).dtype == torch.float32
+    slack = 1.0 if dtype != torch.float32 else 2.0  # float32: both at the rounding level
+    for name, o, n in zip(("loss", "dx", "dw", "db"), ours_err, naive_err):
+        assert o <= slack * n + 1e-7, f"{name}: ours {o:.2e} vs naive {n:.2e}"
+
+
+# --------------------------------------------------------------------------- linear_logsumexp, module
+
+
+@pytest.mark.parametrize("softcap, max_memory", [(None, None), (3.0, 2_000), (None, 300)])
+def test_linear_logsumexp_value_and_gradients(softcap, max_memory):
+    x, w, b, cw, t, gn = make(33, 9, 41)
+
+    def ref(x_, w_, b_):
+        z = F.linear(x_, w_, b_)
+        return torch.logsumexp(softcap * torch.tanh(z / softcap) if softcap else z, -1)
+
+    r, _ = value_and_grads(ref, x, w, b, gn)
+    got, _ = value_and_grads(lambda x_, w_, b_: linear_logsumexp(x_, w_, b_, softcap=softcap, max_memory=max_memory),
+                             x, w, b, gn)
+    for a, e in zip(got, r):
+        assert rel(a, e) <= 1e-12
+    low = linear_logsumexp(x.to(torch.bfloat16), w.to(torch.bfloat16), b.to(torch.bfloat16))
+    assert low.dtype == torch.float32 and low.shape == (33,)
+
+
+def test_module_shell_matches_function():
+    x, w, b, cw, t, gn = make(20, 6, 13)
+    module = LinearCrossEntropyLoss(label_smoothing=0.2, class_weight=cw, z_loss=1e-3, softcap=5.0, reduction="sum")
+    expected = linear_cross_entropy(x, w, t, b, label_smoothing=0.2, class_weight=cw, z_loss=1e-3, softcap=5.0,
+                                    reduction="sum")
+    assert torch.equal(module(x, w, t, b), expected)
+    assert "class_weight" in dict(module.named_buffers())
+
+
+# --------------------------------------------------------------------------- memory is behaviour
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an aten op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for item in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(item, torch.Tensor):
+                self.largest = max(self.largest, item.numel())
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_never_an_n_by_v_tensor(dtype, reduction):
+    """No op inside forward + backward returns a tensor of N*V elements (nor anywhere near it)."""
+    n, d, v = 256, 8, 1024
+    x, w, b, cw, t, gn = make(n, d, v, dtype=dtype)
+    max_memory = 64 * 1024
+    xl, wl, bl = x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+    with _LargestTensor() as mode:
+        loss = linear_cross_entropy(xl, wl, t, bl, reduction=reduction, label_smoothing=0.1, softcap=20.0,
+                                    max_memory=max_memory)
+        loss.sum().backward()
+    assert mode.largest <= max(v * d, n * d, max_memory // 4), mode.largest
+    assert mode.largest < n * v // 8
+
+
+@pytest.mark.parametrize("n, v, dtype, kind, softcap, max_memory", [
+    (4096, 32768, torch.float32, "index", False, 32 * 2**20),
+    (4096, 32768, torch.bfloat16, "index", True, 32 * 2**20),
+    (37, 51, torch.float64, "prob", True, 600),
+    (5, 100_000, torch.float32, "index", False, 10_000),
+    (100_000, 7, torch.float16, "prob", False, 1_000),
+])
+def test_plan_respects_max_memory(n, v, dtype, kind, softcap, max_memory):
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    plan = _make_plan(n, v, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
+    per = acc.itemsize * (1 + softcap + (kind == "prob")) + (dtype.itemsize if dtype != acc else 0)
+    assert plan.rows * plan.cols * per <= max_memory
+    assert plan.w_rows * plan.w_cols * per <= max_memory
+    assert 1 <= plan.rows <= n and 1 <= plan.cols <= v
+
+
+# --------------------------------------------------------------------------- determinism, errors
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_deterministic_bits(dtype):
+    x, w, b, cw, t, gn = make(100, 16, 300, dtype=dtype)
+    runs = [value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, label_smoothing=0.1,
+                                                                    max_memory=20_000), x, w, b, 1.0)[0]
+            for _ in range(2)]
+    for a, r in zip(*runs):
+        assert torch.equal(a, r)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(reduction="avg"), "reduction must be one of"),
+    (dict(label_smoothing=1.5), "label_smoothing must be in"),
+    (dict(z_loss=-1.0), "z_loss must be >= 0"),
+    (dict(softcap=0.0), "softcap must be > 0"),
+    (dict(max_memory=10), "max_memory must be None or an integer"),
+    (dict(backend="cuda"), "backend must be one of"),
+    (dict(class_weight=torch.ones(3)), "class_weight must be None or a floating tensor of shape"),
+])
+def test_option_errors(kwargs, match):
+    x, w, b, cw, t, gn = make(4, 3, 5)
+    with pytest.raises((ValueError, TypeError), match=match):
+        linear_cross_entropy(x, w, t, b, **kwargs)
+
+
+def test_shape_and_target_errors():
+    x, w, b, cw, t, gn = make(4, 3, 5, ignore_every=0)
+    with pytest.raises(ValueError, match=r"weight must be a tensor of shape \(V, 3\)"):
+        linear_cross_entropy(x, w[:, :2], t)
+    with pytest.raises(ValueError, match="weight must have the input's dtype"):
+        linear_cross_entropy(x, w.float(), t)
+    with pytest.raises(ValueError, match=r"bias must be None or a tensor of shape \(5,\)"):
+        linear_cross_entropy(x, w, t, b[:4])
+    with pytest.raises(ValueError, match=r"target must hold class indices in \[0, 5\)"):
+        linear_cross_entropy(x, w, torch.tensor([0, 1, 5, 2]))
+    with pytest.raises(ValueError, match="target must be class indices of shape"):
+        linear_cross_entropy(x, w, t[:3])
+    with pytest.raises(ValueError, match="target must not require grad"):
+        linear_cross_entropy(x, w, torch.rand(4, 5, dtype=F64, requires_grad=True))
+    with pytest.raises(ValueError, match="input must be a floating tensor"):
+        linear_cross_entropy(torch.ones(4, 3, dtype=torch.int64), w, t)
