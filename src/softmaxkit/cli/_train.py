@@ -221,37 +221,89 @@ def _curve(estimator, name: str) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softmaxkit.linear_model import SoftmaxRegression
+    data, source = _load(args)
+    out = args.out if args.out is not None else _default_out(data.name)
+    check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE) + PLOT_FILES)
+    X_train, y_train, X_test, y_test, test_note = _split(data, args)
+    n_classes = len(np.unique(y_train))
+    if n_classes < 2:
+        raise CLIError(f"the training data must have at least two classes, got {n_classes}")
+    print(f"training on {source}: {len(y_train)} samples, {data.n_features} features, "
+          f"{n_classes} classes; test set: {test_note}", flush=True)
 
+    fit = _fit(args, X_train, y_train)
+    estimator = fit["estimator"]
+    train_metrics = classification_metrics(estimator, X_train, y_train, source="the training data")
+    test_metrics = classification_metrics(estimator, X_test, y_test, source="the test data")
+    image_shape = data.image_shape or infer_image_shape(data.n_features, data.feature_names)
+    report = {
+        "dataset": {"name": data.name, "source": source, "n_samples": int(len(data.y)),
+                    "n_features": data.n_features, "n_classes": n_classes,
+                    "classes": [_jsonable(c) for c in estimator.classes_]},
+        "split": {"test": args.test, "test_size": None if args.test else (args.test_size or 0.2),
+                  "seed": args.seed, "n_train": int(len(y_train)), "n_test": int(len(y_test))},
+        "estimator": _jsonable(estimator.get_params()),
+        "standardized": bool(args.standardize),
+        "fit_time_s": fit["time"],
+        "n_iter": int(np.max(estimator.n_iter_)),
+        "train": train_metrics,
+        "test": test_metrics,
+        "loss_curve": _curve(estimator, "loss_curve_"),
+        "validation_loss_curve": _curve(estimator, "validation_loss_curve_"),
+        "files": {"model": MODEL_FILE, "plots": list(PLOT_FILES) if args.plots else []},
+    }
+    metadata = {
+        "dataset": data.name,
+        "source": source,
+        "target": data.target,
+        "target_index": data.target_index,
+        "header": bool(args.header) if args.data is not None else True,
+        "feature_names": list(data.feature_names) if data.feature_names is not None else None,
+        "image_shape": list(image_shape) if image_shape is not None else None,
+        "standardized": bool(args.standardize),
+        "mean": fit["mean"].tolist() if args.standardize else None,
+        "scale": fit["scale"].tolist() if args.standardize else None,
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    estimator.save(out / MODEL_FILE, overwrite=args.overwrite, metadata=metadata)
+    write_json(out / METRICS_FILE, report)
+    if args.plots:
+        _plot(out, estimator, report, fit["trained_coef"], image_shape, data.feature_names,
+              standardized=args.standardize)
+    _print_summary(out, report, estimator.solver, fit["notes"], plots=args.plots)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tuple[Dataset, str]:
+    """The training data and a description of where it came from."""
     if args.data is not None and args.dataset is not None:
         raise CLIError("give either DATA or --dataset, not both")
     if args.data is None:
         if args.target is not None:
             raise CLIError("--target applies to a data file; bundled datasets have their own labels")
         data = load_bundled(args.dataset or DEFAULT_DATASET)
-        source = f"bundled dataset {data.name}"
-    else:
-        data = read_dataset(args.data, target=args.target, header=args.header, fmt=args.fmt)
-        source = str(args.data)
-    out = args.out if args.out is not None else _default_out(data.name)
-    check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE) + PLOT_FILES)
+        return data, f"bundled dataset {data.name}"
+    return read_dataset(args.data, target=args.target, header=args.header, fmt=args.fmt), str(args.data)
 
-    X_train, y_train, X_test, y_test, test_note = _split(data, args)
-    classes = np.unique(y_train)
-    if len(classes) < 2:
-        raise CLIError(f"the training data must have at least two classes, got {len(classes)}")
-    print(f"training on {source}: {len(y_train)} samples, {data.n_features} features, "
-          f"{len(classes)} classes; test set: {test_note}", flush=True)
 
+def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> dict:
+    """Standardise, fit, and fold the standardisation into the estimator's weights.
+
+    Returns the fitted ``estimator`` (taking raw features), the ``trained_coef`` (on the
+    standardised features, for the weights plot), ``mean`` and ``scale``, the fit ``time`` and
+    ``notes`` (convergence warnings, as one-line notes).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+
+    from softmaxkit.linear_model import SoftmaxRegression
+
+    mean = scale = None
+    Z_train = X_train
     if args.standardize:
         mean, scale = standardization(X_train)
         Z_train = (X_train - mean) / scale
-    else:
-        mean = scale = None
-        Z_train = X_train
     estimator = SoftmaxRegression(**estimator_options(args))
-    from sklearn.exceptions import ConvergenceWarning
-
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -263,77 +315,34 @@ def run(args: argparse.Namespace) -> int:
             notes.append(f"note: {' '.join(str(warning.message).split())}")
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-
     trained_coef = np.array(estimator.coef_, dtype=np.float64)
     if args.standardize:
+        dtype = np.asarray(estimator.coef_).dtype
         coef, intercept = fold_standardization(
             trained_coef, np.asarray(estimator.intercept_, dtype=np.float64), mean, scale
         )
-        estimator.coef_ = coef.astype(np.asarray(estimator.coef_).dtype)
-        estimator.intercept_ = intercept.astype(np.asarray(estimator.intercept_).dtype)
+        estimator.coef_, estimator.intercept_ = coef.astype(dtype), intercept.astype(dtype)
+    return {"estimator": estimator, "trained_coef": trained_coef, "mean": mean, "scale": scale,
+            "time": fit_time, "notes": notes}
 
-    train_metrics = classification_metrics(estimator, X_train, y_train, source="the training data")
-    test_metrics = classification_metrics(estimator, X_test, y_test, source="the test data")
-    image_shape = data.image_shape or infer_image_shape(data.n_features, data.feature_names)
-    metadata = {
-        "dataset": data.name,
-        "source": source,
-        "target": data.target,
-        "target_index": data.target_index,
-        "header": bool(args.header) if args.data is not None else True,
-        "feature_names": list(data.feature_names) if data.feature_names is not None else None,
-        "image_shape": list(image_shape) if image_shape is not None else None,
-        "standardized": bool(args.standardize),
-        "mean": mean.tolist() if mean is not None else None,
-        "scale": scale.tolist() if scale is not None else None,
-    }
-    solver = getattr(estimator, "solver", "")
-    n_iter = int(np.max(estimator.n_iter_))
-    report = {
-        "dataset": {"name": data.name, "source": source, "n_samples": int(len(data.y)),
-                    "n_features": data.n_features, "n_classes": int(len(classes)),
-                    "classes": [_jsonable(c) for c in estimator.classes_]},
-        "split": {"test": args.test, "test_size": None if args.test else (args.test_size or 0.2),
-                  "seed": args.seed, "n_train": int(len(y_train)), "n_test": int(len(y_test))},
-        "estimator": _jsonable(estimator.get_params()),
-        "standardized": bool(args.standardize),
-        "fit_time_s": fit_time,
-        "n_iter": n_iter,
-        "train": train_metrics,
-        "test": test_metrics,
-        "loss_curve": _curve(estimator, "loss_curve_"),
-        "validation_loss_curve": _curve(estimator, "validation_loss_curve_"),
-        "files": {"model": MODEL_FILE, "plots": list(PLOT_FILES) if args.plots else []},
-    }
 
-    out.mkdir(parents=True, exist_ok=True)
-    estimator.save(out / MODEL_FILE, overwrite=args.overwrite, metadata=metadata)
-    write_json(out / METRICS_FILE, report)
-    if args.plots:
-        _plot(out, estimator, report, trained_coef, image_shape, data.feature_names,
-              epochs=solver in ("sgd", "adam"), standardized=args.standardize)
-
-    print(format_table(
-        ["set", "samples", "accuracy", "log-loss"],
-        [["train", train_metrics["n_samples"], f"{train_metrics['accuracy']:.4f}",
-          f"{train_metrics['log_loss']:.4f}"],
-         ["test", test_metrics["n_samples"], f"{test_metrics['accuracy']:.4f}",
-          f"{test_metrics['log_loss']:.4f}"]],
-    ))
+def _print_summary(out: Path, report: dict, solver: str, notes: list[str], *, plots: bool) -> None:
+    rows = [[part, report[part]["n_samples"], f"{report[part]['accuracy']:.4f}",
+             f"{report[part]['log_loss']:.4f}"] for part in ("train", "test")]
+    print(format_table(["set", "samples", "accuracy", "log-loss"], rows))
     unit = "epochs" if solver in ("sgd", "adam") else "iterations"
-    print(f"fit time {fit_time:.2f} s ({solver}, {n_iter} {unit}"
-          f"{', standardised features folded into the model' if args.standardize else ''})")
+    folded = ", standardised features folded into the model" if report["standardized"] else ""
+    print(f"fit time {report['fit_time_s']:.2f} s ({solver}, {report['n_iter']} {unit}{folded})")
     for note in notes:
         print(note)
     print(f"model    {out / MODEL_FILE}")
     print(f"metrics  {out / METRICS_FILE}")
-    if args.plots:
+    if plots:
         print("plots    " + "\n         ".join(str(out / p) for p in PLOT_FILES))
-    return 0
 
 
 def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature_names, *,
-          epochs: bool, standardized: bool) -> None:
+          standardized: bool) -> None:
     from softmaxkit import _plots
 
     validation = report["validation_loss_curve"]
@@ -342,7 +351,7 @@ def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature
         report["loss_curve"] or [],
         validation_loss=validation,
         final_test_loss=None if validation else report["test"]["log_loss"],
-        xlabel="epoch" if epochs else "iteration",
+        xlabel="epoch" if estimator.solver in ("sgd", "adam") else "iteration",
         title=f"Training objective, {report['dataset']['name']}",
     )
     _plots.plot_confusion_matrix(
