@@ -176,7 +176,6 @@ def test_out_folder_is_never_overwritten(digits_run):
 
 def test_evaluate_digits_csv_against_sklearn(digits_run, tmp_path):
     """evaluate on a CSV export (columns shuffled: matched by name) == scikit-learn's metrics."""
-    import pandas as pd
     from sklearn.datasets import load_digits
     from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
 
