@@ -336,3 +336,33 @@ def test_infer_image_shape():
     assert infer_image_shape(16, None) is None  # letter: 16 = 4 x 4, but too small to be an image
     assert infer_image_shape(65, None) is None
     assert infer_image_shape(64, [f"f{i}" for i in range(63)] + ["age"]) is None
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".parquet"])
+def test_batches_stream_in_bounded_memory(tmp_path, suffix):
+    """A file is never held whole: peak traced memory stays a fraction of the full float64 array."""
+    import tracemalloc
+
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    n, d, batch = 80_000, 20, 4_000
+    frame = pd.DataFrame(rng.integers(0, 1000, size=(n, d)), columns=[f"f{i}" for i in range(d)])
+    path = tmp_path / f"big{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False, row_group_size=batch)
+    else:
+        frame.to_csv(path, index=False)
+    expected_sum = float(frame.to_numpy().sum())
+    del frame
+    layout = FeatureLayout(d, tuple(f"f{i}" for i in range(d)))
+    tracemalloc.start()
+    try:
+        rows, total = 0, 0.0
+        for block in iter_feature_batches(path, layout, batch_size=batch):
+            rows, total = rows + len(block), total + float(block.sum())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == n and total == expected_sum
+    assert peak < 0.35 * n * d * 8, f"peak {peak / 1e6:.1f} MB for a {n * d * 8 / 1e6:.1f} MB array"
