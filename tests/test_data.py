@@ -15,6 +15,7 @@ from softmaxkit._data import (
     detect_format,
     infer_image_shape,
     iter_feature_batches,
+    table_columns,
     load_bundled,
     read_dataset,
     resolve_target,
@@ -366,3 +367,26 @@ def test_batches_stream_in_bounded_memory(tmp_path, suffix):
         tracemalloc.stop()
     assert rows == n and total == expected_sum
     assert peak < 0.35 * n * d * 8, f"peak {peak / 1e6:.1f} MB for a {n * d * 8 / 1e6:.1f} MB array"
+
+
+def test_table_columns(table, tmp_path):
+    import pandas as pd
+
+    path, _, _ = table
+    assert table_columns(path) == ["a", "b", "c", "label"]
+    assert table_columns(path, header=False) == ["0", "1", "2", "3"]
+    pd.read_csv(path).to_parquet(tmp_path / "t.parquet")
+    assert table_columns(tmp_path / "t.parquet") == ["a", "b", "c", "label"]
+    np.savez(tmp_path / "t.npz", X=np.zeros((2, 2)), y=np.zeros(2))
+    assert table_columns(tmp_path / "t.npz") == []
+    with pytest.raises(DataError, match=r"does not exist"):
+        table_columns(tmp_path / "missing.csv")
+
+
+def test_svmlight_with_the_model_width(tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+
+    X = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    dump_svmlight_file(X, [0, 1], str(tmp_path / "p.svm"))
+    assert read_dataset(tmp_path / "p.svm").n_features == 2  # the file cannot tell
+    np.testing.assert_array_equal(read_dataset(tmp_path / "p.svm", n_features=3).X, X)

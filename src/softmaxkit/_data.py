@@ -322,6 +322,7 @@ def read_dataset(
     target: str | int | None = None,
     header: bool = True,
     fmt: str | None = None,
+    n_features: int | None = None,
 ) -> Dataset:
     """Read a labelled dataset: features ``X`` and labels ``y``.
 
@@ -337,6 +338,9 @@ def read_dataset(
         their 0-based position (``"0"``, ``"1"``, ...).
     fmt : str, optional
         One of :data:`FORMATS`; default from the suffix.
+    n_features : int, optional
+        For svmlight only: the number of features (a sparse file does not say when its last
+        features are all zero); default the largest index in the file.
 
     Returns
     -------
@@ -354,7 +358,7 @@ def read_dataset(
     if fmt == "npz":
         return _read_npz(path, source=source, require_y=True)
     if fmt == "svmlight":
-        return _read_svmlight(path, source=source)
+        return _read_svmlight(path, source=source, n_features=n_features)
     frame = _read_frame(path, fmt=fmt, header=header)
     if len(frame) == 0:
         raise DataError(f"{source} has no data rows")
@@ -552,13 +556,8 @@ def _parquet_batches(path: Path, layout: FeatureLayout, *, source: str, batch_si
 def _csv_batches(path: Path, layout: FeatureLayout, *, fmt: str, header: bool, source: str, batch_size: int):
     import pandas as pd
 
-    sep = _delimiter(path, fmt)
-    options = dict(sep=sep, header=0 if header else None, skipinitialspace=True)
-    try:
-        head = pd.read_csv(path, nrows=0 if header else 1, **options)
-    except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
-    columns = [str(c) for c in head.columns]
+    options = dict(sep=_delimiter(path, fmt), header=0 if header else None, skipinitialspace=True)
+    columns = table_columns(path, header=header, fmt=fmt)
     selected = _select_columns(columns, layout, header=header, source=source)
     usecols = selected if header else [int(c) for c in selected]
     row = 1
@@ -572,6 +571,30 @@ def _csv_batches(path: Path, layout: FeatureLayout, *, fmt: str, header: bool, s
         raise
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
+
+
+def table_columns(path: str | Path, *, header: bool = True, fmt: str | None = None) -> list[str]:
+    """The column names of a csv/tsv/Parquet table (positions as strings without a header).
+
+    ``.npz`` and svmlight files have no columns: the answer is ``[]``.
+    """
+    path = Path(path)
+    _check_exists(path)
+    fmt = detect_format(path, fmt)
+    if fmt in ("npz", "svmlight"):
+        return []
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return [str(c) for c in pq.read_schema(path).names]
+        import pandas as pd
+
+        head = pd.read_csv(path, nrows=0 if header else 1, sep=_delimiter(path, fmt),
+                           header=0 if header else None, skipinitialspace=True)
+    except Exception as error:  # pandas', pyarrow's and the OS's errors have no common base
+        raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
+    return [str(c) for c in head.columns]
 
 
 def infer_image_shape(n_features: int, feature_names: Sequence[str] | None) -> tuple[int, int] | None:

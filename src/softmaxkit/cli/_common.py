@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit._data import DataError, Dataset, FeatureLayout, read_dataset
+from softmaxkit._data import Dataset, FeatureLayout, read_dataset
 
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
@@ -48,21 +48,25 @@ def add_data_options(parser: argparse.ArgumentParser, *, target: str | None) -> 
     )
 
 
-def read_labelled(path: str, args: argparse.Namespace, *, default_target: str | None = None) -> Dataset:
+def read_labelled(path: str, args: argparse.Namespace, *, default_target: str | None = None,
+                  n_features: int | None = None) -> Dataset:
     """Read a labelled file with the options of :func:`add_data_options`.
 
-    Without ``--target``, try ``default_target`` (the model's target column) and fall back to
-    the last column when the file does not have it.
+    Without ``--target``, use ``default_target`` (the model's target column) when the file has
+    it, else the last column.
     """
+    options = dict(header=args.header, fmt=args.fmt, n_features=n_features)
     target = getattr(args, "target", None)
-    if target is not None or default_target is None:
-        return read_dataset(path, target=target, header=args.header, fmt=args.fmt)
-    try:
-        return read_dataset(path, target=default_target, header=args.header, fmt=args.fmt)
-    except DataError as error:
-        if "target column" in str(error) and "is not in" in str(error):
-            return read_dataset(path, target=None, header=args.header, fmt=args.fmt)
-        raise
+    if target is None and default_target is not None and default_target in _columns(path, args):
+        target = default_target
+    return read_dataset(path, target=target, **options)
+
+
+def _columns(path: str, args: argparse.Namespace) -> list[str]:
+    """The column names of a table (nothing for npz and svmlight, which keep labels apart)."""
+    from softmaxkit._data import table_columns
+
+    return table_columns(path, header=args.header, fmt=args.fmt)
 
 
 def align_features(data: Dataset, layout: FeatureLayout) -> np.ndarray:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     layout = model_layout(estimator, metadata)
     if args.out is not None:
         check_out_dir(args.out, overwrite=args.overwrite, ours=(METRICS_FILE, "confusion_matrix.png"))
-    data = read_labelled(args.data, args, default_target=layout.target)
+    data = read_labelled(args.data, args, default_target=layout.target, n_features=layout.n_features)
     X = align_features(data, layout)
     metrics = classification_metrics(estimator, X, data.y, source=data.name)
 

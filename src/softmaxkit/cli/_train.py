@@ -161,7 +161,7 @@ def _split(data: Dataset, args: argparse.Namespace):
         if args.test_size is not None:
             raise CLIError("use either --test or --test-size, not both")
         test = read_dataset(args.test, target=args.target if args.target is not None else data.target,
-                            header=args.header, fmt=args.fmt)
+                            header=args.header, fmt=args.fmt, n_features=data.n_features)
         if test.n_features != data.n_features:
             raise CLIError(
                 f"test file {test.name} has {test.n_features} features, "
