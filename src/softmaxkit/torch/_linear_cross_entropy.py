@@ -70,8 +70,10 @@ from softmaxkit._validation import check_ignore_index, check_label_smoothing, ch
 
 __all__ = ["linear_cross_entropy", "linear_logsumexp", "LinearCrossEntropyLoss"]
 
-#: Default bound, in bytes, of the chunk-shaped scratch tensors.
+#: Default bound, in bytes, of the chunk-shaped scratch tensors (CPU and other devices).
 DEFAULT_MAX_MEMORY = 32 * 2**20
+#: Default on CUDA, where wide chunks are what keeps the GPU busy.
+DEFAULT_MAX_MEMORY_CUDA = 2**30
 #: Fewer token rows than this per chunk and the vocabulary is tiled as well.
 _MIN_ROWS = 32
 #: Narrowest vocabulary block of the weight-gradient pass before tokens are chunked there too.
@@ -114,6 +116,7 @@ class _Problem:
     z_loss: float
     softcap: float | None
     reduction: str
+    max_memory: int
     plan: _Plan
 
 
@@ -156,9 +159,9 @@ def _check_scalar(value: Any, name: str, *, low: float, allow_none: bool = False
     return float(value)
 
 
-def _check_max_memory(max_memory: Any) -> int:
+def _check_max_memory(max_memory: Any, device: torch.device) -> int:
     if max_memory is None:
-        return DEFAULT_MAX_MEMORY
+        return DEFAULT_MAX_MEMORY_CUDA if device.type == "cuda" else DEFAULT_MAX_MEMORY
     if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral) or max_memory < 64:
         raise ValueError(f"max_memory must be None or an integer number of bytes >= 64, got {_describe(max_memory)}")
     return int(max_memory)
@@ -198,7 +201,7 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
     ignore_index = check_ignore_index(ignore_index)
     z_loss = _check_scalar(z_loss, "z_loss", low=0.0)
     softcap = _check_scalar(softcap, "softcap", low=0.0, allow_none=True)
-    max_memory = _check_max_memory(max_memory)
+    max_memory = _check_max_memory(max_memory, input.device)
     d, v = input.shape[-1], weight.shape[0]
     batch = tuple(input.shape[:-1])
     x2 = input.reshape(-1, d)
@@ -261,7 +264,8 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
     problem = _Problem(
         kind=kind, n=n, v=v, acc=acc, target=tgt, valid=valid, class_weight=cw, weight_sum=weight_sum,
         tw=tw, sm=sm, alpha=alpha, ce_denominator=ce_denominator, n_kept=n_kept,
-        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, reduction=reduction, plan=plan,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, reduction=reduction,
+        max_memory=max_memory, plan=plan,
     )
     return x2, problem, batch
 
@@ -609,8 +613,13 @@ def _use_triton(x: torch.Tensor, backend: str, p: _Problem) -> bool:
     if backend == "torch":
         return False
     if backend == "triton":
+        if not _triton_available():
+            raise ValueError("backend='triton' needs the triton package: pip install 'softmaxkit[triton]'")
+        from softmaxkit.torch import _triton_linear_ce as tl_impl
+
+        tl_impl.check_supported(x, p.kind)
         return True
-    return x.is_cuda and p.kind != "prob" and _triton_available()
+    return x.is_cuda and p.kind != "prob" and x.dtype != torch.float64 and _triton_available()
 
 
 def _triton_available() -> bool:

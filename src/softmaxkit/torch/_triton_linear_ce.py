@@ -1,0 +1,230 @@
+"""Triton kernels of :func:`softmaxkit.torch.linear_cross_entropy` (the CUDA path).
+
+Imported lazily by :mod:`softmaxkit.torch._linear_cross_entropy` only when the Triton path is
+chosen, so nothing here is needed on the CPU. The math is the module docstring of
+``_linear_cross_entropy``; this file only tiles it.
+
+Two kernels, each computing its logits tile ``softcap(x_tile @ w_tile.T + b_tile)`` on the fly
+from ``input`` and ``weight`` with float32 accumulation (IEEE float32 products for float32 input,
+never TF32), so that no logits tensor exists in memory:
+
+* :func:`_stats_kernel` -- one program per block of tokens, sweeping the vocabulary with an online
+  log-sum-exp; writes the per-token ``lse``, the picked target logit and the (class-weighted) logit
+  sum used by label smoothing. This is the whole forward pass: O(N) output.
+* :func:`_grad_kernel` -- one program per (token block, vocabulary block) of a chunk of tokens;
+  writes the logit gradient of that chunk (float32) into a buffer of ``rows x V`` elements bounded by
+  ``max_memory``. The products ``grad_input = G @ W``, ``grad_weight += G.T @ X`` and the bias sum run
+  on that chunk in PyTorch (cuBLAS), accumulated in float32 in a fixed order: deterministic.
+
+Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (the tests do this on small sizes).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["stats_pass", "gradients", "check_supported"]
+
+_SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_supported(x: torch.Tensor, kind: str) -> None:
+    """Raise ``ValueError`` for what the kernels do not cover (the PyTorch path does)."""
+    if x.dtype not in _SUPPORTED:
+        raise ValueError(f"backend='triton' needs float32, bfloat16 or float16 input, got {x.dtype}; use backend='torch'")
+    if kind == "prob":
+        raise ValueError("backend='triton' needs class-index targets, got probability targets; use backend='torch'")
+
+
+def _blocks(x: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(BLOCK_N, BLOCK_V, BLOCK_D, num_warps)``: small tiles for the CPU interpreter."""
+    if x.is_cuda:
+        return 64, 128, 32, 8
+    return 16, 32, 16, 4
+
+
+@triton.jit
+def _tanh(u):
+    e = tl.exp(-2.0 * tl.abs(u))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(u >= 0, t, -t)
+
+
+@triton.jit
+def _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
+                 HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+    for k0 in range(0, d, BLOCK_D):
+        ks = k0 + tl.arange(0, BLOCK_D)
+        xt = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
+        wt = tl.load(w_ptr + cols[:, None] * stride_w + ks[None, :], mask=(cols[:, None] < v) & (ks[None, :] < d), other=0.0)
+        if UPCAST:  # the CPU interpreter's bfloat16 dot is not faithful; products are exact in float32
+            xt, wt = xt.to(tl.float32), wt.to(tl.float32)
+        acc = tl.dot(xt, tl.trans(wt), acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + cols, mask=cols < v, other=0.0).to(tl.float32)[None, :]
+    if SOFTCAP:
+        acc = softcap * _tanh(acc / softcap)
+    return acc
+
+
+@triton.jit
+def _stats_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, zt_ptr, zs_ptr, n, v, d, stride_x, stride_w, softcap,
+                  HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
+                  PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+    s = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    zt = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    zs = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    t = tl.load(t_ptr + rows, mask=rows < n, other=-1) if HAS_TARGET else rows
+    for v0 in range(0, v, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        inside = (cols < v)[None, :]
+        z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
+                         HAS_BIAS, SOFTCAP, PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_D)
+        if HAS_TARGET:
+            zt += tl.sum(tl.where(cols[None, :] == t[:, None], z, 0.0), 1)
+            if HAS_CW:
+                cw = tl.load(cw_ptr + cols, mask=cols < v, other=0.0)
+                zs += tl.sum(tl.where(inside, z * cw[None, :], 0.0), 1)
+            else:
+                zs += tl.sum(tl.where(inside, z, 0.0), 1)
+        z = tl.where(inside, z, float("-inf"))
+        m_new = tl.maximum(m, tl.max(z, 1))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), 1)
+        m = m_new
+    keep = rows < n
+    tl.store(lse_ptr + rows, m + tl.log(s), mask=keep)
+    tl.store(zt_ptr + rows, zt, mask=keep)
+    tl.store(zs_ptr + rows, zs, mask=keep)
+
+
+@triton.jit
+def _grad_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, a_ptr, bt_ptr, c_ptr, g_ptr, n, v, d,
+                 stride_x, stride_w, softcap,
+                 HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
+                 SMOOTH: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``g[i, j] = p_ij A_i - [j == t_i] B_i - C_i cw_j``, times the softcap derivative."""
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+    keep = rows < n
+    inside = cols < v
+    z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
+                     HAS_BIAS, SOFTCAP, PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_D)
+    lse = tl.load(lse_ptr + rows, mask=keep, other=0.0)
+    a = tl.load(a_ptr + rows, mask=keep, other=0.0)
+    g = tl.exp(z - lse[:, None]) * a[:, None]
+    if HAS_TARGET:
+        t = tl.load(t_ptr + rows, mask=keep, other=-1)
+        bt = tl.load(bt_ptr + rows, mask=keep, other=0.0)
+        g -= tl.where(cols[None, :] == t[:, None], bt[:, None], 0.0)
+        if SMOOTH:
+            c = tl.load(c_ptr + rows, mask=keep, other=0.0)
+            if HAS_CW:
+                cw = tl.load(cw_ptr + cols, mask=inside, other=0.0)
+                g -= c[:, None] * cw[None, :]
+            else:
+                g -= c[:, None]
+    if SOFTCAP:
+        u = z / softcap
+        g *= 1.0 - u * u
+    tl.store(g_ptr + rows[:, None] * v + cols[None, :], g, mask=keep[:, None] & inside[None, :])
+
+
+def _precision(x: torch.Tensor) -> str:
+    return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
+def stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p) -> dict:
+    """``{"lse", "zt", "zs"}`` per token, float32, from one sweep of the vocabulary."""
+    check_supported(x2, p.kind)
+    x2, weight = x2.contiguous(), weight.contiguous()
+    n, d = x2.shape
+    out = {key: torch.empty(n, dtype=torch.float32, device=x2.device) for key in ("lse", "zt", "zs")}
+    if n == 0:
+        return out
+    bn, bv, bd, warps = _blocks(x2)
+    has_target = p.kind == "index"
+    dummy = out["lse"]
+    _stats_kernel[(triton.cdiv(n, bn),)](
+        x2, weight, bias if bias is not None else dummy, p.target if has_target else dummy,
+        p.class_weight if p.class_weight is not None else dummy,
+        out["lse"], out["zt"], out["zs"], n, p.v, d, x2.stride(0), weight.stride(0),
+        float(p.softcap or 1.0),
+        HAS_BIAS=bias is not None, SOFTCAP=p.softcap is not None, HAS_TARGET=has_target,
+        HAS_CW=p.class_weight is not None, PRECISION=_precision(x2), UPCAST=not x2.is_cuda,
+        BLOCK_N=bn, BLOCK_V=bv, BLOCK_D=bd, num_warps=warps,
+    )
+    return out
+
+
+def _mm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of low-precision operands with a float32 result (accumulated in float32)."""
+    if a.is_cuda:
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError, NotImplementedError):
+            pass
+    return torch.mm(a.float(), b.float())
+
+
+def gradients(x2, weight, bias, p, lse, coef, needs):
+    """``(dx, dw, db)`` for the per-token coefficients ``coef`` (see ``_Coefficients``)."""
+    check_supported(x2, p.kind)
+    x2, weight = x2.contiguous(), weight.contiguous()
+    want_dx, want_dw, want_db = needs
+    want_db = want_db and bias is not None
+    n, d = x2.shape
+    device, dtype, v = x2.device, x2.dtype, p.v
+    everything = slice(None)
+    ce_scale, extra = coef.at(everything, lse)
+    if p.kind == "lse":
+        a, bt, c = extra, torch.zeros_like(extra), torch.zeros_like(extra)
+    else:
+        a, bt, c = ce_scale * p.alpha + extra, ce_scale * p.tw, ce_scale * p.sm
+    a, bt, c = (t.to(torch.float32).contiguous() for t in (a, bt, c))
+    lse = lse.to(torch.float32).contiguous()
+    low = dtype != torch.float32
+    dx = torch.empty_like(x2) if want_dx else None
+    dw = torch.zeros((v, d), dtype=torch.float32, device=device) if want_dw else None
+    db = torch.zeros(v, dtype=torch.float32, device=device) if want_db else None
+    if n:
+        bn, bv, bd, warps = _blocks(x2)
+        per_row = v * (4 + (dtype.itemsize if low else 0))
+        rows = max(1, min(n, p.max_memory // per_row))
+        buffer = torch.empty(rows * v, dtype=torch.float32, device=device)
+        has_target = p.kind == "index"
+        dummy = lse
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            m = r1 - r0
+            g = buffer[: m * v].view(m, v)
+            _grad_kernel[(triton.cdiv(m, bn), triton.cdiv(v, bv))](
+                x2[r0:r1], weight, bias if bias is not None else dummy,
+                p.target[r0:r1] if has_target else dummy, p.class_weight if p.class_weight is not None else dummy,
+                lse[r0:r1], a[r0:r1], bt[r0:r1], c[r0:r1], g, m, v, d, x2.stride(0), weight.stride(0),
+                float(p.softcap or 1.0),
+                HAS_BIAS=bias is not None, SOFTCAP=p.softcap is not None, HAS_TARGET=has_target,
+                HAS_CW=p.class_weight is not None, SMOOTH=p.kind == "index" and p.label_smoothing > 0.0,
+                PRECISION=_precision(x2), UPCAST=not x2.is_cuda, BLOCK_N=bn, BLOCK_V=bv, BLOCK_D=bd, num_warps=warps,
+            )
+            x_c = x2[r0:r1]
+            operand = g.to(dtype) if low else g
+            if want_dx:
+                torch.mm(operand, weight, out=dx[r0:r1])
+            if want_dw:
+                if low:
+                    dw += _mm_float32(operand.T, x_c)
+                else:
+                    dw.addmm_(g.T, x_c)
+            if want_db:
+                db += g.sum(0)
+    dw = dw.to(weight.dtype) if want_dw else None
+    db = db.to(bias.dtype) if want_db else None
+    return dx, dw, db

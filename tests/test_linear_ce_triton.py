@@ -1,0 +1,124 @@
+"""The Triton kernels of linear_cross_entropy, run on the CPU under Triton's interpreter.
+
+``TRITON_INTERPRET=1`` must be in the environment before ``triton`` is first imported, and a
+pytest process (possibly an xdist worker) may already have imported it. So the test launches this
+very file as a child process with the variable set; the child runs every check and exits non-zero
+with a message on the first failure. Run it directly with
+``TRITON_INTERPRET=1 python tests/test_linear_ce_triton.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the 'triton' extra)")
+def test_triton_kernels_under_the_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, __file__], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, f"child failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert "all triton checks passed" in done.stdout
+
+
+# --------------------------------------------------------------------------- the child
+
+
+def _child() -> None:  # pragma: no cover - runs in the subprocess
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+    import torch
+    import torch.nn.functional as F
+
+    from softmaxkit.torch._linear_cross_entropy import linear_cross_entropy, linear_logsumexp
+
+    f64 = torch.float64
+    g = torch.Generator().manual_seed(7)
+    n, d, v = 37, 20, 70  # none a multiple of the interpreter's 16 x 32 x 16 tiles
+    x = torch.randn(n, d, generator=g, dtype=f64)
+    w = torch.randn(v, d, generator=g, dtype=f64) / 3
+    b = torch.randn(v, generator=g, dtype=f64) * 0.2
+    cw = torch.rand(v, generator=g, dtype=f64) + 0.1
+    t = torch.randint(0, v, (n,), generator=g)
+    t[::6] = -100
+    gn = torch.rand(n, generator=g, dtype=f64) + 0.5
+
+    def naive(x_, w_, b_, *, reduction, label_smoothing=0.0, class_weight=None, z_loss=0.0, softcap=None):
+        z = F.linear(x_, w_, b_)
+        if softcap is not None:
+            z = softcap * torch.tanh(z / softcap)
+        cw_ = None if class_weight is None else class_weight.to(z.dtype)
+        loss = F.cross_entropy(z, t, weight=cw_, reduction=reduction, label_smoothing=label_smoothing)
+        keep = t != -100
+        zl = torch.where(keep, z_loss * torch.logsumexp(z.to(f64), -1) ** 2, 0.0)
+        return loss + (zl if reduction == "none" else zl.sum() if reduction == "sum" else zl.sum() / keep.sum())
+
+    def run(fn, dtype, grad_out):
+        leaves = [a.detach().to(dtype).clone().requires_grad_() for a in (x, w, b)]
+        out = fn(*leaves)
+        (out.to(f64) * grad_out).sum().backward()
+        return [out.detach().to(f64)] + [leaf.grad.to(f64) for leaf in leaves]
+
+    def err(a, r):
+        return ((a - r).norm() / r.norm()).item()
+
+    option_sets = [
+        dict(),
+        dict(label_smoothing=0.1, class_weight=cw, z_loss=1e-2, softcap=3.0),
+        dict(label_smoothing=0.2),
+    ]
+    checked = 0
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for reduction in ("mean", "sum", "none") if dtype == torch.float32 else ("mean", "none"):
+            for k, opts in enumerate(option_sets if dtype == torch.float32 else option_sets[:2]):
+                grad_out = gn if reduction == "none" else torch.tensor(1.0, dtype=f64)
+                # A small max_memory: the gradient kernel runs over several chunks of tokens.
+                ours = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, reduction=reduction, backend="triton",
+                                                                max_memory=v * 4 * 12, **opts), dtype, grad_out)
+                ref = run(lambda a, c, e: naive(a, c, e, reduction=reduction, **opts), f64, grad_out)
+                same = run(lambda a, c, e: naive(a, c, e, reduction=reduction, **opts), dtype, grad_out)
+                for name, o, r, s in zip(("loss", "dx", "dw", "db"), ours, ref, same):
+                    e_ours, e_naive = err(o, r), err(s, r)
+                    bound = 1e-6 if dtype == torch.float32 else max(1.5 * e_naive, 1e-3 if dtype == torch.bfloat16 else 1e-4)
+                    assert e_ours <= bound, f"{dtype} {reduction} options#{k} {name}: {e_ours:.2e} > {bound:.2e} (naive {e_naive:.2e})"
+                checked += 1
+
+    # linear_logsumexp through the kernels, with its gradient.
+    def ref_lse(a, c, e):
+        z = F.linear(a, c, e)
+        return torch.logsumexp(2.0 * torch.tanh(z / 2.0), -1)
+
+    ours = run(lambda a, c, e: linear_logsumexp(a, c, e, softcap=2.0, backend="triton"), torch.float32, gn)
+    ref = run(ref_lse, f64, gn)
+    for o, r in zip(ours, ref):
+        assert err(o, r) <= 1e-6, f"linear_logsumexp: {err(o, r):.2e}"
+
+    # Deterministic: the same bits twice.
+    one = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, backend="triton", label_smoothing=0.1), torch.float32, 1.0)
+    two = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, backend="triton", label_smoothing=0.1), torch.float32, 1.0)
+    assert all(torch.equal(p, q) for p, q in zip(one, two)), "not deterministic"
+
+    # What the kernels do not cover is refused clearly (the PyTorch path covers it).
+    for bad, match in ((dict(target=torch.softmax(x, -1)[:, :1].expand(n, v).contiguous()), "class-index targets"),
+                       (dict(dtype=f64), "float32, bfloat16 or float16")):
+        dtype = bad.get("dtype", torch.float32)
+        target = bad.get("target", t)
+        try:
+            linear_cross_entropy(x.to(dtype), w.to(dtype), target.to(dtype) if target.is_floating_point() else target,
+                                 backend="triton")
+        except ValueError as error:
+            assert match in str(error), str(error)
+        else:
+            raise AssertionError(f"expected a ValueError mentioning {match!r}")
+    print(f"all triton checks passed ({checked} option cases)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _child()
