@@ -1,6 +1,6 @@
 """Softmax, log-softmax, log-sum-exp, cross-entropy and NLL as lean ``torch.autograd.Function`` ops.
 
-Every op computes with one helper, :func:`_softmax_stats`, so the numerics and the non-finite
+Every op computes with one helper, :func:`_log_softmax_and_lse`, so the numerics and the non-finite
 policy live in one place. The policy is the package's (see :func:`softmaxkit.softmax`):
 
 * a ``NaN`` anywhere in a row makes that row's outputs ``NaN``;
@@ -47,42 +47,66 @@ _HALF = (torch.float16, torch.bfloat16)
 # --------------------------------------------------------------------------------------------
 
 
-def _softmax_stats(x: torch.Tensor, dim) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return ``(shifted, log_norm, lse)`` of ``x`` along ``dim`` (an int or a tuple of ints).
+def _log_softmax_and_lse(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(log_softmax, lse)`` of ``x`` along ``dim``; ``lse`` keeps the reduced dimension.
 
-    ``log_softmax = shifted - log_norm`` and ``lse`` (kept dimensions) hold the non-finite policy:
-    with ``m`` the row maximum, ``shifted = x - m`` for a finite ``m``; a row whose maximum is ``+inf``
-    becomes 0 at its ``+inf`` entries and ``-inf`` elsewhere (the limit); an all ``-inf`` row stays
-    ``-inf`` with ``log_norm = 0``; ``NaN`` propagates. Branch-free, so CUDA never synchronises.
+    The one stable-softmax helper of this module. With ``m`` the row maximum: rows with a finite
+    ``m`` (the common case, ``-inf`` entries included) use PyTorch's fused ``log_softmax``, and
+    ``lse = x[argmax] - log_softmax[argmax]`` (exactly ``m + log sum exp(x - m)``); otherwise a
+    row whose maximum is ``+inf`` is replaced by its limit, 0 at its ``+inf`` entries and ``-inf``
+    elsewhere, an all ``-inf`` row keeps ``-inf`` with ``lse = -inf``, and ``NaN`` propagates.
+    The policy costs one O(N) test: the full-size fixes run only when a row needs them.
     """
-    m = x.detach().amax(dim=dim, keepdim=True)
+    m, arg = x.detach().max(dim=dim, keepdim=True)
     finite = torch.isfinite(m)
+    if bool(finite.all()):
+        log_p = torch.log_softmax(x, dim)
+        return log_p, x.gather(dim, arg) - log_p.gather(dim, arg)
     shifted = x - torch.where(finite, m, 0.0)
-    shifted = torch.where(m == _INF, torch.where(x == _INF, 0.0, -_INF), shifted)
+    top_rows = m == _INF
+    if bool(top_rows.any()):
+        shifted = torch.where(top_rows, torch.where(x == _INF, 0.0, -_INF), shifted)
     s = shifted.exp().sum(dim=dim, keepdim=True)
     log_norm = torch.where(s == 0, 0.0, s.log())
-    lse = torch.where(finite, m + log_norm, m)
-    return shifted, log_norm, lse
+    return shifted - log_norm, torch.where(finite, m + log_norm, m)
+
+
+def _flat_dims(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``x`` with ``dims`` moved to the end and merged into one (for reductions over several axes)."""
+    moved = x.movedim(dims, tuple(range(x.ndim - len(dims), x.ndim)))
+    return moved.reshape(moved.shape[: x.ndim - len(dims)] + (-1,))
 
 
 def _softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
     """``exp(x - lse)`` under the same policy: what a backward pass that saved only ``lse`` needs."""
-    p = (x - lse).exp()
-    top = x == _INF
-    share = top.to(x.dtype) / top.sum(dim=dim, keepdim=True).to(x.dtype)
-    p = torch.where(lse == _INF, share, p)
-    return torch.where(lse == -_INF, 0.0, p)
+    p = torch.sub(x, lse).exp_()
+    if bool(torch.isinf(lse).any()):
+        top = x == _INF
+        share = top.to(x.dtype) / top.sum(dim=dim, keepdim=True).to(x.dtype)
+        p = torch.where(lse == _INF, share, p)
+        p = torch.where(lse == -_INF, 0.0, p)
+    return p
 
 
 def _log_softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
     """``x - lse`` under the same policy (``-inf`` for all ``-inf`` rows, ``log(1/k)`` or ``-inf`` for ``+inf`` rows)."""
     out = x - lse
-    return torch.where(torch.isinf(lse), _softmax_from_lse(x, lse, dim).log(), out)
+    if bool(torch.isinf(lse).any()):
+        out = torch.where(torch.isinf(lse), _softmax_from_lse(x, lse, dim).log(), out)
+    return out
 
 
-def _times(coef: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
-    """``coef * log_p`` with ``0 * -inf = 0``."""
-    return torch.where(coef == 0, 0.0, coef * log_p)
+def _times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``coef * value`` with ``0 * inf = 0``."""
+    return torch.where(coef == 0, 0.0, coef * value)
+
+
+def _row_dot(coef: torch.Tensor, value: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``sum_c coef_c value_c`` along ``dim`` with ``0 * inf = 0``; the exact fix runs only where NaN appears."""
+    out = (coef * value).sum(dim=dim)
+    if bool(out.isnan().any()):
+        out = _times(coef, value).sum(dim=dim)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,8 +251,7 @@ class _Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
         xc = x.to(_compute_dtype(x.dtype))
-        shifted, log_norm, _ = _softmax_stats(xc, dim)
-        out = (shifted - log_norm).exp().to(x.dtype)
+        out = _log_softmax_and_lse(xc, dim)[0].exp().to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -246,8 +269,7 @@ class _LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
         xc = x.to(_compute_dtype(x.dtype))
-        shifted, log_norm, _ = _softmax_stats(xc, dim)
-        out = (shifted - log_norm).to(x.dtype)
+        out = _log_softmax_and_lse(xc, dim)[0].to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -259,16 +281,25 @@ class _LogSoftmax(Function):
         g = grad.to(lp.dtype)
         grad_in = g - lp.exp() * g.sum(dim=ctx.dim, keepdim=True)
         # An all -inf row has no probability mass to move: its gradient is zero.
-        dead = torch.isneginf(lp).all(dim=ctx.dim, keepdim=True)
-        grad_in = torch.where(dead, 0.0, grad_in)
+        dead = lp.amax(dim=ctx.dim, keepdim=True) == -_INF
+        if bool(dead.any()):
+            grad_in = torch.where(dead, 0.0, grad_in)
         return grad_in.to(out.dtype), None
+
+
+def _logsumexp_keepdim(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """The log-sum-exp over ``dims``, with the reduced dimensions kept (size one)."""
+    if len(dims) == 1:
+        return _log_softmax_and_lse(x, dims[0])[1]
+    lse = _log_softmax_and_lse(_flat_dims(x, dims), -1)[1]
+    return lse.reshape([1 if d in dims else n for d, n in enumerate(x.shape)])
 
 
 class _LogSumExp(Function):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         xc = x.to(_compute_dtype(x.dtype))
-        _, _, lse = _softmax_stats(xc, dims)
+        lse = _logsumexp_keepdim(xc, dims)
         ctx.dims = dims
         ctx.save_for_backward(x, lse)
         out = lse if keepdim else lse.squeeze(dims)
@@ -280,7 +311,7 @@ class _LogSumExp(Function):
         x, lse = ctx.saved_tensors
         xc = x.to(lse.dtype)
         if torch.is_grad_enabled():  # create_graph=True: lse must depend on x
-            lse = _softmax_stats(xc, ctx.dims)[2]
+            lse = _logsumexp_keepdim(xc, ctx.dims)
         g = grad.to(lse.dtype)
         if not ctx.keepdim:
             for d in ctx.dims:
@@ -452,30 +483,32 @@ class _IndexTerms:
 
 
 class _CrossEntropy(Function):
-    """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks."""
+    """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks.
+
+    Written as ``loss_n = -sum_c a_nc l_nc`` with ``l`` the log-softmax, ``A_n = sum_c a_nc``; the
+    gradient is ``p_nc A_n - a_nc`` (times the upstream gradient of row n), with ``p = exp(x - lse)``.
+    """
 
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, eps):
         cdt = _compute_dtype(x.dtype)
         xc = x.to(cdt)
         n_classes = xc.shape[1]
-        shifted, log_norm, lse = _softmax_stats(xc, 1)
-        log_p = shifted - log_norm
-        del shifted
+        log_p, lse = _log_softmax_and_lse(xc, 1)
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
         ctx.probabilities = target.is_floating_point()
         ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
         if ctx.probabilities:
-            coef = _probability_coef(target, w, eps, n_classes, cdt)
-            per = -_times(coef, log_p).sum(dim=1)
+            per = -_row_dot(_probability_coef(target, w, eps, n_classes, cdt), log_p)
             denominator = per.numel()
         else:
             terms = _IndexTerms(target, weight, ignore_index, eps, n_classes, cdt)
             per = _times(terms.pick, -log_p.gather(1, terms.y).squeeze(1))
             if terms.smooth is not None:
-                weighted = log_p if w is None else _times(w.expand_as(log_p), log_p)
-                per = per + _times(terms.smooth, -weighted.sum(dim=1))
+                weighted = log_p.sum(dim=1) if w is None else _row_dot(w, log_p)
+                per = per + _times(terms.smooth, -weighted)
             denominator = terms.denominator
+        del log_p
         # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
         # the O(N) log-sum-exp and the 0-d mean denominator; never an N x C tensor.
         ctx.save_for_backward(x, target, weight, lse, torch.as_tensor(denominator, dtype=cdt))
@@ -486,28 +519,45 @@ class _CrossEntropy(Function):
         x, target, weight, lse, denominator = ctx.saved_tensors
         cdt = lse.dtype
         xc = x.to(cdt)
-        if torch.is_grad_enabled():  # create_graph=True: lse must depend on x
-            lse = _softmax_stats(xc, 1)[2]
+        # Under create_graph=True the backward is recorded, so lse must depend on x and nothing
+        # may be overwritten in place; otherwise the softmax buffer is reused for the gradient.
+        recorded = torch.is_grad_enabled()
+        if recorded:
+            lse = _log_softmax_and_lse(xc, 1)[1]
         n_classes, eps = xc.shape[1], ctx.eps
         batch_shape = xc.shape[:1] + xc.shape[2:]
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, batch_shape)
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
-        p = _softmax_from_lse(xc, lse, 1)
+        grad_x = _softmax_from_lse(xc, lse, 1)
         grad_target = None
         if ctx.probabilities:
             coef = _probability_coef(target, w, eps, n_classes, cdt)
-            grad_x = p * _times(coef.sum(dim=1), scale).unsqueeze(1) - coef * scale.unsqueeze(1)
+            row = _times(coef.sum(dim=1), scale).unsqueeze(1)
+            if recorded:
+                grad_x = grad_x * row - coef * scale.unsqueeze(1)
+            else:
+                grad_x.mul_(row).addcmul_(coef, scale.unsqueeze(1), value=-1)
             if ctx.needs_input_grad[1]:
                 log_p = _log_softmax_from_lse(xc, lse, 1)
                 factor = torch.full_like(log_p, 1 - eps) if w is None else ((1 - eps) * w).expand_as(log_p)
                 grad_target = (-_times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
         else:
             terms = _IndexTerms(target, weight, ctx.ignore_index, eps, n_classes, cdt)
-            grad_x = p * _times(terms.total, scale).unsqueeze(1)
-            grad_x = grad_x.scatter_add(1, terms.y, -_times(terms.pick, scale).unsqueeze(1))
+            row = _times(terms.total, scale).unsqueeze(1)
+            pick = -_times(terms.pick, scale).unsqueeze(1)
+            if recorded:
+                grad_x = (grad_x * row).scatter_add(1, terms.y, pick)
+            else:
+                grad_x.mul_(row).scatter_add_(1, terms.y, pick)
             if terms.smooth is not None:
-                grad_x = grad_x - _times(terms.smooth, scale).unsqueeze(1) * (1.0 if w is None else w)
-        grad_x = torch.where(lse == -_INF, 0.0, grad_x)  # a fully masked row takes no part
+                smooth = _times(terms.smooth, scale).unsqueeze(1)
+                if w is None:
+                    grad_x = grad_x - smooth if recorded else grad_x.sub_(smooth)
+                else:
+                    grad_x = grad_x - smooth * w if recorded else grad_x.addcmul_(smooth, w, value=-1)
+        dead = lse == -_INF  # a fully masked row takes no part: zero gradient
+        if bool(dead.any()):
+            grad_x = torch.where(dead, 0.0, grad_x)
         return grad_x.to(x.dtype), grad_target, None, None, None, None
 
 
