@@ -199,7 +199,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     >>> model.predict(X)
     array(['a', 'a', 'b', 'b', 'c', 'c'], dtype='<U1')
     >>> model.predict_proba(X[:1]).round(3)
-    array([[0.583, 0.108, 0.309]])
+    array([[0.849, 0.096, 0.055]])
     """
 
     _parameter_constraints: dict = {

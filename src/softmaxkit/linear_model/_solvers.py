@@ -72,15 +72,16 @@ def minimize_lbfgs(loss_gradient, x0, *, max_iter: int, tol: float, callback=Non
     return SolverResult(result.x, int(result.nit), curve, converged, str(result.message))
 
 
-def _pcg(hessp, b, diag, tol, max_iter):
-    """Preconditioned conjugate gradients for ``H x = b`` from 0, preconditioner ``diag`` (or none)."""
+def _pcg(hessp, b, precondition, tol, max_iter):
+    """Preconditioned conjugate gradients for ``H x = b`` from 0; ``precondition(r)`` approximates ``H^-1 r``."""
     x = np.zeros_like(b)
     r = b.copy()
-    z = r / diag if diag is not None else r
+    z = precondition(r)
     p = z.copy()
     rz = float(np.dot(r, z))
-    for _ in range(max_iter):
-        if np.sqrt(float(np.dot(r, r))) <= tol:
+    n_iter = 0
+    for n_iter in range(max_iter + 1):
+        if np.sqrt(float(np.dot(r, r))) <= tol or n_iter == max_iter:
             break
         Hp = hessp(p)
         curvature = float(np.dot(p, Hp))
@@ -91,20 +92,29 @@ def _pcg(hessp, b, diag, tol, max_iter):
         step = rz / curvature
         x += step * p
         r -= step * Hp
-        z = r / diag if diag is not None else r
+        z = precondition(r)
         rz_new = float(np.dot(r, z))
         p = z + (rz_new / rz) * p
         rz = rz_new
-    return x
+    return x, n_iter
+
+
+# (preconditioner rebuilt every iteration, preconditioner built when CG needed more than N iterations and
+# then kept, N): near the optimum the Hessian barely changes, so one factorisation serves several steps.
+PRECONDITIONING = ("diagonal", "full", 8)
 
 
 def minimize_newton_cg(
     loss_gradient_hessp, x0, *, max_iter: int, tol: float, callback=None, max_cg_iter: int | None = None
 ) -> SolverResult:
-    """Inexact Newton: Jacobi-preconditioned CG on ``H p = -g``, then a backtracking line search.
+    """Inexact Newton: preconditioned CG on ``H p = -g``, then a backtracking line search.
 
     Stops when ``max |g| <= tol``. The CG tolerance is the forcing sequence
     ``min(0.5, sqrt(|g|)) * |g|``, which gives superlinear convergence near the optimum.
+    Preconditioning: ``H.preconditioner("diagonal")`` (Jacobi, rebuilt each iteration) while CG
+    converges quickly; once a CG run needs more than 8 iterations, ``H.preconditioner("full")``
+    (a factorisation of the Hessian at that point) is built and reused at the following
+    iterations, and rebuilt whenever CG needs more than 8 iterations again.
     The line search tries the full step first (accepted almost always near the optimum) and halves
     it until the Armijo condition holds.
     """
@@ -113,19 +123,23 @@ def minimize_newton_cg(
     g = np.asarray(g, dtype=np.float64).ravel()
     curve: list[float] = []
     n_cg = max_cg_iter if max_cg_iter is not None else max(50, min(x.size, 500))
+    precondition, lagged, cg_used = None, False, 0
+    cheap, strong, refresh = PRECONDITIONING
     converged, message, n_iter = False, "iteration limit reached", 0
     for n_iter in range(1, max_iter + 1):
         if np.max(np.abs(g), initial=0.0) <= tol:
             converged, message, n_iter = True, "gradient below tol", n_iter - 1
             break
         g_norm = float(np.linalg.norm(g))
-        diag = np.asarray(H.diagonal(), dtype=np.float64).ravel()
-        diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
+        if cg_used > refresh:  # CG struggled: build the strong preconditioner here and keep it
+            precondition, lagged = H.preconditioner(strong), True
+        elif not lagged:
+            precondition = H.preconditioner(cheap)
 
         def hessp(v, H=H):
             return np.asarray(H(v), dtype=np.float64).ravel()
 
-        step = _pcg(hessp, -g, diag, min(0.5, np.sqrt(g_norm)) * g_norm, n_cg)
+        step, cg_used = _pcg(hessp, -g, precondition, min(0.5, np.sqrt(g_norm)) * g_norm, n_cg)
         slope = float(np.dot(g, step))
         if slope >= 0:  # not a descent direction (round-off): fall back to steepest descent
             step, slope = -g, -g_norm**2

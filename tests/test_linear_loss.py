@@ -1,0 +1,182 @@
+"""The multinomial linear loss (softmaxkit.linear_model._loss) against PyTorch float64 and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from softmaxkit import cross_entropy
+from softmaxkit.linear_model import _loss
+
+# odd shapes on purpose: samples x features x classes
+SHAPES = [(37, 5, 3), (61, 7, 11), (8, 1, 2)]
+
+
+def _problem(rng, n, d, k, *, soft=False, weighted=False):
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 3, size=d)
+    if soft:
+        target = rng.dirichlet(np.ones(k), size=n)
+    else:
+        target = rng.integers(0, k, size=n)
+        target[:k] = np.arange(k)  # every class present
+    sw = rng.uniform(0, 3, size=n) if weighted else None
+    return X, target, sw
+
+
+def _torch_objective(coef, X, target, sw, alpha, fit_intercept, label_smoothing=0.0):
+    """The objective written independently in PyTorch float64 (materialised logits, library cross-entropy)."""
+    X_t = torch.as_tensor(X, dtype=torch.float64)
+    d = X.shape[1]
+    W = coef[:, :d]
+    logits = X_t @ W.T + (coef[:, d] if fit_intercept else 0.0)
+    target_t = torch.as_tensor(target)
+    if target_t.dtype.is_floating_point:
+        target_t = target_t.to(torch.float64)
+    per_sample = torch.nn.functional.cross_entropy(logits, target_t, reduction="none", label_smoothing=label_smoothing)
+    if sw is None:
+        data = per_sample.mean()
+    else:
+        sw_t = torch.as_tensor(sw, dtype=torch.float64)
+        data = (sw_t * per_sample).sum() / sw_t.sum()
+    return data + 0.5 * alpha * (W * W).sum()
+
+
+def _torch_reference(coef, X, target, sw, alpha, fit_intercept, v, label_smoothing=0.0):
+    coef_t = torch.as_tensor(coef, dtype=torch.float64).requires_grad_(True)
+
+    def f(c):
+        return _torch_objective(c, X, target, sw, alpha, fit_intercept, label_smoothing)
+
+    value = f(coef_t)
+    (grad,) = torch.autograd.grad(value, coef_t)
+    _, hvp = torch.autograd.functional.hvp(f, coef_t.detach(), torch.as_tensor(v, dtype=torch.float64))
+    return value.item(), grad.numpy(), hvp.numpy()
+
+
+@pytest.mark.parametrize("n,d,k", SHAPES)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loss_gradient_hvp_match_torch(rng, n, d, k, fit_intercept, soft, weighted):
+    X, target, sw = _problem(rng, n, d, k, soft=soft, weighted=weighted)
+    coef = rng.normal(size=(k, d + int(fit_intercept)))
+    v = rng.normal(size=coef.shape)
+    alpha = 0.37
+    value, grad, hessp = _loss.loss_gradient_hessp(coef, X, target, sw, alpha, fit_intercept=fit_intercept)
+    ref_value, ref_grad, ref_hvp = _torch_reference(coef, X, target, sw, alpha, fit_intercept, v)
+    assert value == pytest.approx(ref_value, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(hessp(v), ref_hvp, rtol=1e-10, atol=1e-13)
+    # the three entry points agree exactly with each other
+    assert _loss.loss(coef, X, target, sw, alpha, fit_intercept=fit_intercept) == value
+    np.testing.assert_array_equal(_loss.gradient(coef, X, target, sw, alpha, fit_intercept=fit_intercept), grad)
+    loss2, grad2 = _loss.loss_gradient(coef, X, target, sw, alpha, fit_intercept=fit_intercept)
+    assert loss2 == value
+    np.testing.assert_array_equal(grad2, grad)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("soft", [False, True])
+def test_label_smoothing_matches_cross_entropy(rng, label_smoothing, soft):
+    X, target, _ = _problem(rng, 41, 4, 5, soft=soft)
+    coef = rng.normal(size=(5, 5))
+    logits = X @ coef[:, :4].T + coef[:, 4]
+    expected = float(cross_entropy(logits, target, label_smoothing=label_smoothing)) + 0.5 * 0.2 * np.sum(coef[:, :4] ** 2)
+    got, grad = _loss.loss_gradient(coef, X, target, None, 0.2, label_smoothing=label_smoothing)
+    assert got == pytest.approx(expected, rel=1e-13)
+    v = rng.normal(size=coef.shape)
+    _, ref_grad, ref_hvp = _torch_reference(coef, X, target, None, 0.2, True, v, label_smoothing)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)
+    _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, None, 0.2, label_smoothing=label_smoothing)
+    np.testing.assert_allclose(hessp(v), ref_hvp, rtol=1e-10, atol=1e-13)
+
+
+def test_gradient_and_hvp_by_finite_differences(rng):
+    """Independent of torch: fourth-order central differences of the loss and of the gradient."""
+    X, target, sw = _problem(rng, 53, 6, 4, weighted=True)
+    coef = rng.normal(size=(4, 7))
+    alpha, h = 0.05, 1e-3
+    _, grad, hessp = _loss.loss_gradient_hessp(coef, X, target, sw, alpha)
+
+    def f(c):
+        return _loss.loss(c, X, target, sw, alpha)
+
+    numeric = np.zeros_like(coef)
+    for idx in np.ndindex(coef.shape):
+        e = np.zeros_like(coef)
+        e[idx] = h
+        numeric[idx] = (-f(coef + 2 * e) + 8 * f(coef + e) - 8 * f(coef - e) + f(coef - 2 * e)) / (12 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-8, atol=1e-10)
+
+    v = rng.normal(size=coef.shape)
+
+    def g(c):
+        return _loss.gradient(c, X, target, sw, alpha)
+
+    numeric_hvp = (-g(coef + 2 * h * v) + 8 * g(coef + h * v) - 8 * g(coef - h * v) + g(coef - 2 * h * v)) / (12 * h)
+    np.testing.assert_allclose(hessp(v), numeric_hvp, rtol=1e-7, atol=1e-9)
+
+
+def test_one_hot_soft_labels_equal_hard_labels(rng):
+    X, target, sw = _problem(rng, 29, 3, 4, weighted=True)
+    coef = rng.normal(size=(4, 4))
+    one_hot = np.eye(4)[target]
+    hard = _loss.loss_gradient(coef, X, target, sw, 0.1)
+    soft = _loss.loss_gradient(coef, X, one_hot, sw, 0.1)
+    assert soft[0] == pytest.approx(hard[0], rel=1e-14)
+    np.testing.assert_allclose(soft[1], hard[1], rtol=1e-13, atol=1e-16)
+
+
+def test_integer_weights_equal_repeated_samples(rng):
+    X, target, _ = _problem(rng, 23, 3, 3)
+    counts = rng.integers(0, 4, size=23)
+    counts[:3] = 1
+    coef = rng.normal(size=(3, 4))
+    weighted = _loss.loss_gradient(coef, X, target, counts.astype(float), 0.3)
+    repeated = _loss.loss_gradient(coef, np.repeat(X, counts, axis=0), np.repeat(target, counts), None, 0.3)
+    assert weighted[0] == pytest.approx(repeated[0], rel=1e-13)
+    np.testing.assert_allclose(weighted[1], repeated[1], rtol=1e-12, atol=1e-15)
+
+
+def _explicit_hessian(hessp, shape):
+    size = int(np.prod(shape))
+    return np.stack([np.asarray(hessp(np.eye(size)[j].reshape(shape))).ravel() for j in range(size)], axis=1)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_hessian_diagonal_and_block_preconditioner(rng, fit_intercept):
+    X, target, sw = _problem(rng, 45, 3, 4, weighted=True)
+    coef = rng.normal(size=(4, 3 + int(fit_intercept)))
+    _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, sw, 0.2, fit_intercept=fit_intercept)
+    H = _explicit_hessian(hessp, coef.shape)
+    np.testing.assert_allclose(H, H.T, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(hessp.diagonal()).ravel(), np.diag(H), rtol=1e-12)
+    size = coef.shape[1]
+    block = np.zeros_like(H)
+    for k in range(4):
+        s = slice(k * size, (k + 1) * size)
+        block[s, s] = H[s, s]
+    v = rng.normal(size=H.shape[0])
+    solve = hessp.block_preconditioner()
+    np.testing.assert_allclose(solve(block @ v), v, rtol=1e-7)
+
+
+def test_float32_keeps_working_precision(rng):
+    X, target, _ = _problem(rng, 30, 4, 3)
+    coef = rng.normal(size=(3, 5))
+    value64, grad64 = _loss.loss_gradient(coef, X, target, None, 0.1)
+    value32, grad32 = _loss.loss_gradient(coef.astype(np.float32), X.astype(np.float32), target, None, 0.1)
+    assert grad32.dtype == np.float32
+    assert value32 == pytest.approx(value64, rel=1e-5)
+    np.testing.assert_allclose(grad32, grad64, rtol=1e-4, atol=1e-5)
+
+
+def test_errors(rng):
+    X, target, _ = _problem(rng, 10, 3, 2)
+    with pytest.raises(ValueError, match=r"coef must have shape \(n_classes, 4\)"):
+        _loss.loss(np.zeros((2, 3)), X, target)
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(10,\)"):
+        _loss.loss(np.zeros((2, 4)), X, target, np.ones(9))
+    with pytest.raises(ValueError, match="sample_weight must have a positive sum"):
+        _loss.loss(np.zeros((2, 4)), X, target, np.zeros(10))
