@@ -669,9 +669,11 @@ def cross_entropy(
     -----
     Non-finite logits follow the package's policy (see the module docstring): a ``-inf`` target logit
     gives ``+inf`` with a finite gradient, an all ``-inf`` row a zero gradient, and a zero coefficient
-    times ``-inf`` contributes 0, where PyTorch returns ``NaN``. An ignored sample never contributes
-    to the gradient, even when every sample is ignored (PyTorch then returns ``NaN`` gradients with
-    ``label_smoothing > 0``).
+    times ``-inf`` contributes 0, where PyTorch returns ``NaN``. A sample whose coefficients are all
+    zero (ignored, or of a zero-weight class without smoothing) has a zero gradient even when
+    ``"mean"`` divides by :math:`W = 0` (PyTorch then returns ``NaN`` gradients with smoothing, and
+    ``NaN`` everywhere when some sample has zero weight). The results equal the NumPy functions'
+    :func:`softmaxkit.cross_entropy` and :func:`softmaxkit.cross_entropy_backward`.
 
     Examples
     --------
