@@ -586,3 +586,20 @@ def test_train_with_the_torch_backend(device, tmp_path, capsys):
     torch_model = SoftmaxRegression.load(tmp_path / "torch" / "model.npz")
     numpy_model = SoftmaxRegression.load(tmp_path / "numpy" / "model.npz")
     assert np.mean(torch_model.predict(X) == numpy_model.predict(X)) >= 0.995
+
+
+def test_a_missing_optional_package_is_named(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name="matplotlib")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    line = in_process_error(capsys, "train", "--dataset", "iris", "--quiet", "--out", tmp_path / "run")
+    assert line == ("softmaxkit train: error: this needs the optional package matplotlib; install it with: "
+                    "pip install 'softmaxkit[plot]' (or pass --no-plots)")
+    assert not (tmp_path / "run").exists()  # refused before training, not after

@@ -40,6 +40,15 @@ Run `softmaxkit COMMAND --help` for each command's options and examples.
 """
 
 
+# Optional packages the command line uses, and the extra that brings each one.
+_OPTIONAL = {
+    "matplotlib": "'softmaxkit[plot]' (or pass --no-plots)",
+    "pandas": "'softmaxkit[data]'",
+    "pyarrow": "'softmaxkit[data]'",
+    "torch": "'softmaxkit[torch]'",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``softmaxkit`` command."""
     parser = argparse.ArgumentParser(
@@ -71,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our stdout went away (e.g. `| head`); stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except ModuleNotFoundError as error:
+        if args.traceback or error.name not in _OPTIONAL:
+            raise
+        print(f"softmaxkit {args.command}: error: this needs the optional package {error.name}; "
+              f"install it with: pip install {_OPTIONAL[error.name]}", file=sys.stderr)
         return 1
     except (CLIError, ValueError, OSError) as error:
         if args.traceback:

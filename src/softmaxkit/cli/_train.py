@@ -221,6 +221,8 @@ def _curve(estimator, name: str) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plots:
+        import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
     data, source = _load(args)
     out = args.out if args.out is not None else _default_out(data.name)
     check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE) + PLOT_FILES)
