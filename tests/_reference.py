@@ -149,7 +149,7 @@ def _to_torch(value):
 
 def torch_value_and_grad(torch_fn: Callable, x: np.ndarray, grad_output) -> tuple[np.ndarray, np.ndarray]:
     """``torch_fn(x)`` in float64 and the gradient ``grad_output``-weighted with respect to ``x``."""
-    tx = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    tx = torch.tensor(np.ascontiguousarray(x, dtype=np.float64), requires_grad=True)
     out = torch_fn(tx)
     g = torch.as_tensor(np.broadcast_to(grad_output, tuple(out.shape)).astype(np.float64))
     (grad,) = torch.autograd.grad(out, tx, grad_outputs=g, allow_unused=True)
@@ -184,7 +184,7 @@ def compare_with_torch(
     if error is not None:
         if torch_raises:
             with pytest.raises(Exception):  # torch's own types vary: RuntimeError, IndexError, ValueError
-                theirs(torch.as_tensor(x.astype(np.float64)))
+                theirs(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)))
         with pytest.raises((ValueError, TypeError), match=error) as info:
             ours(x)
         if backward is not None:
@@ -193,7 +193,7 @@ def compare_with_torch(
         return info.value
     value = ours(x)
     if backward is None:
-        tx = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        tx = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64))
         expected = theirs(tx).numpy()
         assert_close(value, expected, rtol=rtol, dtype=dtype)
         return value, None

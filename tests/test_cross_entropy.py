@@ -523,3 +523,43 @@ def test_inputs_are_not_modified():
     sk.cross_entropy_with_grad(x, t, label_smoothing=0.1, weight=WEIGHT)
     sk.cross_entropy_backward(x, t)
     assert np.array_equal(x, x0) and np.array_equal(t, t0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int32, np.uint64])
+def test_any_integer_target_dtype(dtype):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((6, N_CLASSES))
+    target = rng.integers(0, N_CLASSES, 6)
+    for ignore_index in (-100, 2):
+        options = dict(weight=WEIGHT, ignore_index=ignore_index, label_smoothing=0.1)
+        assert_close(sk.cross_entropy(x, target.astype(dtype), **options), cross_entropy_ref(x, target, **options))
+        assert_close(
+            sk.cross_entropy_backward(x, target.astype(dtype), **options),
+            sk.cross_entropy_backward(x, target, **options),
+            rtol=0,
+        )
+
+
+def test_non_contiguous_input():
+    rng = np.random.default_rng(14)
+    base = rng.standard_normal((N_CLASSES, 8, 3))
+    x = np.transpose(base, (1, 0, 2))[::-2]  # (4, 5, 3), neither C- nor F-contiguous
+    target = rng.integers(0, N_CLASSES, (4, 3))
+    _check_cross_entropy(x, target, dict(weight=WEIGHT, ignore_index=-100, reduction="none", label_smoothing=0.1))
+    _check_cross_entropy(np.asfortranarray(x), target, dict(weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_with_grad_passes_gradcheck(reduction):
+    rng = np.random.default_rng(_seed("with-grad", reduction))
+    x = rng.standard_normal((3, N_CLASSES, 2))
+    target = _index_target(rng, x.shape, 1)
+    options = dict(weight=WEIGHT, ignore_index=1, label_smoothing=0.1, reduction=reduction)
+    if reduction == "none":  # with_grad's gradient is that of the summed per-sample losses (upstream 1)
+        def loss(a):
+            return np.sum(sk.cross_entropy_with_grad(a, target, **options)[0])
+    else:
+        def loss(a):
+            return sk.cross_entropy_with_grad(a, target, **options)[0]
+    result = sk.gradcheck(loss, lambda g, a: g * sk.cross_entropy_with_grad(a, target, **options)[1], x)
+    assert result.passed, result
