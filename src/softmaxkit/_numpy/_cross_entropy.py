@@ -124,19 +124,21 @@ def _row_dot(values: np.ndarray, coef: np.ndarray) -> np.ndarray:
     A zero weight or zero target probability on a ``-inf`` log-probability contributes nothing
     (the ``x log x -> 0`` convention); plain arithmetic would give NaN.
     """
-    out = values @ coef if coef.ndim == 1 else np.einsum("mc,mc->m", values, coef)
-    nan_rows = np.isnan(out)
-    if nan_rows.any():
-        rows = values[nan_rows]
-        rows_coef = coef if coef.ndim == 1 else coef[nan_rows]
-        with np.errstate(invalid="ignore"):  # the 0 * inf products are the ones np.where discards
+    # The 0 * inf products, and only those, are the NaNs that the masked recomputation discards.
+    with np.errstate(invalid="ignore"):
+        out = values @ coef if coef.ndim == 1 else np.einsum("mc,mc->m", values, coef)
+        nan_rows = np.isnan(out)
+        if nan_rows.any():
+            rows = values[nan_rows]
+            rows_coef = coef if coef.ndim == 1 else coef[nan_rows]
             out[nan_rows] = np.sum(np.where(rows_coef == 0, 0, rows * rows_coef), axis=1)
     return out
 
 
 def _times(coef: np.ndarray, value: np.ndarray) -> np.ndarray:
     """``coef * value`` with ``0 * inf = 0``: an ignored or zero-weight sample contributes nothing."""
-    return np.where(coef == 0, 0, coef * value)
+    with np.errstate(invalid="ignore"):  # the 0 * inf products are the ones np.where discards
+        return np.where(coef == 0, 0, coef * value)
 
 
 class _Terms(NamedTuple):
