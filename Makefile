@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/softmax_lesson.py
+	$(BIN)/softmaxkit train
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
