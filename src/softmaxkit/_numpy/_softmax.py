@@ -54,21 +54,26 @@ def stable_exp(x: np.ndarray, axes: tuple[int, ...]) -> StableExp:
     # a NaN row stays NaN, and +inf rows are rewritten just below.
     shift = row_max if finite_max.all() else np.where(finite_max, row_max, 0)
     shifted = x - shift
-    positive_inf_rows = np.isposinf(row_max)
-    if positive_inf_rows.any():
+    # The per-row fix-ups below run only where needed: with many short rows they would cost
+    # as much as the exp itself (np.where and np.isposinf are slow on (M, 1) arrays).
+    positive_inf_rows = row_max == np.inf
+    has_positive_inf = bool(positive_inf_rows.any())
+    if has_positive_inf:
         # The limit of softmax as some logits grow without bound: those logits share the mass.
         limit = np.where(np.isposinf(x), 0.0, -np.inf).astype(x.dtype, copy=False)
         shifted = np.where(positive_inf_rows, limit, shifted)
     exp_shifted = np.exp(shifted)
     sum_exp = np.sum(exp_shifted, axis=axes, keepdims=True)
     empty_rows = sum_exp == 0  # all -inf: nothing to normalise
-    if empty_rows.any():
+    has_empty = bool(empty_rows.any())
+    if has_empty:
         sum_exp[empty_rows] = 1
-    log_sum = np.log(sum_exp)
-    log_sum_exp = np.where(empty_rows, -np.inf, shift + log_sum)
-    if positive_inf_rows.any():
-        log_sum_exp = np.where(positive_inf_rows, np.inf, log_sum_exp)
-    return StableExp(shifted, exp_shifted, sum_exp, log_sum_exp.astype(x.dtype, copy=False))
+    log_sum_exp = (shift + np.log(sum_exp)).astype(x.dtype, copy=False)  # a fresh array
+    if has_empty:
+        log_sum_exp[empty_rows] = -np.inf
+    if has_positive_inf:
+        log_sum_exp[positive_inf_rows] = np.inf
+    return StableExp(shifted, exp_shifted, sum_exp, log_sum_exp)
 
 
 def _unit_axis(x: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
