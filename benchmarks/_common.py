@@ -4,7 +4,9 @@ The whole API:
 
 * ``measure(candidates, repeats=5, warmup=1)``: time several callables that do the same job,
   interleaved (one call of each per round, so that load from other processes hits them alike),
-  after ``warmup`` untimed rounds; returns a :class:`Timing` (median, min, max, spread) per name.
+  after ``warmup`` untimed rounds; returns a :class:`Timing` (median, min, max, spread of the wall
+  time, and the median CPU time of this process, all threads) per name. On a shared machine the
+  CPU time of single-threaded code is the steadier number; wall time is what users wait for.
 * ``environment()``: machine, CPU, thread settings, library versions and the date, as a dict.
 * ``write_results(name, rows, env, *, title, columns, notes=())``: writes ``results/<name>.csv``,
   ``results/<name>.json`` and ``results/<name>.md`` (a Markdown table under a header with ``env``).
@@ -37,12 +39,14 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call over the timed repeats; ``spread`` is ``max - min``."""
+    """Seconds per call over the timed repeats; ``spread`` is ``max - min`` of the wall time;
+    ``cpu_median`` is the median CPU time of the process (summed over its threads)."""
 
     median: float
     min: float
     max: float
     spread: float
+    cpu_median: float
     repeats: int
 
 
@@ -51,17 +55,22 @@ def measure(candidates: Mapping[str, Callable[[], object]], *, repeats: int = 5,
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     samples: dict[str, list[float]] = {name: [] for name in candidates}
+    cpu_samples: dict[str, list[float]] = {name: [] for name in candidates}
     for round_index in range(warmup + repeats):
         for name, fn in candidates.items():
             gc.collect()
-            start = time.perf_counter()
+            cpu_start, start = time.process_time(), time.perf_counter()
             result = fn()
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             del result
             if round_index >= warmup:
                 samples[name].append(elapsed)
+                cpu_samples[name].append(cpu)
     return {
-        name: Timing(statistics.median(s), min(s), max(s), max(s) - min(s), len(s)) for name, s in samples.items()
+        name: Timing(
+            statistics.median(s), min(s), max(s), max(s) - min(s), statistics.median(cpu_samples[name]), len(s)
+        )
+        for name, s in samples.items()
     }
 
 
