@@ -312,6 +312,23 @@ class HessianOperator:
         return solve
 
 
+    def _full_rows(self) -> int:
+        n_samples = self._X.shape[0]
+        n_params = int(np.prod(self.shape))
+        return min(n_samples, max(2 * n_params, 480 * n_samples // n_params))
+
+    def preconditioner_cost(self, kind: str) -> float:
+        """The cost of building ``preconditioner(kind)``, in Hessian-vector products (a flop estimate)."""
+        n_samples, n_features = self._X.shape
+        size = n_features + int(self._fit_intercept)
+        n_params = int(np.prod(self.shape))
+        if kind == "diagonal":
+            return 0.5
+        block = size / 4.0
+        if kind == "block":
+            return block
+        return block + self._full_rows() * n_params / (8.0 * n_samples)
+
     def preconditioner(self, kind: str):
         """A function approximating ``H^-1 r``: ``kind`` is "diagonal", "block" or "full".
 
@@ -321,9 +338,7 @@ class HessianOperator:
         """
         if kind == "full":
             # cost of the full Hessian ~ m P^2 / 2 against 4 n P per product: cap it near 60 products
-            n_samples = self._X.shape[0]
-            n_params = int(np.prod(self.shape))
-            return self.full_preconditioner(max_samples=max(2 * n_params, 480 * n_samples // n_params))
+            return self.full_preconditioner(max_samples=self._full_rows())
         if kind == "block":
             return self.block_preconditioner()
         diag = np.asarray(self.diagonal(), dtype=np.float64).ravel()

@@ -70,7 +70,11 @@ def _make_objective(backend, device, X, target, sample_weight, alpha, **options)
         if device is not None:
             raise ValueError(f"device must be None with backend='numpy', got {device!r}")
         return _numpy_objective(X, target, sample_weight, alpha, **options)
-    raise ValueError(f"backend must be 'numpy' (the only backend available), got {backend!r}")
+    if backend == "torch":  # imported here, so that importing softmaxkit never imports torch
+        from softmaxkit.linear_model._torch_backend import torch_objective
+
+        return torch_objective(X, target, sample_weight, alpha, device=device, **options)
+    raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
 
 
 def _check_dtype(dtype) -> np.dtype:
@@ -135,8 +139,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         (at most ``n_samples``).
     learning_rate : float or "auto", default "auto"
         Initial step size of sgd and adam. "auto" is, for sgd, ``1 / L`` with
-        ``L = (max_i ||x_i||^2 + fit_intercept) / 2 + alpha`` (a bound on the curvature of any
-        single sample's loss), and 1e-2 for adam.
+        ``L = lambda_max(X~^T X~ / n) / 2 + alpha`` (``X~`` is ``X`` with a column of ones when
+        fitting an intercept; a bound on the curvature of the objective, estimated by power
+        iteration on at most 5000 rows of the first data seen), and 1e-2 for adam.
     learning_rate_schedule : {"constant", "invscaling", "adaptive"}, default "constant"
         "invscaling": ``learning_rate / sqrt(1 + epoch)``; "adaptive": divide the rate by 5 each
         time the objective stalls for ``n_iter_no_change`` epochs (stop below 1e-6).
@@ -161,10 +166,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Show a progress bar (tqdm) with the current objective (and validation score).
     dtype : numpy.float64 or numpy.float32, default numpy.float64
         Working precision of the data and the loss (solvers accumulate in float64).
-    backend : str, default "numpy"
-        Where the loss is computed; only "numpy" is available.
-    device : None
-        Reserved for other backends.
+    backend : {"numpy", "torch"}, default "numpy"
+        Where the loss and its gradient are computed; the solvers and the fitted model are the same.
+        "torch" (the ``torch`` extra) computes them with :mod:`softmaxkit.torch` on ``device``,
+        for every solver (newton-cg with the Jacobi preconditioner only); the data go to the device
+        once, or are streamed to it in chunks of rows when larger than 80 % of its free memory.
+        The fitted attributes are NumPy arrays either way: ``predict``, ``save`` and ``load`` need
+        neither torch nor the device. The same ``random_state`` gives the same model bit for bit
+        on the CPU; on a GPU, the same up to rounding across GPU models and library versions.
+        ``dtype`` sets the device precision (float32 is much faster on most GPUs).
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None, default None
+        backend="torch" only (None means "auto": CUDA, else MPS, else the CPU); a device this
+        machine lacks is a ``ValueError`` at ``fit``. Must be None with backend="numpy".
 
     Attributes
     ----------
@@ -282,9 +295,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> np.dtype:
         self._validate_params()
         dtype = _check_dtype(self.dtype)
-        if self.backend != "numpy":
+        if self.backend == "torch":  # the device is resolved by fit, so load never needs it
+            if not (self.device is None or isinstance(self.device, str)):
+                raise ValueError(
+                    f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or None with backend='torch', "
+                    f"got {self.device!r}"
+                )
+        elif self.backend != "numpy":
             _make_objective(self.backend, self.device, None, None, None, 0.0)  # raises the backend error
-        if self.device is not None:
+        elif self.device is not None:
             raise ValueError(f"device must be None with backend='numpy', got {self.device!r}")
         return dtype
 
@@ -431,8 +450,20 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return float(self.learning_rate)
         if self.solver == "adam":
             return 1e-2
-        max_sq = float(np.max(np.einsum("ij,ij->i", X, X))) if X.size else 0.0
-        return 1.0 / (0.5 * (max_sq + int(self.fit_intercept)) + self.alpha)
+        # 1 / L with L = lambda_max(X~^T X~ / n) / 2 + alpha, X~ = [X, 1]: a bound on the Hessian of
+        # the objective (the softmax Hessian is at most 1/2); estimated on at most 5000 rows
+        rows = X[:: max(1, X.shape[0] // 5000)].astype(np.float64)
+        if self.fit_intercept:
+            rows = np.hstack([rows, np.ones((rows.shape[0], 1))])
+        v = np.ones(rows.shape[1]) / np.sqrt(rows.shape[1])
+        top = 0.0
+        for _ in range(50):  # power iteration on the (tiny) second-moment matrix
+            w = rows.T @ (rows @ v) / rows.shape[0]
+            top = float(np.linalg.norm(w))
+            if top == 0.0:
+                break
+            v = w / top
+        return 1.0 / (0.5 * top + self.alpha + 1e-12)
 
     def _epoch_options(self, n_samples, learning_rate):
         if self.batch_size == "auto":
@@ -713,6 +744,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             params = dict(meta["params"])
             if isinstance(params.get("class_weight"), list):
                 params["class_weight"] = {k: v for k, v in params["class_weight"]}
+            if isinstance(params.get("dtype"), str):
+                params["dtype"] = np.dtype(params["dtype"]).type
             model = cls()
             model.set_params(**params)
             dtype = model._check_params()

@@ -112,7 +112,8 @@ def minimize_newton_cg(
     Stops when ``max |g| <= tol``. The CG tolerance is the forcing sequence
     ``min(0.5, sqrt(|g|)) * |g|``, which gives superlinear convergence near the optimum.
     Preconditioning: ``H.preconditioner("diagonal")`` (Jacobi, rebuilt each iteration) while CG
-    converges quickly; once a CG run needs more than 8 iterations, ``H.preconditioner("full")``
+    converges quickly; once a CG run needs more than 8 iterations (and ``H.preconditioner_cost``,
+    in Hessian-vector products, is at most 3 times that count), ``H.preconditioner("full")``
     (a factorisation of the Hessian at that point) is built and reused at the following
     iterations, and rebuilt whenever CG needs more than 8 iterations again.
     The line search tries the full step first (accepted almost always near the optimum) and halves
@@ -131,7 +132,9 @@ def minimize_newton_cg(
             converged, message, n_iter = True, "gradient below tol", n_iter - 1
             break
         g_norm = float(np.linalg.norm(g))
-        if cg_used > refresh:  # CG struggled: build the strong preconditioner here and keep it
+        if cg_used > refresh and (
+            not hasattr(H, "preconditioner_cost") or H.preconditioner_cost(strong) <= 3 * cg_used
+        ):  # CG struggled and a factorisation is worth it: build the strong preconditioner here and keep it
             precondition, lagged = H.preconditioner(strong), True
         elif not lagged:
             precondition = H.preconditioner(cheap)
