@@ -14,6 +14,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 from softmaxkit.torch._ops import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
 from softmaxkit.torch._modules import CrossEntropyLoss, LogSoftmax, NLLLoss, Softmax
 from softmaxkit.torch._model import SoftmaxRegressionModule
+from softmaxkit.torch._linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy, linear_logsumexp
 
 __all__ = [
     "softmax",
@@ -26,4 +27,7 @@ __all__ = [
     "CrossEntropyLoss",
     "NLLLoss",
     "SoftmaxRegressionModule",
+    "linear_cross_entropy",
+    "linear_logsumexp",
+    "LinearCrossEntropyLoss",
 ]

@@ -22,8 +22,12 @@ Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (the tests do t
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the module still imports (docs, doctest collection); using it then raises
+    triton = tl = None
 
 __all__ = ["stats_pass", "gradients", "check_supported"]
 
@@ -32,6 +36,8 @@ _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
 def check_supported(x: torch.Tensor, kind: str) -> None:
     """Raise ``ValueError`` for what the kernels do not cover (the PyTorch path does)."""
+    if triton is None:
+        raise ValueError("backend='triton' needs the triton package: pip install 'softmaxkit[triton]'")
     if x.dtype not in _SUPPORTED:
         raise ValueError(f"backend='triton' needs float32, bfloat16 or float16 input, got {x.dtype}; use backend='torch'")
     if kind == "prob":
@@ -45,96 +51,98 @@ def _blocks(x: torch.Tensor) -> tuple[int, int, int, int]:
     return 16, 32, 16, 4
 
 
-@triton.jit
-def _tanh(u):
-    e = tl.exp(-2.0 * tl.abs(u))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(u >= 0, t, -t)
+if triton is not None:  # the kernels exist only where Triton is installed; nothing else needs them
+
+    @triton.jit
+    def _tanh(u):
+        e = tl.exp(-2.0 * tl.abs(u))
+        t = (1.0 - e) / (1.0 + e)
+        return tl.where(u >= 0, t, -t)
 
 
-@triton.jit
-def _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
-                 HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
-    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
-    for k0 in range(0, d, BLOCK_D):
-        ks = k0 + tl.arange(0, BLOCK_D)
-        xt = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
-        wt = tl.load(w_ptr + cols[:, None] * stride_w + ks[None, :], mask=(cols[:, None] < v) & (ks[None, :] < d), other=0.0)
-        if UPCAST:  # the CPU interpreter's bfloat16 dot is not faithful; products are exact in float32
-            xt, wt = xt.to(tl.float32), wt.to(tl.float32)
-        acc = tl.dot(xt, tl.trans(wt), acc, input_precision=PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + cols, mask=cols < v, other=0.0).to(tl.float32)[None, :]
-    if SOFTCAP:
-        acc = softcap * _tanh(acc / softcap)
-    return acc
+    @triton.jit
+    def _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
+                     HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+        acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+        for k0 in range(0, d, BLOCK_D):
+            ks = k0 + tl.arange(0, BLOCK_D)
+            xt = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
+            wt = tl.load(w_ptr + cols[:, None] * stride_w + ks[None, :], mask=(cols[:, None] < v) & (ks[None, :] < d), other=0.0)
+            if UPCAST:  # the CPU interpreter's bfloat16 dot is not faithful; products are exact in float32
+                xt, wt = xt.to(tl.float32), wt.to(tl.float32)
+            acc = tl.dot(xt, tl.trans(wt), acc, input_precision=PRECISION)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + cols, mask=cols < v, other=0.0).to(tl.float32)[None, :]
+        if SOFTCAP:
+            acc = softcap * _tanh(acc / softcap)
+        return acc
 
 
-@triton.jit
-def _stats_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, zt_ptr, zs_ptr, n, v, d, stride_x, stride_w, softcap,
-                  HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
-                  PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
-    s = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    zt = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    zs = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    t = tl.load(t_ptr + rows, mask=rows < n, other=-1) if HAS_TARGET else rows
-    for v0 in range(0, v, BLOCK_V):
-        cols = v0 + tl.arange(0, BLOCK_V)
-        inside = (cols < v)[None, :]
+    @triton.jit
+    def _stats_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, zt_ptr, zs_ptr, n, v, d, stride_x, stride_w, softcap,
+                      HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
+                      PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        m = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+        s = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        zt = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        zs = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        t = tl.load(t_ptr + rows, mask=rows < n, other=-1) if HAS_TARGET else rows
+        for v0 in range(0, v, BLOCK_V):
+            cols = v0 + tl.arange(0, BLOCK_V)
+            inside = (cols < v)[None, :]
+            z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
+                             HAS_BIAS, SOFTCAP, PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_D)
+            if HAS_TARGET:
+                zt += tl.sum(tl.where(cols[None, :] == t[:, None], z, 0.0), 1)
+                if HAS_CW:
+                    cw = tl.load(cw_ptr + cols, mask=cols < v, other=0.0)
+                    zs += tl.sum(tl.where(inside, z * cw[None, :], 0.0), 1)
+                else:
+                    zs += tl.sum(tl.where(inside, z, 0.0), 1)
+            z = tl.where(inside, z, float("-inf"))
+            m_new = tl.maximum(m, tl.max(z, 1))
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), 1)
+            m = m_new
+        keep = rows < n
+        tl.store(lse_ptr + rows, m + tl.log(s), mask=keep)
+        tl.store(zt_ptr + rows, zt, mask=keep)
+        tl.store(zs_ptr + rows, zs, mask=keep)
+
+
+    @triton.jit
+    def _grad_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, a_ptr, bt_ptr, c_ptr, g_ptr, n, v, d,
+                     stride_x, stride_w, softcap,
+                     HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
+                     SMOOTH: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+        """``g[i, j] = p_ij A_i - [j == t_i] B_i - C_i cw_j``, times the softcap derivative."""
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+        keep = rows < n
+        inside = cols < v
         z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
                          HAS_BIAS, SOFTCAP, PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_D)
+        lse = tl.load(lse_ptr + rows, mask=keep, other=0.0)
+        a = tl.load(a_ptr + rows, mask=keep, other=0.0)
+        g = tl.exp(z - lse[:, None]) * a[:, None]
         if HAS_TARGET:
-            zt += tl.sum(tl.where(cols[None, :] == t[:, None], z, 0.0), 1)
-            if HAS_CW:
-                cw = tl.load(cw_ptr + cols, mask=cols < v, other=0.0)
-                zs += tl.sum(tl.where(inside, z * cw[None, :], 0.0), 1)
-            else:
-                zs += tl.sum(tl.where(inside, z, 0.0), 1)
-        z = tl.where(inside, z, float("-inf"))
-        m_new = tl.maximum(m, tl.max(z, 1))
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), 1)
-        m = m_new
-    keep = rows < n
-    tl.store(lse_ptr + rows, m + tl.log(s), mask=keep)
-    tl.store(zt_ptr + rows, zt, mask=keep)
-    tl.store(zs_ptr + rows, zs, mask=keep)
-
-
-@triton.jit
-def _grad_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, a_ptr, bt_ptr, c_ptr, g_ptr, n, v, d,
-                 stride_x, stride_w, softcap,
-                 HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
-                 SMOOTH: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
-    """``g[i, j] = p_ij A_i - [j == t_i] B_i - C_i cw_j``, times the softcap derivative."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    keep = rows < n
-    inside = cols < v
-    z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
-                     HAS_BIAS, SOFTCAP, PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_D)
-    lse = tl.load(lse_ptr + rows, mask=keep, other=0.0)
-    a = tl.load(a_ptr + rows, mask=keep, other=0.0)
-    g = tl.exp(z - lse[:, None]) * a[:, None]
-    if HAS_TARGET:
-        t = tl.load(t_ptr + rows, mask=keep, other=-1)
-        bt = tl.load(bt_ptr + rows, mask=keep, other=0.0)
-        g -= tl.where(cols[None, :] == t[:, None], bt[:, None], 0.0)
-        if SMOOTH:
-            c = tl.load(c_ptr + rows, mask=keep, other=0.0)
-            if HAS_CW:
-                cw = tl.load(cw_ptr + cols, mask=inside, other=0.0)
-                g -= c[:, None] * cw[None, :]
-            else:
-                g -= c[:, None]
-    if SOFTCAP:
-        u = z / softcap
-        g *= 1.0 - u * u
-    tl.store(g_ptr + rows[:, None] * v + cols[None, :], g, mask=keep[:, None] & inside[None, :])
+            t = tl.load(t_ptr + rows, mask=keep, other=-1)
+            bt = tl.load(bt_ptr + rows, mask=keep, other=0.0)
+            g -= tl.where(cols[None, :] == t[:, None], bt[:, None], 0.0)
+            if SMOOTH:
+                c = tl.load(c_ptr + rows, mask=keep, other=0.0)
+                if HAS_CW:
+                    cw = tl.load(cw_ptr + cols, mask=inside, other=0.0)
+                    g -= c[:, None] * cw[None, :]
+                else:
+                    g -= c[:, None]
+        if SOFTCAP:
+            u = z / softcap
+            g *= 1.0 - u * u
+        tl.store(g_ptr + rows[:, None] * v + cols[None, :], g, mask=keep[:, None] & inside[None, :])
 
 
 def _precision(x: torch.Tensor) -> str:

@@ -1,0 +1,201 @@
+"""GPU check and benchmark of the fused linear cross-entropy: one short script (a few minutes) for a CUDA machine.
+
+Usage (from the repository root, on a machine with a CUDA GPU)::
+
+    python benchmarks/gpu_linear_ce.py              # parity, then timings: results/linear_ce_gpu.{csv,json,md}
+    python benchmarks/gpu_linear_ce.py --parity     # only the parity checks (seconds)
+
+1. Parity on CUDA, odd shape (N, d, V) = (252, 123, 507): ``softmaxkit.torch.linear_cross_entropy``
+   through the Triton kernels and through the pure-PyTorch path, with every option (label smoothing,
+   class weights, z-loss, softcap, bias, reductions), against the naive computation in float64; in
+   bfloat16 against the naive bfloat16 computation (both measured against float64). Exit status 1
+   when a check fails.
+2. Time (median of 3 after a warm-up, CUDA events) and peak allocated memory
+   (``torch.cuda.max_memory_allocated`` above the inputs) of forward + backward at
+   (8192, 2304, 256000) and (32768, 4096, 128256) in bfloat16, mean over index targets, for: naive
+   PyTorch, PyTorch's ``F.linear_cross_entropy`` chunked path, softmaxkit (Triton path and PyTorch
+   path), and, when installed, Cut Cross-Entropy (``impl="cce"``) and Liger-Kernel's fused linear
+   cross-entropy. An implementation that runs out of memory is recorded as such.
+
+Without a CUDA device the script stops at once with exit status 2 and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SHAPES = [(8192, 2304, 256000), (32768, 4096, 128256)]
+
+
+def _require_cuda():
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_linear_ce.py needs a CUDA device: torch.cuda.is_available() is False "
+              f"(torch {torch.__version__}). Run it on a GPU machine.", file=sys.stderr)
+        sys.exit(2)
+    return torch
+
+
+def parity(torch) -> list[dict]:
+    import torch.nn.functional as F
+
+    from softmaxkit.torch import linear_cross_entropy
+
+    dev, f64 = "cuda", torch.float64
+    g = torch.Generator(device="cpu").manual_seed(0)
+    n, d, v = 252, 123, 507
+    x = torch.randn(n, d, generator=g, dtype=f64).to(dev)
+    w = (torch.randn(v, d, generator=g, dtype=f64) / d**0.5 * 2).to(dev)
+    b = (torch.randn(v, generator=g, dtype=f64) * 0.3).to(dev)
+    cw = (torch.rand(v, generator=g, dtype=f64) + 0.1).to(dev)
+    t = torch.randint(0, v, (n,), generator=g).to(dev)
+    t[::7] = -100
+    gn = (torch.rand(n, generator=g, dtype=f64) + 0.5).to(dev)
+
+    def naive(x_, w_, b_, **o):
+        z = F.linear(x_, w_, b_)
+        if o.get("softcap"):
+            z = o["softcap"] * torch.tanh(z / o["softcap"])
+        cwo = o.get("class_weight")
+        loss = F.cross_entropy(z, t, weight=None if cwo is None else cwo.to(z.dtype), reduction=o["reduction"],
+                               label_smoothing=o.get("label_smoothing", 0.0))
+        keep = t != -100
+        zl = torch.where(keep, o.get("z_loss", 0.0) * torch.logsumexp(z.to(f64), -1) ** 2, 0.0)
+        red = o["reduction"]
+        return loss + (zl if red == "none" else zl.sum() if red == "sum" else zl.sum() / keep.sum())
+
+    def run(fn, dtype, grad_out):
+        leaves = [a.detach().to(dtype).clone().requires_grad_() for a in (x, w, b)]
+        out = fn(*leaves)
+        (out.to(f64) * grad_out).sum().backward()
+        return [out.detach().to(f64)] + [leaf.grad.to(f64) for leaf in leaves]
+
+    def err(a, r):
+        return ((a - r).norm() / r.norm()).item()
+
+    rows = []
+    option_sets = [dict(), dict(label_smoothing=0.1, class_weight=cw, z_loss=1e-3, softcap=30.0)]
+    for dtype_name in ("float32", "bfloat16"):
+        dtype = getattr(torch, dtype_name)
+        for reduction in ("mean", "sum", "none"):
+            for k, extra in enumerate(option_sets):
+                opts = dict(reduction=reduction, **extra)
+                grad_out = gn if reduction == "none" else torch.tensor(1.0, dtype=f64, device=dev)
+                ref = run(lambda a, c, e: naive(a, c, e, **opts), f64, grad_out)
+                same = run(lambda a, c, e: naive(a, c, e, **opts), dtype, grad_out)
+                for backend in ("triton", "torch"):
+                    ours = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, backend=backend, **opts), dtype, grad_out)
+                    for name, o, r, s in zip(("loss", "dx", "dw", "db"), ours, ref, same):
+                        e_ours, e_naive = err(o, r), err(s, r)
+                        bound = 1e-5 if dtype == torch.float32 else max(1.5 * e_naive, 1e-3)
+                        rows.append(dict(dtype=dtype_name, reduction=reduction, options=k, backend=backend, what=name,
+                                         ours=e_ours, naive=e_naive, ok=e_ours <= bound))
+    return rows
+
+
+def _timed(torch, fn, x, w, t, repeats=3):
+    """(median ms, peak extra MiB) of forward + backward, or raises torch.cuda.OutOfMemoryError."""
+    times = []
+    peak = 0
+    for index in range(repeats + 1):
+        x.grad = w.grad = None
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(x, w, t).backward()
+        end.record()
+        torch.cuda.synchronize()
+        if index:
+            times.append(start.elapsed_time(end))
+            peak = max(peak, torch.cuda.max_memory_allocated() - base)
+    return statistics.median(times), peak / 2**20
+
+
+def implementations(torch):
+    import torch.nn.functional as F
+
+    from softmaxkit.torch import linear_cross_entropy
+
+    impls = {
+        "naive": lambda x, w, t: F.cross_entropy(F.linear(x, w), t),
+        "torch_chunked": lambda x, w, t: F.linear_cross_entropy(x, w, t, options=torch.nn.LinearCrossEntropyOptions()),
+        "softmaxkit_triton": lambda x, w, t: linear_cross_entropy(x, w, t, backend="triton"),
+        "softmaxkit_torch": lambda x, w, t: linear_cross_entropy(x, w, t, backend="torch"),
+    }
+    try:
+        from cut_cross_entropy import linear_cross_entropy as cce
+
+        impls["cce"] = lambda x, w, t: cce(x, w, t, impl="cce")
+    except ImportError:
+        pass
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        liger = LigerFusedLinearCrossEntropyLoss()
+        impls["liger"] = lambda x, w, t: liger(w, x, t)
+    except ImportError:
+        pass
+    return impls
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parity", action="store_true", help="only the parity checks")
+    args = parser.parse_args(argv)
+    torch = _require_cuda()
+    from _common import environment, write_results
+
+    checks = parity(torch)
+    failed = [c for c in checks if not c["ok"]]
+    print(f"parity: {len(checks) - len(failed)}/{len(checks)} checks passed", flush=True)
+    for c in failed:
+        print("  FAILED", c)
+    if args.parity:
+        return 1 if failed else 0
+
+    rows = []
+    for n, d, v in SHAPES:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        x = (torch.randn(n, d, generator=g) * 0.5).to("cuda", torch.bfloat16).requires_grad_()
+        w = (torch.randn(v, d, generator=g) / d**0.5).to("cuda", torch.bfloat16).requires_grad_()
+        t = torch.randint(0, v, (n,), generator=g).to("cuda")
+        for name, fn in implementations(torch).items():
+            row = dict(N=n, d=d, V=v, dtype="bfloat16", impl=name)
+            try:
+                row["median_ms"], row["peak_extra_MiB"] = _timed(torch, fn, x, w, t)
+            except torch.cuda.OutOfMemoryError:
+                row["error"] = "out of memory"
+            except Exception as error:  # noqa: BLE001 - record and go on to the next implementation
+                row["error"] = f"{type(error).__name__}: {str(error)[:120]}"
+            x.grad = w.grad = None
+            torch.cuda.empty_cache()
+            rows.append(row)
+            print(row, flush=True)
+        naive = {r["impl"]: r for r in rows if r["N"] == n and "median_ms" in r}.get("naive")
+        for r in rows:
+            if r["N"] == n and naive and "median_ms" in r:
+                r["time_vs_naive"] = r["median_ms"] / naive["median_ms"]
+                r["memory_vs_naive"] = r["peak_extra_MiB"] / naive["peak_extra_MiB"]
+        del x, w, t
+        torch.cuda.empty_cache()
+    env = environment(("softmaxkit", "torch", "triton", "cut-cross-entropy", "liger-kernel"))
+    env["gpu"] = torch.cuda.get_device_name()
+    write_results("linear_ce_gpu", rows, env, title=f"Fused linear cross-entropy on {env['gpu']} (bfloat16)",
+                  columns=["N", "d", "V", "impl", "median_ms", "peak_extra_MiB", "time_vs_naive", "memory_vs_naive",
+                           "error"],
+                  notes=[f"parity on CUDA: {len(checks) - len(failed)}/{len(checks)} checks passed",
+                         "forward + backward of the mean cross-entropy, index targets; median of 3 after a warm-up"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
