@@ -563,3 +563,17 @@ def test_cross_entropy_with_grad_passes_gradcheck(reduction):
             return sk.cross_entropy_with_grad(a, target, **options)[0]
     result = sk.gradcheck(loss, lambda g, a: g * sk.cross_entropy_with_grad(a, target, **options)[1], x)
     assert result.passed, result
+
+
+def test_nan_rows_with_infinities_raise_no_warning():
+    import warnings
+
+    x = np.array([[np.inf, -np.inf, np.nan], [1.0, 1e30, np.nan], [0.5, 0.0, -0.5]], dtype=np.float32)
+    target = np.array([1, 0, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        losses, grad = sk.cross_entropy_with_grad(x, target, reduction="none", label_smoothing=1.0, weight=WEIGHT[:3])
+        probability_losses = sk.cross_entropy(x, np.full(x.shape, 1 / 3, dtype=np.float32), reduction="none")
+    assert np.all(np.isnan(losses[:2])) and np.isfinite(losses[2])
+    assert np.all(np.isnan(grad[:2])) and np.all(np.isfinite(grad[2]))
+    assert np.all(np.isnan(probability_losses[:2])) and np.isfinite(probability_losses[2])

@@ -318,3 +318,19 @@ def test_inputs_are_not_modified():
     sk.softmax_backward(g, p)
     sk.log_softmax_backward(g, np.log(p))
     assert np.array_equal(x, x0) and np.array_equal(p, p0) and np.array_equal(g, np.ones_like(x))
+
+
+def test_extreme_finite_logits_and_nan_rows_raise_no_warning():
+    """x - max below the dtype's range is -inf (probability 0, as in torch); a NaN row with huge entries
+    is NaN without overflow warnings."""
+    import warnings
+
+    x = np.array([[3e38, -3e38, 0.0], [1.0, 1e30, np.nan], [np.inf, -np.inf, np.nan]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p, log_p, lse = sk.softmax(x), sk.log_softmax(x), sk.logsumexp(x)
+        sk.softmax_backward(np.ones_like(x), p)
+        sk.log_softmax_backward(np.ones_like(x), log_p)
+    assert_close(log_p[:1], F.log_softmax(torch.from_numpy(x[:1]), dim=-1).numpy(), dtype=np.float32)
+    assert_close(p[:1], np.array([[1.0, 0.0, 0.0]], dtype=np.float32), rtol=0)
+    assert np.all(np.isnan(p[1:])) and np.all(np.isnan(log_p[1:])) and np.all(np.isnan(lse[1:]))

@@ -52,8 +52,14 @@ def stable_exp(x: np.ndarray, axes: tuple[int, ...]) -> StableExp:
     finite_max = np.isfinite(row_max)
     # A non-finite maximum is shifted by 0: an all -inf row stays -inf (exp gives 0, not NaN),
     # a NaN row stays NaN, and +inf rows are rewritten just below.
-    shift = row_max if finite_max.all() else np.where(finite_max, row_max, 0)
-    shifted = x - shift
+    all_finite = bool(finite_max.all())
+    shift = row_max if all_finite else np.where(finite_max, row_max, 0)
+    with np.errstate(over="ignore"):  # x - max below the dtype's range is -inf: probability 0, silently
+        shifted = x - shift
+    if not all_finite:
+        nan_rows = np.isnan(row_max)
+        if nan_rows.any():  # NaN throughout, so that nothing else in the row overflows or warns
+            shifted = np.where(nan_rows, np.nan, shifted)
     # The per-row fix-ups below run only where needed: with many short rows they would cost
     # as much as the exp itself (np.where and np.isposinf are slow on (M, 1) arrays).
     positive_inf_rows = row_max == np.inf
