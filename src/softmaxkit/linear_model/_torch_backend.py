@@ -1,0 +1,411 @@
+r"""The torch backend of :class:`~softmaxkit.linear_model.SoftmaxRegression`: the objective on a torch device.
+
+:func:`torch_objective` returns the same :class:`Objective` as the NumPy backend (callables on flat
+float64 NumPy vectors), computing the objective of :mod:`softmaxkit.linear_model._loss`
+
+.. math::
+
+    L(W, b) = \sum_i w_i \, \mathrm{CE}(y_i, W x_i + b) + \frac{\alpha}{2} \lVert W \rVert_F^2,
+    \qquad w_i = s_i / \textstyle\sum_j s_j ,
+
+with :func:`softmaxkit.torch.cross_entropy`'s autograd op for the cross-entropy and its gradient
+with respect to the logits, and two matrix products on the device for the chain rule through the
+linear map. The solvers stay on the host (SciPy's L-BFGS, the package's Newton-CG and mini-batch
+loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and the gradient cross
+between host and device at each evaluation.
+
+Where the data lives. The data go to the device once, when they fit in the memory budget: 80 % of
+the device's free memory (CUDA: free plus cached by PyTorch's allocator; MPS: the recommended
+maximum minus what is allocated). Otherwise they stay on the host and are copied to the device in
+chunks of rows at every evaluation (streaming): slower, but never out of memory. The ``n x C``
+temporaries of one pass are bounded the same way, by processing rows in chunks. On the CPU the
+data are used in place (no copy) and the budget is unlimited unless one is given.
+
+Reproducibility. The mini-batches are drawn by the estimator's NumPy generator, so the same
+``random_state`` gives the same batches on every device. On the CPU the same ``random_state``
+gives the same model bit for bit, run to run, for a fixed number of torch threads. On CUDA the
+operations used (cuBLAS matrix products, PyTorch's reductions and ``index_select``) are
+deterministic run to run on the same GPU model with the same CUDA, cuBLAS and PyTorch versions,
+so the model is expected to repeat bit for bit there as well (``tests/test_torch_backend.py``
+checks this under ``-m cuda``); across GPU models, library versions or between CPU and GPU the
+results agree to rounding only (float64: within about 1e-12 relative per evaluation).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import torch
+
+from softmaxkit.linear_model import _loss
+from softmaxkit.linear_model._softmax_regression import Objective
+from softmaxkit.torch._ops import _CrossEntropy, softmax
+
+__all__ = ["resolve_device", "torch_objective"]
+
+# Private: the device memory budget in bytes (None: the device's own). Tests set it, or pass
+# ``memory_budget`` to :func:`torch_objective`, to force the streaming path on the CPU.
+_MEMORY_BUDGET_BYTES: int | None = None
+_FREE_MEMORY_FRACTION = 0.8
+# n x C temporaries alive per row in one pass: logits, their gradient, the cross-entropy's
+# scratch, and the probabilities kept for Hessian-vector products.
+_WORK_PER_LOGIT = 4
+_MIN_RESIDENT_CHUNK = 4096
+
+_DEVICE_PATTERN = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+def resolve_device(device="auto") -> torch.device:
+    """The torch device for ``device``: "auto" is CUDA when available, then MPS, then the CPU.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None
+        ``None`` means "auto".
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or a device this machine does not have.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device is None:
+        device = "auto"
+    if not (isinstance(device, str) and _DEVICE_PATTERN.fullmatch(device)):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device must be available on this machine, got {device!r} (PyTorch sees no CUDA device)")
+        index = torch.cuda.current_device() if resolved.index is None else resolved.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device must be available on this machine, got {device!r} "
+                f"(PyTorch sees {torch.cuda.device_count()} CUDA device(s))"
+            )
+        return torch.device("cuda", index)
+    if resolved.type == "mps" and not _mps_available():
+        raise ValueError(f"device must be available on this machine, got {device!r} (PyTorch sees no MPS device)")
+    return resolved
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes the data may take on ``device`` (``None``: no limit, the data are already in host memory)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(_FREE_MEMORY_FRACTION * (free + cached))
+    if device.type == "mps":
+        limit = torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory()
+        return int(_FREE_MEMORY_FRACTION * max(limit, 0))
+    return None
+
+
+def _layout(n_rows: int, row_data: int, row_work: int, budget: int | None) -> tuple[bool, int]:
+    """``(resident, chunk_rows)``: whether the data go to the device whole, and the rows of one pass."""
+    if budget is None:
+        return True, max(n_rows, 1)
+    data = n_rows * row_data
+    if data < budget and (budget - data) // row_work >= min(n_rows, _MIN_RESIDENT_CHUNK):
+        return True, int(min(n_rows, (budget - data) // row_work))
+    return False, int(max(1, min(n_rows, budget // (row_data + row_work))))
+
+
+def _to_tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    with warnings.catch_warnings():  # read-only input: the tensor is only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.to(device=device, dtype=dtype or tensor.dtype)
+
+
+class _Data:
+    """The training rows, on the device (resident) or on the host (streamed in chunks)."""
+
+    def __init__(self, X, target, weights, device, dtype, resident, chunk_rows):
+        self.X_host, self.target_host, self.weights_host = X, target, weights
+        self.device, self.dtype, self.resident, self.chunk_rows = device, dtype, resident, chunk_rows
+        self.n_rows = X.shape[0]
+        target_dtype = torch.int64 if target.ndim == 1 else dtype
+        self.target_dtype = target_dtype
+        if resident:
+            self.X = _to_tensor(X, device, dtype)
+            self.target = _to_tensor(target, device, target_dtype)
+            self.weights = None if weights is None else _to_tensor(weights, device, dtype)
+
+    def _slice(self, start, stop):
+        if self.resident:
+            w = None if self.weights is None else self.weights[start:stop]
+            return self.X[start:stop], self.target[start:stop], w
+        w = None if self.weights_host is None else _to_tensor(self.weights_host[start:stop], self.device, self.dtype)
+        return (_to_tensor(self.X_host[start:stop], self.device, self.dtype),
+                _to_tensor(self.target_host[start:stop], self.device, self.target_dtype), w)
+
+    def chunks(self):
+        """``(X_c, target_c, w_c)`` per chunk of rows; ``w_c`` the normalised weights, or None (``1 / n``)."""
+        for start in range(0, self.n_rows, self.chunk_rows):
+            yield self._slice(start, min(start + self.chunk_rows, self.n_rows))
+
+    def rows(self, indices: np.ndarray):
+        """``(X_b, target_b)`` for the rows ``indices`` (one mini-batch)."""
+        if self.resident:
+            index = _to_tensor(np.asarray(indices, dtype=np.int64), self.device)
+            return self.X.index_select(0, index), self.target.index_select(0, index)
+        return (_to_tensor(self.X_host[indices], self.device, self.dtype),
+                _to_tensor(self.target_host[indices], self.device, self.target_dtype))
+
+
+def _logits(Xc, W, b):
+    z = Xc @ W.T
+    return z if b is None else z.add_(b)
+
+
+def _data_pass(chunks, W, b, scale, eps):
+    """``(sum_i w_i CE_i, d/dW, d/db)`` over ``chunks``, with ``w_c`` or, when None, ``scale``."""
+    loss = torch.zeros((), dtype=torch.float64, device=W.device)
+    grad_W = torch.zeros_like(W)
+    grad_b = None if b is None else torch.zeros_like(b)
+    for Xc, tc, wc in chunks:
+        z = _logits(Xc, W, b).requires_grad_(True)
+        with torch.enable_grad():
+            per_sample = _CrossEntropy.apply(z, tc, None, -100, "none", eps)
+            weighted = per_sample * scale if wc is None else per_sample * wc
+            (grad_z,) = torch.autograd.grad(weighted.sum(), z)
+        loss += weighted.detach().sum(dtype=torch.float64)
+        grad_W.addmm_(grad_z.T, Xc)
+        if grad_b is not None:
+            grad_b += grad_z.sum(dim=0)
+    return loss, grad_W, grad_b
+
+
+class _Hessian:
+    """The Hessian of the objective at one point, as an operator (see :class:`._loss.HessianOperator`).
+
+    ``H(v)`` (the Hessian-vector product of the module docstring of :mod:`._loss`) and
+    :meth:`diagonal` run on the device; the factorised preconditioners are the NumPy backend's.
+    """
+
+    def __init__(self, objective, W, b):
+        self._objective, self._W, self._b = objective, W, b
+        self.shape = objective.shape
+        self._cached = None  # (p, w p) of the only chunk, when the data are one resident chunk
+
+    def _weighted_proba(self, Xc, wc):
+        z = _logits(Xc, self._W, self._b)
+        p = softmax(z, 1)
+        return p, p * self._objective.scale if wc is None else p * wc[:, None]
+
+    def _chunks_with_proba(self):
+        data = self._objective.data
+        if data.resident and data.chunk_rows >= data.n_rows:
+            Xc, _, wc = next(data.chunks())
+            if self._cached is None:
+                self._cached = self._weighted_proba(Xc, wc)
+            yield Xc, *self._cached
+            return
+        for Xc, _, wc in data.chunks():
+            yield Xc, *self._weighted_proba(Xc, wc)
+
+    @torch.no_grad()
+    def __call__(self, v) -> np.ndarray:
+        obj = self._objective
+        V, c = obj.split(obj.to_device(v))
+        out_W = torch.zeros_like(V)
+        out_c = None if c is None else torch.zeros_like(c)
+        for Xc, p, wp in self._chunks_with_proba():
+            u = _logits(Xc, V, c)
+            u -= (p * u).sum(dim=1, keepdim=True)
+            u *= wp
+            out_W.addmm_(u.T, Xc)
+            if out_c is not None:
+                out_c += u.sum(dim=0)
+        out = obj.to_host(out_W, out_c)
+        out[:, : obj.n_features] += obj.alpha * np.asarray(v, dtype=np.float64).reshape(self.shape)[:, : obj.n_features]
+        return out.ravel()
+
+    @torch.no_grad()
+    def diagonal(self) -> np.ndarray:
+        """``sum_i w_i p_ik (1 - p_ik) x_ij^2`` (plus ``alpha`` on ``W``), flat."""
+        obj = self._objective
+        diag_W = torch.zeros_like(self._W)
+        diag_b = None if self._b is None else torch.zeros_like(self._b)
+        for Xc, p, wp in self._chunks_with_proba():
+            d = wp * (1.0 - p)
+            diag_W.addmm_(d.T, Xc * Xc)
+            if diag_b is not None:
+                diag_b += d.sum(dim=0)
+        out = obj.to_host(diag_W, diag_b)
+        out[:, : obj.n_features] += obj.alpha
+        return out.ravel()
+
+    def _host_operator(self, *, with_logits: bool) -> _loss.HessianOperator:
+        """The NumPy backend's operator at this point, on the host copy of the data."""
+        obj = self._objective
+        logits = None
+        if with_logits:
+            logits = torch.cat([_logits(Xc, self._W, self._b) for Xc, _, _ in obj.data.chunks()])
+            logits = logits.cpu().numpy()
+        return _loss.HessianOperator(
+            obj.data.X_host, logits, obj.data.weights_host, obj.alpha, obj.fit_intercept, self.shape
+        )
+
+    def preconditioner_cost(self, kind: str) -> float:
+        """The cost of :meth:`preconditioner` in Hessian-vector products (the NumPy backend's estimate)."""
+        if kind == "diagonal":
+            return 0.5
+        host = self._host_operator(with_logits=False)
+        return host.preconditioner_cost(kind) if hasattr(host, "preconditioner_cost") else float("inf")
+
+    @torch.no_grad()
+    def preconditioner(self, kind: str):
+        """A function approximating ``H^-1 r``: "diagonal" (Jacobi) on the device; "block" and "full"
+        are :meth:`._loss.HessianOperator.preconditioner`, built on the host from the logits here."""
+        if kind != "diagonal":
+            return self._host_operator(with_logits=True).preconditioner(kind)
+        diag = self.diagonal()
+        diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
+        return lambda r: np.asarray(r, dtype=np.float64).ravel() / diag
+
+
+class _TorchObjective:
+    """The objective's state on the device and its three callables."""
+
+    def __init__(self, data, *, n_classes, n_features, fit_intercept, alpha, eps, sample_weight):
+        self.data, self.alpha, self.eps = data, float(alpha), eps
+        self.n_classes, self.n_features, self.fit_intercept = n_classes, n_features, fit_intercept
+        self.shape = (n_classes, n_features + int(fit_intercept))
+        self.scale = 1.0 / max(data.n_rows, 1)
+        self.sample_weight = sample_weight
+
+    def to_device(self, x) -> torch.Tensor:
+        coef = np.asarray(x, dtype=np.float64).reshape(self.shape)
+        return torch.from_numpy(coef).to(device=self.data.device, dtype=self.data.dtype)
+
+    def split(self, coef: torch.Tensor):
+        if not self.fit_intercept:
+            return coef, None
+        return coef[:, : self.n_features].contiguous(), coef[:, self.n_features].contiguous()
+
+    def to_host(self, grad_W: torch.Tensor, grad_b: torch.Tensor | None) -> np.ndarray:
+        grad = grad_W if grad_b is None else torch.cat([grad_W, grad_b[:, None]], dim=1)
+        return grad.to(device="cpu", dtype=torch.float64).numpy().copy()
+
+    def _finish(self, x, loss, grad_W, grad_b):
+        """Add the penalty (on the host, in float64) and return ``(f, flat g)``."""
+        coef = np.asarray(x, dtype=np.float64).reshape(self.shape)
+        W = coef[:, : self.n_features]
+        grad = self.to_host(grad_W, grad_b)
+        grad[:, : self.n_features] += self.alpha * W
+        return float(loss) + 0.5 * self.alpha * float(np.vdot(W, W)), grad.ravel()
+
+    @torch.no_grad()
+    def loss_gradient(self, x):
+        W, b = self.split(self.to_device(x))
+        loss, grad_W, grad_b = _data_pass(self.data.chunks(), W, b, self.scale, self.eps)
+        return self._finish(x, loss.item(), grad_W, grad_b)
+
+    @torch.no_grad()
+    def loss_gradient_hessp(self, x):
+        W, b = self.split(self.to_device(x))
+        loss, grad_W, grad_b = _data_pass(self.data.chunks(), W, b, self.scale, self.eps)
+        f, g = self._finish(x, loss.item(), grad_W, grad_b)
+        return f, g, _Hessian(self, W, b)
+
+    @torch.no_grad()
+    def batch_loss_gradient(self, x, indices):
+        W, b = self.split(self.to_device(x))
+        sw = None if self.sample_weight is None else self.sample_weight[indices]
+        if sw is not None and not sw.sum() > 0:  # a batch of zero-weight samples: only the penalty
+            return self._finish(x, 0.0, torch.zeros_like(W), None if b is None else torch.zeros_like(b))
+        Xb, tb = self.data.rows(indices)
+        if sw is None:
+            chunk, scale = (Xb, tb, None), 1.0 / len(indices)
+        else:
+            chunk, scale = (Xb, tb, _to_tensor(sw / sw.sum(dtype=np.float64), self.data.device, self.data.dtype)), None
+        loss, grad_W, grad_b = _data_pass([chunk], W, b, scale, self.eps)
+        return self._finish(x, loss.item(), grad_W, grad_b)
+
+
+def torch_objective(
+    X, target, sample_weight, alpha, *, n_classes, fit_intercept, label_smoothing, dtype, device="auto",
+    memory_budget=None,
+) -> Objective:
+    """The solvers' callables for the objective of :mod:`._loss`, computed with torch on ``device``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    target : ndarray of shape (n_samples,) of class indices, or (n_samples, n_classes) of probabilities
+    sample_weight : ndarray of shape (n_samples,) or None
+        Non-negative weights :math:`s_i` with a positive sum; ``None`` means all ones.
+    alpha : float
+        L2 penalty on ``W``.
+    n_classes : int
+    fit_intercept : bool
+    label_smoothing : float
+    dtype : numpy.float32 or numpy.float64
+        Precision of the device computation (the host side is float64).
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None, default "auto"
+        See :func:`resolve_device`.
+    memory_budget : int, optional
+        Private: bytes the data and one pass may take on the device; default 80 % of its free
+        memory (unlimited on the CPU), or ``_MEMORY_BUDGET_BYTES`` when set.
+
+    Returns
+    -------
+    Objective
+        ``loss_gradient``, ``loss_gradient_hessp`` and ``batch_loss_gradient`` on flat float64
+        vectors.
+    """
+    resolved = resolve_device(device)
+    np_dtype = np.dtype(dtype)
+    if np_dtype not in _TORCH_DTYPES:
+        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
+    if resolved.type == "mps" and np_dtype == np.float64:
+        raise ValueError("dtype must be numpy.float32 on an MPS device (it has no float64), got float64")
+    torch_dtype = _TORCH_DTYPES[np_dtype]
+    X = np.ascontiguousarray(X, dtype=np_dtype)
+    n_samples, n_features = X.shape
+    target = np.asarray(target)
+    target = target.astype(np.int64) if target.ndim == 1 else np.ascontiguousarray(target, dtype=np_dtype)
+    weights = None  # normalised, w_i = s_i / sum_j s_j
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        total = sample_weight.sum()
+        if not total > 0:
+            raise ValueError(f"sample_weight must have a positive sum, got {total}")
+        weights = (sample_weight / total).astype(np_dtype)
+    budget = memory_budget if memory_budget is not None else _MEMORY_BUDGET_BYTES
+    if budget is None:
+        budget = _free_memory(resolved)
+    itemsize = np_dtype.itemsize
+    row_data = n_features * itemsize + target[:1].nbytes + (0 if weights is None else itemsize)
+    row_work = _WORK_PER_LOGIT * n_classes * itemsize
+    resident, chunk_rows = _layout(n_samples, row_data, row_work, budget)
+    data = _Data(X, target, weights, resolved, torch_dtype, resident, chunk_rows)
+    state = _TorchObjective(
+        data, n_classes=n_classes, n_features=n_features, fit_intercept=bool(fit_intercept), alpha=alpha,
+        eps=float(label_smoothing), sample_weight=sample_weight,
+    )
+    return Objective(state.loss_gradient, state.loss_gradient_hessp, state.batch_loss_gradient)
