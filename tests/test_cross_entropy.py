@@ -577,3 +577,24 @@ def test_nan_rows_with_infinities_raise_no_warning():
     assert np.all(np.isnan(losses[:2])) and np.isfinite(losses[2])
     assert np.all(np.isnan(grad[:2])) and np.all(np.isfinite(grad[2]))
     assert np.all(np.isnan(probability_losses[:2])) and np.isfinite(probability_losses[2])
+
+
+def test_plus_inf_logits_have_finite_gradients():
+    x = np.array([[np.inf, 0.0, np.inf], [1.0, 2.0, 3.0]])
+    target = np.array([0, 1])
+    grad = sk.cross_entropy_backward(x, target, reduction="sum")
+    assert np.all(np.isfinite(grad))
+    assert_close(grad[0], np.array([-0.5, 0.0, 0.5]), rtol=1e-15)  # softmax minus one-hot
+
+
+def test_zero_class_weight_on_minus_inf_logit_contributes_nothing_with_smoothing():
+    """The smoothing term sums w_c log p_c over all classes: a -inf logit of weight 0 adds 0, not NaN."""
+    x = np.array([[1.0, -np.inf, 2.0], [0.0, 0.5, -0.5]])
+    target = np.array([2, 0])
+    weight = np.array([1.0, 0.0, 2.0])
+    losses = sk.cross_entropy(x, target, weight=weight, label_smoothing=0.1, reduction="none")
+    assert np.all(np.isfinite(losses))
+    # the formula with the -inf replaced by a finite -1e300: weight 0 times a huge log-probability is 0
+    assert_close(losses, cross_entropy_ref(np.where(np.isinf(x), -1e300, x), target, weight=weight,
+                                           label_smoothing=0.1, reduction="none"), rtol=1e-14)
+    assert np.all(np.isfinite(sk.cross_entropy_backward(x, target, weight=weight, label_smoothing=0.1)))

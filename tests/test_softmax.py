@@ -334,3 +334,16 @@ def test_extreme_finite_logits_and_nan_rows_raise_no_warning():
     assert_close(log_p[:1], F.log_softmax(torch.from_numpy(x[:1]), dim=-1).numpy(), dtype=np.float32)
     assert_close(p[:1], np.array([[1.0, 0.0, 0.0]], dtype=np.float32), rtol=0)
     assert np.all(np.isnan(p[1:])) and np.all(np.isnan(log_p[1:])) and np.all(np.isnan(lse[1:]))
+
+
+def test_plus_inf_rows_have_finite_gradients():
+    x = np.array([[np.inf, 0.0, np.inf], [0.5, -0.5, 2.0]])
+    g = np.array([[1.0, 2.0, -1.0], [0.5, 0.5, 0.5]])
+    p, log_p = sk.softmax(x), sk.log_softmax(x)
+    assert_close(log_p[0], np.array([-np.log(2), -np.inf, -np.log(2)]), rtol=1e-15)
+    softmax_grad = sk.softmax_backward(g, p)
+    log_softmax_grad = sk.log_softmax_backward(g, log_p)
+    assert np.all(np.isfinite(softmax_grad)) and np.all(np.isfinite(log_softmax_grad))
+    # p = (1/2, 0, 1/2): p_i (g_i - sum_j g_j p_j)
+    assert_close(softmax_grad[0], np.array([0.5 * (1.0 - 0.0), 0.0, 0.5 * (-1.0 - 0.0)]), rtol=1e-15)
+    assert_close(log_softmax_grad[0], g[0] - np.array([0.5, 0.0, 0.5]) * g[0].sum(), rtol=1e-15)
