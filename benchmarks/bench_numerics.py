@@ -26,6 +26,7 @@ softmaxkit's (relative 1e-4 in float32), so the timed code is known to compute t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -162,7 +163,11 @@ def main(argv=None) -> int:
     env = environment()
     env["torch_threads"] = torch.get_num_threads()
     rows = run(shapes, args.operations, repeats=repeats, warmup=args.warmup)
+    env["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     notes = [
+        f"1-minute load average at the end: {env['load_average_1m_end']} (2 logical CPUs shared with other work)",
+        "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: as in the environment line (None = not set, nothing was unset); "
+        "none of these kernels calls BLAS",
         f"float32 logits ~ N(0, 1); index targets; cross-entropy is the mean with its gradient; "
         f"{args.warmup} warm-up round(s), then {repeats} interleaved rounds; median, min and max wall time",
         f"torch CPU uses {env['torch_threads']} intra-op threads; NumPy and SciPy run these element-wise kernels on one thread",
