@@ -1,4 +1,4 @@
-"""scikit-learn's estimator checks for SoftmaxRegression (default solver and "sgd")."""
+"""scikit-learn's estimator checks for SoftmaxRegression (default solver, "sgd" and "newton-cg")."""
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -18,7 +18,7 @@ def _expected_failures(estimator):
 
 
 @parametrize_with_checks(
-    [SoftmaxRegression(), SoftmaxRegression(solver="sgd", random_state=0)],
+    [SoftmaxRegression(), SoftmaxRegression(solver="sgd", random_state=0), SoftmaxRegression(solver="newton-cg")],
     expected_failed_checks=_expected_failures,
 )
 def test_sklearn_estimator_checks(estimator, check):

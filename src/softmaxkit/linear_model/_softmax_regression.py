@@ -46,16 +46,24 @@ def _numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercep
         f, g, H = _loss.loss_gradient_hessp(as_coef(x), X, target, sample_weight, alpha, **options)
         return f, g.ravel(), H
 
+    mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
+
     def batch_loss_gradient(x, indices):
+        """The unbiased estimate ``sum_{i in B} s_i CE_i / (|B| mean(s)) + penalty`` of the objective."""
         coef = as_coef(x)
-        sw = None if sample_weight is None else sample_weight[indices]
-        if sw is not None and not sw.sum() > 0:  # a batch of zero-weight samples: only the penalty
-            W = coef[:, : X.shape[1]]
-            g = np.zeros_like(coef)
-            g[:, : X.shape[1]] = alpha * W
-            return 0.5 * alpha * float(np.vdot(W, W)), g.ravel()
+        if sample_weight is None:
+            f, g = _loss.loss_gradient(coef, X[indices], target[indices], None, alpha, **options)
+            return f, g.ravel()
+        sw = sample_weight[indices]
+        W = coef[:, : X.shape[1]]
+        penalty = 0.5 * alpha * float(np.vdot(W, W))
+        penalty_grad = np.zeros_like(coef)
+        penalty_grad[:, : X.shape[1]] = alpha * W
+        ratio = float(sw.sum(dtype=np.float64)) / (len(indices) * mean_weight)
+        if not ratio > 0:  # a batch of zero-weight samples: only the penalty
+            return penalty, penalty_grad.ravel()
         f, g = _loss.loss_gradient(coef, X[indices], target[indices], sw, alpha, **options)
-        return f, g.ravel()
+        return ratio * (f - penalty) + penalty, (ratio * (g - penalty_grad) + penalty_grad).ravel()
 
     return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient)
 
