@@ -4,9 +4,13 @@
 2. the cross-entropy of a one-hot target, and its gradient: softmax minus one-hot;
 3. a check of that gradient by finite differences;
 4. a softmax-regression model (a linear layer trained with cross-entropy) in NumPy,
-   by plain gradient descent on scikit-learn's handwritten digits.
+   by plain gradient descent on scikit-learn's handwritten digits;
+5. the lesson's PyTorch model: one sample of class 0, a linear layer trained with
+   ``softmaxkit.torch.CrossEntropyLoss`` and SGD on the best available device ("auto");
+6. the same estimator, ``SoftmaxRegression``, with the NumPy and the torch backends.
 
-Run it with ``python examples/softmax_lesson.py``.
+Run it with ``python examples/softmax_lesson.py``. Parts 5 and 6 need PyTorch (the ``torch``
+extra) and are skipped, with a note, without it.
 """
 
 import numpy as np
@@ -70,6 +74,49 @@ def numpy_softmax_regression(*, epochs: int = 200, learning_rate: float = 0.5, s
     print(f"NumPy softmax regression on the digits: test accuracy {accuracy:.3f}")
 
 
+def torch_part(*, epochs: int = 100, learning_rate: float = 0.1, seed: int = 0) -> None:
+    """The lesson's PyTorch loop: the seed is set before the model exists, so every run prints the same."""
+    import torch
+
+    from softmaxkit.torch import CrossEntropyLoss, SoftmaxRegressionModule, resolve_device
+
+    device = resolve_device("auto")  # CUDA if available, else MPS, else the CPU
+    print("device:", device.type)
+    x = torch.tensor([[2.0, 1.0, 0.1]], device=device)  # one sample ...
+    y = torch.tensor([0], device=device)  # ... of class 0
+    torch.manual_seed(seed)
+    model = SoftmaxRegressionModule(n_features=3, n_classes=3).to(device)
+    loss_fn = CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    for epoch in range(1, epochs + 1):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if epoch % 10 == 0:
+            print(f"epoch {epoch:3d}  loss {loss.item():.6f}")
+    probabilities = model.predict_proba(x)[0].cpu().numpy()
+    print("final probabilities =", np.round(probabilities, 4))
+    print("predicted class =", int(model.predict(x)[0]))
+
+
+def estimator_part() -> None:
+    """``SoftmaxRegression`` on the digits with both backends: the same optimum, NumPy arrays after fit."""
+    from softmaxkit.linear_model import SoftmaxRegression
+
+    digits = load_digits()
+    X, y = digits.data / 16.0, digits.target
+    X_train, y_train, X_test, y_test = X[:1400], y[:1400], X[1400:], y[1400:]
+    options = {"alpha": 1e-3, "solver": "newton-cg", "tol": 1e-6}
+    numpy_model = SoftmaxRegression(**options).fit(X_train, y_train)
+    torch_model = SoftmaxRegression(**options, backend="torch", device="auto").fit(X_train, y_train)
+    for name, model in (("numpy", numpy_model), ("torch", torch_model)):
+        print(f"backend={name:5s}  test accuracy {model.score(X_test, y_test):.3f}  "
+              f"coef_ is a {type(model.coef_).__module__}.{type(model.coef_).__name__}")
+    agree = np.mean(numpy_model.predict(X_test) == torch_model.predict(X_test))
+    print(f"the two backends agree on {100 * agree:.1f}% of the test digits")
+
+
 if __name__ == "__main__":
     np.set_printoptions(precision=8)
     print("== The lesson in NumPy ==")
@@ -77,3 +124,14 @@ if __name__ == "__main__":
     print()
     print("== Softmax regression in NumPy ==")
     numpy_softmax_regression()
+    print()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("(PyTorch is not installed: pip install 'softmaxkit[torch]' for the PyTorch part)")
+    else:
+        print("== The lesson in PyTorch ==")
+        torch_part()
+        print()
+        print("== SoftmaxRegression, NumPy and torch backends ==")
+        estimator_part()

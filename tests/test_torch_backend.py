@@ -23,6 +23,8 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from softmaxkit.linear_model import SoftmaxRegression, _loss  # noqa: E402
 from softmaxkit.linear_model import _torch_backend as tb  # noqa: E402
 from softmaxkit.linear_model._softmax_regression import _numpy_objective  # noqa: E402
+from softmaxkit.torch import resolve_device  # noqa: E402
+from softmaxkit.torch._device import _mps_available  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 
@@ -71,10 +73,10 @@ def _pair(rng, case, *, device="cpu", dtype=np.float64, memory_budget=None, k=4)
 
 
 def test_auto_picks_the_best_available_device():
-    expected = "cuda" if CUDA else ("mps" if tb._mps_available() else "cpu")
-    assert tb.resolve_device("auto").type == expected
-    assert tb.resolve_device(None).type == expected
-    assert tb.resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if CUDA else ("mps" if _mps_available() else "cpu")
+    assert resolve_device("auto").type == expected
+    assert resolve_device(None).type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.skipif(CUDA, reason="checks the error on a machine without CUDA")
@@ -82,22 +84,22 @@ def test_auto_picks_the_best_available_device():
 def test_cuda_without_cuda_is_a_clear_error(device):
     message = rf"device must be available on this machine, got '{device}' \(PyTorch sees no CUDA device\)"
     with pytest.raises(ValueError, match=message):
-        tb.resolve_device(device)
+        resolve_device(device)
     X, y, _ = _problem(np.random.default_rng(0))
     with pytest.raises(ValueError, match=message):
         SoftmaxRegression(backend="torch", device=device).fit(X, y)
 
 
-@pytest.mark.skipif(tb._mps_available(), reason="checks the error on a machine without MPS")
+@pytest.mark.skipif(_mps_available(), reason="checks the error on a machine without MPS")
 def test_mps_without_mps_is_a_clear_error():
     with pytest.raises(ValueError, match=r"got 'mps' \(PyTorch sees no MPS device\)"):
-        tb.resolve_device("mps")
+        resolve_device("mps")
 
 
 @pytest.mark.parametrize("device", ["gpu", "CUDA", "cuda:x", "tpu", "", 0])
 def test_unknown_device_names(device):
     with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got"):
-        tb.resolve_device(device)
+        resolve_device(device)
 
 
 def test_device_parameter_validation():
@@ -431,4 +433,4 @@ def test_cuda_fit_reaches_the_numpy_optimum_and_repeats(datasets_dir):
 @pytest.mark.cuda
 def test_cuda_device_index_out_of_range():
     with pytest.raises(ValueError, match=r"got 'cuda:99' \(PyTorch sees \d+ CUDA device\(s\)\)"):
-        tb.resolve_device("cuda:99")
+        resolve_device("cuda:99")

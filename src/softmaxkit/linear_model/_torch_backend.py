@@ -33,7 +33,6 @@ results agree to rounding only (float64: within about 1e-12 relative per evaluat
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
@@ -41,9 +40,10 @@ import torch
 
 from softmaxkit.linear_model import _loss
 from softmaxkit.linear_model._softmax_regression import Objective
+from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._ops import _CrossEntropy, softmax
 
-__all__ = ["resolve_device", "torch_objective"]
+__all__ = ["torch_objective"]
 
 # Private: the device memory budget in bytes (None: the device's own). Tests set it, or pass
 # ``memory_budget`` to :func:`torch_objective`, to force the streaming path on the CPU.
@@ -54,61 +54,7 @@ _FREE_MEMORY_FRACTION = 0.8
 _WORK_PER_LOGIT = 4
 _MIN_RESIDENT_CHUNK = 4096
 
-_DEVICE_PATTERN = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-
-
-def resolve_device(device="auto") -> torch.device:
-    """The torch device for ``device``: "auto" is CUDA when available, then MPS, then the CPU.
-
-    Parameters
-    ----------
-    device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None
-        ``None`` means "auto".
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ValueError
-        An unknown name, or a device this machine does not have.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if device is None:
-        device = "auto"
-    if not (isinstance(device, str) and _DEVICE_PATTERN.fullmatch(device)):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device must be available on this machine, got {device!r} (PyTorch sees no CUDA device)")
-        index = torch.cuda.current_device() if resolved.index is None else resolved.index
-        if index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device must be available on this machine, got {device!r} "
-                f"(PyTorch sees {torch.cuda.device_count()} CUDA device(s))"
-            )
-        return torch.device("cuda", index)
-    if resolved.type == "mps" and not _mps_available():
-        raise ValueError(f"device must be available on this machine, got {device!r} (PyTorch sees no MPS device)")
-    return resolved
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -297,6 +243,7 @@ class _TorchObjective:
         self.shape = (n_classes, n_features + int(fit_intercept))
         self.scale = 1.0 / max(data.n_rows, 1)
         self.sample_weight = sample_weight
+        self.mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
 
     def to_device(self, x) -> torch.Tensor:
         coef = np.asarray(x, dtype=np.float64).reshape(self.shape)
@@ -334,6 +281,7 @@ class _TorchObjective:
 
     @torch.no_grad()
     def batch_loss_gradient(self, x, indices):
+        """``sum_{i in B} s_i CE_i / (|B| mean(s)) + penalty``: the NumPy backend's unbiased batch estimate."""
         W, b = self.split(self.to_device(x))
         sw = None if self.sample_weight is None else self.sample_weight[indices]
         if sw is not None and not sw.sum() > 0:  # a batch of zero-weight samples: only the penalty
@@ -342,7 +290,8 @@ class _TorchObjective:
         if sw is None:
             chunk, scale = (Xb, tb, None), 1.0 / len(indices)
         else:
-            chunk, scale = (Xb, tb, _to_tensor(sw / sw.sum(dtype=np.float64), self.data.device, self.data.dtype)), None
+            wb = sw / (len(indices) * self.mean_weight)
+            chunk, scale = (Xb, tb, _to_tensor(wb, self.data.device, self.data.dtype)), None
         loss, grad_W, grad_b = _data_pass([chunk], W, b, scale, self.eps)
         return self._finish(x, loss.item(), grad_W, grad_b)
 
@@ -367,7 +316,7 @@ def torch_objective(
     dtype : numpy.float32 or numpy.float64
         Precision of the device computation (the host side is float64).
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None, default "auto"
-        See :func:`resolve_device`.
+        See :func:`softmaxkit.torch.resolve_device`.
     memory_budget : int, optional
         Private: bytes the data and one pass may take on the device; default 80 % of its free
         memory (unlimited on the CPU), or ``_MEMORY_BUDGET_BYTES`` when set.

@@ -3,7 +3,8 @@
 Functions (autograd ops, lean backward passes): :func:`softmax`, :func:`log_softmax`,
 :func:`logsumexp`, :func:`cross_entropy`, :func:`nll_loss`. Modules (one-line shells):
 :class:`Softmax`, :class:`LogSoftmax`, :class:`CrossEntropyLoss`, :class:`NLLLoss`, and the
-lesson's model :class:`SoftmaxRegressionModule`.
+lesson's model :class:`SoftmaxRegressionModule`. :func:`resolve_device` turns "auto" into CUDA,
+else MPS, else the CPU.
 """
 
 try:
@@ -14,6 +15,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 from softmaxkit.torch._ops import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
 from softmaxkit.torch._modules import CrossEntropyLoss, LogSoftmax, NLLLoss, Softmax
 from softmaxkit.torch._model import SoftmaxRegressionModule
+from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy, linear_logsumexp
 
 __all__ = [
