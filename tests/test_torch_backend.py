@@ -96,6 +96,12 @@ def test_mps_without_mps_is_a_clear_error():
         resolve_device("mps")
 
 
+def test_default_dtype_and_free_memory_on_the_cpu():
+    assert tb.default_dtype("cpu") == np.float64
+    assert tb.default_dtype("auto") == (np.float32 if CUDA or _mps_available() else np.float64)
+    assert tb._free_memory(torch.device("cpu")) is None  # in place on the host: no budget
+
+
 @pytest.mark.parametrize("device", ["gpu", "CUDA", "cuda:x", "tpu", "", 0])
 def test_unknown_device_names(device):
     with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got"):

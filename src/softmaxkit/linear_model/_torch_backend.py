@@ -43,18 +43,29 @@ from softmaxkit.linear_model._softmax_regression import Objective
 from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._ops import _CrossEntropy, softmax
 
-__all__ = ["torch_objective"]
+__all__ = ["default_dtype", "torch_objective"]
 
 # Private: the device memory budget in bytes (None: the device's own). Tests set it, or pass
 # ``memory_budget`` to :func:`torch_objective`, to force the streaming path on the CPU.
 _MEMORY_BUDGET_BYTES: int | None = None
 _FREE_MEMORY_FRACTION = 0.8
-# n x C temporaries alive per row in one pass: logits, their gradient, the cross-entropy's
-# scratch, and the probabilities kept for Hessian-vector products.
-_WORK_PER_LOGIT = 4
+# n x C temporaries alive per row: logits, their gradient and the cross-entropy's scratch in one
+# pass, while the previous point's Hessian operator keeps its probabilities (two), plus slack.
+_WORK_PER_LOGIT = 6
 _MIN_RESIDENT_CHUNK = 4096
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+def default_dtype(device) -> np.dtype:
+    """float32 on a GPU (CUDA or MPS), float64 on the CPU: the precision ``device`` computes in by default.
+
+    Examples
+    --------
+    >>> default_dtype("cpu")
+    dtype('float64')
+    """
+    return np.dtype(np.float64 if resolve_device(device).type == "cpu" else np.float32)
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -316,7 +327,8 @@ def torch_objective(
     dtype : numpy.float32 or numpy.float64
         Precision of the device computation (the host side is float64).
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None, default "auto"
-        See :func:`softmaxkit.torch.resolve_device`.
+        See :func:`softmaxkit.torch.resolve_device`; "auto" (or None) skips MPS for float64, which
+        MPS does not have.
     memory_budget : int, optional
         Private: bytes the data and one pass may take on the device; default 80 % of its free
         memory (unlimited on the CPU), or ``_MEMORY_BUDGET_BYTES`` when set.
@@ -327,12 +339,15 @@ def torch_objective(
         ``loss_gradient``, ``loss_gradient_hessp`` and ``batch_loss_gradient`` on flat float64
         vectors.
     """
-    resolved = resolve_device(device)
     np_dtype = np.dtype(dtype)
     if np_dtype not in _TORCH_DTYPES:
         raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
+    resolved = resolve_device(device)
     if resolved.type == "mps" and np_dtype == np.float64:
-        raise ValueError("dtype must be numpy.float32 on an MPS device (it has no float64), got float64")
+        if device in (None, "auto"):  # "auto" picks the best device that computes in the dtype asked for
+            resolved = torch.device("cpu")
+        else:
+            raise ValueError("dtype must be numpy.float32 on an MPS device (it has no float64), got float64")
     torch_dtype = _TORCH_DTYPES[np_dtype]
     X = np.ascontiguousarray(X, dtype=np_dtype)
     n_samples, n_features = X.shape
