@@ -232,7 +232,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic-repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for every method (default 1)")
-    parser.add_argument("--solvers", default="newton-cg,lbfgs")
+    parser.add_argument("--solvers", default="newton-cg", help="ours to time, e.g. newton-cg,lbfgs")
     parser.add_argument("--quick", action="store_true", help="pendigits, C=1, one repeat (a smoke run)")
     args = parser.parse_args(argv)
     if args.quick:

@@ -257,7 +257,9 @@ class HessianOperator:
         return solve
 
 
-    def full_preconditioner(self, *, max_samples: int | None = None, seed: int = 0, chunk_elements: int = 2**22):
+    def full_preconditioner(
+        self, *, max_samples: int | None = None, seed: int = 0, chunk_elements: int = 2**22, low_precision=False
+    ):
         r"""The exact inverse of the Hessian at this point, as a function (a Cholesky solve).
 
         The Hessian :math:`\sum_i w_i (\mathrm{diag}(p_i) - p_i p_i^\top) \otimes \tilde x_i
@@ -265,10 +267,11 @@ class HessianOperator:
         ``n_samples * n_params**2 / 2`` operations, with ``n_params = n_classes * (n_features + 1)``),
         from at most ``max_samples`` rows. The intercept direction that leaves the loss unchanged
         (all intercepts shifted together) gets a tiny ridge. Used to precondition CG near the
-        optimum, where the Hessian changes little between Newton iterations.
+        optimum, where the Hessian changes little between Newton iterations. ``low_precision``
+        accumulates the (dominant) ``p p^T`` part in float32, about twice as fast.
         """
         import scipy.linalg
-        from scipy.linalg.blas import dsyrk
+        from scipy.linalg.blas import dsyrk, ssyrk
 
         p, wp = self._weighted_proba()
         X = self._X
@@ -282,6 +285,8 @@ class HessianOperator:
         size = n_features + int(self._fit_intercept)
         n_params = n_classes * size
         hessian = np.zeros((n_params, n_params), order="F")
+        outer = np.zeros((n_params, n_params), order="F", dtype=np.float32 if low_precision else np.float64)
+        syrk = ssyrk if low_precision else dsyrk
         chunk = max(1, chunk_elements // n_params)
         index = np.arange(n_samples) if rows is None else rows
         for start in range(0, len(index), chunk):
@@ -296,8 +301,9 @@ class HessianOperator:
             # - p p^T part: Q^T Q with Q_i = sqrt(w_i) p_i (x) x_i, via a symmetric rank-k update
             wc = np.full(len(sel), 1.0 / n_samples) if self._w is None else self._w[sel].astype(np.float64)
             root_w = np.sqrt(wc * scale)[:, None]
-            Q = ((root_w * pc)[:, :, None] * Xc[:, None, :]).reshape(len(sel), n_params)
-            hessian = dsyrk(-1.0, Q.T, beta=1.0, c=hessian, trans=0, lower=0, overwrite_c=1)
+            Q = ((root_w * pc)[:, :, None] * Xc[:, None, :]).reshape(len(sel), n_params).astype(outer.dtype)
+            outer = syrk(1.0, Q.T, beta=1.0, c=outer, trans=0, lower=0, overwrite_c=1)
+        hessian -= outer  # upper triangles (the Cholesky factorisation reads only those)
         diagonal = np.arange(n_params)
         ridge = np.full(size, self._alpha)
         if self._fit_intercept:

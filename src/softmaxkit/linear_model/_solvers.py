@@ -113,7 +113,7 @@ def minimize_newton_cg(
     ``min(0.5, sqrt(|g|)) * |g|``, which gives superlinear convergence near the optimum.
     Preconditioning: ``H.preconditioner("diagonal")`` (Jacobi, rebuilt each iteration) while CG
     converges quickly; once a CG run needs more than 8 iterations (and ``H.preconditioner_cost``,
-    in Hessian-vector products, is at most 3 times that count), ``H.preconditioner("full")``
+    in Hessian-vector products, is at most 6 times that count), ``H.preconditioner("full")``
     (a factorisation of the Hessian at that point) is built and reused at the following
     iterations, and rebuilt whenever CG needs more than 8 iterations again.
     The line search tries the full step first (accepted almost always near the optimum) and halves
@@ -133,7 +133,7 @@ def minimize_newton_cg(
             break
         g_norm = float(np.linalg.norm(g))
         if cg_used > refresh and (
-            not hasattr(H, "preconditioner_cost") or H.preconditioner_cost(strong) <= 3 * cg_used
+            not hasattr(H, "preconditioner_cost") or H.preconditioner_cost(strong) <= 6 * cg_used
         ):  # CG struggled and a factorisation is worth it: build the strong preconditioner here and keep it
             precondition, lagged = H.preconditioner(strong), True
         elif not lagged:
