@@ -7,6 +7,7 @@ fitted models on the shared real datasets, and the objective of ``_loss.loss`` i
 
 from __future__ import annotations
 
+import functools
 import gzip
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch (the torch extra)")
 
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from softmaxkit.linear_model import SoftmaxRegression, _loss  # noqa: E402
 from softmaxkit.linear_model import _torch_backend as tb  # noqa: E402
@@ -31,10 +33,11 @@ CUDA = torch.cuda.is_available()
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """One intra-op thread: small tensors, and the suite runs beside others (pytest -n, shared cores)."""
+    """One torch and one BLAS thread: small problems, and the suite runs beside others (pytest -n)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(threads)
 
 
@@ -239,6 +242,7 @@ def test_streaming_fit_gives_the_resident_model(solver, monkeypatch):
 # ------------------------------------------------------------------------- the estimator
 
 
+@functools.cache
 def _read_dataset(datasets_dir, name):
     """``(X_train, y_train, X_test, y_test)``, features standardised on the training rows."""
     folder = datasets_dir / name
@@ -272,10 +276,17 @@ def _objective_value(model, X, y):
     return _loss.loss(coef, X, codes, None, model.alpha)
 
 
+@functools.cache
+def _reference_fit(datasets_dir, name):
+    """The NumPy backend's tight Newton-CG optimum (once per dataset)."""
+    X, y, _, _ = _read_dataset(datasets_dir, name)
+    return SoftmaxRegression(solver="newton-cg", alpha=1e-3, tol=1e-7).fit(X, y)
+
+
 def _same_optimum(datasets_dir, name, solver):
     """The torch backend's fit against the NumPy backend's tight Newton-CG optimum."""
     X, y, X_test, _ = _read_dataset(datasets_dir, name)
-    reference = SoftmaxRegression(solver="newton-cg", alpha=1e-3, tol=1e-7).fit(X, y)
+    reference = _reference_fit(datasets_dir, name)
     model = SoftmaxRegression(solver=solver, alpha=1e-3, tol=1e-6, max_iter=1000, backend="torch", device="cpu")
     model.fit(X, y)
     assert isinstance(model.coef_, np.ndarray) and model.coef_.dtype == np.float64
