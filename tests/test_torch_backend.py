@@ -440,7 +440,8 @@ def test_cuda_fit_reaches_the_numpy_optimum_and_repeats(datasets_dir):
     assert np.mean(model.predict(X_test) == reference.predict(X_test)) >= 0.999
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        runs = [SoftmaxRegression(**params, solver="sgd", random_state=0, max_iter=3).fit(X, y) for _ in range(2)]
+        runs = [SoftmaxRegression(**{**params, "solver": "sgd", "random_state": 0, "max_iter": 3}).fit(X, y)
+                for _ in range(2)]
     assert np.array_equal(runs[0].coef_, runs[1].coef_)  # same GPU, same software: bit for bit
     single = SoftmaxRegression(**{**params, "tol": 1e-4}, dtype=np.float32).fit(X, y)
     assert single.coef_.dtype == np.float32

@@ -12,7 +12,11 @@ with :func:`softmaxkit.torch.cross_entropy`'s autograd op for the cross-entropy 
 with respect to the logits, and two matrix products on the device for the chain rule through the
 linear map. The solvers stay on the host (SciPy's L-BFGS, the package's Newton-CG and mini-batch
 loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and the gradient cross
-between host and device at each evaluation.
+between host and device at each evaluation. Hessian-vector products and the Hessian's diagonal
+run on the device; Newton-CG's factorised preconditioners ("block", "full") are the NumPy
+backend's, built on the host from the logits computed on the device. ``batch_loss_gradient`` is
+the NumPy backend's unbiased mini-batch estimate ``sum_{i in B} s_i CE_i / (|B| mean(s))`` plus
+the penalty.
 
 Where the data lives. The data go to the device once, when they fit in the memory budget: 80 % of
 the device's free memory (CUDA: free plus cached by PyTorch's allocator; MPS: the recommended
