@@ -63,7 +63,7 @@ def test_log_softmax_matches_torch(shape, axis):
     assert_close(value, log_softmax_ref(x, axis=axis), what="value vs formula")
 
 
-@pytest.mark.parametrize("keepdims", [False, True], ids=["", "keepdims"])
+@pytest.mark.parametrize("keepdims", [False, True], ids=["dropdims", "keepdims"])
 @pytest.mark.parametrize("shape,axis", LSE_CASES, ids=[f"{s}-axis{a}".replace(" ", "") for s, a in LSE_CASES])
 def test_logsumexp_matches_torch(shape, axis, keepdims):
     x = _x("logsumexp", shape, axis, shape=SHAPES[shape])
