@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch (the torch extra)")
 
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from softmaxkit.linear_model import SoftmaxRegression, _loss  # noqa: E402
@@ -400,6 +401,11 @@ def test_fitted_model_needs_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@parametrize_with_checks([SoftmaxRegression(backend="torch", device="cpu")])
+def test_sklearn_estimator_checks_with_the_torch_backend(estimator, check):
+    check(estimator)
 
 
 # ------------------------------------------------------------------------- CUDA (skipped without a GPU)
