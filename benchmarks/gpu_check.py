@@ -83,11 +83,11 @@ def methods(alpha: float, tol: float, max_iter: int, n_train: int):
         ("softmaxkit torch lbfgs float32", "cuda", ours("lbfgs", "torch", "cuda", np.float32)),
         ("softmaxkit torch lbfgs float64", "cuda", ours("lbfgs", "torch", "cuda")),
         ("softmaxkit torch newton-cg float64", "cuda", ours("newton-cg", "torch", "cuda")),
-        ("softmaxkit numpy newton-cg float64", "cpu", ours("newton-cg")),
-        ("softmaxkit numpy lbfgs float64", "cpu", ours("lbfgs")),
-        ("softmaxkit torch lbfgs float64", "cpu", ours("lbfgs", "torch", "cpu")),
         ("sklearn LogisticRegression(lbfgs)", "cpu",
          lambda: LogisticRegression(C=1.0 / (alpha * n_train), tol=tol, max_iter=max_iter)),
+        ("softmaxkit numpy lbfgs float64", "cpu", ours("lbfgs")),
+        ("softmaxkit numpy newton-cg float64", "cpu", ours("newton-cg")),
+        ("softmaxkit torch lbfgs float64", "cpu", ours("lbfgs", "torch", "cpu")),
     ]
 
 
