@@ -162,7 +162,7 @@ class HessianOperator:
     the dtype of ``X_products`` (by default ``X`` itself).
     """
 
-    def __init__(self, X, logits, weights, alpha, fit_intercept, coef_shape, X_products=None):
+    def __init__(self, X, logits, weights, alpha, fit_intercept, coef_shape, X_products=None, X_squared=None):
         self._X = X
         self._Xp = X if X_products is None else X_products
         self._proba_products = None
@@ -172,7 +172,7 @@ class HessianOperator:
         self._fit_intercept = fit_intercept
         self.shape = coef_shape
         self._proba = None
-        self._X_squared = None
+        self._X_squared = X_squared
 
     def _weighted_proba(self):
         """``p_i`` and ``w_i p_i`` (the probabilities times the normalised sample weights)."""
@@ -353,7 +353,8 @@ class HessianOperator:
 
 
 def loss_gradient_hessp(
-    coef, X, target, sample_weight=None, alpha=0.0, *, fit_intercept=True, label_smoothing=0.0, X_products=None
+    coef, X, target, sample_weight=None, alpha=0.0, *, fit_intercept=True, label_smoothing=0.0, X_products=None,
+    X_squared=None,
 ) -> tuple[float, np.ndarray, HessianOperator]:
     """``(loss, gradient, hessp)``: :func:`loss_gradient` plus the Hessian operator at ``coef``.
 
@@ -361,7 +362,8 @@ def loss_gradient_hessp(
     in the module docstring); it reuses the logits of this pass, so each product costs two
     matrix products. ``X_products``, optional, is ``X`` in the precision the products should use
     (a float32 copy halves their cost where an approximate product suffices, as in Newton-CG);
-    the loss and gradient always use ``X``.
+    the loss and gradient always use ``X``. ``X_squared``, optional, is ``X ** 2``, which the
+    Hessian's diagonal needs (pass it to reuse it across calls).
 
     Examples
     --------
@@ -376,4 +378,4 @@ def loss_gradient_hessp(
     """
     value, grad_z, z, w, W = _forward(coef, X, target, sample_weight, alpha, fit_intercept, label_smoothing)
     grad = _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
-    return value, grad, HessianOperator(X, z, w, alpha, fit_intercept, coef.shape, X_products)
+    return value, grad, HessianOperator(X, z, w, alpha, fit_intercept, coef.shape, X_products, X_squared)

@@ -42,8 +42,13 @@ def _numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercep
         f, g = _loss.loss_gradient(as_coef(x), X, target, sample_weight, alpha, **options)
         return f, g.ravel()
 
+    squared = []  # X ** 2 for the Hessian's diagonal, computed once per fit
+
     def loss_gradient_hessp(x):
-        f, g, H = _loss.loss_gradient_hessp(as_coef(x), X, target, sample_weight, alpha, **options)
+        if not squared:
+            squared.append(np.square(X))
+        f, g, H = _loss.loss_gradient_hessp(as_coef(x), X, target, sample_weight, alpha, X_squared=squared[0],
+                                            **options)
         return f, g.ravel(), H
 
     mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
