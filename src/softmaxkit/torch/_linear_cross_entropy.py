@@ -552,11 +552,9 @@ def _per_token_loss(stats: dict, lse: torch.Tensor, p: _Problem) -> tuple[torch.
         ce = torch.where(p.valid, ce, torch.zeros_like(ce))
         zl = torch.where(p.valid, p.z_loss * lse * lse, torch.zeros_like(lse))
     else:
-        eps = p.label_smoothing
         # sum_j w_j q_ij z_ij was accumulated in "zs" directly.
         ce = p.alpha * lse - stats["zs"]
         zl = p.z_loss * lse * lse
-        del eps
     return ce, zl
 
 
@@ -578,11 +576,8 @@ def _scalar_scales(p: _Problem, g: torch.Tensor | float, device) -> tuple[torch.
     else:
         ce = 1.0 / p.ce_denominator if p.ce_denominator else (0.0 if p.n_kept == 0 else math.inf)
         z = 1.0 / p.n_kept if p.n_kept else 0.0
-    ones = torch.ones(p.n, dtype=p.acc, device=device)
-    if p.kind == "index":
-        keep = p.valid.to(p.acc)
-        return keep * (ce * g), keep * (z * g)
-    return ones * (ce * g), ones * (z * g)
+    keep = p.valid.to(p.acc) if p.kind == "index" else torch.ones(p.n, dtype=p.acc, device=device)
+    return keep * (ce * g), keep * (z * g)
 
 
 def _gradients(x2, weight, bias, p: _Problem, lse, coef: _Coefficients, needs: tuple[bool, bool, bool]):
@@ -780,7 +775,9 @@ def linear_cross_entropy(
         Logits become ``softcap * tanh(logits / softcap)`` before the softmax.
     max_memory : int, optional
         Bound in bytes on the chunk-shaped scratch tensors (logits and gradient tiles); the
-        gradients themselves and O(N) statistics are not counted. Default 32 MiB.
+        gradients themselves and O(N) statistics are not counted. Default 32 MiB (1 GiB for CUDA
+        tensors, where wide chunks keep the GPU busy). Smaller is leaner and, below a few
+        megabytes, slower; the result does not depend on it beyond float rounding.
     backend : {"auto", "torch", "triton"}, default "auto"
         "auto" uses the Triton kernels for CUDA tensors with index targets when Triton is
         installed, and the pure-PyTorch chunked path otherwise.

@@ -14,7 +14,9 @@ never TF32), so that no logits tensor exists in memory:
 * :func:`_grad_kernel` -- one program per (token block, vocabulary block) of a chunk of tokens;
   writes the logit gradient of that chunk (float32) into a buffer of ``rows x V`` elements bounded by
   ``max_memory``. The products ``grad_input = G @ W``, ``grad_weight += G.T @ X`` and the bias sum run
-  on that chunk in PyTorch (cuBLAS), accumulated in float32 in a fixed order: deterministic.
+  on that chunk in PyTorch (cuBLAS), accumulated in float32 in a fixed order: deterministic. For
+  bfloat16 / float16 input the weight gradient is accumulated in a ``V x d`` float32 buffer (cuBLAS
+  products with a float32 result where PyTorch offers them), converted to the input dtype at the end.
 
 Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (the tests do this on small sizes).
 """
