@@ -86,7 +86,7 @@ def check_same_optimum(name, C, class_weight, weighted, *, solver="newton-cg"):
         per_class = counts.sum() / (len(classes) * counts)
     s = base * per_class[codes]
     alpha = 1.0 / (C * s.sum())
-    ours = SoftmaxRegression(alpha=alpha, solver=solver, tol=1e-6, max_iter=1000, class_weight=class_weight)
+    ours = SoftmaxRegression(alpha=alpha, solver=solver, tol=1e-8, max_iter=5000, class_weight=class_weight)
     ours.fit(X, y, sample_weight=sw)
     f_ref = _objective(ref.coef_, ref.intercept_, X, codes, s, alpha)
     f_ours = _objective(ours.coef_, ours.intercept_, X, codes, s, alpha)
