@@ -53,6 +53,11 @@ For ``reduction="mean"`` and ``"sum"`` the gradients are computed during the for
 autograd will need them) and scaled by the incoming gradient in backward; for ``"none"`` they are
 recomputed in backward from the saved per-token log-sum-exp. The result is deterministic: the
 same inputs, shapes and ``max_memory`` give the same bits run to run.
+
+The hidden states, weights and bias are expected to be finite (the logits of finite inputs are
+finite, so no row is ever all ``-inf``); a non-finite input gives ``NaN`` in the affected rows, as
+in the naive computation. No gradient flows to ``target`` or ``class_weight``; double backward is
+not supported.
 """
 
 from __future__ import annotations
