@@ -43,12 +43,27 @@ class StableExp(NamedTuple):
     log_sum_exp: np.ndarray
 
 
+# Up to this many entries per row, reducing the flat data segment by segment (``ufunc.reduceat``)
+# is about twice as fast as NumPy's reduction along a short last axis (measured: max and sum of
+# 1,000,000 x 10 float32), which otherwise takes most of a softmax's time.
+_SHORT_ROW = 32
+
+
+def _reduce_rows(ufunc: np.ufunc, a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``ufunc.reduce(a, axis=axes, keepdims=True)``, faster for short contiguous last-axis rows."""
+    n = a.shape[-1] if a.ndim else 0
+    if axes == (a.ndim - 1,) and 1 < n <= _SHORT_ROW and a.size and a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        return ufunc.reduceat(flat, np.arange(0, flat.size, n)).reshape(a.shape[:-1] + (1,))
+    return ufunc.reduce(a, axis=axes, keepdims=True)
+
+
 def stable_exp(x: np.ndarray, axes: tuple[int, ...]) -> StableExp:
     """The one stable-softmax helper of the package; ``x`` is a floating array, ``axes`` non-empty.
 
     Both returned full-size arrays are freshly allocated, so callers may overwrite them.
     """
-    row_max = np.max(x, axis=axes, keepdims=True)
+    row_max = _reduce_rows(np.maximum, x, axes)
     finite_max = np.isfinite(row_max)
     # A non-finite maximum is shifted by 0: an all -inf row stays -inf (exp gives 0, not NaN),
     # a NaN row stays NaN, and +inf rows are rewritten just below.
@@ -69,7 +84,7 @@ def stable_exp(x: np.ndarray, axes: tuple[int, ...]) -> StableExp:
         limit = np.where(np.isposinf(x), 0.0, -np.inf).astype(x.dtype, copy=False)
         shifted = np.where(positive_inf_rows, limit, shifted)
     exp_shifted = np.exp(shifted)
-    sum_exp = np.sum(exp_shifted, axis=axes, keepdims=True)
+    sum_exp = _reduce_rows(np.add, exp_shifted, axes)
     empty_rows = sum_exp == 0  # all -inf: nothing to normalise
     has_empty = bool(empty_rows.any())
     if has_empty:
