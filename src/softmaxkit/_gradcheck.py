@@ -17,7 +17,8 @@ class GradcheckResult:
     passed : bool
         Every entry satisfied ``|analytic - numerical| <= atol + rtol * |numerical|``.
     max_abs_error, max_rel_error : float
-        The largest absolute error, and the largest error relative to ``|numerical|``.
+        The largest absolute error, and that error relative to the largest ``|numerical|`` entry of
+        its input (an entrywise ratio would explode wherever the true gradient is 0).
     worst_input : int
         Position in ``inputs`` of the entry with the largest absolute error.
     worst_index : tuple of int
@@ -130,8 +131,8 @@ def gradcheck(
         error = np.where(np.isnan(error), np.inf, error)
         passed &= bool(np.all(error <= atol + rtol * np.abs(numerical)))
         if error.size:
-            relative = error / np.maximum(np.abs(numerical), np.finfo(np.float64).tiny)
-            max_rel = max(max_rel, float(relative.max()))
+            scale = max(float(np.max(np.abs(numerical))), np.finfo(np.float64).tiny)
+            max_rel = max(max_rel, float(error.max()) / scale)
             at = np.unravel_index(int(np.argmax(error)), error.shape)
             if error[at] > worst[0]:
                 worst = (float(error[at]), 0.0, position, tuple(int(i) for i in at), float(gradient[at]), float(numerical[at]))

@@ -265,8 +265,9 @@ def cross_entropy(
         L_n = (1-\varepsilon)\,\underbrace{\big(-w_{y_n}\ell_{n,y_n}v_n\big)}_{\text{nll}_n}
               + \frac{\varepsilon}{C}\,\underbrace{\Big(-v_n\sum_c w_c\,\ell_{n,c}\Big)}_{\text{smooth}_n}
 
-    ``"mean"`` divides :math:`\sum_n L_n` by :math:`W = \sum_n w_{y_n} v_n`; it is NaN when
-    :math:`W = 0` (every target ignored), as in PyTorch, while ``"sum"`` then gives 0.
+    ``"mean"`` divides :math:`\sum_n L_n` by :math:`W = \sum_n w_{y_n} v_n`. When :math:`W = 0` the
+    mean is NaN (0/0), as in PyTorch, while ``"sum"`` gives 0; a sample that contributes no term
+    gets a zero gradient even then (PyTorch: NaN when the counted targets all have weight 0).
 
     **Class-probability targets** :math:`t_{n,c}`, with :math:`t' = (1-\varepsilon)\,t + \varepsilon/C`:
 
