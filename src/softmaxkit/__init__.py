@@ -20,7 +20,6 @@ from softmaxkit._numpy._softmax import (
     softmax_backward,
 )
 from softmaxkit._version import __version__
-from softmaxkit.linear_model import SoftmaxRegression, read_model_metadata
 
 __all__ = [
     "GradcheckResult",
@@ -39,3 +38,12 @@ __all__ = [
     "softmax",
     "softmax_backward",
 ]
+
+
+def __getattr__(name: str):
+    # The estimator pulls in scikit-learn (seconds to import); load it on first use only.
+    if name in ("SoftmaxRegression", "read_model_metadata"):
+        from softmaxkit import linear_model
+
+        return getattr(linear_model, name)
+    raise AttributeError(f"module 'softmaxkit' has no attribute {name!r}")
