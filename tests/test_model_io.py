@@ -72,7 +72,7 @@ def test_read_model_metadata(tmp_path):
     assert meta["format"] == "softmaxkit-model" and meta["format_version"] == FORMAT_VERSION
     assert meta["estimator"] == "SoftmaxRegression"
     assert meta["extra_metadata"] == {"dataset": "letter", "nested": [1, {"a": 2}]}
-    assert meta["params"]["solver"] == "lbfgs" and meta["params"]["dtype"] == "float64"
+    assert meta["params"]["solver"] == "lbfgs" and meta["params"]["dtype"] is None  # None: float64 here
 
 
 def test_refuses_to_overwrite(tmp_path):
@@ -176,7 +176,8 @@ def test_newer_format_version(saved):
         ({"metadata_update": {"params": {"unknown": 1}}}, "invalid metadata"),
         ({"metadata_update": {"n_features_in": 7}}, "must hold coef of shape"),
         ({"metadata_update": {"arrays": ["coef", "intercept", "classes", "extra"]}}, "missing arrays"),
-        ({"arrays_update": {"coef": np.zeros((3, 4), dtype=np.float32)}}, "dtype float64"),
+        # dtype=None reads the precision from coef, so a float32 coef beside a float64 intercept is caught there.
+        ({"arrays_update": {"coef": np.zeros((3, 4), dtype=np.float32)}}, "intercept of shape \\(3,\\) and dtype float32"),
         ({"arrays_update": {"coef": np.full((3, 4), np.nan)}}, "non-finite"),
         ({"arrays_update": {"intercept": np.zeros(2)}}, "intercept of shape"),
         ({"arrays_update": {"classes": np.array([0, 0, 1])}}, "repeated classes"),

@@ -187,8 +187,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Shuffling of sgd and adam, and the early-stopping split.
     verbose : bool, default False
         Show a progress bar (tqdm) with the current objective (and validation score).
-    dtype : numpy.float64 or numpy.float32, default numpy.float64
-        Working precision of the data and the loss (solvers accumulate in float64).
+    dtype : numpy.float64, numpy.float32 or None, default None
+        Working precision of the data and the loss (solvers accumulate in float64). None means
+        float64, except float32 with ``backend="torch"`` on a GPU (CUDA or MPS).
     backend : {"numpy", "torch"}, default "numpy"
         Where the loss and its gradient are computed; the solvers and the fitted model are the same.
         "torch" (the ``torch`` extra) computes them with :mod:`softmaxkit.torch` on ``device``,
@@ -283,7 +284,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         warm_start=False,
         random_state=None,
         verbose=False,
-        dtype=np.float64,
+        dtype=None,
         backend="numpy",
         device=None,
     ):
@@ -317,9 +318,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
 
-    def _check_params(self) -> np.dtype:
+    def _check_params(self) -> np.dtype | None:
+        """Validate the parameters; return the ``dtype`` asked for (None: the backend's default)."""
         self._validate_params()
-        dtype = _check_dtype(self.dtype)
         if self.backend == "torch":  # the device is resolved by fit, so load never needs it
             if not (self.device is None or isinstance(self.device, str)):
                 raise ValueError(
@@ -330,7 +331,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             _make_objective(self.backend, self.device, None, None, None, 0.0)  # raises the backend error
         elif self.device is not None:
             raise ValueError(f"device must be None with backend='numpy', got {self.device!r}")
-        return dtype
+        return None if self.dtype is None else _check_dtype(self.dtype)
+
+    def _working_dtype(self) -> np.dtype:
+        """The precision fit computes in: ``dtype``, else float32 on a GPU and float64 elsewhere."""
+        dtype = self._check_params()
+        if dtype is not None:
+            return dtype
+        if self.backend == "torch":
+            from softmaxkit.linear_model._torch_backend import default_dtype
+
+            return default_dtype(self.device)
+        return np.dtype(np.float64)
 
     def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
         return validate_data(
@@ -519,7 +531,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        dtype = self._check_params()
+        dtype = self._working_dtype()
         warm = self.warm_start and hasattr(self, "coef_")
         X = self._validate_X(X, reset=not warm, dtype=dtype)
         n_samples, n_features = X.shape
@@ -639,7 +651,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        dtype = self._check_params()
+        dtype = self._working_dtype()
         first = not hasattr(self, "classes_") or getattr(self, "_stochastic_state", None) is None
         if first:
             if classes is None:
@@ -738,7 +750,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         params = self.get_params()
-        params["dtype"] = np.dtype(params["dtype"]).name
+        if params["dtype"] is not None:
+            params["dtype"] = np.dtype(params["dtype"]).name
         if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
             params["random_state"] = None  # a RandomState object is not kept
         if isinstance(params["class_weight"], dict):
@@ -773,7 +786,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 params["dtype"] = np.dtype(params["dtype"]).type
             model = cls()
             model.set_params(**params)
-            dtype = model._check_params()
+            # dtype=None: whatever the fit computed in (float32 on a GPU), read from the file.
+            dtype = model._check_params() or _check_dtype(arrays["coef"].dtype)
             n_features = meta["n_features_in"]
             coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
             n_iter, curve, extra = meta["n_iter"], meta["loss_curve"], meta["extra_metadata"]
@@ -790,7 +804,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 f"got shape {coef.shape} and dtype {coef.dtype}"
             )
         if intercept.shape != (n_classes,) or intercept.dtype != dtype:
-            raise ValueError(f"{where} must hold intercept of shape ({n_classes},), got {intercept.shape}")
+            raise ValueError(
+                f"{where} must hold intercept of shape ({n_classes},) and dtype {dtype}, "
+                f"got shape {intercept.shape} and dtype {intercept.dtype}"
+            )
         if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
             raise ValueError(f"{where} holds non-finite coefficients")
         if len(np.unique(classes)) != n_classes:
