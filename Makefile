@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test test-slow bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/softmaxkit train
 
+# The whole suite, doctests included; the heavy full-size sweeps (marked slow) have small
+# always-run forms here and run in full with `make test-slow`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m slow
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH)
