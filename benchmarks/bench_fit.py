@@ -125,7 +125,7 @@ def time_to_optimum(make, X, y, X_test, y_test, f_star, evaluate, repeats):
             "ladder": [{"tol": t, "seconds": s, "gap": g} for t, s, g in tried]}
 
 
-def run_case(name, C, data, repeats, solvers):
+def run_case(name, C, data, repeats, solvers, backends=("numpy",)):
     X, X_test, y, y_test = data
     classes = np.unique(y)
     codes = np.searchsorted(classes, y)
@@ -149,13 +149,17 @@ def run_case(name, C, data, repeats, solvers):
     result = time_to_optimum(sklearn_lbfgs, X, y, X_test, y_test, f_star, evaluate, repeats)
     rows.append({**base, "method": "sklearn LogisticRegression(lbfgs)", **result})
     sklearn_seconds = result["seconds"]
-    for solver in solvers:
-        def ours(tol, solver=solver):
-            return SoftmaxRegression(alpha=alpha, solver=solver, tol=tol, max_iter=100_000)
+    for backend in backends:
+        for solver in solvers:
+            def ours(tol, solver=solver, backend=backend):
+                device = {"device": "cpu"} if backend == "torch" else {}
+                return SoftmaxRegression(alpha=alpha, solver=solver, tol=tol, max_iter=100_000,
+                                         backend=backend, **device)
 
-        result = time_to_optimum(ours, X, y, X_test, y_test, f_star, evaluate, repeats)
-        rows.append({**base, "method": f"softmaxkit SoftmaxRegression({solver})", **result,
-                     "ratio_to_sklearn": result["seconds"] / sklearn_seconds})
+            result = time_to_optimum(ours, X, y, X_test, y_test, f_star, evaluate, repeats)
+            label = solver if backend == "numpy" else f"{solver}, backend=torch cpu"
+            rows.append({**base, "method": f"softmaxkit SoftmaxRegression({label})", **result,
+                         "ratio_to_sklearn": result["seconds"] / sklearn_seconds})
     # on the large synthetic set one-vs-rest SGD takes minutes: capped at 10 epochs there (noted in fit.md)
     sgd_options = {"max_iter": 10} if name == "synthetic" else {}
     sgd, seconds = _timed_fit(lambda: SGDClassifier(loss="log_loss", alpha=alpha, random_state=0, **sgd_options), X, y)
@@ -243,6 +247,7 @@ def main(argv=None):
     parser.add_argument("--synthetic-repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for every method (default 1)")
     parser.add_argument("--solvers", default="newton-cg", help="ours to time, e.g. newton-cg,lbfgs")
+    parser.add_argument("--backends", default="numpy,torch", help="ours: numpy and/or torch (the latter on the CPU)")
     parser.add_argument("--quick", action="store_true", help="pendigits, C=1, one repeat (a smoke run)")
     parser.add_argument("--render", action="store_true", help="rewrite fit.md from results/fit.json only")
     args = parser.parse_args(argv)
@@ -259,6 +264,11 @@ def main(argv=None):
         return 2
     cs = [float(c) for c in args.cs.split(",")]
     solvers = [s for s in args.solvers.split(",") if s]
+    backends = [b for b in args.backends.split(",") if b]
+    if "torch" in backends:
+        import torch
+
+        torch.set_num_threads(args.threads)
     info = machine_description(args.threads)
     rows = []
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -267,9 +277,9 @@ def main(argv=None):
             data = load_dataset(name)
             for C in cs[:1] if name == "synthetic" else cs:
                 repeats = args.synthetic_repeats if name == "synthetic" else args.repeats
-                case_rows = run_case(name, C, data, repeats, solvers)
+                case_rows = run_case(name, C, data, repeats, solvers, backends)
                 for row in case_rows:
-                    print(f"{name:10s} C={C:<5g} {row['method']:45s} tol={row['tol']:<6g} {row['seconds']:8.3f}s "
+                    print(f"{name:10s} C={C:<5g} {row['method']:62s} tol={row['tol']:<6g} {row['seconds']:8.3f}s "
                           f"it={row['n_iter']:<6d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
                           f"ratio={row.get('ratio_to_sklearn', float('nan')):.2f}", flush=True)
                 rows += case_rows
