@@ -203,3 +203,14 @@ def test_low_level_api(tmp_path):
     assert meta["estimator"] == "Thing"
     with pytest.raises(ValueError, match="numeric or string dtype"):
         save_model_file(tmp_path / "y.npz", {"a": np.array([None])}, {})
+
+
+def test_saved_file_has_the_usual_permissions(tmp_path):
+    import os
+
+    X, y = _data()
+    path = tmp_path / "m.npz"
+    SoftmaxRegression().fit(X, y).save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (os.stat(path).st_mode & 0o777) == (0o666 & ~umask)

@@ -81,6 +81,10 @@ def save_model_file(path, arrays: dict, metadata: dict, *, overwrite: bool = Fal
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        # mkstemp makes the file private (0600); a saved model gets the usual permissions instead.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **clean)
             handle.flush()
