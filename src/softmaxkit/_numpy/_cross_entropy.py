@@ -238,9 +238,14 @@ def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarra
     return _from_rows(grad.astype(rows.out_dtype, copy=False), rows.input_shape, rows.class_axis)
 
 
-def _forward(rows: _Rows):
+def _forward(input, target, weight, ignore_index, reduction, label_smoothing):
+    """Validate a cross-entropy problem and make the one pass over its logits."""
+    rows = _prepare(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, allow_probabilities=True,
+    )
     parts = stable_exp(rows.logits, (1,))
-    return parts, _loss_terms(rows, parts)
+    return rows, parts, _loss_terms(rows, parts)
 
 
 def cross_entropy(
@@ -324,11 +329,7 @@ def cross_entropy(
     >>> cross_entropy(logits, np.array([0, 1]), reduction="none", label_smoothing=0.1)
     array([0.51369668, 0.29921724])
     """
-    rows = _prepare(
-        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, allow_probabilities=True,
-    )
-    _, terms = _forward(rows)
+    rows, _, terms = _forward(input, target, weight, ignore_index, reduction, label_smoothing)
     return _reduce(rows, terms)
 
 
@@ -354,11 +355,7 @@ def cross_entropy_backward(
     >>> cross_entropy_backward(np.array([2.0, 1.0, 0.1]), np.array(0))  # softmax minus one-hot
     array([-0.34099886,  0.24243297,  0.09856589])
     """
-    rows = _prepare(
-        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, allow_probabilities=True,
-    )
-    parts, terms = _forward(rows)
+    rows, parts, terms = _forward(input, target, weight, ignore_index, reduction, label_smoothing)
     return _gradient(rows, parts, terms, _row_scale(rows, terms, grad_output))
 
 
@@ -384,11 +381,7 @@ def cross_entropy_with_grad(
     >>> loss, grad
     (array(0.41703002), array([[-0.34099886,  0.24243297,  0.09856589]]))
     """
-    rows = _prepare(
-        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, allow_probabilities=True,
-    )
-    parts, terms = _forward(rows)
+    rows, parts, terms = _forward(input, target, weight, ignore_index, reduction, label_smoothing)
     loss = _reduce(rows, terms)  # before _gradient, which overwrites parts.exp_shifted
     return loss, _gradient(rows, parts, terms, _row_scale(rows, terms, 1.0))
 
