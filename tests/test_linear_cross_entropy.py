@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from softmaxkit.torch._linear_cross_entropy import (
+    DEFAULT_MAX_MEMORY,
+    DEFAULT_MAX_MEMORY_CUDA,
     LinearCrossEntropyLoss,
+    _check_max_memory,
     _make_plan,
     linear_cross_entropy,
     linear_logsumexp,
@@ -345,6 +348,25 @@ def test_plan_respects_max_memory(n, v, dtype, kind, softcap, max_memory):
     assert plan.rows * plan.cols * per <= max_memory
     assert plan.w_rows * plan.w_cols * per <= max_memory
     assert 1 <= plan.rows <= n and 1 <= plan.cols <= v
+
+
+@pytest.mark.parametrize("n, v, dtype, max_memory, expected", [
+    (8192, 65536, torch.bfloat16, 32 * 2**20, (64, 65536, 8192, 512)),  # 85 rows and 682 columns fit
+    (8192, 65536, torch.float32, 3 * 2**20, (32, 24576, 8192, 96)),  # 24576 = 96 * 256; 96 < 256 kept
+    (300, 5000, torch.float32, 2**20, (52, 5000, 300, 768)),  # 52 < 64 kept; 873 columns fit
+])
+def test_plan_chunks_are_aligned(n, v, dtype, max_memory, expected):
+    """Chunks are rounded down to multiples of 64 rows / 256 columns (never up: the bound holds)."""
+    plan = _make_plan(n, v, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
+    assert (plan.rows, plan.cols, plan.w_rows, plan.w_cols) == expected
+
+
+def test_default_max_memory_grows_with_the_weight():
+    cpu = torch.device("cpu")
+    assert _check_max_memory(None, cpu, 1000) == DEFAULT_MAX_MEMORY
+    assert _check_max_memory(None, cpu, 65536 * 2048 * 4) == 65536 * 2048  # a quarter of the weight
+    assert _check_max_memory(None, torch.device("cuda"), 10) == DEFAULT_MAX_MEMORY_CUDA
+    assert _check_max_memory(12345, cpu, 2**40) == 12345  # an explicit bound wins
 
 
 # --------------------------------------------------------------------------- determinism, errors

@@ -75,14 +75,20 @@ from softmaxkit._validation import check_ignore_index, check_label_smoothing, ch
 
 __all__ = ["linear_cross_entropy", "linear_logsumexp", "LinearCrossEntropyLoss"]
 
-#: Default bound, in bytes, of the chunk-shaped scratch tensors (CPU and other devices).
+#: Default bound, in bytes, of the chunk-shaped scratch tensors (CPU and other devices): this, or
+#: a quarter of the weight gradient's bytes when that is more (see :func:`_check_max_memory`).
 DEFAULT_MAX_MEMORY = 32 * 2**20
+#: The default scratch may grow to ``weight.nbytes / _WEIGHT_SHARE``.
+_WEIGHT_SHARE = 4
 #: Default on CUDA, where wide chunks are what keeps the GPU busy.
 DEFAULT_MAX_MEMORY_CUDA = 2**30
 #: Fewer token rows than this per chunk and the vocabulary is tiled as well.
 _MIN_ROWS = 32
 #: Narrowest vocabulary block of the weight-gradient pass before tokens are chunked there too.
 _MIN_COLS = 64
+#: Chunk sizes are rounded down to these multiples (see :func:`_aligned`).
+_ROW_ALIGN = 64
+_COL_ALIGN = 256
 _LOW = (torch.float16, torch.bfloat16)
 _BACKENDS = ("auto", "torch", "triton")
 
@@ -164,9 +170,14 @@ def _check_scalar(value: Any, name: str, *, low: float, allow_none: bool = False
     return float(value)
 
 
-def _check_max_memory(max_memory: Any, device: torch.device) -> int:
+def _check_max_memory(max_memory: Any, device: torch.device, weight_bytes: int) -> int:
     if max_memory is None:
-        return DEFAULT_MAX_MEMORY_CUDA if device.type == "cuda" else DEFAULT_MAX_MEMORY
+        if device.type == "cuda":
+            return DEFAULT_MAX_MEMORY_CUDA
+        # The weight gradient (V x d) is the memory floor of any implementation; a scratch of a
+        # quarter of it costs little on top and gives the products enough rows (512 instead of
+        # 128 at V = 65536 float32 runs them 15 % faster on the CPU).
+        return max(DEFAULT_MAX_MEMORY, weight_bytes // _WEIGHT_SHARE)
     if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral) or max_memory < 64:
         raise ValueError(f"max_memory must be None or an integer number of bytes >= 64, got {_describe(max_memory)}")
     return int(max_memory)
@@ -185,16 +196,27 @@ def _make_plan(n: int, v: int, dtype: torch.dtype, acc: torch.dtype, *, kind: st
     elements = max(1, max_memory // per_element)
     n1 = max(n, 1)
     if elements // v >= min(n1, _MIN_ROWS):
-        rows, cols = min(n1, elements // v), v
+        rows, cols = _aligned(min(n1, elements // v), n1, _ROW_ALIGN), v
     else:
         rows = max(1, min(n1, _MIN_ROWS, elements))
-        cols = max(1, min(v, elements // rows))
+        cols = _aligned(max(1, min(v, elements // rows)), v, _COL_ALIGN)
     if elements // n1 >= min(v, _MIN_COLS):
-        w_rows, w_cols = n1, min(v, elements // n1)
+        w_rows, w_cols = n1, _aligned(min(v, elements // n1), v, _COL_ALIGN)
     else:
         w_cols = max(1, min(v, _MIN_COLS, elements))
-        w_rows = max(1, min(n1, elements // w_cols))
+        w_rows = _aligned(max(1, min(n1, elements // w_cols)), n1, _ROW_ALIGN)
     return _Plan(rows, cols, w_rows, w_cols)
+
+
+def _aligned(size: int, whole: int, multiple: int) -> int:
+    """``size`` rounded down to a multiple of ``multiple`` unless it covers ``whole`` or is smaller.
+
+    Matrix products over chunk sizes such as 85 rows run at half the speed of 64 or 128 on the
+    CPU (measured with bfloat16: 261 against 410 GFLOP/s for 64 rows), so chunks are aligned.
+    """
+    if size >= whole or size < multiple:
+        return size
+    return size - size % multiple
 
 
 def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoothing, class_weight,
@@ -206,7 +228,7 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
     ignore_index = check_ignore_index(ignore_index)
     z_loss = _check_scalar(z_loss, "z_loss", low=0.0)
     softcap = _check_scalar(softcap, "softcap", low=0.0, allow_none=True)
-    max_memory = _check_max_memory(max_memory, input.device)
+    max_memory = _check_max_memory(max_memory, input.device, weight.numel() * weight.element_size())
     d, v = input.shape[-1], weight.shape[0]
     batch = tuple(input.shape[:-1])
     x2 = input.reshape(-1, d)
@@ -292,7 +314,14 @@ class _Scratch:
 
     @staticmethod
     def view(buffer: torch.Tensor | None, n: int, v: int) -> torch.Tensor | None:
-        return None if buffer is None else buffer[: n * v].view(n, v)
+        """An ``n x v`` tile stored vocabulary-major (its transpose is contiguous).
+
+        The logits product is then ``weight_block @ x_chunk.T``, which BLAS runs markedly faster
+        than ``x_chunk @ weight_block.T`` when the chunk has few rows (measured: 156 against 111
+        GFLOP/s for 128 x 2048 x 65536 float32 on two cores), and every tile of a pass shares
+        the one layout, so elementwise ops between tiles stay contiguous.
+        """
+        return None if buffer is None else buffer[: n * v].view(v, n).T
 
 
 def _logits(x_c, weight, bias, j0, j1, p: _Problem, s: _Scratch) -> torch.Tensor:
@@ -302,12 +331,12 @@ def _logits(x_c, weight, bias, j0, j1, p: _Problem, s: _Scratch) -> torch.Tensor
     w_b = weight[j0:j1]
     if s.low is None:
         if bias is None:
-            torch.mm(x_c, w_b.T, out=z)
+            torch.mm(w_b, x_c.T, out=z.T)
         else:
-            torch.addmm(bias[j0:j1].to(p.acc), x_c, w_b.T, out=z)
+            torch.addmm(bias[j0:j1].to(p.acc)[:, None], w_b, x_c.T, out=z.T)
     else:
         low = s.view(s.low, n, v)
-        torch.mm(x_c, w_b.T, out=low)
+        torch.mm(w_b, x_c.T, out=low.T)
         z.copy_(low)
         if bias is not None:
             z.add_(bias[j0:j1].to(p.acc))
@@ -502,6 +531,10 @@ def _apply_tile_grad(g, x_c, weight, j0, p, s, dx, rows, dw, db, *, accumulate):
         if accumulate:
             # Vocabulary-tiled rows: float32 partial products, so nothing is rounded mid-sum.
             dx[rows].addmm_(g, w_b if s.low is None else w_b.to(p.acc))
+        elif s.low is None and g.device.type == "cpu":
+            # (W_b^T G^T)^T: on the CPU this orientation runs about 15 % faster for float32 tiles
+            # (163 against 132 GFLOP/s at 128 x 65536 x 2048); the transposing copy is d x n.
+            dx[rows].copy_(torch.mm(w_b.T, g.T).T)
         else:
             torch.mm(a, w_b, out=dx[rows])
     if dw is not None:
@@ -644,12 +677,17 @@ class _LinearCrossEntropy(Function):
             stats = None
         low = x2.dtype != p.acc
         pre = None
-        if precompute and not triton_path and not low:
-            # float32 / float64: the one pass computes statistics and gradients together.
+        if precompute and not triton_path:
+            # One token pass computes the statistics and the input gradient together (and, for
+            # float32 / float64, the weight and bias gradients too); low-precision input gets its
+            # weight and bias gradients from the vocabulary-outer pass below.
             ce_scale, z_scale = _scalar_scales(p, 1.0, x2.device)
             coef = _Coefficients(ce_scale, z_scale, None, p)
             stats, dx, dw, db = _token_pass(x2, weight, bias, p, coef=coef, want_dx=needs[0],
-                                            want_dw_db=needs[1] or needs[2])
+                                            want_dw_db=(needs[1] or needs[2]) and not low)
+            if low and (needs[1] or needs[2]):
+                lse = _finish_lse(stats, slice(None))
+                dw, db = _weight_pass(x2, weight, bias, p, lse, coef, want_db=needs[2] and bias is not None)
             pre = _finish_grads(dx, dw, db, weight, bias, needs)
         elif stats is None:
             stats, _, _, _ = _token_pass(x2, weight, bias, p)
@@ -780,8 +818,10 @@ def linear_cross_entropy(
         Logits become ``softcap * tanh(logits / softcap)`` before the softmax.
     max_memory : int, optional
         Bound in bytes on the chunk-shaped scratch tensors (logits and gradient tiles); the
-        gradients themselves and O(N) statistics are not counted. Default 32 MiB (1 GiB for CUDA
-        tensors, where wide chunks keep the GPU busy). Smaller is leaner and, below a few
+        gradients themselves and O(N) statistics are not counted. Default: 32 MiB or a quarter
+        of the size of ``weight`` in bytes, whichever is larger, so the scratch stays small next
+        to the weight gradient that must exist anyway; 1 GiB for CUDA
+        tensors, where wide chunks keep the GPU busy. Smaller is leaner and, below a few
         megabytes, slower; the result does not depend on it beyond float rounding.
     backend : {"auto", "torch", "triton"}, default "auto"
         "auto" uses the Triton kernels for CUDA tensors with index targets when Triton is
