@@ -43,11 +43,13 @@ float64 input); the matrix products run in the input's dtype with float32 accumu
 
 * float32 and float64 input: one pass. Each chunk computes its logits, its loss terms and its
   logit gradient, then ``grad_input`` rows and a float32 ``addmm`` into ``grad_weight``.
-* bfloat16 and float16 input: the input gradient comes from one token pass (each row's gradient is
-  one matrix product over the whole vocabulary), the weight and bias gradients from a second pass
-  over vocabulary blocks (each block's gradient is one matrix product over all tokens, accumulated
-  in float32 inside the product). No ``V x d`` float32 buffer is needed; the price is one more
-  logits product (8 instead of 6 ``N V d`` multiply-adds).
+* bfloat16 and float16 input: the statistics and the input gradient come from one token pass (each
+  row's gradient is one matrix product over the whole vocabulary), the weight and bias gradients
+  from a second pass over vocabulary blocks (each block's gradient is one matrix product over all
+  tokens, accumulated in float32 inside the product). No ``V x d`` float32 buffer is needed; the
+  price is one more logits product: ``4 N V d`` multiply-adds instead of ``3 N V d``. (Summing
+  the weight gradient over token chunks instead would need float32 product outputs, which PyTorch
+  offers on CUDA only, or a ``V x d`` float32 buffer fed by rounded partial products.)
 
 For ``reduction="mean"`` and ``"sum"`` the gradients are computed during the forward pass (when
 autograd will need them) and scaled by the incoming gradient in backward; for ``"none"`` they are
