@@ -13,6 +13,9 @@ random_state=0)``) and each ``C``:
 3. that fit is repeated (``--repeats``; the synthetic set uses fewer) and the median wall time is
    reported with the iterations, the relative gap ``(f - f*) / f*`` and the test accuracy.
 
+The default run writes ``results/fit.{csv,json,md}``; any other selection (``--quick``,
+``--datasets``, ...) writes ``results/fit-partial.*`` (not tracked by git), leaving the full table alone.
+
 SGDClassifier is one-vs-rest (a different model): it cannot reach the multinomial optimum. It
 runs once at its defaults with the same ``alpha``; its time and accuracy are shown for scale.
 
@@ -187,16 +190,16 @@ def machine_description(threads):
     }
 
 
-def write_results(rows, info, args):
+def write_results(rows, info, args, stem="fit"):
     RESULTS.mkdir(exist_ok=True)
     fields = ["dataset", "C", "method", "tol", "seconds", "seconds_min", "seconds_max", "repeats", "n_iter",
               "gap", "test_accuracy", "reached", "ratio_to_sklearn", "f_star", "reference_seconds", "alpha",
               "n_train", "n_features", "n_classes"]
-    with open(RESULTS / "fit.csv", "w", newline="") as handle:
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    with open(RESULTS / "fit.json", "w") as handle:
+    with open(RESULTS / f"{stem}.json", "w") as handle:
         json.dump({"info": info, "command": " ".join(sys.argv), "rows": rows}, handle, indent=1)
     lines = [
         "# Fit benchmark: time to scikit-learn's optimum",
@@ -236,7 +239,7 @@ def write_results(rows, info, args):
                   f"{'' if r['reached'] else ', gap not reached'})" for r in missed) + ".")]
     lines += ["", "Reference fits (`LogisticRegression(tol=1e-10)`): "
               + "; ".join(sorted({f"{r['dataset']} C={r['C']:g}: {r['reference_seconds']:.1f} s" for r in rows})) + "."]
-    (RESULTS / "fit.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -256,6 +259,10 @@ def main(argv=None):
         sys.argv = saved["command"].split()
         write_results(saved["rows"], saved["info"], args)
         return 0
+    # Only the default run writes results/fit.*; a subset (or --quick) writes results/fit-partial.*,
+    # so trying one dataset never overwrites the full table.
+    options = ("datasets", "cs", "repeats", "synthetic_repeats", "threads", "solvers", "backends", "quick")
+    stem = "fit" if all(getattr(args, k) == parser.get_default(k) for k in options) else "fit-partial"
     if args.quick:
         args.datasets, args.cs, args.repeats = "pendigits", "1", 1
     names = [n for n in args.datasets.split(",") if n]
@@ -283,7 +290,8 @@ def main(argv=None):
                           f"it={row['n_iter']:<6d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
                           f"ratio={row.get('ratio_to_sklearn', float('nan')):.2f}", flush=True)
                 rows += case_rows
-                write_results(rows, info, args)
+                write_results(rows, info, args, stem)
+    print(f"results written to {RESULTS / stem}.{{csv,json,md}}")
     return 0
 
 
