@@ -12,7 +12,7 @@ Cases: (N, d, V) = (4096, 1024, 32768) and (8192, 2048, 65536), float32 and bflo
 * ``torch_chunked``: PyTorch's own ``F.linear_cross_entropy(..., options=LinearCrossEntropyOptions())``
   (its chunked path with the "auto" choices: on CPU float32 falls back to ``compact`` /
   ``aspect_ratio:2``, bfloat16 uses ``accurate`` / ``aspect_ratio``);
-* ``softmaxkit``: ``softmaxkit.torch.linear_cross_entropy`` with its default ``max_memory`` (32 MiB, or a quarter of the weight's bytes when larger);
+* ``softmaxkit``: ``softmaxkit.torch.linear_cross_entropy`` with its default ``max_memory`` (32 MiB, or a quarter of the weight's bytes when larger, at most an eighth of the float32 logits);
 * ``cce_torch``: Cut Cross-Entropy's pure-PyTorch path (``impl="torch_compile"``), when importable.
 
 Every (shape, dtype, implementation) runs in its own process (``--child``), so no case inherits

@@ -363,10 +363,15 @@ def test_plan_chunks_are_aligned(n, v, dtype, max_memory, expected):
 
 def test_default_max_memory_grows_with_the_weight():
     cpu = torch.device("cpu")
-    assert _check_max_memory(None, cpu, 1000) == DEFAULT_MAX_MEMORY
-    assert _check_max_memory(None, cpu, 65536 * 2048 * 4) == 65536 * 2048  # a quarter of the weight
-    assert _check_max_memory(None, torch.device("cuda"), 10) == DEFAULT_MAX_MEMORY_CUDA
-    assert _check_max_memory(12345, cpu, 2**40) == 12345  # an explicit bound wins
+
+    def default(weight_bytes, n, v, device=cpu):
+        return _check_max_memory(None, device, weight_bytes=weight_bytes, logits_elements=n * v)
+
+    assert default(1000, 10, 10) == DEFAULT_MAX_MEMORY
+    assert default(65536 * 2048 * 4, 8192, 65536) == 65536 * 2048  # a quarter of the weight
+    assert default(256_000 * 4096 * 4, 512, 256_000) == 512 * 256_000 // 2  # an eighth of the logits
+    assert default(10, 10, 10, torch.device("cuda")) == DEFAULT_MAX_MEMORY_CUDA
+    assert _check_max_memory(12345, cpu, weight_bytes=2**40, logits_elements=2**40) == 12345  # explicit wins
 
 
 # --------------------------------------------------------------------------- determinism, errors

@@ -78,10 +78,12 @@ from softmaxkit._validation import check_ignore_index, check_label_smoothing, ch
 __all__ = ["linear_cross_entropy", "linear_logsumexp", "LinearCrossEntropyLoss"]
 
 #: Default bound, in bytes, of the chunk-shaped scratch tensors (CPU and other devices): this, or
-#: a quarter of the weight gradient's bytes when that is more (see :func:`_check_max_memory`).
+#: more with a large weight (see :func:`_check_max_memory`).
 DEFAULT_MAX_MEMORY = 32 * 2**20
 #: The default scratch may grow to ``weight.nbytes / _WEIGHT_SHARE``.
 _WEIGHT_SHARE = 4
+#: ... and to no more than ``N * V * 4 / _LOGITS_SHARE`` bytes.
+_LOGITS_SHARE = 8
 #: Default on CUDA, where wide chunks are what keeps the GPU busy.
 DEFAULT_MAX_MEMORY_CUDA = 2**30
 #: Fewer token rows than this per chunk and the vocabulary is tiled as well.
@@ -172,14 +174,16 @@ def _check_scalar(value: Any, name: str, *, low: float, allow_none: bool = False
     return float(value)
 
 
-def _check_max_memory(max_memory: Any, device: torch.device, weight_bytes: int) -> int:
+def _check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: int, logits_elements: int) -> int:
     if max_memory is None:
         if device.type == "cuda":
             return DEFAULT_MAX_MEMORY_CUDA
         # The weight gradient (V x d) is the memory floor of any implementation; a scratch of a
         # quarter of it costs little on top and gives the products enough rows (512 instead of
-        # 128 at V = 65536 float32 runs them 15 % faster on the CPU).
-        return max(DEFAULT_MAX_MEMORY, weight_bytes // _WEIGHT_SHARE)
+        # 128 at V = 65536 float32 runs them 15 % faster on the CPU). Capped at an eighth of the
+        # float32 logits, so that few tokens and a huge weight never get an N x V scratch.
+        grown = min(weight_bytes // _WEIGHT_SHARE, logits_elements * 4 // _LOGITS_SHARE)
+        return max(DEFAULT_MAX_MEMORY, grown)
     if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral) or max_memory < 64:
         raise ValueError(f"max_memory must be None or an integer number of bytes >= 64, got {_describe(max_memory)}")
     return int(max_memory)
@@ -230,10 +234,11 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
     ignore_index = check_ignore_index(ignore_index)
     z_loss = _check_scalar(z_loss, "z_loss", low=0.0)
     softcap = _check_scalar(softcap, "softcap", low=0.0, allow_none=True)
-    max_memory = _check_max_memory(max_memory, input.device, weight.numel() * weight.element_size())
     d, v = input.shape[-1], weight.shape[0]
     batch = tuple(input.shape[:-1])
     x2 = input.reshape(-1, d)
+    max_memory = _check_max_memory(max_memory, input.device, weight_bytes=weight.numel() * weight.element_size(),
+                                   logits_elements=x2.shape[0] * v)
     n = x2.shape[0]
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     device = input.device
@@ -820,9 +825,10 @@ def linear_cross_entropy(
         Logits become ``softcap * tanh(logits / softcap)`` before the softmax.
     max_memory : int, optional
         Bound in bytes on the chunk-shaped scratch tensors (logits and gradient tiles); the
-        gradients themselves and O(N) statistics are not counted. Default: 32 MiB or a quarter
-        of the size of ``weight`` in bytes, whichever is larger, so the scratch stays small next
-        to the weight gradient that must exist anyway; 1 GiB for CUDA
+        gradients themselves and O(N) statistics are not counted. Default: 32 MiB, or more where
+        a quarter of the size of ``weight`` in bytes is more (so the scratch stays small next to
+        the weight gradient that must exist anyway), but never above an eighth of the float32
+        logits' ``4 N V`` bytes; 1 GiB for CUDA
         tensors, where wide chunks keep the GPU busy. Smaller is leaner and, below a few
         megabytes, slower; the result does not depend on it beyond float rounding.
     backend : {"auto", "torch", "triton"}, default "auto"
