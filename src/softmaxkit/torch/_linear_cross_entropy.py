@@ -237,8 +237,8 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
     d, v = input.shape[-1], weight.shape[0]
     batch = tuple(input.shape[:-1])
     x2 = input.reshape(-1, d)
-    max_memory = _check_max_memory(max_memory, input.device, weight_bytes=weight.numel() * weight.element_size(),
-                                   logits_elements=x2.shape[0] * v)
+    max_memory = _check_max_memory(max_memory, input.device, logits_elements=x2.shape[0] * v,
+                                   weight_bytes=weight.numel() * weight.element_size())
     n = x2.shape[0]
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     device = input.device
