@@ -21,6 +21,7 @@ from softmaxkit.torch._linear_cross_entropy import (
     LinearCrossEntropyLoss,
     _check_max_memory,
     _make_plan,
+    _prepare,
     linear_cross_entropy,
     linear_logsumexp,
 )
@@ -145,6 +146,22 @@ def test_float64_parity_odd_shapes(reduction, ls, use_cw, zl, cap, kind, max_mem
     cw = cw if use_cw else None
     g = gn[: x.shape[0]] if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
+    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts),
+                             x, w, b, g)
+    for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
+        assert rel(a, r) <= 1e-10, f"{name}: {rel(a, r):.2e}"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_float64_parity_aligned_tiles_with_remainders(reduction):
+    """Rows in chunks of 32 + remainder, vocabulary in aligned 512-column tiles + remainder."""
+    n, d, v, max_memory = 90, 11, 1030, 153_600
+    plan = _make_plan(n, v, d, F64, F64, kind="index", softcap=False, max_memory=max_memory)
+    assert (plan.rows, plan.cols) == (32, 512) and n % plan.rows and v % plan.cols  # what is exercised
+    x, w, b, cw, t, gn = make(n, d, v, ignore_every=7)
+    g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
+    opts = dict(reduction=reduction, label_smoothing=0.1, class_weight=cw, z_loss=1e-3)
     ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
     got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts),
                              x, w, b, g)
@@ -341,45 +358,104 @@ class _MatmulWork(TorchDispatchMode):
         super().__init__()
         self.multiply_adds = 0
 
+    _OTHER_PRODUCTS = {torch.ops.aten.bmm, torch.ops.aten.baddbmm, torch.ops.aten.mv, torch.ops.aten.addmv,
+                       torch.ops.aten.addmv_, torch.ops.aten.matmul, torch.ops.aten.addbmm, torch.ops.aten.einsum}
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         packet = func.overloadpacket
         if packet in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_):
             a, b = args[-2:] if packet is not torch.ops.aten.mm else args[:2]
             self.multiply_adds += a.shape[0] * a.shape[1] * b.shape[1]
+        assert packet not in self._OTHER_PRODUCTS, f"a product this count does not see: {func}"
         return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("dtype, products", [(torch.float32, 3), (torch.bfloat16, 4)])
 @pytest.mark.parametrize("max_memory", [None, 20_000])
-def test_number_of_products(dtype, products, max_memory):
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_number_of_products(dtype, products, max_memory, input_grad):
     """Forward + backward cost 3 N V d multiply-adds in float32 (as naive) and 4 in bfloat16.
 
     The work, not a timer: the products are nearly all of the time on the CPU. With a vocabulary
-    tiled by a small ``max_memory`` the token pass recomputes each tile's logits once more.
+    tiled by a small ``max_memory`` the token pass recomputes each tile's logits once more. When
+    the input needs no gradient, its product is skipped (and in bfloat16 the token pass only
+    computes the statistics, so tiling costs nothing more there).
     """
     n, d, v = 256, 64, 2048
     x, w, b, cw, t, gn = make(n, d, v, dtype=dtype)
-    xl, wl = x.requires_grad_(), w.requires_grad_()
+    xl, wl = x.requires_grad_(input_grad), w.requires_grad_()
     with _MatmulWork() as work:
         linear_cross_entropy(xl, wl, t, max_memory=max_memory).backward()
-    tiled = max_memory is not None
-    assert work.multiply_adds == (products + tiled) * n * v * d
+    tiled = max_memory is not None and (input_grad or dtype == torch.float32)
+    assert work.multiply_adds == (products - (not input_grad) + tiled) * n * v * d
 
 
-@pytest.mark.parametrize("n, v, dtype, kind, softcap, max_memory", [
-    (4096, 32768, torch.float32, "index", False, 32 * 2**20),
-    (4096, 32768, torch.bfloat16, "index", True, 32 * 2**20),
-    (37, 51, torch.float64, "prob", True, 600),
-    (5, 100_000, torch.float32, "index", False, 10_000),
-    (100_000, 7, torch.float16, "prob", False, 1_000),
+class _LargestScratch(TorchDispatchMode):
+    """Records the bytes of the largest fresh tensor an op returns, except the given shapes.
+
+    Views are not allocations and are skipped; so are the shapes of the inputs, their gradients
+    and the per-token statistics, which every implementation holds whatever ``max_memory`` is.
+    """
+
+    def __init__(self, exempt_shapes):
+        super().__init__()
+        self.exempt = {tuple(shape) for shape in exempt_shapes}
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        given = {a.untyped_storage().data_ptr() for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)}
+        for item in out if isinstance(out, (tuple, list)) else (out,):
+            if not isinstance(item, torch.Tensor) or tuple(item.shape) in self.exempt:
+                continue
+            if item.untyped_storage().data_ptr() not in given:  # a view or an out= argument is no allocation
+                self.largest = max(self.largest, item.numel() * item.element_size())
+        return out
+
+
+@pytest.mark.parametrize("n, d, v, dtype, max_memory, reduction", [
+    (64, 512, 20_000, torch.bfloat16, 2**20, "mean"),  # vocabulary tiles: weight blocks go float32
+    (64, 512, 20_000, torch.bfloat16, 2**20, "none"),
+    (4096, 512, 1024, torch.bfloat16, 2**18, "mean"),  # weight pass over token chunks
+    (64, 512, 20_000, torch.float32, 2**20, "mean"),
+    (300, 64, 5000, torch.float64, 2**16, "none"),
+    (1024, 1024, 128, torch.float32, 2**19, "mean"),  # one block of all rows, d >> V
 ])
-def test_plan_respects_max_memory(n, v, dtype, kind, softcap, max_memory):
+def test_no_scratch_tensor_exceeds_max_memory(n, d, v, dtype, max_memory, reduction):
+    """Every intermediate of forward + backward fits ``max_memory``, the d-wide helpers included."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(n, d, generator=g) * 0.5).to(dtype).requires_grad_()
+    w = (torch.randn(v, d, generator=g) / d**0.5).to(dtype).requires_grad_()
+    t = torch.randint(0, v, (n,), generator=g)
+    with _LargestScratch([(n, d), (v, d), (n,), (v,), ()]) as mode:
+        linear_cross_entropy(x, w, t, reduction=reduction, max_memory=max_memory).sum().backward()
+    assert 0 < mode.largest <= max_memory, (mode.largest, max_memory)
+
+
+@pytest.mark.parametrize("n, v, d, dtype, kind, softcap, max_memory", [
+    (4096, 32768, 1024, torch.float32, "index", False, 32 * 2**20),
+    (4096, 32768, 1024, torch.bfloat16, "index", True, 32 * 2**20),
+    (37, 51, 13, torch.float64, "prob", True, 600),
+    (5, 100_000, 64, torch.float32, "index", False, 10_000),
+    (100_000, 7, 16, torch.float16, "prob", False, 1_000),
+    (64, 20_000, 512, torch.bfloat16, "index", False, 2**20),
+])
+def test_plan_respects_max_memory(n, v, d, dtype, kind, softcap, max_memory):
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    plan = _make_plan(n, v, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
-    per = acc.itemsize * (1 + softcap + (kind == "prob")) + (dtype.itemsize if dtype != acc else 0)
-    assert plan.rows * plan.cols * per <= max_memory
-    assert plan.w_rows * plan.w_cols * per <= max_memory
-    assert 1 <= plan.rows <= n and 1 <= plan.cols <= v
+    plan = _make_plan(n, v, d, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
+    low = dtype != acc
+    per = acc.itemsize * (1 + softcap + (kind == "prob")) + (dtype.itemsize if low else 0)
+    row = d * acc.itemsize
+    token_pass = plan.rows * plan.cols * per
+    if plan.cols < v and low:  # vocabulary tiles: a weight block in float32
+        token_pass += plan.cols * row
+    weight_pass = plan.w_rows * plan.w_cols * per
+    if plan.w_rows < n:  # token chunks: a token chunk in float32
+        weight_pass += plan.w_rows * row
+    assert token_pass <= max_memory
+    assert not low or weight_pass <= max_memory
+    assert 1 <= plan.rows <= n and 1 <= plan.cols <= v and 1 <= plan.w_rows <= n and 1 <= plan.w_cols <= v
 
 
 @pytest.mark.parametrize("n, v, dtype, max_memory, expected", [
@@ -389,7 +465,7 @@ def test_plan_respects_max_memory(n, v, dtype, kind, softcap, max_memory):
 ])
 def test_plan_chunks_are_aligned(n, v, dtype, max_memory, expected):
     """Chunks are rounded down to multiples of 64 rows / 256 columns (never up: the bound holds)."""
-    plan = _make_plan(n, v, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
+    plan = _make_plan(n, v, 1, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
     assert (plan.rows, plan.cols, plan.w_rows, plan.w_cols) == expected
 
 
@@ -402,8 +478,14 @@ def test_default_max_memory_grows_with_the_weight():
     assert default(1000, 10, 10) == DEFAULT_MAX_MEMORY
     assert default(65536 * 2048 * 4, 8192, 65536) == 65536 * 2048  # a quarter of the weight
     assert default(256_000 * 4096 * 4, 512, 256_000) == 512 * 256_000 // 2  # an eighth of the logits
+    assert default(100_000 * 512 * 4, 16, 100_000) == DEFAULT_MAX_MEMORY  # the floor beats the cap
     assert default(10, 10, 10, torch.device("cuda")) == DEFAULT_MAX_MEMORY_CUDA
     assert _check_max_memory(12345, cpu, weight_bytes=2**40, logits_elements=2**40) == 12345  # explicit wins
+    # and linear_cross_entropy passes the real sizes: a 256 MiB weight (never touched) gets 64 MiB
+    x, w, t = torch.empty(4096, 1024), torch.empty(65536, 1024), torch.zeros(4096, dtype=torch.int64)
+    _, problem, _ = _prepare(x, w, None, t, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                             class_weight=None, z_loss=0.0, softcap=None, max_memory=None)
+    assert problem.max_memory == 65536 * 1024
 
 
 # --------------------------------------------------------------------------- determinism, errors

@@ -42,14 +42,19 @@ of ``N x V`` elements is ever allocated. Every intermediate of the softmax is fl
 float64 input); the matrix products run in the input's dtype with float32 accumulation.
 
 * float32 and float64 input: one pass. Each chunk computes its logits, its loss terms and its
-  logit gradient, then ``grad_input`` rows and a float32 ``addmm`` into ``grad_weight``.
+  logit gradient, then ``grad_input`` rows and a float32 ``addmm`` into ``grad_weight``: three
+  ``N V d`` products, as the naive computation.
 * bfloat16 and float16 input: the statistics and the input gradient come from one token pass (each
   row's gradient is one matrix product over the whole vocabulary), the weight and bias gradients
   from a second pass over vocabulary blocks (each block's gradient is one matrix product over all
   tokens, accumulated in float32 inside the product). No ``V x d`` float32 buffer is needed; the
-  price is one more logits product: ``4 N V d`` multiply-adds instead of ``3 N V d``. (Summing
+  price is one more logits product: four ``N V d`` products instead of three. (Summing
   the weight gradient over token chunks instead would need float32 product outputs, which PyTorch
   offers on CUDA only, or a ``V x d`` float32 buffer fed by rounded partial products.)
+
+When even ``_MIN_ROWS`` rows of the whole vocabulary do not fit ``max_memory``, a chunk's
+statistics are gathered over vocabulary tiles first and its gradient tiles recompute the logits:
+one more product in either case.
 
 For ``reduction="mean"`` and ``"sum"`` the gradients are computed during the forward pass (when
 autograd will need them) and scaled by the incoming gradient in backward; for ``"none"`` they are
@@ -180,8 +185,9 @@ def _check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: in
             return DEFAULT_MAX_MEMORY_CUDA
         # The weight gradient (V x d) is the memory floor of any implementation; a scratch of a
         # quarter of it costs little on top and gives the products enough rows (512 instead of
-        # 128 at V = 65536 float32 runs them 15 % faster on the CPU). Capped at an eighth of the
-        # float32 logits, so that few tokens and a huge weight never get an N x V scratch.
+        # 128 at V = 65536 float32 runs them 15 % faster on the CPU). The growth stops at an
+        # eighth of the float32 logits, so few tokens and a huge weight get no N x V scratch
+        # beyond the 32 MiB floor.
         grown = min(weight_bytes // _WEIGHT_SHARE, logits_elements * 4 // _LOGITS_SHARE)
         return max(DEFAULT_MAX_MEMORY, grown)
     if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral) or max_memory < 64:
@@ -189,28 +195,41 @@ def _check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: in
     return int(max_memory)
 
 
-def _make_plan(n: int, v: int, dtype: torch.dtype, acc: torch.dtype, *, kind: str, softcap: bool, max_memory: int) -> _Plan:
-    """Chunk sizes such that the chunk-shaped scratch stays within ``max_memory`` bytes."""
+def _make_plan(n: int, v: int, d: int, dtype: torch.dtype, acc: torch.dtype, *, kind: str, softcap: bool,
+               max_memory: int) -> _Plan:
+    """Chunk sizes such that the chunk-shaped scratch stays within ``max_memory`` bytes.
+
+    Counted: every tile of ``rows x cols`` (logits, softcap derivative, low-precision copy, target)
+    and the float32 copies that low-precision input needs where a chunk cannot span the whole
+    vocabulary (a weight block, ``cols x d``) or all tokens (a token chunk, ``w_rows x d``).
+    Not counted, like the gradients themselves: the float32 accumulators of at most
+    ``_MIN_ROWS`` rows or ``_MIN_COLS`` columns of width ``d``. At least one row and one column
+    are processed whatever the bound.
+    """
     acc_size = torch.finfo(acc).bits // 8
+    low = dtype != acc
     per_element = acc_size  # the logits / gradient tile
     if softcap:
         per_element += acc_size  # the softcap derivative
-    if dtype != acc:
+    if low:
         per_element += torch.finfo(dtype).bits // 8  # the low-precision product and gradient tile
     if kind == "prob":
         per_element += acc_size  # the smoothed, weighted target tile
     elements = max(1, max_memory // per_element)
-    n1 = max(n, 1)
+    n1, row_bytes = max(n, 1), d * acc_size
     if elements // v >= min(n1, _MIN_ROWS):
         rows, cols = _aligned(min(n1, elements // v), n1, _ROW_ALIGN), v
     else:
+        # Vocabulary tiles; low-precision input converts each tile's weight block to float32.
         rows = max(1, min(n1, _MIN_ROWS, elements))
-        cols = _aligned(max(1, min(v, elements // rows)), v, _COL_ALIGN)
+        per_col = rows * per_element + (row_bytes if low else 0)
+        cols = _aligned(max(1, min(v, max_memory // per_col)), v, _COL_ALIGN)
     if elements // n1 >= min(v, _MIN_COLS):
         w_rows, w_cols = n1, _aligned(min(v, elements // n1), v, _COL_ALIGN)
     else:
+        # Token chunks (low precision only), each converted to float32 for the exact product.
         w_cols = max(1, min(v, _MIN_COLS, elements))
-        w_rows = _aligned(max(1, min(n1, elements // w_cols)), n1, _ROW_ALIGN)
+        w_rows = _aligned(max(1, min(n1, max_memory // (w_cols * per_element + row_bytes))), n1, _ROW_ALIGN)
     return _Plan(rows, cols, w_rows, w_cols)
 
 
@@ -294,7 +313,7 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
         kind = "index"
         ce_denominator, n_kept = float(wt.sum()), int(valid.sum())
         tgt = safe
-    plan = _make_plan(n, v, input.dtype, acc, kind=kind, softcap=softcap is not None, max_memory=max_memory)
+    plan = _make_plan(n, v, d, input.dtype, acc, kind=kind, softcap=softcap is not None, max_memory=max_memory)
     problem = _Problem(
         kind=kind, n=n, v=v, acc=acc, target=tgt, valid=valid, class_weight=cw, weight_sum=weight_sum,
         tw=tw, sm=sm, alpha=alpha, ce_denominator=ce_denominator, n_kept=n_kept,
@@ -479,11 +498,13 @@ def _token_pass(x2, weight, bias, p: _Problem, *, lse=None, coef: _Coefficients 
     device, dtype = x2.device, x2.dtype
     n, d = x2.shape
     plan = p.plan
+    if not (want_dx or want_dw_db):
+        coef = None  # no gradient wanted from this pass: no gradient tiles either
     stats = _new_stats(p, device) if lse is None else None
     dx = torch.empty_like(x2) if want_dx else None
     dw = torch.zeros(weight.shape, dtype=p.acc, device=device) if want_dw_db else None
     db = torch.zeros(p.v, dtype=p.acc, device=device) if (want_dw_db and bias is not None) else None
-    if n == 0:
+    if n == 0 or (stats is None and coef is None):
         return stats, dx, dw, db
     s = _Scratch(plan.rows, plan.cols, dtype, p, device)
     one_block = plan.cols >= p.v
@@ -538,10 +559,6 @@ def _apply_tile_grad(g, x_c, weight, j0, p, s, dx, rows, dw, db, *, accumulate):
         if accumulate:
             # Vocabulary-tiled rows: float32 partial products, so nothing is rounded mid-sum.
             dx[rows].addmm_(g, w_b if s.low is None else w_b.to(p.acc))
-        elif s.low is None and g.device.type == "cpu":
-            # (W_b^T G^T)^T: on the CPU this orientation runs about 15 % faster for float32 tiles
-            # (163 against 132 GFLOP/s at 128 x 65536 x 2048); the transposing copy is d x n.
-            dx[rows].copy_(torch.mm(w_b.T, g.T).T)
         else:
             torch.mm(a, w_b, out=dx[rows])
     if dw is not None:
@@ -825,10 +842,10 @@ def linear_cross_entropy(
         Logits become ``softcap * tanh(logits / softcap)`` before the softmax.
     max_memory : int, optional
         Bound in bytes on the chunk-shaped scratch tensors (logits and gradient tiles); the
-        gradients themselves and O(N) statistics are not counted. Default: 32 MiB, or more where
-        a quarter of the size of ``weight`` in bytes is more (so the scratch stays small next to
-        the weight gradient that must exist anyway), but never above an eighth of the float32
-        logits' ``4 N V`` bytes; 1 GiB for CUDA
+        gradients themselves and O(N) statistics are not counted. Default: 32 MiB, raised to a
+        quarter of the size of ``weight`` in bytes when that is more (so the scratch stays small
+        next to the weight gradient that must exist anyway) but raised no further than an eighth
+        of the float32 logits' ``4 N V`` bytes; 1 GiB for CUDA
         tensors, where wide chunks keep the GPU busy. Smaller is leaner and, below a few
         megabytes, slower; the result does not depend on it beyond float rounding.
     backend : {"auto", "torch", "triton"}, default "auto"
