@@ -841,11 +841,13 @@ def linear_cross_entropy(
     softcap : float > 0, optional
         Logits become ``softcap * tanh(logits / softcap)`` before the softmax.
     max_memory : int, optional
-        Bound in bytes on the chunk-shaped scratch tensors (logits and gradient tiles); the
-        gradients themselves and O(N) statistics are not counted. Default: 32 MiB, raised to a
-        quarter of the size of ``weight`` in bytes when that is more (so the scratch stays small
-        next to the weight gradient that must exist anyway) but raised no further than an eighth
-        of the float32 logits' ``4 N V`` bytes; 1 GiB for CUDA
+        Bound in bytes on the chunk-shaped scratch tensors (logits and gradient tiles, and the
+        float32 copies of weight blocks or token chunks that tight bounds need for low-precision
+        input); the gradients themselves, O(N) statistics and float32 accumulators of at most
+        64 rows of width ``d`` are not counted, and one row and one column are always processed.
+        Default: 32 MiB, raised to a quarter of the size of ``weight`` in bytes when that is more
+        (so the scratch stays small next to the weight gradient that must exist anyway) but
+        raised no further than an eighth of the float32 logits' ``4 N V`` bytes; 1 GiB for CUDA
         tensors, where wide chunks keep the GPU busy. Smaller is leaner and, below a few
         megabytes, slower; the result does not depend on it beyond float rounding.
     backend : {"auto", "torch", "triton"}, default "auto"
