@@ -190,16 +190,16 @@ def machine_description(threads):
     }
 
 
-def write_results(rows, info, args, stem="fit"):
-    RESULTS.mkdir(exist_ok=True)
+def write_results(rows, info, args, stem="fit", out=RESULTS):
+    out.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "C", "method", "tol", "seconds", "seconds_min", "seconds_max", "repeats", "n_iter",
               "gap", "test_accuracy", "reached", "ratio_to_sklearn", "f_star", "reference_seconds", "alpha",
               "n_train", "n_features", "n_classes"]
-    with open(RESULTS / f"{stem}.csv", "w", newline="") as handle:
+    with open(out / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    with open(RESULTS / f"{stem}.json", "w") as handle:
+    with open(out / f"{stem}.json", "w") as handle:
         json.dump({"info": info, "command": " ".join(sys.argv), "rows": rows}, handle, indent=1)
     lines = [
         "# Fit benchmark: time to scikit-learn's optimum",
@@ -239,7 +239,7 @@ def write_results(rows, info, args, stem="fit"):
                   f"{'' if r['reached'] else ', gap not reached'})" for r in missed) + ".")]
     lines += ["", "Reference fits (`LogisticRegression(tol=1e-10)`): "
               + "; ".join(sorted({f"{r['dataset']} C={r['C']:g}: {r['reference_seconds']:.1f} s" for r in rows})) + "."]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -253,6 +253,7 @@ def main(argv=None):
     parser.add_argument("--backends", default="numpy,torch", help="ours: numpy and/or torch (the latter on the CPU)")
     parser.add_argument("--quick", action="store_true", help="pendigits, C=1, one repeat (a smoke run)")
     parser.add_argument("--render", action="store_true", help="rewrite fit.md from results/fit.json only")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads((RESULTS / "fit.json").read_text())
@@ -290,8 +291,8 @@ def main(argv=None):
                           f"it={row['n_iter']:<6d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
                           f"ratio={row.get('ratio_to_sklearn', float('nan')):.2f}", flush=True)
                 rows += case_rows
-                write_results(rows, info, args, stem)
-    print(f"results written to {RESULTS / stem}.{{csv,json,md}}")
+                write_results(rows, info, args, stem, args.out)
+    print(f"results written to {args.out / stem}.{{csv,json,md}}")
     return 0
 
 

@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     python benchmarks/bench_linear_ce.py            # the full run: writes results/linear_ce.{csv,json,md}
     python benchmarks/bench_linear_ce.py --quick    # small shapes, for a smoke test: results/linear_ce-quick.*
+    python benchmarks/bench_linear_ce.py --impls naive,softmaxkit   # a subset: results/linear_ce-partial.*
 
 Cases: (N, d, V) = (4096, 1024, 32768) and (8192, 2048, 65536), float32 and bfloat16, index targets,
 ``reduction="mean"``, no bias; ``x ~ N(0, 0.5^2)``, ``W ~ N(0, 1/d)``. Implementations:
@@ -166,6 +167,8 @@ def _run_child(impl, shape, dtype, repeats, ref_path, tmp: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke test")
+    parser.add_argument("--impls", default=",".join(IMPLS), help=f"a comma-separated subset of {','.join(IMPLS)}")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the results (default results/)")
     parser.add_argument("--child", nargs=8, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -173,8 +176,12 @@ def main(argv=None) -> int:
         child(impl, int(n), int(d), int(v), dtype, int(repeats), ref_path or None, out)
         return 0
 
-    from _common import environment, write_results
+    from _common import RESULTS_DIR, environment, write_results
 
+    impls = [name for name in args.impls.split(",") if name]
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown:
+        parser.error(f"--impls: unknown {', '.join(unknown)}; choose from {', '.join(IMPLS)}")
     cases = QUICK if args.quick else FULL
     env = environment(("softmaxkit", "torch", "triton", "cut-cross-entropy"))
     rows = []
@@ -190,7 +197,7 @@ def main(argv=None) -> int:
                         print("reference failed:", result["error"])
                         ref_path = None
                 case_rows = []
-                for impl in IMPLS:
+                for impl in impls:
                     if not _available(impl):
                         case_rows.append({"impl": impl, "error": "not importable"})
                         continue
@@ -218,7 +225,9 @@ def main(argv=None) -> int:
         " only for the smaller shape",
         "the machine is shared with other jobs (see the load average): expect 10-50 % timing noise",
     ]
-    write_results("linear_ce-quick" if args.quick else "linear_ce", rows, env,
+    full = not args.quick and impls == list(IMPLS)
+    write_results("linear_ce" if full else "linear_ce-quick" if args.quick else "linear_ce-partial", rows, env,
+                  results_dir=args.out or RESULTS_DIR,
                   title="Fused linear cross-entropy, forward + backward on the CPU", columns=columns, notes=notes)
     return 0
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import scipy.special
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import softmaxkit as sk
-from _common import environment, measure, write_results
+from _common import RESULTS_DIR, environment, measure, write_results
 
 FULL_SHAPES = [(1_000_000, 10), (100_000, 1000), (4096, 32768)]
 QUICK_SHAPES = [(10_000, 10), (1000, 1000), (64, 32768)]
@@ -158,6 +159,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 5, quick 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per case (default 1)")
     parser.add_argument("--operations", nargs="+", choices=OPERATIONS, default=list(OPERATIONS))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
@@ -183,7 +185,7 @@ def main(argv=None) -> int:
         name, rows, env, title="softmax, log_softmax, cross-entropy + gradient (float32, CPU)",
         columns=["operation", "shape", "implementation", "median_ms", "min_ms", "max_ms", "ratio_to_scipy",
                  "min_ratio_to_scipy", "cpu_ms", "cpu_ratio_to_scipy", "Melem_per_s"],
-        notes=notes,
+        notes=notes, results_dir=args.out,
     )
     print("wrote", ", ".join(str(p) for p in paths.values()))
     return 0

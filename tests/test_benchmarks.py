@@ -1,0 +1,78 @@
+"""The benchmark scripts still run: each one's quick form, into a temporary folder (seconds each).
+
+The timings of these tiny runs mean nothing and are not asserted; what is checked is that every
+script runs end to end, writes its three result files, and that the figures a reader relies on
+are there and sane (the errors, the optimum reached).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO_ROOT / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str, out: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--out", str(out)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def rows_of(out: Path, name: str) -> list[dict]:
+    for ext in ("csv", "json", "md"):
+        assert (out / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext} is empty"
+    return json.loads((out / f"{name}.json").read_text())["rows"]
+
+
+def test_bench_numerics_quick(tmp_path):
+    run_benchmark("bench_numerics.py", "--quick", "--repeats", "1", "--warmup", "0", out=tmp_path)
+    rows = rows_of(tmp_path, "numerics-quick")
+    assert {r["operation"] for r in rows} == {"softmax", "log_softmax", "cross_entropy+grad"}
+    assert {"softmaxkit", "scipy.special", "naive numpy"} <= {r["implementation"] for r in rows}
+    assert all(r["median_ms"] > 0 for r in rows)
+    ours = [r for r in rows if r["implementation"] == "softmaxkit"]
+    assert ours and all(math.isfinite(r["ratio_to_scipy"]) and r["ratio_to_scipy"] > 0 for r in ours)
+
+
+def test_bench_linear_ce_quick(tmp_path):
+    run_benchmark("bench_linear_ce.py", "--quick", "--impls", "naive,softmaxkit", out=tmp_path)
+    rows = {(r["impl"], r["dtype"]): r for r in rows_of(tmp_path, "linear_ce-quick")}
+    assert set(rows) == {(i, d) for i in ("naive", "softmaxkit") for d in ("float32", "bfloat16")}
+    for row in rows.values():
+        assert "error" not in row and row["median_s"] > 0 and row["peak_extra_MiB"] > 0
+    # What the benchmark reports as accuracy: float32 at rounding level, bf16 loss exact (float32).
+    assert rows["softmaxkit", "float32"]["loss_rel_err"] < 1e-6
+    assert rows["softmaxkit", "bfloat16"]["loss_rel_err"] < rows["naive", "bfloat16"]["loss_rel_err"] / 10
+    assert rows["softmaxkit", "bfloat16"]["dw_rel_err"] <= rows["naive", "bfloat16"]["dw_rel_err"] * 1.05
+
+
+def test_bench_linear_ce_rejects_unknown_implementation(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_linear_ce.py"), "--impls", "naive,fast",
+                           "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown fast" in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_bench_fit_quick(tmp_path, datasets_dir):
+    run_benchmark("bench_fit.py", "--quick", "--backends", "numpy", out=tmp_path)
+    rows = {r["method"]: r for r in rows_of(tmp_path, "fit-partial")}
+    ours = rows["softmaxkit SoftmaxRegression(newton-cg)"]
+    reference = rows["sklearn LogisticRegression(lbfgs)"]
+    for row in (ours, reference):
+        assert row["dataset"] == "pendigits" and row["reached"] and row["gap"] <= 1e-6
+    assert ours["ratio_to_sklearn"] > 0
+
+
+@pytest.mark.parametrize("script", ["bench_numerics.py", "bench_linear_ce.py", "bench_fit.py"])
+def test_benchmark_help_names_out_option(script):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--out" in done.stdout
