@@ -1,4 +1,5 @@
-"""The benchmark scripts still run: each one's quick form, into a temporary folder (seconds each).
+"""The benchmark scripts still run: each one's quick form (and the GPU script's CPU dry run), into a
+temporary folder (seconds each).
 
 The timings of these tiny runs mean nothing and are not asserted; what is checked is that every
 script runs end to end, writes its three result files, and that the figures a reader relies on
@@ -76,3 +77,24 @@ def test_benchmark_help_names_out_option(script):
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--out" in done.stdout
+
+
+def test_gpu_linear_ce_dry_run(tmp_path):
+    """The GPU script's own logic, on the CPU (Triton under its interpreter), before GPU time is spent."""
+    import importlib.util
+    import os
+
+    env = dict(os.environ)
+    if importlib.util.find_spec("triton") is not None:
+        env["TRITON_INTERPRET"] = "1"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_linear_ce.py"), "--dry-run", "--out", str(tmp_path)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    passed, total = map(int, done.stdout.split("parity: ")[1].split(" checks")[0].split("/"))
+    assert passed == total > 0
+    rows = {r["impl"]: r for r in rows_of(tmp_path, "linear_ce_gpu-dry-run")}
+    expected = {"naive", "torch_chunked", "softmaxkit_torch"}
+    if "TRITON_INTERPRET" in env:
+        expected.add("softmaxkit_triton")
+    assert set(rows) == expected
+    assert all("error" not in r and r["median_ms"] > 0 for r in rows.values())
