@@ -13,7 +13,10 @@ Usage: ``python benchmarks/gpu_check.py [--skip-tests] [--max-iter 300] [--budge
    Fits are skipped once ``--budget-s`` seconds have gone (the whole script stays under 3 minutes).
 3. Writes ``results/gpu_check.{csv,json,md}`` with the GPU, the machine and the versions.
 
-Without CUDA it prints why and exits with status 2.
+Without CUDA it prints why and exits with status 2, unless ``--dry-run`` is given: then the fits
+run on 5,000 samples with the CPU standing in for the GPU and the CUDA tests are not run, so that
+the script's own logic is checked before GPU time is spent on it (``tests/test_benchmarks.py``
+does this). Its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -58,19 +61,19 @@ def run_cuda_tests() -> tuple[bool, str]:
     return ok, summary
 
 
-def make_data():
+def make_data(n_samples: int = 200_000):
     from sklearn.datasets import make_classification
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    X, y = make_classification(n_samples=200_000, n_features=100, n_informative=50, n_classes=20, random_state=0)
+    X, y = make_classification(n_samples=n_samples, n_features=100, n_informative=50, n_classes=20, random_state=0)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
     scaler = StandardScaler().fit(X_train)
     return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
 
 
-def methods(alpha: float, tol: float, max_iter: int, n_train: int):
-    """``(name, device, make_estimator)``: CUDA first, then the CPU backends."""
+def methods(alpha: float, tol: float, max_iter: int, n_train: int, gpu: str = "cuda"):
+    """``(name, device, make_estimator)``: CUDA (``gpu``) first, then the CPU backends."""
     from sklearn.linear_model import LogisticRegression
 
     from softmaxkit.linear_model import SoftmaxRegression
@@ -80,9 +83,9 @@ def methods(alpha: float, tol: float, max_iter: int, n_train: int):
                                          backend=backend, device=device, dtype=dtype)
 
     return [
-        ("softmaxkit torch lbfgs float32", "cuda", ours("lbfgs", "torch", "cuda", np.float32)),
-        ("softmaxkit torch lbfgs float64", "cuda", ours("lbfgs", "torch", "cuda")),
-        ("softmaxkit torch newton-cg float64", "cuda", ours("newton-cg", "torch", "cuda")),
+        ("softmaxkit torch lbfgs float32", gpu, ours("lbfgs", "torch", gpu, np.float32)),
+        ("softmaxkit torch lbfgs float64", gpu, ours("lbfgs", "torch", gpu)),
+        ("softmaxkit torch newton-cg float64", gpu, ours("newton-cg", "torch", gpu)),
         ("sklearn LogisticRegression(lbfgs)", "cpu",
          lambda: LogisticRegression(C=1.0 / (alpha * n_train), tol=tol, max_iter=max_iter)),
         ("softmaxkit numpy lbfgs float64", "cpu", ours("lbfgs")),
@@ -91,20 +94,21 @@ def methods(alpha: float, tol: float, max_iter: int, n_train: int):
     ]
 
 
-def time_fits(budget_s: float, tol: float, max_iter: int, start: float) -> list[dict]:
+def time_fits(budget_s: float, tol: float, max_iter: int, start: float, *, gpu: str = "cuda",
+              n_samples: int = 200_000) -> list[dict]:
     from sklearn.exceptions import ConvergenceWarning
 
     from softmaxkit.linear_model import SoftmaxRegression, _loss
 
-    X, X_test, y, y_test = make_data()
+    X, X_test, y, y_test = make_data(n_samples)
     alpha = 1.0 / X.shape[0]
     classes = np.unique(y)
     codes = np.searchsorted(classes, y)
     warnings.simplefilter("ignore", ConvergenceWarning)
     # Warm-up: CUDA context, cuBLAS handles and kernels, outside the timings.
-    SoftmaxRegression(backend="torch", device="cuda", max_iter=2).fit(X[:1000], y[:1000])
+    SoftmaxRegression(backend="torch", device=gpu, max_iter=2).fit(X[:1000], y[:1000])
     rows = []
-    for name, device, make in methods(alpha, tol, max_iter, X.shape[0]):
+    for name, device, make in methods(alpha, tol, max_iter, X.shape[0], gpu):
         row = {"method": name, "device": device, "tol": tol}
         if time.perf_counter() - start > budget_s:
             row["note"] = "skipped: time budget spent"
@@ -125,7 +129,7 @@ def time_fits(budget_s: float, tol: float, max_iter: int, start: float) -> list[
               f"acc={100 * row['test_accuracy']:.2f}%", flush=True)
     best = min(r["objective"] for r in rows if "objective" in r)
     cuda_f64 = next((r["seconds"] for r in rows if r["method"] == "softmaxkit torch lbfgs float64"
-                     and r["device"] == "cuda" and "seconds" in r), None)
+                     and r["device"] == gpu and "seconds" in r), None)
     for r in rows:
         if "objective" in r:
             r["gap"] = (r["objective"] - best) / best
@@ -153,28 +157,40 @@ def main(argv=None) -> int:
     parser.add_argument("--tol", type=float, default=1e-4, help="the same tol for every method (default 1e-4)")
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--budget-s", type=float, default=150.0, help="skip fits once this much time has gone")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="no GPU: small fits with the CPU standing in for CUDA, no CUDA tests")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    reason = check_cuda()
-    if reason is not None:
-        print(f"gpu_check needs a CUDA device: {reason}. Run it on a GPU machine.", file=sys.stderr)
-        return 2
+    if args.dry_run:
+        gpu, n_samples, name, args.skip_tests = "cpu", 5_000, "gpu_check-dry-run", True
+    else:
+        reason = check_cuda()
+        if reason is not None:
+            print(f"gpu_check needs a CUDA device: {reason}. Run it on a GPU machine.", file=sys.stderr)
+            return 2
+        gpu, n_samples, name = "cuda", 200_000, "gpu_check"
     import torch
 
     tests_ok, summary = (True, "not run (--skip-tests)") if args.skip_tests else run_cuda_tests()
-    rows = time_fits(args.budget_s, args.tol, args.max_iter, start)
+    rows = time_fits(args.budget_s, args.tol, args.max_iter, start, gpu=gpu, n_samples=n_samples)
     print_table(rows)
     env = environment(("softmaxkit", "numpy", "scipy", "scikit-learn", "torch"))
-    env["gpu"] = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch threads {torch.get_num_threads()}"
+    if gpu == "cuda":
+        env["gpu"] = (f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), "
+                      f"torch threads {torch.get_num_threads()}")
+    else:
+        env["gpu"] = "no GPU (--dry-run: the CPU stands in)"
+    out = args.out or HERE / "results"
     write_results(
-        "gpu_check", rows, env, title="GPU check: CUDA parity tests and fit timings",
+        name, rows, env, title="GPU check: CUDA parity tests and fit timings", results_dir=out,
         columns=["method", "device", "seconds", "n_iter", "gap", "test_accuracy", "time_over_cuda_lbfgs_f64"],
         notes=[f"GPU: {env['gpu']}", f"pytest -m cuda on {', '.join(TEST_FILES)}: {summary}",
-               "data: make_classification(200_000, 100, n_informative=50, n_classes=20, random_state=0), "
+               f"data: make_classification({n_samples:_}, 100, n_informative=50, n_classes=20, random_state=0), "
                f"80 % train, standardised; alpha = 1 / n_train (C=1); tol={args.tol} for every method; one fit each",
                "gap: (f - f_best) / f_best of the objective L of SoftmaxRegression, in float64"],
     )
-    print(f"\nCUDA tests: {summary}; total {time.perf_counter() - start:.0f} s; results in {HERE / 'results'}")
+    print(f"\nCUDA tests: {summary}; total {time.perf_counter() - start:.0f} s; results in {out}")
     return 0 if tests_ok else 1
 
 

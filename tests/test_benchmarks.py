@@ -1,5 +1,5 @@
-"""The benchmark scripts still run: each one's quick form (and the GPU script's CPU dry run), into a
-temporary folder (seconds each).
+"""The benchmark scripts still run: each one's quick form (and the GPU scripts' CPU dry runs), into
+a temporary folder (seconds each).
 
 The timings of these tiny runs mean nothing and are not asserted; what is checked is that every
 script runs end to end, writes its three result files, and that the figures a reader relies on
@@ -98,3 +98,11 @@ def test_gpu_linear_ce_dry_run(tmp_path):
         expected.add("softmaxkit_triton")
     assert set(rows) == expected
     assert all("error" not in r and r["median_ms"] > 0 for r in rows.values())
+
+
+def test_gpu_check_dry_run(tmp_path):
+    """The GPU check's fit table on the CPU (small data, the CPU standing in for CUDA)."""
+    run_benchmark("gpu_check.py", "--dry-run", out=tmp_path)
+    rows = rows_of(tmp_path, "gpu_check-dry-run")
+    assert len(rows) == 7 and all(r["seconds"] > 0 and r["gap"] >= 0 for r in rows)
+    assert min(r["gap"] for r in rows) == 0.0 and max(r["gap"] for r in rows) < 1e-3  # all near one optimum
