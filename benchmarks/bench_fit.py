@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import os
 import platform
@@ -39,7 +38,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import scipy
 import sklearn
 from sklearn.datasets import make_classification
@@ -54,6 +52,9 @@ from softmaxkit.linear_model import SoftmaxRegression
 from softmaxkit.linear_model import _loss
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from _datasets import load_real_dataset  # noqa: E402  (the test suite's reader of ../shared/datasets)
+
 DATASETS = HERE.parent.parent / "shared" / "datasets"
 RESULTS = HERE / "results"
 TARGET_GAP = 1e-6
@@ -61,32 +62,15 @@ TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 
 
 def load_dataset(name: str, root: Path = DATASETS):
-    """Standardised ``(X_train, X_test, y_train, y_test)`` (scaler fitted on the training part)."""
-    if name == "letter":
-        frame = pd.read_csv(root / "letter" / "letter-recognition.data.gz", header=None)
-        X, y = frame.iloc[:, 1:].to_numpy(float), frame[0].to_numpy()
-        parts = X[:16000], X[16000:], y[:16000], y[16000:]
-    elif name == "pendigits":
-        train = np.loadtxt(gzip.open(root / "pendigits" / "pendigits.tra.gz"), delimiter=",")
-        test = np.loadtxt(gzip.open(root / "pendigits" / "pendigits.tes.gz"), delimiter=",")
-        parts = train[:, :-1], test[:, :-1], train[:, -1].astype(int), test[:, -1].astype(int)
-    elif name == "satimage":
-        train = np.loadtxt(gzip.open(root / "satimage" / "sat.trn.gz"))
-        test = np.loadtxt(gzip.open(root / "satimage" / "sat.tst.gz"))
-        parts = train[:, :-1], test[:, :-1], train[:, -1].astype(int), test[:, -1].astype(int)
-    elif name == "covtype":
-        frame = pd.read_csv(root / "covtype" / "covtype_kaggle_train.csv.gz")
-        X = frame.drop(columns=["Id", "Cover_Type"]).to_numpy(float)
-        y = frame["Cover_Type"].to_numpy()
-        parts = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-    elif name == "synthetic":
-        X, y = make_classification(
-            n_samples=200_000, n_features=100, n_informative=50, n_classes=20, random_state=0
-        )
-        parts = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
-    else:
-        raise ValueError(f"dataset must be one of letter, pendigits, satimage, covtype, synthetic, got {name!r}")
-    X_train, X_test, y_train, y_test = parts
+    """Standardised ``(X_train, X_test, y_train, y_test)`` (scaler fitted on the training part).
+
+    The real datasets are read by the test suite's ``_datasets.load_real_dataset``, so the benchmark
+    times exactly the problems whose optimum ``tests/test_sklearn_optimum.py`` checks.
+    """
+    if name != "synthetic":
+        return load_real_dataset(name, root)
+    X, y = make_classification(n_samples=200_000, n_features=100, n_informative=50, n_classes=20, random_state=0)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
     scaler = StandardScaler().fit(X_train)
     return (np.ascontiguousarray(scaler.transform(X_train)), np.ascontiguousarray(scaler.transform(X_test)),
             y_train, y_test)

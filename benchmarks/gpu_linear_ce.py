@@ -59,7 +59,9 @@ def _triton_backends(dev: str) -> tuple[str, ...]:
 
 
 def parity(torch, dev: str = "cuda") -> list[dict]:
-    import torch.nn.functional as F
+    # The test suite's float64 oracle of the materialised computation, and its helpers.
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from _reference import cast_value_and_grads, frobenius_error, linear_cross_entropy_ref
 
     from softmaxkit.torch import linear_cross_entropy
 
@@ -74,26 +76,13 @@ def parity(torch, dev: str = "cuda") -> list[dict]:
     t[::7] = -100
     gn = (torch.rand(n, generator=g, dtype=f64) + 0.5).to(dev)
 
-    def naive(x_, w_, b_, **o):
-        z = F.linear(x_, w_, b_)
-        if o.get("softcap"):
-            z = o["softcap"] * torch.tanh(z / o["softcap"])
-        cwo = o.get("class_weight")
-        loss = F.cross_entropy(z, t, weight=None if cwo is None else cwo.to(z.dtype), reduction=o["reduction"],
-                               label_smoothing=o.get("label_smoothing", 0.0))
-        keep = t != -100
-        zl = torch.where(keep, o.get("z_loss", 0.0) * torch.logsumexp(z.to(f64), -1) ** 2, 0.0)
-        red = o["reduction"]
-        return loss + (zl if red == "none" else zl.sum() if red == "sum" else zl.sum() / keep.sum())
+    def naive(x_, w_, b_, **opts):
+        return linear_cross_entropy_ref(x_, w_, t, b_, **opts)
 
     def run(fn, dtype, grad_out):
-        leaves = [a.detach().to(dtype).clone().requires_grad_() for a in (x, w, b)]
-        out = fn(*leaves)
-        (out.to(f64) * grad_out).sum().backward()
-        return [out.detach().to(f64)] + [leaf.grad.to(f64) for leaf in leaves]
+        return cast_value_and_grads(fn, (x, w, b), dtype, grad_out)
 
-    def err(a, r):
-        return ((a - r).norm() / r.norm()).item()
+    err = frobenius_error
 
     rows = []
     option_sets = [dict(), dict(label_smoothing=0.1, class_weight=cw, z_loss=1e-3, softcap=30.0)]

@@ -13,6 +13,12 @@ Everything here is written independently of :mod:`softmaxkit`, straight from the
   the NaN / +inf / -inf pattern.
 * ``numerical_vjp``: a fourth-order central difference of ``sum(g * f(x))``, independent of
   :func:`softmaxkit.gradcheck`.
+* ``linear_cross_entropy_ref``: the fused linear cross-entropy computed the naive way, through the
+  N x V logits with ``torch.nn.functional`` (float64 inputs make it the reference; inputs of
+  another dtype give the naive same-dtype computation that a fast path must not be worse than).
+  With it, ``cast_value_and_grads`` (value and gradients of ``sum(g * fn(x, w, b))`` on inputs cast
+  to a dtype, returned in float64) and ``frobenius_error``. Also used by
+  ``benchmarks/gpu_linear_ce.py``.
 """
 
 from __future__ import annotations
@@ -233,3 +239,38 @@ def numerical_vjp(fn: Callable[[np.ndarray], np.ndarray], x, grad_output, *, h: 
         flat[i] = original
         out[i] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * h)
     return grad
+
+
+# --------------------------------------------------------------------------- fused linear cross-entropy
+
+
+def linear_cross_entropy_ref(x, w, target, b=None, *, reduction="mean", label_smoothing=0.0, class_weight=None,
+                             z_loss=0.0, softcap=None, ignore_index=-100):
+    """``cross_entropy(softcap(x @ w.T + b), target, ...) + z_loss * mean(lse^2)``, materialised."""
+    import torch.nn.functional as F
+
+    z = F.linear(x, w, b)
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    weight = None if class_weight is None else class_weight.to(z.dtype)
+    loss = F.cross_entropy(z, target, weight=weight, reduction=reduction, label_smoothing=label_smoothing,
+                           ignore_index=ignore_index)
+    if z_loss:
+        keep = torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device) if target.is_floating_point() \
+            else target != ignore_index
+        zl = torch.where(keep, z_loss * torch.logsumexp(z.to(torch.float64), -1) ** 2, 0.0)
+        loss = loss + (zl if reduction == "none" else zl.sum() if reduction == "sum" else zl.sum() / keep.sum())
+    return loss
+
+
+def cast_value_and_grads(fn, tensors, dtype, grad_output) -> list:
+    """``[value, *grads]`` in float64 of ``sum(grad_output * fn(*tensors))``, the tensors cast to ``dtype``."""
+    leaves = [t.detach().to(dtype).clone().requires_grad_() for t in tensors]
+    value = fn(*leaves)
+    (value.to(torch.float64) * grad_output).sum().backward()
+    return [value.detach().to(torch.float64)] + [leaf.grad.to(torch.float64) for leaf in leaves]
+
+
+def frobenius_error(actual, reference) -> float:
+    """``||actual - reference|| / ||reference||`` (Frobenius)."""
+    return ((actual - reference).norm() / reference.norm()).item()

@@ -3,6 +3,8 @@
 * ``datasets_dir``: the real datasets in ``../shared/datasets`` beside the repository root;
   a test that asks for it is skipped, with the path in the message, where the folder is absent.
 * ``rng``: a seeded ``numpy.random.Generator``, fresh for every test.
+* ``one_torch_thread``: one PyTorch intra-op thread for the test (small tensors; the suite runs
+  beside others under ``pytest -n``); torch test modules use it with ``pytest.mark.usefixtures``.
 * Tests marked ``@pytest.mark.cuda`` are skipped, with a reason, where PyTorch sees no CUDA device.
 """
 
@@ -28,6 +30,17 @@ def datasets_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261128)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: these tensors are small, and the suite runs beside others (pytest -n)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _cuda_available() -> bool:

@@ -37,6 +37,8 @@ def _child() -> None:  # pragma: no cover - runs in the subprocess
     import torch
     import torch.nn.functional as F
 
+    from _reference import cast_value_and_grads, frobenius_error, linear_cross_entropy_ref
+
     from softmaxkit.torch._linear_cross_entropy import linear_cross_entropy, linear_logsumexp
 
     f64 = torch.float64
@@ -50,24 +52,13 @@ def _child() -> None:  # pragma: no cover - runs in the subprocess
     t[::6] = -100
     gn = torch.rand(n, generator=g, dtype=f64) + 0.5
 
-    def naive(x_, w_, b_, *, reduction, label_smoothing=0.0, class_weight=None, z_loss=0.0, softcap=None):
-        z = F.linear(x_, w_, b_)
-        if softcap is not None:
-            z = softcap * torch.tanh(z / softcap)
-        cw_ = None if class_weight is None else class_weight.to(z.dtype)
-        loss = F.cross_entropy(z, t, weight=cw_, reduction=reduction, label_smoothing=label_smoothing)
-        keep = t != -100
-        zl = torch.where(keep, z_loss * torch.logsumexp(z.to(f64), -1) ** 2, 0.0)
-        return loss + (zl if reduction == "none" else zl.sum() if reduction == "sum" else zl.sum() / keep.sum())
+    def naive(x_, w_, b_, **opts):
+        return linear_cross_entropy_ref(x_, w_, t, b_, **opts)
 
     def run(fn, dtype, grad_out):
-        leaves = [a.detach().to(dtype).clone().requires_grad_() for a in (x, w, b)]
-        out = fn(*leaves)
-        (out.to(f64) * grad_out).sum().backward()
-        return [out.detach().to(f64)] + [leaf.grad.to(f64) for leaf in leaves]
+        return cast_value_and_grads(fn, (x, w, b), dtype, grad_out)
 
-    def err(a, r):
-        return ((a - r).norm() / r.norm()).item()
+    err = frobenius_error
 
     option_sets = [
         dict(),

@@ -1,6 +1,7 @@
 """softmaxkit.torch.linear_cross_entropy / linear_logsumexp / LinearCrossEntropyLoss (issue 6).
 
-The oracle is the naive computation replayed in PyTorch float64 with autograd: materialise the
+The oracle (``_reference.linear_cross_entropy_ref``) is the naive computation replayed in PyTorch
+float64 with autograd: materialise the
 logits ``x @ W.T + b``, softcap them, ``F.cross_entropy`` them, add the z-loss. Every option and
 every chunking regime (one vocabulary block; the vocabulary tiled with an online log-sum-exp;
 the weight-gradient pass split over tokens) is compared on values and the three gradients.
@@ -13,6 +14,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import linear_cross_entropy_ref
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from softmaxkit.torch._linear_cross_entropy import (
@@ -30,21 +32,6 @@ F64 = torch.float64
 
 
 # --------------------------------------------------------------------------- the oracle
-
-
-def naive(x, w, target, b=None, *, reduction="mean", label_smoothing=0.0, class_weight=None, z_loss=0.0,
-          softcap=None, ignore_index=-100):
-    """The materialised computation, in whatever dtype its inputs have (the reference in float64)."""
-    z = F.linear(x, w, b)
-    if softcap is not None:
-        z = softcap * torch.tanh(z / softcap)
-    loss = F.cross_entropy(z, target, weight=class_weight, reduction=reduction, label_smoothing=label_smoothing,
-                           ignore_index=ignore_index)
-    if z_loss:
-        keep = torch.ones(z.shape[:-1], dtype=torch.bool) if target.is_floating_point() else target != ignore_index
-        zl = torch.where(keep, z_loss * torch.logsumexp(z.to(F64), -1) ** 2, 0.0)
-        loss = loss + (zl if reduction == "none" else zl.sum() if reduction == "sum" else zl.sum() / keep.sum())
-    return loss
 
 
 def value_and_grads(fn, x, w, b, g):
@@ -118,7 +105,7 @@ def test_float64_parity_every_option_small(budget):
         cw = cw if use_cw else None
         g = gn if reduction == "none" else torch.tensor(1.7, dtype=F64)
         opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
-        ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+        ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
         got, _ = value_and_grads(
             lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), x, w, b, g
         )
@@ -146,7 +133,7 @@ def test_float64_parity_odd_shapes(reduction, ls, use_cw, zl, cap, kind, max_mem
     cw = cw if use_cw else None
     g = gn[: x.shape[0]] if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
-    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
     got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts),
                              x, w, b, g)
     for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
@@ -162,7 +149,7 @@ def test_float64_parity_aligned_tiles_with_remainders(reduction):
     x, w, b, cw, t, gn = make(n, d, v, ignore_every=7)
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=0.1, class_weight=cw, z_loss=1e-3)
-    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
     got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts),
                              x, w, b, g)
     for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
@@ -177,7 +164,7 @@ def test_all_ignored_batch(reduction, ls):
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
     for class_weight in (None, cw):
         opts = dict(reduction=reduction, label_smoothing=ls, class_weight=class_weight, z_loss=1e-2)
-        ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+        ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
         got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), x, w, b, g)
         for a, r in zip(got, ref):
             assert rel(a, r) == 0.0
@@ -191,13 +178,13 @@ def test_single_token_and_unbatched(reduction):
     x, w, b, cw, t, gn = make(1, 7, 19, ignore_every=0)
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=0.1, class_weight=cw, softcap=4.0)
-    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_, w_, t, b_, **opts), x, w, b, g)
+    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
     got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), x, w, b, g)
     for a, r in zip(got, ref):
         assert rel(a, r) <= 1e-12
     # Unbatched: input (d,), target () -- the shape of F.cross_entropy's unbatched form.
     g0 = g[0] if reduction == "none" else g
-    ref, _ = value_and_grads(lambda x_, w_, b_: naive(x_[0], w_, t[0], b_, **opts), x, w, b, g0)
+    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_[0], w_, t[0], b_, **opts), x, w, b, g0)
     got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_[0], w_, t[0], b_, **opts), x, w, b, g0)
     assert got[0].shape == ref[0].shape == ()
     for a, r in zip(got, ref):
@@ -209,7 +196,7 @@ def test_leading_batch_dimensions_and_empty_batch():
     x3, t3 = x.reshape(2, 3, 4, 6), t.reshape(2, 3, 4)
     got = linear_cross_entropy(x3, w, t3, b, reduction="none")
     assert got.shape == (2, 3, 4)
-    assert rel(got.reshape(-1), naive(x, w, t, b, reduction="none")) <= 1e-12
+    assert rel(got.reshape(-1), linear_cross_entropy_ref(x, w, t, b, reduction="none")) <= 1e-12
     empty = linear_cross_entropy(x[:0], w, t[:0], b, reduction="none")
     assert empty.shape == (0,)
     assert torch.isnan(linear_cross_entropy(x[:0], w, t[:0], b))
@@ -219,7 +206,8 @@ def test_leading_batch_dimensions_and_empty_batch():
 def test_gradient_scale_and_second_backward():
     """``(3 * loss).backward()`` scales the precomputed gradients; retain_graph recomputes them."""
     x, w, b, cw, t, gn = make(40, 8, 29)
-    ref, _ = value_and_grads(lambda x_, w_, b_: 3.0 * naive(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0)
+    ref, _ = value_and_grads(lambda x_, w_, b_: 3.0 * linear_cross_entropy_ref(x_, w_, t, b_, z_loss=1e-2),
+                             x, w, b, 1.0)
     got, _ = value_and_grads(lambda x_, w_, b_: 3.0 * linear_cross_entropy(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0)
     for a, r in zip(got, ref):
         assert rel(a, r) <= 1e-12
@@ -236,10 +224,10 @@ def test_only_some_inputs_require_grad():
     xl = x.clone().requires_grad_()
     linear_cross_entropy(xl, w, t, b, reduction="none").sum().backward()
     ref = x.clone().requires_grad_()
-    naive(ref, w, t, b, reduction="none").sum().backward()
+    linear_cross_entropy_ref(ref, w, t, b, reduction="none").sum().backward()
     assert rel(xl.grad, ref.grad) <= 1e-12
     with torch.no_grad():
-        assert rel(linear_cross_entropy(x, w, t, b), naive(x, w, t, b)) <= 1e-12
+        assert rel(linear_cross_entropy(x, w, t, b), linear_cross_entropy_ref(x, w, t, b)) <= 1e-12
 
 
 # --------------------------------------------------------------------------- low precision
@@ -276,7 +264,7 @@ def test_low_precision_no_worse_than_naive(dtype, opts, max_memory):
         return linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts)
 
     def theirs(x_, w_, b_):
-        return naive(x_, w_, t, b_, **opts)
+        return linear_cross_entropy_ref(x_, w_, t, b_, **opts)
 
     ref, _ = value_and_grads(theirs, x.to(F64), w.to(F64), b.to(F64), g)
     ours_err, got = _errors(ours, ref, x, w, b, g)

@@ -15,19 +15,16 @@ marked ``slow``: ``pytest tests/test_sklearn_optimum.py -m slow``.
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
+from _datasets import load_real_dataset
 from softmaxkit.linear_model import SoftmaxRegression
 from softmaxkit.linear_model import _loss
 
@@ -36,32 +33,11 @@ _CACHE: dict = {}
 
 
 def load_dataset(name: str):
-    """Standardised ``(X_train, X_test, y_train, y_test)``; covtype gets a seeded stratified 75/25 split."""
-    if name in _CACHE:
-        return _CACHE[name]
-    if not DATASETS_DIR.is_dir():
-        pytest.skip(f"real datasets not found at {DATASETS_DIR} (they live beside the repository, not in it)")
-    root = DATASETS_DIR
-    if name == "letter":
-        frame = pd.read_csv(root / "letter" / "letter-recognition.data.gz", header=None)
-        X, y = frame.iloc[:, 1:].to_numpy(float), frame[0].to_numpy()
-        parts = X[:16000], X[16000:], y[:16000], y[16000:]
-    elif name == "pendigits":
-        train = np.loadtxt(gzip.open(root / "pendigits" / "pendigits.tra.gz"), delimiter=",")
-        test = np.loadtxt(gzip.open(root / "pendigits" / "pendigits.tes.gz"), delimiter=",")
-        parts = train[:, :-1], test[:, :-1], train[:, -1].astype(int), test[:, -1].astype(int)
-    elif name == "satimage":
-        train = np.loadtxt(gzip.open(root / "satimage" / "sat.trn.gz"))
-        test = np.loadtxt(gzip.open(root / "satimage" / "sat.tst.gz"))
-        parts = train[:, :-1], test[:, :-1], train[:, -1].astype(int), test[:, -1].astype(int)
-    else:
-        frame = pd.read_csv(root / "covtype" / "covtype_kaggle_train.csv.gz")
-        X = frame.drop(columns=["Id", "Cover_Type"]).to_numpy(float)
-        parts = train_test_split(X, frame["Cover_Type"].to_numpy(), test_size=0.25, stratify=frame["Cover_Type"],
-                                 random_state=0)
-    X_train, X_test, y_train, y_test = parts
-    scaler = StandardScaler().fit(X_train)
-    _CACHE[name] = (scaler.transform(X_train), scaler.transform(X_test), y_train, y_test)
+    """``_datasets.load_real_dataset``, read once per session; skipped where the folder is absent."""
+    if name not in _CACHE:
+        if not DATASETS_DIR.is_dir():
+            pytest.skip(f"real datasets not found at {DATASETS_DIR} (they live beside the repository, not in it)")
+        _CACHE[name] = load_real_dataset(name, DATASETS_DIR)
     return _CACHE[name]
 
 

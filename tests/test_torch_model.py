@@ -17,14 +17,7 @@ from softmaxkit.torch import CrossEntropyLoss, SoftmaxRegressionModule, cross_en
 
 LESSON_X = [[2.0, 1.0, 0.1]]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tensors are small, and the suite runs beside others (pytest -n)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lesson_run(seed=0, *, loss_fn=cross_entropy, dtype=torch.float32):

@@ -28,14 +28,7 @@ RTOL = 1e-12
 C = 5
 SHAPES = {"unbatched": (C,), "2d": (7, C), "3d": (4, C, 3), "4d": (2, C, 3, 2)}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tensors are small, and the suite runs beside others (pytest -n)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------
