@@ -101,7 +101,10 @@ def environment(packages: Sequence[str] = ("softmaxkit", "numpy", "scipy", "torc
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in packages},
-        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        "env": {
+            k: os.environ.get(k)
+            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+        },
     }
     try:
         import threadpoolctl

@@ -48,8 +48,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import softmaxkit
-from softmaxkit.linear_model import SoftmaxRegression
-from softmaxkit.linear_model import _loss
+from softmaxkit.linear_model import SoftmaxRegression, _loss
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -72,8 +71,12 @@ def load_dataset(name: str, root: Path = DATASETS):
     X, y = make_classification(n_samples=200_000, n_features=100, n_informative=50, n_classes=20, random_state=0)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
     scaler = StandardScaler().fit(X_train)
-    return (np.ascontiguousarray(scaler.transform(X_train)), np.ascontiguousarray(scaler.transform(X_test)),
-            y_train, y_test)
+    return (
+        np.ascontiguousarray(scaler.transform(X_train)),
+        np.ascontiguousarray(scaler.transform(X_test)),
+        y_train,
+        y_test,
+    )
 
 
 def objective(coef, intercept, X, codes, alpha):
@@ -101,15 +104,29 @@ def time_to_optimum(make, X, y, X_test, y_test, f_star, evaluate, repeats):
         if gap <= TARGET_GAP:
             times = [seconds] + [_timed_fit(lambda: make(tol), X, y)[1] for _ in range(repeats - 1)]
             return {
-                "tol": tol, "seconds": statistics.median(times), "seconds_min": min(times),
-                "seconds_max": max(times), "repeats": len(times), "n_iter": _n_iter(model), "gap": gap,
-                "test_accuracy": float(model.score(X_test, y_test)), "reached": True,
+                "tol": tol,
+                "seconds": statistics.median(times),
+                "seconds_min": min(times),
+                "seconds_max": max(times),
+                "repeats": len(times),
+                "n_iter": _n_iter(model),
+                "gap": gap,
+                "test_accuracy": float(model.score(X_test, y_test)),
+                "reached": True,
                 "ladder": [{"tol": t, "seconds": s, "gap": g} for t, s, g in tried],
             }
-    return {"tol": TOLS[-1], "seconds": tried[-1][1], "seconds_min": tried[-1][1], "seconds_max": tried[-1][1],
-            "repeats": 1, "n_iter": _n_iter(model), "gap": tried[-1][2],
-            "test_accuracy": float(model.score(X_test, y_test)), "reached": False,
-            "ladder": [{"tol": t, "seconds": s, "gap": g} for t, s, g in tried]}
+    return {
+        "tol": TOLS[-1],
+        "seconds": tried[-1][1],
+        "seconds_min": tried[-1][1],
+        "seconds_max": tried[-1][1],
+        "repeats": 1,
+        "n_iter": _n_iter(model),
+        "gap": tried[-1][2],
+        "test_accuracy": float(model.score(X_test, y_test)),
+        "reached": False,
+        "ladder": [{"tol": t, "seconds": s, "gap": g} for t, s, g in tried],
+    }
 
 
 def run_case(name, C, data, repeats, solvers, backends=("numpy",)):
@@ -127,8 +144,16 @@ def run_case(name, C, data, repeats, solvers, backends=("numpy",)):
     reference_seconds = time.perf_counter() - start
     f_star = evaluate(reference)
     rows = []
-    base = {"dataset": name, "C": C, "alpha": alpha, "n_train": n, "n_features": X.shape[1],
-            "n_classes": len(classes), "f_star": f_star, "reference_seconds": reference_seconds}
+    base = {
+        "dataset": name,
+        "C": C,
+        "alpha": alpha,
+        "n_train": n,
+        "n_features": X.shape[1],
+        "n_classes": len(classes),
+        "f_star": f_star,
+        "reference_seconds": reference_seconds,
+    }
 
     def sklearn_lbfgs(tol):
         return LogisticRegression(C=C, tol=tol, max_iter=100_000)
@@ -138,23 +163,43 @@ def run_case(name, C, data, repeats, solvers, backends=("numpy",)):
     sklearn_seconds = result["seconds"]
     for backend in backends:
         for solver in solvers:
+
             def ours(tol, solver=solver, backend=backend):
                 device = {"device": "cpu"} if backend == "torch" else {}
-                return SoftmaxRegression(alpha=alpha, solver=solver, tol=tol, max_iter=100_000,
-                                         backend=backend, **device)
+                return SoftmaxRegression(
+                    alpha=alpha, solver=solver, tol=tol, max_iter=100_000, backend=backend, **device
+                )
 
             result = time_to_optimum(ours, X, y, X_test, y_test, f_star, evaluate, repeats)
             label = solver if backend == "numpy" else f"{solver}, backend=torch cpu"
-            rows.append({**base, "method": f"softmaxkit SoftmaxRegression({label})", **result,
-                         "ratio_to_sklearn": result["seconds"] / sklearn_seconds})
+            rows.append(
+                {
+                    **base,
+                    "method": f"softmaxkit SoftmaxRegression({label})",
+                    **result,
+                    "ratio_to_sklearn": result["seconds"] / sklearn_seconds,
+                }
+            )
     # on the large synthetic set one-vs-rest SGD takes minutes: capped at 10 epochs there (noted in fit.md)
     sgd_options = {"max_iter": 10} if name == "synthetic" else {}
     sgd, seconds = _timed_fit(lambda: SGDClassifier(loss="log_loss", alpha=alpha, random_state=0, **sgd_options), X, y)
-    rows.append({**base, "method": "sklearn SGDClassifier(log_loss, one-vs-rest)", "tol": sgd.tol,
-                 "seconds": seconds, "seconds_min": seconds, "seconds_max": seconds, "repeats": 1,
-                 "n_iter": _n_iter(sgd), "gap": (evaluate(sgd) - f_star) / f_star,
-                 "test_accuracy": float(sgd.score(X_test, y_test)), "reached": False,
-                 "ratio_to_sklearn": seconds / sklearn_seconds, "ladder": []})
+    rows.append(
+        {
+            **base,
+            "method": "sklearn SGDClassifier(log_loss, one-vs-rest)",
+            "tol": sgd.tol,
+            "seconds": seconds,
+            "seconds_min": seconds,
+            "seconds_max": seconds,
+            "repeats": 1,
+            "n_iter": _n_iter(sgd),
+            "gap": (evaluate(sgd) - f_star) / f_star,
+            "test_accuracy": float(sgd.score(X_test, y_test)),
+            "reached": False,
+            "ratio_to_sklearn": seconds / sklearn_seconds,
+            "ladder": [],
+        }
+    )
     return rows
 
 
@@ -169,16 +214,39 @@ def machine_description(threads):
         "machine": f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
         "load_average_at_start": [round(v, 2) for v in load] if isinstance(load[0], float) else load,
         "blas_threads": threads,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-                     "scikit-learn": sklearn.__version__, "softmaxkit": softmaxkit.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__,
+            "softmaxkit": softmaxkit.__version__,
+        },
     }
 
 
 def write_results(rows, info, args, stem="fit", out=RESULTS):
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["dataset", "C", "method", "tol", "seconds", "seconds_min", "seconds_max", "repeats", "n_iter",
-              "gap", "test_accuracy", "reached", "ratio_to_sklearn", "f_star", "reference_seconds", "alpha",
-              "n_train", "n_features", "n_classes"]
+    fields = [
+        "dataset",
+        "C",
+        "method",
+        "tol",
+        "seconds",
+        "seconds_min",
+        "seconds_max",
+        "repeats",
+        "n_iter",
+        "gap",
+        "test_accuracy",
+        "reached",
+        "ratio_to_sklearn",
+        "f_star",
+        "reference_seconds",
+        "alpha",
+        "n_train",
+        "n_features",
+        "n_classes",
+    ]
     with open(out / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -193,7 +261,8 @@ def write_results(rows, info, args, stem="fit", out=RESULTS):
         f"Date: {info['date']}. Machine: {info['machine']}; load average at start "
         f"{info['load_average_at_start']} (the machine is shared, so timings are noisy). "
         f"BLAS threads: {info['blas_threads']} for every method. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        + ".",
         "",
         "Target: the objective within 1e-6 (relative) of `LogisticRegression(tol=1e-10)`'s `f*`. Each method "
         "climbs the tol ladder 1e-3, 1e-4, ... from scratch and the first fit that reaches the target is timed "
@@ -217,12 +286,28 @@ def write_results(rows, info, args, stem="fit", out=RESULTS):
     ours = [r for r in rows if r["method"].startswith("softmaxkit")]
     met = [r for r in ours if r["reached"] and r["ratio_to_sklearn"] <= 0.5]
     missed = [r for r in ours if r not in met]
-    lines += ["", f"Target (at most 0.5x scikit-learn's time, at the same optimum) met in {len(met)} of {len(ours)} "
-              "cases" + ("." if not missed else "; not met: " + "; ".join(
-                  f"{r['dataset']} C={r['C']:g} {r['method'].split('(')[1][:-1]} (ratio {r['ratio_to_sklearn']:.2f}"
-                  f"{'' if r['reached'] else ', gap not reached'})" for r in missed) + ".")]
-    lines += ["", "Reference fits (`LogisticRegression(tol=1e-10)`): "
-              + "; ".join(sorted({f"{r['dataset']} C={r['C']:g}: {r['reference_seconds']:.1f} s" for r in rows})) + "."]
+    lines += [
+        "",
+        f"Target (at most 0.5x scikit-learn's time, at the same optimum) met in {len(met)} of {len(ours)} "
+        "cases"
+        + (
+            "."
+            if not missed
+            else "; not met: "
+            + "; ".join(
+                f"{r['dataset']} C={r['C']:g} {r['method'].split('(')[1][:-1]} (ratio {r['ratio_to_sklearn']:.2f}"
+                f"{'' if r['reached'] else ', gap not reached'})"
+                for r in missed
+            )
+            + "."
+        ),
+    ]
+    lines += [
+        "",
+        "Reference fits (`LogisticRegression(tol=1e-10)`): "
+        + "; ".join(sorted({f"{r['dataset']} C={r['C']:g}: {r['reference_seconds']:.1f} s" for r in rows}))
+        + ".",
+    ]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -271,9 +356,12 @@ def main(argv=None):
                 repeats = args.synthetic_repeats if name == "synthetic" else args.repeats
                 case_rows = run_case(name, C, data, repeats, solvers, backends)
                 for row in case_rows:
-                    print(f"{name:10s} C={C:<5g} {row['method']:62s} tol={row['tol']:<6g} {row['seconds']:8.3f}s "
-                          f"it={row['n_iter']:<6d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
-                          f"ratio={row.get('ratio_to_sklearn', float('nan')):.2f}", flush=True)
+                    print(
+                        f"{name:10s} C={C:<5g} {row['method']:62s} tol={row['tol']:<6g} {row['seconds']:8.3f}s "
+                        f"it={row['n_iter']:<6d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
+                        f"ratio={row.get('ratio_to_sklearn', float('nan')):.2f}",
+                        flush=True,
+                    )
                 rows += case_rows
                 write_results(rows, info, args, stem, args.out)
     print(f"results written to {args.out / stem}.{{csv,json,md}}")

@@ -126,16 +126,25 @@ def child(impl, n, d, v, dtype_name, repeats, ref_path, out_path):
         if index or repeats == 1:
             times.append(time.perf_counter() - start)
             peaks.append(_rss()[1] - before)
-    row = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats,
-           "peak_extra_MiB": peaks[-1] / 2**20, "loss_dtype": str(loss.dtype).replace("torch.", "")}
+    row = {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": repeats,
+        "peak_extra_MiB": peaks[-1] / 2**20,
+        "loss_dtype": str(loss.dtype).replace("torch.", ""),
+    }
     if ref_path:
         ref = torch.load(ref_path)
 
         def err(a, r):
             return ((a.double() - r).norm() / r.norm()).item()
 
-        row.update(loss_rel_err=abs(loss.double().item() - ref["loss"].item()) / abs(ref["loss"].item()),
-                   dx_rel_err=err(x.grad, ref["dx"]), dw_rel_err=err(w.grad, ref["dw"]))
+        row.update(
+            loss_rel_err=abs(loss.double().item() - ref["loss"].item()) / abs(ref["loss"].item()),
+            dx_rel_err=err(x.grad, ref["dx"]),
+            dw_rel_err=err(w.grad, ref["dw"]),
+        )
     Path(out_path).write_text(json.dumps(row))
 
 
@@ -212,9 +221,25 @@ def main(argv=None) -> int:
                     if "median_s" in row and chunked:
                         row["time_vs_torch_chunked"] = row["median_s"] / chunked["median_s"]
                     rows.append(row)
-    columns = ["N", "d", "V", "dtype", "impl", "median_s", "min_s", "max_s", "repeats", "peak_extra_MiB",
-               "time_vs_naive", "time_vs_torch_chunked", "memory_vs_naive", "loss_rel_err", "dx_rel_err",
-               "dw_rel_err", "error"]
+    columns = [
+        "N",
+        "d",
+        "V",
+        "dtype",
+        "impl",
+        "median_s",
+        "min_s",
+        "max_s",
+        "repeats",
+        "peak_extra_MiB",
+        "time_vs_naive",
+        "time_vs_torch_chunked",
+        "memory_vs_naive",
+        "loss_rel_err",
+        "dx_rel_err",
+        "dw_rel_err",
+        "error",
+    ]
     notes = [
         "forward + backward of the mean cross-entropy of x @ W.T (no bias), index targets; each case in its own process",
         "time: wall seconds per forward + backward (median of `repeats`, after a warm-up on a tiny problem and,"
@@ -226,9 +251,15 @@ def main(argv=None) -> int:
         "the machine is shared with other jobs (see the load average): expect 10-50 % timing noise",
     ]
     full = not args.quick and impls == list(IMPLS)
-    write_results("linear_ce" if full else "linear_ce-quick" if args.quick else "linear_ce-partial", rows, env,
-                  results_dir=args.out or RESULTS_DIR,
-                  title="Fused linear cross-entropy, forward + backward on the CPU", columns=columns, notes=notes)
+    write_results(
+        "linear_ce" if full else "linear_ce-quick" if args.quick else "linear_ce-partial",
+        rows,
+        env,
+        results_dir=args.out or RESULTS_DIR,
+        title="Fused linear cross-entropy, forward + backward on the CPU",
+        columns=columns,
+        notes=notes,
+    )
     return 0
 
 

@@ -34,9 +34,9 @@ import numpy as np
 import scipy.special
 import torch
 import torch.nn.functional as F
+from _common import RESULTS_DIR, environment, measure, write_results
 
 import softmaxkit as sk
-from _common import RESULTS_DIR, environment, measure, write_results
 
 FULL_SHAPES = [(1_000_000, 10), (100_000, 1000), (4096, 32768)]
 QUICK_SHAPES = [(10_000, 10), (1000, 1000), (64, 32768)]
@@ -182,10 +182,25 @@ def main(argv=None) -> int:
     ]
     name = "numerics-quick" if args.quick else "numerics"
     paths = write_results(
-        name, rows, env, title="softmax, log_softmax, cross-entropy + gradient (float32, CPU)",
-        columns=["operation", "shape", "implementation", "median_ms", "min_ms", "max_ms", "ratio_to_scipy",
-                 "min_ratio_to_scipy", "cpu_ms", "cpu_ratio_to_scipy", "Melem_per_s"],
-        notes=notes, results_dir=args.out,
+        name,
+        rows,
+        env,
+        title="softmax, log_softmax, cross-entropy + gradient (float32, CPU)",
+        columns=[
+            "operation",
+            "shape",
+            "implementation",
+            "median_ms",
+            "min_ms",
+            "max_ms",
+            "ratio_to_scipy",
+            "min_ratio_to_scipy",
+            "cpu_ms",
+            "cpu_ratio_to_scipy",
+            "Melem_per_s",
+        ],
+        notes=notes,
+        results_dir=args.out,
     )
     print("wrote", ", ".join(str(p) for p in paths.values()))
     return 0

@@ -79,23 +79,28 @@ def methods(alpha: float, tol: float, max_iter: int, n_train: int, gpu: str = "c
     from softmaxkit.linear_model import SoftmaxRegression
 
     def ours(solver, backend="numpy", device=None, dtype=np.float64):
-        return lambda: SoftmaxRegression(alpha=alpha, solver=solver, tol=tol, max_iter=max_iter,
-                                         backend=backend, device=device, dtype=dtype)
+        return lambda: SoftmaxRegression(
+            alpha=alpha, solver=solver, tol=tol, max_iter=max_iter, backend=backend, device=device, dtype=dtype
+        )
 
     return [
         ("softmaxkit torch lbfgs float32", gpu, ours("lbfgs", "torch", gpu, np.float32)),
         ("softmaxkit torch lbfgs float64", gpu, ours("lbfgs", "torch", gpu)),
         ("softmaxkit torch newton-cg float64", gpu, ours("newton-cg", "torch", gpu)),
-        ("sklearn LogisticRegression(lbfgs)", "cpu",
-         lambda: LogisticRegression(C=1.0 / (alpha * n_train), tol=tol, max_iter=max_iter)),
+        (
+            "sklearn LogisticRegression(lbfgs)",
+            "cpu",
+            lambda: LogisticRegression(C=1.0 / (alpha * n_train), tol=tol, max_iter=max_iter),
+        ),
         ("softmaxkit numpy lbfgs float64", "cpu", ours("lbfgs")),
         ("softmaxkit numpy newton-cg float64", "cpu", ours("newton-cg")),
         ("softmaxkit torch lbfgs float64", "cpu", ours("lbfgs", "torch", "cpu")),
     ]
 
 
-def time_fits(budget_s: float, tol: float, max_iter: int, start: float, *, gpu: str = "cuda",
-              n_samples: int = 200_000) -> list[dict]:
+def time_fits(
+    budget_s: float, tol: float, max_iter: int, start: float, *, gpu: str = "cuda", n_samples: int = 200_000
+) -> list[dict]:
     from sklearn.exceptions import ConvergenceWarning
 
     from softmaxkit.linear_model import SoftmaxRegression, _loss
@@ -121,15 +126,27 @@ def time_fits(budget_s: float, tol: float, max_iter: int, start: float, *, gpu: 
         seconds = time.perf_counter() - t0
         coef = np.hstack([model.coef_, model.intercept_[:, None]]).astype(np.float64)
         n_iter = int(np.max(model.n_iter_))
-        row.update(seconds=seconds, n_iter=n_iter,
-                   objective=float(_loss.loss(coef, X, codes, None, alpha)),
-                   test_accuracy=float(model.score(X_test, y_test)))
+        row.update(
+            seconds=seconds,
+            n_iter=n_iter,
+            objective=float(_loss.loss(coef, X, codes, None, alpha)),
+            test_accuracy=float(model.score(X_test, y_test)),
+        )
         rows.append(row)
-        print(f"{name:38s} {device:5s} {seconds:8.2f} s  {n_iter:4d} it  f={row['objective']:.10f}  "
-              f"acc={100 * row['test_accuracy']:.2f}%", flush=True)
+        print(
+            f"{name:38s} {device:5s} {seconds:8.2f} s  {n_iter:4d} it  f={row['objective']:.10f}  "
+            f"acc={100 * row['test_accuracy']:.2f}%",
+            flush=True,
+        )
     best = min(r["objective"] for r in rows if "objective" in r)
-    cuda_f64 = next((r["seconds"] for r in rows if r["method"] == "softmaxkit torch lbfgs float64"
-                     and r["device"] == gpu and "seconds" in r), None)
+    cuda_f64 = next(
+        (
+            r["seconds"]
+            for r in rows
+            if r["method"] == "softmaxkit torch lbfgs float64" and r["device"] == gpu and "seconds" in r
+        ),
+        None,
+    )
     for r in rows:
         if "objective" in r:
             r["gap"] = (r["objective"] - best) / best
@@ -157,8 +174,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tol", type=float, default=1e-4, help="the same tol for every method (default 1e-4)")
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--budget-s", type=float, default=150.0, help="skip fits once this much time has gone")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="no GPU: small fits with the CPU standing in for CUDA, no CUDA tests")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="no GPU: small fits with the CPU standing in for CUDA, no CUDA tests"
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -177,18 +195,26 @@ def main(argv=None) -> int:
     print_table(rows)
     env = environment(("softmaxkit", "numpy", "scipy", "scikit-learn", "torch"))
     if gpu == "cuda":
-        env["gpu"] = (f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), "
-                      f"torch threads {torch.get_num_threads()}")
+        env["gpu"] = (
+            f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch threads {torch.get_num_threads()}"
+        )
     else:
         env["gpu"] = "no GPU (--dry-run: the CPU stands in)"
     out = args.out or HERE / "results"
     write_results(
-        name, rows, env, title="GPU check: CUDA parity tests and fit timings", results_dir=out,
+        name,
+        rows,
+        env,
+        title="GPU check: CUDA parity tests and fit timings",
+        results_dir=out,
         columns=["method", "device", "seconds", "n_iter", "gap", "test_accuracy", "time_over_cuda_lbfgs_f64"],
-        notes=[f"GPU: {env['gpu']}", f"pytest -m cuda on {', '.join(TEST_FILES)}: {summary}",
-               f"data: make_classification({n_samples:_}, 100, n_informative=50, n_classes=20, random_state=0), "
-               f"80 % train, standardised; alpha = 1 / n_train (C=1); tol={args.tol} for every method; one fit each",
-               "gap: (f - f_best) / f_best of the objective L of SoftmaxRegression, in float64"],
+        notes=[
+            f"GPU: {env['gpu']}",
+            f"pytest -m cuda on {', '.join(TEST_FILES)}: {summary}",
+            f"data: make_classification({n_samples:_}, 100, n_informative=50, n_classes=20, random_state=0), "
+            f"80 % train, standardised; alpha = 1 / n_train (C=1); tol={args.tol} for every method; one fit each",
+            "gap: (f - f_best) / f_best of the objective L of SoftmaxRegression, in float64",
+        ],
     )
     print(f"\nCUDA tests: {summary}; total {time.perf_counter() - start:.0f} s; results in {out}")
     return 0 if tests_ok else 1

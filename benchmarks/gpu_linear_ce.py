@@ -45,8 +45,11 @@ def _require_cuda():
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_linear_ce.py needs a CUDA device: torch.cuda.is_available() is False "
-              f"(torch {torch.__version__}). Run it on a GPU machine.", file=sys.stderr)
+        print(
+            "gpu_linear_ce.py needs a CUDA device: torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}). Run it on a GPU machine.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return torch
 
@@ -95,12 +98,24 @@ def parity(torch, dev: str = "cuda") -> list[dict]:
                 ref = run(lambda a, c, e: naive(a, c, e, **opts), f64, grad_out)
                 same = run(lambda a, c, e: naive(a, c, e, **opts), dtype, grad_out)
                 for backend in _triton_backends(dev):
-                    ours = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, backend=backend, **opts), dtype, grad_out)
+                    ours = run(
+                        lambda a, c, e: linear_cross_entropy(a, c, t, e, backend=backend, **opts), dtype, grad_out
+                    )
                     for name, o, r, s in zip(("loss", "dx", "dw", "db"), ours, ref, same):
                         e_ours, e_naive = err(o, r), err(s, r)
                         bound = 1e-5 if dtype == torch.float32 else max(1.5 * e_naive, 1e-3)
-                        rows.append(dict(dtype=dtype_name, reduction=reduction, options=k, backend=backend, what=name,
-                                         ours=e_ours, naive=e_naive, ok=e_ours <= bound))
+                        rows.append(
+                            dict(
+                                dtype=dtype_name,
+                                reduction=reduction,
+                                options=k,
+                                backend=backend,
+                                what=name,
+                                ours=e_ours,
+                                naive=e_naive,
+                                ok=e_ours <= bound,
+                            )
+                        )
     return rows
 
 
@@ -165,8 +180,9 @@ def implementations(torch, dev: str = "cuda"):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parity", action="store_true", help="only the parity checks")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="no GPU: every step on the CPU at tiny sizes, to check the script itself")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="no GPU: every step on the CPU at tiny sizes, to check the script itself"
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
     if args.dry_run:
@@ -198,7 +214,7 @@ def main(argv=None) -> int:
                 row["median_ms"], row["peak_extra_MiB"] = _timed(torch, fn, x, w, t)
             except torch.cuda.OutOfMemoryError:
                 row["error"] = "out of memory"
-            except Exception as error:  # noqa: BLE001 - record and go on to the next implementation
+            except Exception as error:
                 row["error"] = f"{type(error).__name__}: {str(error)[:120]}"
             x.grad = w.grad = None
             if dev == "cuda":
@@ -215,12 +231,18 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
     env = environment(("softmaxkit", "torch", "triton", "cut-cross-entropy", "liger-kernel"))
     env["gpu"] = torch.cuda.get_device_name() if dev == "cuda" else "no GPU (--dry-run on the CPU)"
-    write_results(name, rows, env, title=f"Fused linear cross-entropy on {env['gpu']} (bfloat16)",
-                  results_dir=args.out or RESULTS_DIR,
-                  columns=["N", "d", "V", "impl", "median_ms", "peak_extra_MiB", "time_vs_naive", "memory_vs_naive",
-                           "error"],
-                  notes=[f"parity on CUDA: {len(checks) - len(failed)}/{len(checks)} checks passed",
-                         "forward + backward of the mean cross-entropy, index targets; median of 3 after a warm-up"])
+    write_results(
+        name,
+        rows,
+        env,
+        title=f"Fused linear cross-entropy on {env['gpu']} (bfloat16)",
+        results_dir=args.out or RESULTS_DIR,
+        columns=["N", "d", "V", "impl", "median_ms", "peak_extra_MiB", "time_vs_naive", "memory_vs_naive", "error"],
+        notes=[
+            f"parity on CUDA: {len(checks) - len(failed)}/{len(checks)} checks passed",
+            "forward + backward of the mean cross-entropy, index targets; median of 3 after a warm-up",
+        ],
+    )
     return 1 if failed else 0
 
 

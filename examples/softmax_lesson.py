@@ -111,8 +111,10 @@ def estimator_part() -> None:
     numpy_model = SoftmaxRegression(**options).fit(X_train, y_train)
     torch_model = SoftmaxRegression(**options, backend="torch", device="auto").fit(X_train, y_train)
     for name, model in (("numpy", numpy_model), ("torch", torch_model)):
-        print(f"backend={name:5s}  test accuracy {model.score(X_test, y_test):.3f}  "
-              f"coef_ is a {type(model.coef_).__module__}.{type(model.coef_).__name__}")
+        print(
+            f"backend={name:5s}  test accuracy {model.score(X_test, y_test):.3f}  "
+            f"coef_ is a {type(model.coef_).__module__}.{type(model.coef_).__name__}"
+        )
     agree = np.mean(numpy_model.predict(X_test) == torch_model.predict(X_test))
     print(f"the two backends agree on {100 * agree:.1f}% of the test digits")
 

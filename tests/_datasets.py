@@ -30,8 +30,10 @@ def load_real_dataset(name: str, root: Path):
         X, y = frame.iloc[:, 1:].to_numpy(float), frame[0].to_numpy()
         parts = X[:16000], X[16000:], y[:16000], y[16000:]
     elif name in ("pendigits", "satimage"):
-        files = {"pendigits": ("pendigits.tra.gz", "pendigits.tes.gz", ","),
-                 "satimage": ("sat.trn.gz", "sat.tst.gz", None)}
+        files = {
+            "pendigits": ("pendigits.tra.gz", "pendigits.tes.gz", ","),
+            "satimage": ("sat.trn.gz", "sat.tst.gz", None),
+        }
         train_file, test_file, delimiter = files[name]
         train = np.loadtxt(gzip.open(root / name / train_file), delimiter=delimiter)
         test = np.loadtxt(gzip.open(root / name / test_file), delimiter=delimiter)
@@ -45,5 +47,9 @@ def load_real_dataset(name: str, root: Path):
         raise ValueError(f"dataset must be one of {', '.join(REAL_DATASETS)}, got {name!r}")
     X_train, X_test, y_train, y_test = parts
     scaler = StandardScaler().fit(X_train)
-    return (np.ascontiguousarray(scaler.transform(X_train)), np.ascontiguousarray(scaler.transform(X_test)),
-            y_train, y_test)
+    return (
+        np.ascontiguousarray(scaler.transform(X_train)),
+        np.ascontiguousarray(scaler.transform(X_test)),
+        y_train,
+        y_test,
+    )

@@ -189,7 +189,7 @@ def compare_with_torch(
     x = np.asarray(x)
     if error is not None:
         if torch_raises:
-            with pytest.raises(Exception):  # torch's own types vary: RuntimeError, IndexError, ValueError
+            with pytest.raises(Exception):  # noqa: B017  (torch's own types vary: RuntimeError, IndexError, ValueError
                 theirs(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)))
         with pytest.raises((ValueError, TypeError), match=error) as info:
             ours(x)
@@ -244,8 +244,19 @@ def numerical_vjp(fn: Callable[[np.ndarray], np.ndarray], x, grad_output, *, h: 
 # --------------------------------------------------------------------------- fused linear cross-entropy
 
 
-def linear_cross_entropy_ref(x, w, target, b=None, *, reduction="mean", label_smoothing=0.0, class_weight=None,
-                             z_loss=0.0, softcap=None, ignore_index=-100):
+def linear_cross_entropy_ref(
+    x,
+    w,
+    target,
+    b=None,
+    *,
+    reduction="mean",
+    label_smoothing=0.0,
+    class_weight=None,
+    z_loss=0.0,
+    softcap=None,
+    ignore_index=-100,
+):
     """``cross_entropy(softcap(x @ w.T + b), target, ...) + z_loss * mean(lse^2)``, materialised."""
     import torch.nn.functional as F
 
@@ -253,11 +264,15 @@ def linear_cross_entropy_ref(x, w, target, b=None, *, reduction="mean", label_sm
     if softcap is not None:
         z = softcap * torch.tanh(z / softcap)
     weight = None if class_weight is None else class_weight.to(z.dtype)
-    loss = F.cross_entropy(z, target, weight=weight, reduction=reduction, label_smoothing=label_smoothing,
-                           ignore_index=ignore_index)
+    loss = F.cross_entropy(
+        z, target, weight=weight, reduction=reduction, label_smoothing=label_smoothing, ignore_index=ignore_index
+    )
     if z_loss:
-        keep = torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device) if target.is_floating_point() \
+        keep = (
+            torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device)
+            if target.is_floating_point()
             else target != ignore_index
+        )
         zl = torch.where(keep, z_loss * torch.logsumexp(z.to(torch.float64), -1) ** 2, 0.0)
         loss = loss + (zl if reduction == "none" else zl.sum() if reduction == "sum" else zl.sum() / keep.sum())
     return loss

@@ -21,8 +21,13 @@ BENCHMARKS = REPO_ROOT / "benchmarks"
 
 
 def run_benchmark(script: str, *args: str, out: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--out", str(out)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args, "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -56,8 +61,13 @@ def test_bench_linear_ce_quick(tmp_path):
 
 
 def test_bench_linear_ce_rejects_unknown_implementation(tmp_path):
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_linear_ce.py"), "--impls", "naive,fast",
-                           "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_linear_ce.py"), "--impls", "naive,fast", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "unknown fast" in done.stderr
     assert not any(tmp_path.iterdir())
 
@@ -74,8 +84,9 @@ def test_bench_fit_quick(tmp_path, datasets_dir):
 
 @pytest.mark.parametrize("script", ["bench_numerics.py", "bench_linear_ce.py", "bench_fit.py"])
 def test_benchmark_help_names_out_option(script):
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and "--out" in done.stdout
 
 
@@ -87,8 +98,14 @@ def test_gpu_linear_ce_dry_run(tmp_path):
     env = dict(os.environ)
     if importlib.util.find_spec("triton") is not None:
         env["TRITON_INTERPRET"] = "1"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_linear_ce.py"), "--dry-run", "--out", str(tmp_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_linear_ce.py"), "--dry-run", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     passed, total = map(int, done.stdout.split("parity: ")[1].split(" checks")[0].split("/"))
     assert passed == total > 0

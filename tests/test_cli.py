@@ -45,7 +45,11 @@ def softmaxkit(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
     """Run ``python -m softmaxkit.cli ARGS`` in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "softmaxkit.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=SINGLE_THREAD,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=SINGLE_THREAD,
     )
 
 
@@ -88,8 +92,10 @@ def check_metrics_document(metrics: dict, *, n_classes: int, n_features: int) ->
     assert metrics["dataset"]["n_classes"] == n_classes
     assert metrics["fit_time_s"] > 0 and metrics["n_iter"] >= 1
     assert len(metrics["loss_curve"]) >= 1 and metrics["standardized"] is True
-    assert metrics["files"] == {"model": "model.npz",
-                                "plots": ["loss_curve.png", "confusion_matrix.png", "weights.png"]}
+    assert metrics["files"] == {
+        "model": "model.npz",
+        "plots": ["loss_curve.png", "confusion_matrix.png", "weights.png"],
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -142,8 +148,9 @@ def test_saved_model_equals_scaler_plus_model_pipeline(digits_run):
     np.testing.assert_allclose(metadata["mean"], scaler.mean_, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(metadata["scale"], scaler.scale_, rtol=1e-13)
     reference = SoftmaxRegression(random_state=0).fit(scaler.transform(X_train), y_train)
-    np.testing.assert_allclose(model.predict_proba(X_test), reference.predict_proba(scaler.transform(X_test)),
-                               rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(
+        model.predict_proba(X_test), reference.predict_proba(scaler.transform(X_test)), rtol=1e-7, atol=1e-10
+    )
     np.testing.assert_array_equal(model.predict(X), reference.predict(scaler.transform(X)))
     assert metadata["feature_names"][:2] == ["pixel_0_0", "pixel_0_1"] and metadata["image_shape"] == [8, 8]
 
@@ -162,8 +169,9 @@ def test_fold_standardization_matches_pipeline_on_random_data():
     model = SoftmaxRegression(alpha=1e-2).fit(scaler.transform(X), y)
     folded = copy.deepcopy(model)
     folded.coef_, folded.intercept_ = fold_standardization(model.coef_, model.intercept_, mean, scale)
-    np.testing.assert_allclose(folded.decision_function(X), model.decision_function(scaler.transform(X)),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        folded.decision_function(X), model.decision_function(scaler.transform(X)), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_out_folder_is_never_overwritten(digits_run):
@@ -229,8 +237,7 @@ def test_train_letter_gzip_csv_without_header(tmp_path):
     assert metrics["test"]["accuracy"] >= LETTER_FLOOR
     assert png_size(tmp_path / "run" / "weights.png") == (1000, 600)  # 16 features: a heatmap
     # predict on the same file (it still holds the label column, which is dropped by position)
-    predicted = softmaxkit("predict", tmp_path / "run" / "model.npz", letter, "--no-header",
-                           "--batch-size", "3000")
+    predicted = softmaxkit("predict", tmp_path / "run" / "model.npz", letter, "--no-header", "--batch-size", "3000")
     assert predicted.returncode == 0, predicted.stderr
     labels = predicted.stdout.split()
     assert labels[0] == "prediction" and len(labels) == 20001
@@ -253,8 +260,17 @@ def letter_parquet(tmp_path_factory):
     folder = tmp_path_factory.mktemp("letter")
     frame.iloc[:16000].to_parquet(folder / "train.parquet", index=False)
     frame.iloc[16000:].to_parquet(folder / "test.parquet", index=False)
-    result = softmaxkit("train", folder / "train.parquet", "--target", "letter", "--test",
-                        folder / "test.parquet", "--out", folder / "run", "--quiet")
+    result = softmaxkit(
+        "train",
+        folder / "train.parquet",
+        "--target",
+        "letter",
+        "--test",
+        folder / "test.parquet",
+        "--out",
+        folder / "run",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     return folder, frame
 
@@ -265,8 +281,11 @@ def test_train_letter_parquet(letter_parquet):
     check_metrics_document(metrics, n_classes=26, n_features=16)
     assert metrics["split"]["test"].endswith("test.parquet") and metrics["split"]["n_test"] == 4000
     assert metrics["test"]["accuracy"] >= LETTER_FLOOR
-    for name, size in [("loss_curve.png", (800, 500)), ("confusion_matrix.png", (700, 700)),
-                       ("weights.png", (1000, 600))]:
+    for name, size in [
+        ("loss_curve.png", (800, 500)),
+        ("confusion_matrix.png", (700, 700)),
+        ("weights.png", (1000, 600)),
+    ]:
         assert png_size(folder / "run" / name) == size
 
 
@@ -286,8 +305,16 @@ def test_predict_letter_parquet_in_batches(letter_parquet, tmp_path):
 
     folder, frame = letter_parquet
     out = tmp_path / "predictions.parquet"
-    result = softmaxkit("predict", folder / "run" / "model.npz", folder / "test.parquet", "--proba",
-                        "--batch-size", "1000", "--out", out)
+    result = softmaxkit(
+        "predict",
+        folder / "run" / "model.npz",
+        folder / "test.parquet",
+        "--proba",
+        "--batch-size",
+        "1000",
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote 4000 predictions to {out}" in result.stderr
     predictions = pd.read_parquet(out)
@@ -303,8 +330,18 @@ def test_predict_letter_parquet_in_batches(letter_parquet, tmp_path):
     # A CSV without the label and with its columns in another order gives the same labels.
     features = frame.iloc[16000:, 1:]
     features[features.columns[::-1]].to_csv(tmp_path / "new.csv", index=False)
-    assert main(["predict", str(folder / "run" / "model.npz"), str(tmp_path / "new.csv"), "--out",
-                 str(tmp_path / "new.tsv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(folder / "run" / "model.npz"),
+                str(tmp_path / "new.csv"),
+                "--out",
+                str(tmp_path / "new.tsv"),
+            ]
+        )
+        == 0
+    )
     assert pd.read_csv(tmp_path / "new.tsv", sep="\t")["prediction"].tolist() == predictions["prediction"].tolist()
 
 
@@ -367,17 +404,23 @@ def test_error_model_file_not_ours(digits_run, tmp_path, capsys):
 def test_error_predict_wrong_number_of_features(digits_run, tmp_path, capsys):
     model = digits_run[0] / "model.npz"
     np.savez(tmp_path / "narrow.npz", X=np.zeros((5, 10)))
-    assert_one_line_error(softmaxkit("predict", model, tmp_path / "narrow.npz"), "predict",
-                          "narrow.npz has 10 features, the model expects 64")
+    assert_one_line_error(
+        softmaxkit("predict", model, tmp_path / "narrow.npz"),
+        "predict",
+        "narrow.npz has 10 features, the model expects 64",
+    )
     (tmp_path / "narrow.csv").write_text("a,b,c\n1,2,3\n")
     assert in_process_error(capsys, "predict", model, tmp_path / "narrow.csv").endswith(
-        "narrow.csv has 3 columns, the model expects 64 features (plus, optionally, the target column)")
+        "narrow.csv has 3 columns, the model expects 64 features (plus, optionally, the target column)"
+    )
     (tmp_path / "partly.csv").write_text("pixel_0_0,pixel_0_1,b\n1,2,3\n")
     assert "partly.csv lacks the model's feature columns 'pixel_0_2', 'pixel_0_3'" in in_process_error(
-        capsys, "predict", model, tmp_path / "partly.csv")
+        capsys, "predict", model, tmp_path / "partly.csv"
+    )
     np.savez(tmp_path / "labelled.npz", X=np.zeros((5, 10)), y=np.arange(5))
     assert "labelled.npz has 10 feature columns besides the target, the model expects 64" in in_process_error(
-        capsys, "evaluate", model, tmp_path / "labelled.npz")
+        capsys, "evaluate", model, tmp_path / "labelled.npz"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -391,9 +434,26 @@ def test_ctrl_c_during_training_leaves_nothing(tmp_path):
     np.savez(tmp_path / "big.npz", X=X, y=(X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "softmaxkit.cli", "train", str(tmp_path / "big.npz"), "--out", str(out),
-         "--solver", "sgd", "--max-iter", "100000", "--n-iter-no-change", "100000", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SINGLE_THREAD,
+        [
+            sys.executable,
+            "-m",
+            "softmaxkit.cli",
+            "train",
+            str(tmp_path / "big.npz"),
+            "--out",
+            str(out),
+            "--solver",
+            "sgd",
+            "--max-iter",
+            "100000",
+            "--n-iter-no-change",
+            "100000",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=SINGLE_THREAD,
     )
     try:
         first = process.stdout.readline()  # printed just before fitting starts
@@ -406,9 +466,7 @@ def test_ctrl_c_during_training_leaves_nothing(tmp_path):
         if process.poll() is None:
             process.kill()
     assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines() == [
-        "softmaxkit: interrupted; no partial model or output file was left behind"
-    ]
+    assert stderr.strip().splitlines() == ["softmaxkit: interrupted; no partial model or output file was left behind"]
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz"]
 
@@ -431,11 +489,14 @@ def test_overwrite_replaces_only_this_run(tmp_path, capsys):
     assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots"]) == 0
     (out / "my-notes.txt").write_text("keep me")
     first = json.loads((out / "metrics.json").read_text())
-    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots",
-                 "--alpha", "0.5"]) == 1
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots", "--alpha", "0.5"]) == 1
     assert "already holds an earlier run" in capsys.readouterr().err
-    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots",
-                 "--alpha", "0.5", "--overwrite"]) == 0
+    assert (
+        main(
+            ["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots", "--alpha", "0.5", "--overwrite"]
+        )
+        == 0
+    )
     second = json.loads((out / "metrics.json").read_text())
     assert first["estimator"]["alpha"] == 1e-4 and second["estimator"]["alpha"] == 0.5
     assert SoftmaxRegression.load(out / "model.npz").alpha == 0.5
@@ -451,8 +512,12 @@ def test_predict_never_overwrites(digits_run, tmp_path, capsys):
     assert main(["predict", str(digits_run[0] / "model.npz"), str(tmp_path / "x.npz"), "--out", str(target)]) == 1
     assert "labels.csv already exists" in capsys.readouterr().err
     assert target.read_text() == "precious"
-    assert main(["predict", str(digits_run[0] / "model.npz"), str(tmp_path / "x.npz"), "--out", str(target),
-                 "--overwrite"]) == 0
+    assert (
+        main(
+            ["predict", str(digits_run[0] / "model.npz"), str(tmp_path / "x.npz"), "--out", str(target), "--overwrite"]
+        )
+        == 0
+    )
     assert target.read_text().split()[0] == "prediction" and len(target.read_text().split()) == 8
 
 
@@ -462,7 +527,6 @@ def test_predict_never_overwrites(digits_run, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def iris_files(tmp_path_factory):
-    import pandas as pd
     from sklearn.datasets import dump_svmlight_file, load_iris
 
     folder = tmp_path_factory.mktemp("iris")
@@ -478,13 +542,27 @@ def iris_files(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["iris.csv", "iris.tsv.gz", "iris.parquet", "iris.npz", "iris.svm"])
 def test_every_format_trains_the_same_model(iris_files, name, tmp_path, capsys):
-    assert main(["train", str(iris_files / name), "--out", str(tmp_path / "run"), "--test-size", "0.3",
-                 "--quiet", "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(iris_files / name),
+                "--out",
+                str(tmp_path / "run"),
+                "--test-size",
+                "0.3",
+                "--quiet",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.9
     assert metrics["split"]["n_test"] == 45
-    reference = main(["train", "--dataset", "iris", "--out", str(tmp_path / "ref"), "--test-size", "0.3",
-                      "--quiet", "--no-plots"])
+    reference = main(
+        ["train", "--dataset", "iris", "--out", str(tmp_path / "ref"), "--test-size", "0.3", "--quiet", "--no-plots"]
+    )
     assert reference == 0
     expected = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == expected["test"]["accuracy"]
@@ -493,8 +571,24 @@ def test_every_format_trains_the_same_model(iris_files, name, tmp_path, capsys):
 
 def test_early_stopping_draws_the_validation_curve(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "digits", "--solver", "sgd", "--max-iter", "15", "--early-stopping",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--solver",
+                "sgd",
+                "--max-iter",
+                "15",
+                "--early-stopping",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation_loss_curve"] is not None
     assert len(metrics["validation_loss_curve"]) == len(metrics["loss_curve"]) >= 1
@@ -533,7 +627,9 @@ def test_usage_errors_exit_2(capsys):
 
 def test_argument_conflicts_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "--dataset", "wine", "--test-size", "1.5", "--out", str(tmp_path / "a")]) == 1
-    assert capsys.readouterr().err.strip() == "softmaxkit train: error: --test-size must be a fraction in (0, 1), got 1.5"
+    assert (
+        capsys.readouterr().err.strip() == "softmaxkit train: error: --test-size must be a fraction in (0, 1), got 1.5"
+    )
     assert main(["train", "x.csv", "--dataset", "wine"]) == 1
     assert "either DATA or --dataset" in capsys.readouterr().err
     assert main(["train", "--dataset", "mnist"]) == 1
@@ -596,6 +692,8 @@ def test_a_missing_optional_package_is_named(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     line = in_process_error(capsys, "train", "--dataset", "iris", "--quiet", "--out", tmp_path / "run")
-    assert line == ("softmaxkit train: error: this needs the optional package matplotlib; install it with: "
-                    "pip install 'softmaxkit[plot]' (or pass --no-plots)")
+    assert line == (
+        "softmaxkit train: error: this needs the optional package matplotlib; install it with: "
+        "pip install 'softmaxkit[plot]' (or pass --no-plots)"
+    )
     assert not (tmp_path / "run").exists()  # refused before training, not after

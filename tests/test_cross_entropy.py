@@ -15,10 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import softmaxkit as sk
 from _reference import (
-    RTOL,
     assert_close,
     compare_with_torch,
     cross_entropy_ref,
@@ -27,6 +24,8 @@ from _reference import (
     numerical_vjp,
     torch_value_and_grad,
 )
+
+import softmaxkit as sk
 
 N_CLASSES = 5
 SHAPES = {"unbatched": (N_CLASSES,), "2d": (7, N_CLASSES), "kdim": (3, N_CLASSES, 2, 3)}
@@ -180,7 +179,9 @@ def test_lesson_numbers_exactly():
 
 
 FD_CASES = {
-    "2d-index-weight-smooth-mean": dict(shape=(4, 5), kind="index", weight=WEIGHT, reduction="mean", label_smoothing=0.1),
+    "2d-index-weight-smooth-mean": dict(
+        shape=(4, 5), kind="index", weight=WEIGHT, reduction="mean", label_smoothing=0.1
+    ),
     "kdim-index-ignore1-sum": dict(shape=(2, 5, 3), kind="index", ignore_index=1, reduction="sum"),
     "unbatched-index-none": dict(shape=(5,), kind="index", reduction="none"),
     "2d-prob-weight-smooth-none": dict(shape=(3, 5), kind="prob", weight=WEIGHT, reduction="none", label_smoothing=1.0),
@@ -227,7 +228,7 @@ def test_nll_loss_backward_finite_differences(reduction):
 def test_gradcheck_catches_a_wrong_cross_entropy_gradient():
     x = np.random.default_rng(3).standard_normal((3, 4))
     target = np.array([0, 3, 1])
-    wrong = lambda g, a: sk.cross_entropy_backward(a, target, g, label_smoothing=0.1)  # noqa: E731
+    wrong = lambda g, a: sk.cross_entropy_backward(a, target, g, label_smoothing=0.1)
     assert not sk.gradcheck(lambda a: sk.cross_entropy(a, target), wrong, x)
 
 
@@ -286,7 +287,9 @@ def test_ignored_samples_equal_removed_samples(reduction, weighted):
     loss_masked = sk.cross_entropy(x, masked_target, **options)
     loss_sliced = sk.cross_entropy(x[keep], target[keep], **options)
     grad_masked = sk.cross_entropy_backward(x, masked_target, np.ones(10) if reduction == "none" else 1.0, **options)
-    grad_sliced = sk.cross_entropy_backward(x[keep], target[keep], np.ones(keep.sum()) if reduction == "none" else 1.0, **options)
+    grad_sliced = sk.cross_entropy_backward(
+        x[keep], target[keep], np.ones(keep.sum()) if reduction == "none" else 1.0, **options
+    )
     if reduction == "none":
         assert_close(loss_masked[keep], loss_sliced, rtol=1e-14)
         assert np.all(loss_masked[~keep] == 0)
@@ -350,7 +353,7 @@ def test_empty_batch_matches_torch(reduction, kind):
         grad_output=np.ones(0) if reduction == "none" else 1.0,
     )
     assert grad.shape == (0, N_CLASSES)
-    assert (np.isnan(value) if reduction == "mean" else np.all(value == 0))
+    assert np.isnan(value) if reduction == "mean" else np.all(value == 0)
     loss, grad = sk.cross_entropy_with_grad(x, target, reduction=reduction)
     assert grad.shape == (0, N_CLASSES) and np.shape(loss) == np.shape(value)
 
@@ -394,7 +397,9 @@ def test_zero_weight_on_every_counted_class_is_like_all_ignored():
     assert np.all(sk.cross_entropy_backward(x, target, weight=weight) == 0)
     assert np.all(sk.cross_entropy_with_grad(x, target, weight=weight)[1] == 0)
     for reduction in ("sum", "none"):
-        _check_cross_entropy(x, target, dict(weight=weight, ignore_index=-100, reduction=reduction, label_smoothing=0.0))
+        _check_cross_entropy(
+            x, target, dict(weight=weight, ignore_index=-100, reduction=reduction, label_smoothing=0.0)
+        )
 
 
 def test_minus_inf_target_logit_gives_inf_loss_and_finite_gradient():
@@ -465,7 +470,9 @@ def test_nan_row_gives_nan_only_in_that_row():
 def test_low_precision_dtype_is_kept_and_accurate(dtype, kind):
     rng = np.random.default_rng(_seed("dtype", np.dtype(dtype).name, kind))
     x = (3 * rng.standard_normal((64, N_CLASSES, 3))).astype(dtype)
-    target = rng.integers(0, N_CLASSES, size=(64, 3)) if kind == "index" else _probability_target(rng, x.shape).astype(dtype)
+    target = (
+        rng.integers(0, N_CLASSES, size=(64, 3)) if kind == "index" else _probability_target(rng, x.shape).astype(dtype)
+    )
     options = dict(weight=WEIGHT.astype(dtype), label_smoothing=0.1)
     unit = np.finfo(dtype).eps
     for reduction in REDUCTIONS:
@@ -475,8 +482,12 @@ def test_low_precision_dtype_is_kept_and_accurate(dtype, kind):
         assert max_relative_error(value, expected) <= 4 * unit
     loss, grad = sk.cross_entropy_with_grad(x, target, **options)
     assert loss.dtype == dtype and grad.dtype == dtype
-    grad_64 = sk.cross_entropy_backward(x.astype(np.float64), target.astype(np.float64) if kind == "prob" else target,
-                                        weight=WEIGHT, label_smoothing=0.1)
+    grad_64 = sk.cross_entropy_backward(
+        x.astype(np.float64),
+        target.astype(np.float64) if kind == "prob" else target,
+        weight=WEIGHT,
+        label_smoothing=0.1,
+    )
     assert max_relative_error(grad, grad_64) <= 4 * unit
 
 
@@ -546,7 +557,9 @@ def test_non_contiguous_input():
     x = np.transpose(base, (1, 0, 2))[::-2]  # (4, 5, 3), neither C- nor F-contiguous
     target = rng.integers(0, N_CLASSES, (4, 3))
     _check_cross_entropy(x, target, dict(weight=WEIGHT, ignore_index=-100, reduction="none", label_smoothing=0.1))
-    _check_cross_entropy(np.asfortranarray(x), target, dict(weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0))
+    _check_cross_entropy(
+        np.asfortranarray(x), target, dict(weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0)
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -556,11 +569,14 @@ def test_cross_entropy_with_grad_passes_gradcheck(reduction):
     target = _index_target(rng, x.shape, 1)
     options = dict(weight=WEIGHT, ignore_index=1, label_smoothing=0.1, reduction=reduction)
     if reduction == "none":  # with_grad's gradient is that of the summed per-sample losses (upstream 1)
+
         def loss(a):
             return np.sum(sk.cross_entropy_with_grad(a, target, **options)[0])
     else:
+
         def loss(a):
             return sk.cross_entropy_with_grad(a, target, **options)[0]
+
     result = sk.gradcheck(loss, lambda g, a: g * sk.cross_entropy_with_grad(a, target, **options)[1], x)
     assert result.passed, result
 
@@ -595,6 +611,11 @@ def test_zero_class_weight_on_minus_inf_logit_contributes_nothing_with_smoothing
     losses = sk.cross_entropy(x, target, weight=weight, label_smoothing=0.1, reduction="none")
     assert np.all(np.isfinite(losses))
     # the formula with the -inf replaced by a finite -1e300: weight 0 times a huge log-probability is 0
-    assert_close(losses, cross_entropy_ref(np.where(np.isinf(x), -1e300, x), target, weight=weight,
-                                           label_smoothing=0.1, reduction="none"), rtol=1e-14)
+    assert_close(
+        losses,
+        cross_entropy_ref(
+            np.where(np.isinf(x), -1e300, x), target, weight=weight, label_smoothing=0.1, reduction="none"
+        ),
+        rtol=1e-14,
+    )
     assert np.all(np.isfinite(sk.cross_entropy_backward(x, target, weight=weight, label_smoothing=0.1)))

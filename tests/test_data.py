@@ -15,10 +15,10 @@ from softmaxkit._data import (
     detect_format,
     infer_image_shape,
     iter_feature_batches,
-    table_columns,
     load_bundled,
     read_dataset,
     resolve_target,
+    table_columns,
 )
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -83,9 +83,20 @@ def test_bundled_unknown_name():
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("a.csv", "csv"), ("a.CSV.gz", "csv"), ("a.data.gz", "csv"), ("a.txt", "csv"),
-     ("a.tsv", "tsv"), ("a.tab.bz2", "tsv"), ("a.parquet", "parquet"), ("a.pq", "parquet"),
-     ("a.npz", "npz"), ("a.svm", "svmlight"), ("a.libsvm", "svmlight"), ("a.svmlight", "svmlight")],
+    [
+        ("a.csv", "csv"),
+        ("a.CSV.gz", "csv"),
+        ("a.data.gz", "csv"),
+        ("a.txt", "csv"),
+        ("a.tsv", "tsv"),
+        ("a.tab.bz2", "tsv"),
+        ("a.parquet", "parquet"),
+        ("a.pq", "parquet"),
+        ("a.npz", "npz"),
+        ("a.svm", "svmlight"),
+        ("a.libsvm", "svmlight"),
+        ("a.svmlight", "svmlight"),
+    ],
 )
 def test_detect_format(name, expected):
     assert detect_format(name) == expected
@@ -128,7 +139,10 @@ def test_read_csv_with_header(table):
 def test_read_csv_string_feature_is_an_error(table):
     path, _, _ = table
     # With column 'a' as the target, the string column 'label' becomes a feature.
-    with pytest.raises(DataError, match=r"small\.csv: non-numeric feature column 'label' \(first non-number: '\w+' at data row 1\); features must be numbers"):
+    with pytest.raises(
+        DataError,
+        match=r"small\.csv: non-numeric feature column 'label' \(first non-number: '\w+' at data row 1\); features must be numbers",
+    ):
         read_dataset(path, target="a")
 
 
@@ -212,7 +226,9 @@ def test_missing_file(tmp_path):
 def test_missing_values_name_column_and_count(tmp_path):
     path = tmp_path / "holes.csv"
     path.write_text("a,b,y\n1,2,0\n3,,1\n5,,0\n7,8,1\n")
-    with pytest.raises(DataError, match=r"holes\.csv: feature column 'b' has 2 missing \(NaN\) values \(first at data row 2\)"):
+    with pytest.raises(
+        DataError, match=r"holes\.csv: feature column 'b' has 2 missing \(NaN\) values \(first at data row 2\)"
+    ):
         read_dataset(path)
     path.write_text("a,b,y\n1,2,0\n3,4,\n")
     with pytest.raises(DataError, match=r"target column 'y' has 1 missing values \(first at data row 2\)"):
@@ -225,7 +241,9 @@ def test_missing_values_name_column_and_count(tmp_path):
 def test_non_numeric_columns_are_named(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_text("colour,size,shape,y\nred,1,round,0\nblue,2,square,1\n")
-    with pytest.raises(DataError, match=r"non-numeric feature columns 'colour', 'shape' \(first non-number: 'red' at data row 1\)"):
+    with pytest.raises(
+        DataError, match=r"non-numeric feature columns 'colour', 'shape' \(first non-number: 'red' at data row 1\)"
+    ):
         read_dataset(path)
     path.write_text("a,b,y\n1,2,0\n3,4,1\n5,x7,0\n")
     with pytest.raises(DataError, match=r"non-numeric feature column 'b' \(first non-number: 'x7' at data row 3\)"):

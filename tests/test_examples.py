@@ -1,6 +1,7 @@
 """The lesson walk-through runs and prints the lesson's numbers."""
 
 import functools
+import itertools
 import os
 import subprocess
 import sys
@@ -16,7 +17,11 @@ SINGLE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "
 def _run() -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "softmax_lesson.py")],
-        capture_output=True, text=True, timeout=300, check=True, env=SINGLE_THREAD,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env=SINGLE_THREAD,
     )
     return result.stdout
 
@@ -44,7 +49,7 @@ def test_lesson_pytorch_part_learns_class_0_and_repeats():
     epochs = [line for line in torch_part if line.startswith("epoch")]
     assert [int(line.split()[1]) for line in epochs] == list(range(10, 101, 10))  # the loss every 10 epochs
     losses = [float(line.split("loss")[1]) for line in epochs]
-    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))  # falling
+    assert all(later < earlier for earlier, later in itertools.pairwise(losses))  # falling
     assert losses[-1] < 0.05
     probabilities = [float(p) for p in torch_part[-2].split("[")[1].rstrip("]").split()]
     assert len(probabilities) == 3 and abs(sum(probabilities) - 1) < 1e-3 and probabilities[0] > 0.9

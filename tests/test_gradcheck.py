@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _reference import max_relative_error, numerical_vjp
 
 import softmaxkit as sk
-from _reference import max_relative_error, numerical_vjp
 
 
 def _square(x):
@@ -87,13 +87,15 @@ def test_integer_input_is_differentiated_in_float64():
 
 def test_non_finite_outputs_are_left_out():
     x = np.array([[0.0, -np.inf, 1.0], [0.5, 0.25, -0.5]])
-    result = sk.gradcheck(sk.log_softmax, lambda g, a: sk.log_softmax_backward(np.where(np.isfinite(a), g, 0), sk.log_softmax(a)), x)
+    result = sk.gradcheck(
+        sk.log_softmax, lambda g, a: sk.log_softmax_backward(np.where(np.isfinite(a), g, 0), sk.log_softmax(a)), x
+    )
     assert result.passed, result
 
 
 def test_seed_changes_the_upstream_gradient_deterministically():
     x = np.random.default_rng(3).standard_normal(4)
-    backward = lambda g, a: sk.softmax_backward(g, sk.softmax(a))  # noqa: E731
+    backward = lambda g, a: sk.softmax_backward(g, sk.softmax(a))
     first = sk.gradcheck(sk.softmax, backward, x, seed=1)
     again = sk.gradcheck(sk.softmax, backward, x, seed=1)
     other = sk.gradcheck(sk.softmax, backward, x, seed=2)
@@ -103,7 +105,7 @@ def test_seed_changes_the_upstream_gradient_deterministically():
 
 def test_tolerances_decide():
     x = np.array([1.0, 2.0])
-    off = lambda g, a: 2 * a * g + 1e-6  # noqa: E731
+    off = lambda g, a: 2 * a * g + 1e-6
     assert not sk.gradcheck(_square, off, x, atol=1e-7, rtol=0)
     assert sk.gradcheck(_square, off, x, atol=1e-5, rtol=0)
 
@@ -122,7 +124,11 @@ def test_scalar_output():
 
 @pytest.mark.parametrize(
     "wrt,message",
-    [((), "wrt must list positions in [0, 1), got ()"), ((1,), "wrt must list positions in [0, 1), got (1,)"), ((-1,), "got (-1,)")],
+    [
+        ((), "wrt must list positions in [0, 1), got ()"),
+        ((1,), "wrt must list positions in [0, 1), got (1,)"),
+        ((-1,), "got (-1,)"),
+    ],
     ids=["empty", "beyond", "negative"],
 )
 def test_bad_wrt(wrt, message):
@@ -131,7 +137,9 @@ def test_bad_wrt(wrt, message):
 
 
 def test_backward_of_wrong_shape_or_count():
-    with pytest.raises(ValueError, match=r"backward must return a gradient of shape \(2,\) for input 0, got shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"backward must return a gradient of shape \(2,\) for input 0, got shape \(3,\)"
+    ):
         sk.gradcheck(_square, lambda g, a: np.ones(3), np.ones(2))
     with pytest.raises(ValueError, match=r"backward must return 1 gradient\(s\), one per entry of wrt, got 2"):
         sk.gradcheck(_square, lambda g, a: (g, g), np.ones(2))

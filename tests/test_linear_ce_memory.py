@@ -33,8 +33,14 @@ pytestmark = pytest.mark.skipif(not _LINUX, reason="peak memory is read from /pr
 def peak_extra_bytes(impl: str, n: int, d: int, v: int, dtype: str, max_memory: int | None = None) -> int:
     """Peak extra resident bytes of one forward + backward, measured in a child process."""
     args = [sys.executable, __file__, impl, str(n), str(d), str(v), dtype, str(max_memory or 0)]
-    done = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
+    done = subprocess.run(
+        args,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
 

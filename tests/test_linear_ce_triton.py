@@ -23,8 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the 'triton' extra)")
 def test_triton_kernels_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
-    done = subprocess.run([sys.executable, __file__], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, __file__], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"child failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert "all triton checks passed" in done.stdout
 
@@ -36,7 +37,6 @@ def _child() -> None:  # pragma: no cover - runs in the subprocess
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     import torch
     import torch.nn.functional as F
-
     from _reference import cast_value_and_grads, frobenius_error, linear_cross_entropy_ref
 
     from softmaxkit.torch._linear_cross_entropy import linear_cross_entropy, linear_logsumexp
@@ -71,14 +71,25 @@ def _child() -> None:  # pragma: no cover - runs in the subprocess
             for k, opts in enumerate(option_sets if dtype == torch.float32 else option_sets[:2]):
                 grad_out = gn if reduction == "none" else torch.tensor(1.0, dtype=f64)
                 # A small max_memory: the gradient kernel runs over several chunks of tokens.
-                ours = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, reduction=reduction, backend="triton",
-                                                                max_memory=v * 4 * 12, **opts), dtype, grad_out)
+                ours = run(
+                    lambda a, c, e: linear_cross_entropy(
+                        a, c, t, e, reduction=reduction, backend="triton", max_memory=v * 4 * 12, **opts
+                    ),
+                    dtype,
+                    grad_out,
+                )
                 ref = run(lambda a, c, e: naive(a, c, e, reduction=reduction, **opts), f64, grad_out)
                 same = run(lambda a, c, e: naive(a, c, e, reduction=reduction, **opts), dtype, grad_out)
                 for name, o, r, s in zip(("loss", "dx", "dw", "db"), ours, ref, same):
                     e_ours, e_naive = err(o, r), err(s, r)
-                    bound = 1e-6 if dtype == torch.float32 else max(1.5 * e_naive, 1e-3 if dtype == torch.bfloat16 else 1e-4)
-                    assert e_ours <= bound, f"{dtype} {reduction} options#{k} {name}: {e_ours:.2e} > {bound:.2e} (naive {e_naive:.2e})"
+                    bound = (
+                        1e-6
+                        if dtype == torch.float32
+                        else max(1.5 * e_naive, 1e-3 if dtype == torch.bfloat16 else 1e-4)
+                    )
+                    assert e_ours <= bound, (
+                        f"{dtype} {reduction} options#{k} {name}: {e_ours:.2e} > {bound:.2e} (naive {e_naive:.2e})"
+                    )
                 checked += 1
 
     # linear_logsumexp through the kernels, with its gradient.
@@ -92,18 +103,25 @@ def _child() -> None:  # pragma: no cover - runs in the subprocess
         assert err(o, r) <= 1e-6, f"linear_logsumexp: {err(o, r):.2e}"
 
     # Deterministic: the same bits twice.
-    one = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, backend="triton", label_smoothing=0.1), torch.float32, 1.0)
-    two = run(lambda a, c, e: linear_cross_entropy(a, c, t, e, backend="triton", label_smoothing=0.1), torch.float32, 1.0)
+    one = run(
+        lambda a, c, e: linear_cross_entropy(a, c, t, e, backend="triton", label_smoothing=0.1), torch.float32, 1.0
+    )
+    two = run(
+        lambda a, c, e: linear_cross_entropy(a, c, t, e, backend="triton", label_smoothing=0.1), torch.float32, 1.0
+    )
     assert all(torch.equal(p, q) for p, q in zip(one, two)), "not deterministic"
 
     # What the kernels do not cover is refused clearly (the PyTorch path covers it).
-    for bad, match in ((dict(target=torch.softmax(x, -1)[:, :1].expand(n, v).contiguous()), "class-index targets"),
-                       (dict(dtype=f64), "float32, bfloat16 or float16")):
+    for bad, match in (
+        (dict(target=torch.softmax(x, -1)[:, :1].expand(n, v).contiguous()), "class-index targets"),
+        (dict(dtype=f64), "float32, bfloat16 or float16"),
+    ):
         dtype = bad.get("dtype", torch.float32)
         target = bad.get("target", t)
         try:
-            linear_cross_entropy(x.to(dtype), w.to(dtype), target.to(dtype) if target.is_floating_point() else target,
-                                 backend="triton")
+            linear_cross_entropy(
+                x.to(dtype), w.to(dtype), target.to(dtype) if target.is_floating_point() else target, backend="triton"
+            )
         except ValueError as error:
             assert match in str(error), str(error)
         else:

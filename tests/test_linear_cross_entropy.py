@@ -10,6 +10,7 @@ the weight-gradient pass split over tokens) is compared on values and the three 
 from __future__ import annotations
 
 import itertools
+from typing import ClassVar
 
 import pytest
 import torch
@@ -79,15 +80,17 @@ def tile_budget(v, rows, per_element=8):
 # --------------------------------------------------------------------------- float64 parity
 
 
-OPTIONS = list(itertools.product(
-    ["mean", "sum", "none"],  # reduction
-    [0.0, 0.15],  # label_smoothing
-    [False, True],  # class weights
-    [0.0, 1e-2],  # z_loss
-    [None, 2.5],  # softcap
-    [False, True],  # bias
-    ["index", "prob"],  # target kind
-))
+OPTIONS = list(
+    itertools.product(
+        ["mean", "sum", "none"],  # reduction
+        [0.0, 0.15],  # label_smoothing
+        [False, True],  # class weights
+        [0.0, 1e-2],  # z_loss
+        [None, 2.5],  # softcap
+        [False, True],  # bias
+        ["index", "prob"],  # target kind
+    )
+)
 
 
 @pytest.mark.parametrize("budget", ["default", "tiled-vocab", "one-row"])
@@ -134,8 +137,9 @@ def test_float64_parity_odd_shapes(reduction, ls, use_cw, zl, cap, kind, max_mem
     g = gn[: x.shape[0]] if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
     ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
-    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts),
-                             x, w, b, g)
+    got, _ = value_and_grads(
+        lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), x, w, b, g
+    )
     for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
         assert rel(a, r) <= 1e-10, f"{name}: {rel(a, r):.2e}"
 
@@ -150,8 +154,9 @@ def test_float64_parity_aligned_tiles_with_remainders(reduction):
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=0.1, class_weight=cw, z_loss=1e-3)
     ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
-    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts),
-                             x, w, b, g)
+    got, _ = value_and_grads(
+        lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), x, w, b, g
+    )
     for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
         assert rel(a, r) <= 1e-10, f"{name}: {rel(a, r):.2e}"
 
@@ -206,8 +211,9 @@ def test_leading_batch_dimensions_and_empty_batch():
 def test_gradient_scale_and_second_backward():
     """``(3 * loss).backward()`` scales the precomputed gradients; retain_graph recomputes them."""
     x, w, b, cw, t, gn = make(40, 8, 29)
-    ref, _ = value_and_grads(lambda x_, w_, b_: 3.0 * linear_cross_entropy_ref(x_, w_, t, b_, z_loss=1e-2),
-                             x, w, b, 1.0)
+    ref, _ = value_and_grads(
+        lambda x_, w_, b_: 3.0 * linear_cross_entropy_ref(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0
+    )
     got, _ = value_and_grads(lambda x_, w_, b_: 3.0 * linear_cross_entropy(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0)
     for a, r in zip(got, ref):
         assert rel(a, r) <= 1e-12
@@ -288,8 +294,9 @@ def test_linear_logsumexp_value_and_gradients(softcap, max_memory):
         return torch.logsumexp(softcap * torch.tanh(z / softcap) if softcap else z, -1)
 
     r, _ = value_and_grads(ref, x, w, b, gn)
-    got, _ = value_and_grads(lambda x_, w_, b_: linear_logsumexp(x_, w_, b_, softcap=softcap, max_memory=max_memory),
-                             x, w, b, gn)
+    got, _ = value_and_grads(
+        lambda x_, w_, b_: linear_logsumexp(x_, w_, b_, softcap=softcap, max_memory=max_memory), x, w, b, gn
+    )
     for a, e in zip(got, r):
         assert rel(a, e) <= 1e-12
     low = linear_logsumexp(x.to(torch.bfloat16), w.to(torch.bfloat16), b.to(torch.bfloat16))
@@ -299,8 +306,9 @@ def test_linear_logsumexp_value_and_gradients(softcap, max_memory):
 def test_module_shell_matches_function():
     x, w, b, cw, t, gn = make(20, 6, 13)
     module = LinearCrossEntropyLoss(label_smoothing=0.2, class_weight=cw, z_loss=1e-3, softcap=5.0, reduction="sum")
-    expected = linear_cross_entropy(x, w, t, b, label_smoothing=0.2, class_weight=cw, z_loss=1e-3, softcap=5.0,
-                                    reduction="sum")
+    expected = linear_cross_entropy(
+        x, w, t, b, label_smoothing=0.2, class_weight=cw, z_loss=1e-3, softcap=5.0, reduction="sum"
+    )
     assert torch.equal(module(x, w, t, b), expected)
     assert "class_weight" in dict(module.named_buffers())
 
@@ -332,8 +340,9 @@ def test_never_an_n_by_v_tensor(dtype, reduction):
     max_memory = 64 * 1024
     xl, wl, bl = x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
     with _LargestTensor() as mode:
-        loss = linear_cross_entropy(xl, wl, t, bl, reduction=reduction, label_smoothing=0.1, softcap=20.0,
-                                    max_memory=max_memory)
+        loss = linear_cross_entropy(
+            xl, wl, t, bl, reduction=reduction, label_smoothing=0.1, softcap=20.0, max_memory=max_memory
+        )
         loss.sum().backward()
     assert mode.largest <= max(v * d, n * d, max_memory // 4), mode.largest
     assert mode.largest < n * v // 8
@@ -346,8 +355,16 @@ class _MatmulWork(TorchDispatchMode):
         super().__init__()
         self.multiply_adds = 0
 
-    _OTHER_PRODUCTS = {torch.ops.aten.bmm, torch.ops.aten.baddbmm, torch.ops.aten.mv, torch.ops.aten.addmv,
-                       torch.ops.aten.addmv_, torch.ops.aten.matmul, torch.ops.aten.addbmm, torch.ops.aten.einsum}
+    _OTHER_PRODUCTS: ClassVar[dict] = {
+        torch.ops.aten.bmm,
+        torch.ops.aten.baddbmm,
+        torch.ops.aten.mv,
+        torch.ops.aten.addmv,
+        torch.ops.aten.addmv_,
+        torch.ops.aten.matmul,
+        torch.ops.aten.addbmm,
+        torch.ops.aten.einsum,
+    }
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         packet = func.overloadpacket
@@ -402,14 +419,17 @@ class _LargestScratch(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("n, d, v, dtype, max_memory, reduction", [
-    (64, 512, 20_000, torch.bfloat16, 2**20, "mean"),  # vocabulary tiles: weight blocks go float32
-    (64, 512, 20_000, torch.bfloat16, 2**20, "none"),
-    (4096, 512, 1024, torch.bfloat16, 2**18, "mean"),  # weight pass over token chunks
-    (64, 512, 20_000, torch.float32, 2**20, "mean"),
-    (300, 64, 5000, torch.float64, 2**16, "none"),
-    (1024, 1024, 128, torch.float32, 2**19, "mean"),  # one block of all rows, d >> V
-])
+@pytest.mark.parametrize(
+    "n, d, v, dtype, max_memory, reduction",
+    [
+        (64, 512, 20_000, torch.bfloat16, 2**20, "mean"),  # vocabulary tiles: weight blocks go float32
+        (64, 512, 20_000, torch.bfloat16, 2**20, "none"),
+        (4096, 512, 1024, torch.bfloat16, 2**18, "mean"),  # weight pass over token chunks
+        (64, 512, 20_000, torch.float32, 2**20, "mean"),
+        (300, 64, 5000, torch.float64, 2**16, "none"),
+        (1024, 1024, 128, torch.float32, 2**19, "mean"),  # one block of all rows, d >> V
+    ],
+)
 def test_no_scratch_tensor_exceeds_max_memory(n, d, v, dtype, max_memory, reduction):
     """Every intermediate of forward + backward fits ``max_memory``, the d-wide helpers included."""
     g = torch.Generator().manual_seed(0)
@@ -421,14 +441,17 @@ def test_no_scratch_tensor_exceeds_max_memory(n, d, v, dtype, max_memory, reduct
     assert 0 < mode.largest <= max_memory, (mode.largest, max_memory)
 
 
-@pytest.mark.parametrize("n, v, d, dtype, kind, softcap, max_memory", [
-    (4096, 32768, 1024, torch.float32, "index", False, 32 * 2**20),
-    (4096, 32768, 1024, torch.bfloat16, "index", True, 32 * 2**20),
-    (37, 51, 13, torch.float64, "prob", True, 600),
-    (5, 100_000, 64, torch.float32, "index", False, 10_000),
-    (100_000, 7, 16, torch.float16, "prob", False, 1_000),
-    (64, 20_000, 512, torch.bfloat16, "index", False, 2**20),
-])
+@pytest.mark.parametrize(
+    "n, v, d, dtype, kind, softcap, max_memory",
+    [
+        (4096, 32768, 1024, torch.float32, "index", False, 32 * 2**20),
+        (4096, 32768, 1024, torch.bfloat16, "index", True, 32 * 2**20),
+        (37, 51, 13, torch.float64, "prob", True, 600),
+        (5, 100_000, 64, torch.float32, "index", False, 10_000),
+        (100_000, 7, 16, torch.float16, "prob", False, 1_000),
+        (64, 20_000, 512, torch.bfloat16, "index", False, 2**20),
+    ],
+)
 def test_plan_respects_max_memory(n, v, d, dtype, kind, softcap, max_memory):
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     plan = _make_plan(n, v, d, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
@@ -446,11 +469,14 @@ def test_plan_respects_max_memory(n, v, d, dtype, kind, softcap, max_memory):
     assert 1 <= plan.rows <= n and 1 <= plan.cols <= v and 1 <= plan.w_rows <= n and 1 <= plan.w_cols <= v
 
 
-@pytest.mark.parametrize("n, v, dtype, max_memory, expected", [
-    (8192, 65536, torch.bfloat16, 32 * 2**20, (64, 65536, 8192, 512)),  # 85 rows and 682 columns fit
-    (8192, 65536, torch.float32, 3 * 2**20, (32, 24576, 8192, 96)),  # 24576 = 96 * 256; 96 < 256 kept
-    (300, 5000, torch.float32, 2**20, (52, 5000, 300, 768)),  # 52 < 64 kept; 873 columns fit
-])
+@pytest.mark.parametrize(
+    "n, v, dtype, max_memory, expected",
+    [
+        (8192, 65536, torch.bfloat16, 32 * 2**20, (64, 65536, 8192, 512)),  # 85 rows and 682 columns fit
+        (8192, 65536, torch.float32, 3 * 2**20, (32, 24576, 8192, 96)),  # 24576 = 96 * 256; 96 < 256 kept
+        (300, 5000, torch.float32, 2**20, (52, 5000, 300, 768)),  # 52 < 64 kept; 873 columns fit
+    ],
+)
 def test_plan_chunks_are_aligned(n, v, dtype, max_memory, expected):
     """Chunks are rounded down to multiples of 64 rows / 256 columns (never up: the bound holds)."""
     plan = _make_plan(n, v, 1, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
@@ -471,8 +497,19 @@ def test_default_max_memory_grows_with_the_weight():
     assert _check_max_memory(12345, cpu, weight_bytes=2**40, logits_elements=2**40) == 12345  # explicit wins
     # and linear_cross_entropy passes the real sizes: a 256 MiB weight (never touched) gets 64 MiB
     x, w, t = torch.empty(4096, 1024), torch.empty(65536, 1024), torch.zeros(4096, dtype=torch.int64)
-    _, problem, _ = _prepare(x, w, None, t, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                             class_weight=None, z_loss=0.0, softcap=None, max_memory=None)
+    _, problem, _ = _prepare(
+        x,
+        w,
+        None,
+        t,
+        ignore_index=-100,
+        reduction="mean",
+        label_smoothing=0.0,
+        class_weight=None,
+        z_loss=0.0,
+        softcap=None,
+        max_memory=None,
+    )
     assert problem.max_memory == 65536 * 1024
 
 
@@ -482,22 +519,28 @@ def test_default_max_memory_grows_with_the_weight():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_deterministic_bits(dtype):
     x, w, b, cw, t, gn = make(100, 16, 300, dtype=dtype)
-    runs = [value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, label_smoothing=0.1,
-                                                                    max_memory=20_000), x, w, b, 1.0)[0]
-            for _ in range(2)]
+    runs = [
+        value_and_grads(
+            lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, label_smoothing=0.1, max_memory=20_000), x, w, b, 1.0
+        )[0]
+        for _ in range(2)
+    ]
     for a, r in zip(*runs):
         assert torch.equal(a, r)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(reduction="avg"), "reduction must be one of"),
-    (dict(label_smoothing=1.5), "label_smoothing must be in"),
-    (dict(z_loss=-1.0), "z_loss must be >= 0"),
-    (dict(softcap=0.0), "softcap must be > 0"),
-    (dict(max_memory=10), "max_memory must be None or an integer"),
-    (dict(backend="cuda"), "backend must be one of"),
-    (dict(class_weight=torch.ones(3)), "class_weight must be None or a floating tensor of shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(reduction="avg"), "reduction must be one of"),
+        (dict(label_smoothing=1.5), "label_smoothing must be in"),
+        (dict(z_loss=-1.0), "z_loss must be >= 0"),
+        (dict(softcap=0.0), "softcap must be > 0"),
+        (dict(max_memory=10), "max_memory must be None or an integer"),
+        (dict(backend="cuda"), "backend must be one of"),
+        (dict(class_weight=torch.ones(3)), "class_weight must be None or a floating tensor of shape"),
+    ],
+)
 def test_option_errors(kwargs, match):
     x, w, b, cw, t, gn = make(4, 3, 5)
     with pytest.raises((ValueError, TypeError), match=match):

@@ -82,7 +82,9 @@ def test_label_smoothing_matches_cross_entropy(rng, label_smoothing, soft):
     X, target, _ = _problem(rng, 41, 4, 5, soft=soft)
     coef = rng.normal(size=(5, 5))
     logits = X @ coef[:, :4].T + coef[:, 4]
-    expected = float(cross_entropy(logits, target, label_smoothing=label_smoothing)) + 0.5 * 0.2 * np.sum(coef[:, :4] ** 2)
+    expected = float(cross_entropy(logits, target, label_smoothing=label_smoothing)) + 0.5 * 0.2 * np.sum(
+        coef[:, :4] ** 2
+    )
     got, grad = _loss.loss_gradient(coef, X, target, None, 0.2, label_smoothing=label_smoothing)
     assert got == pytest.approx(expected, rel=1e-13)
     v = rng.normal(size=coef.shape)

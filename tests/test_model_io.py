@@ -32,8 +32,14 @@ def _assert_same_predictions(a, b, X):
 
 @pytest.mark.parametrize(
     "labels",
-    [np.array([0, 1, 2]), np.array([-3, 10, 42]), np.array(["cat", "dog", "eel"]),
-     np.array(["cat", "dog", "eel"], dtype=object), np.array([1.0, 2.0, 4.0]), np.array([False, True])],
+    [
+        np.array([0, 1, 2]),
+        np.array([-3, 10, 42]),
+        np.array(["cat", "dog", "eel"]),
+        np.array(["cat", "dog", "eel"], dtype=object),
+        np.array([1.0, 2.0, 4.0]),
+        np.array([False, True]),
+    ],
 )
 def test_round_trip_is_bit_identical(tmp_path, labels):
     X, y = _data(k=len(labels))
@@ -53,8 +59,9 @@ def test_round_trip_is_bit_identical(tmp_path, labels):
 def test_round_trip_with_feature_names_float32_and_dict_class_weight(tmp_path):
     X, y = _data()
     frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
-    model = SoftmaxRegression(dtype=np.float32, class_weight={0: 2.0, 2: 0.5}, solver="sgd", random_state=3,
-                              max_iter=20).fit(frame, y)
+    model = SoftmaxRegression(
+        dtype=np.float32, class_weight={0: 2.0, 2: 0.5}, solver="sgd", random_state=3, max_iter=20
+    ).fit(frame, y)
     model.save(tmp_path / "m.npz")
     loaded = SoftmaxRegression.load(tmp_path / "m.npz")
     _assert_same_predictions(model, loaded, frame)
@@ -116,7 +123,7 @@ def test_truncated_file(saved):
     data = saved.read_bytes()
     for cut in (10, len(data) // 2, len(data) - 30):
         saved.write_bytes(data[:cut])
-        with pytest.raises(ValueError, match="truncated|corrupt|not a softmaxkit model file"):
+        with pytest.raises(ValueError, match=r"truncated|corrupt|not a softmaxkit model file"):
             SoftmaxRegression.load(saved)
 
 
@@ -177,7 +184,10 @@ def test_newer_format_version(saved):
         ({"metadata_update": {"n_features_in": 7}}, "must hold coef of shape"),
         ({"metadata_update": {"arrays": ["coef", "intercept", "classes", "extra"]}}, "missing arrays"),
         # dtype=None reads the precision from coef, so a float32 coef beside a float64 intercept is caught there.
-        ({"arrays_update": {"coef": np.zeros((3, 4), dtype=np.float32)}}, "intercept of shape \\(3,\\) and dtype float32"),
+        (
+            {"arrays_update": {"coef": np.zeros((3, 4), dtype=np.float32)}},
+            "intercept of shape \\(3,\\) and dtype float32",
+        ),
         ({"arrays_update": {"coef": np.full((3, 4), np.nan)}}, "non-finite"),
         ({"arrays_update": {"intercept": np.zeros(2)}}, "intercept of shape"),
         ({"arrays_update": {"classes": np.array([0, 0, 1])}}, "repeated classes"),

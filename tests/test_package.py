@@ -44,9 +44,18 @@ def test_import_works_without_the_optional_extras():
 
 def test_public_names():
     expected = {
-        "softmax", "log_softmax", "logsumexp", "softmax_backward", "log_softmax_backward",
-        "cross_entropy", "nll_loss", "cross_entropy_backward", "cross_entropy_with_grad", "nll_loss_backward",
-        "gradcheck", "GradcheckResult",
+        "softmax",
+        "log_softmax",
+        "logsumexp",
+        "softmax_backward",
+        "log_softmax_backward",
+        "cross_entropy",
+        "nll_loss",
+        "cross_entropy_backward",
+        "cross_entropy_with_grad",
+        "nll_loss_backward",
+        "gradcheck",
+        "GradcheckResult",
     }
     assert expected <= set(softmaxkit.__all__)
     for name in softmaxkit.__all__:
@@ -62,7 +71,9 @@ def test_version_matches_the_installed_metadata():
 
 def test_package_never_refers_to_the_shared_datasets():
     offenders = [
-        str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
-        if "shared/datasets" in path.read_text(encoding="utf-8") or "shared\" / \"datasets" in path.read_text(encoding="utf-8")
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if "shared/datasets" in path.read_text(encoding="utf-8")
+        or 'shared" / "datasets' in path.read_text(encoding="utf-8")
     ]
     assert offenders == []

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _datasets import load_real_dataset
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from _datasets import load_real_dataset
-from softmaxkit.linear_model import SoftmaxRegression
-from softmaxkit.linear_model import _loss
+from softmaxkit.linear_model import SoftmaxRegression, _loss
 
 DATASETS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 _CACHE: dict = {}
@@ -84,8 +83,11 @@ def test_same_optimum_weighted_small_form():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name, C, class_weight, weighted",
-    list(itertools.product(["letter", "pendigits", "satimage", "covtype"], [1.0, 100.0], [None, "balanced"],
-                           [False, True])),
+    list(
+        itertools.product(
+            ["letter", "pendigits", "satimage", "covtype"], [1.0, 100.0], [None, "balanced"], [False, True]
+        )
+    ),
 )
 def test_same_optimum_full_sweep(name, C, class_weight, weighted):
     check_same_optimum(name, C, class_weight, weighted)

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import softmaxkit as sk
 from _reference import (
     assert_close,
     compare_with_torch,
@@ -20,6 +18,8 @@ from _reference import (
     numerical_vjp,
     softmax_ref,
 )
+
+import softmaxkit as sk
 
 SHAPES = {"1d": (7,), "2d": (4, 7), "3d": (3, 4, 5), "4d": (2, 3, 4, 5)}
 AXIS_CASES = [(name, axis) for name, shape in SHAPES.items() for axis in range(-len(shape), len(shape))]

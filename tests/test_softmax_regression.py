@@ -15,13 +15,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from softmaxkit import cross_entropy, log_softmax
-from softmaxkit.linear_model import SoftmaxRegression
-from softmaxkit.linear_model import _loss
+from softmaxkit.linear_model import SoftmaxRegression, _loss
 
 
 def _data(n=300, d=6, k=4, seed=0):
-    X, y = make_classification(n_samples=n, n_features=d, n_informative=d - 1, n_redundant=0, n_classes=k,
-                               n_clusters_per_class=1, random_state=seed)
+    X, y = make_classification(
+        n_samples=n,
+        n_features=d,
+        n_informative=d - 1,
+        n_redundant=0,
+        n_classes=k,
+        n_clusters_per_class=1,
+        random_state=seed,
+    )
     return StandardScaler().fit_transform(X), y
 
 
@@ -54,8 +60,9 @@ def test_stochastic_solvers_get_close(solver):
     exact = SoftmaxRegression(alpha=alpha, solver="newton-cg", tol=1e-10).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        approx = SoftmaxRegression(alpha=alpha, solver=solver, random_state=0, max_iter=300,
-                                   learning_rate_schedule="invscaling").fit(X, y)
+        approx = SoftmaxRegression(
+            alpha=alpha, solver=solver, random_state=0, max_iter=300, learning_rate_schedule="invscaling"
+        ).fit(X, y)
     f_star = _objective(exact, X, y)
     assert (_objective(approx, X, y) - f_star) / f_star < 2e-2
     assert len(approx.loss_curve_) == approx.n_iter_
@@ -180,8 +187,9 @@ def test_warm_start_continues():
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "sgd"])
 def test_early_stopping_records_validation(solver):
     X, y = _data(n=400)
-    model = SoftmaxRegression(solver=solver, early_stopping=True, n_iter_no_change=3, random_state=0,
-                              max_iter=50, tol=1e-6)
+    model = SoftmaxRegression(
+        solver=solver, early_stopping=True, n_iter_no_change=3, random_state=0, max_iter=50, tol=1e-6
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X, y)
@@ -215,13 +223,15 @@ def test_partial_fit_reaches_the_optimum_on_synthetic_data():
     """Shuffled chunks of a tenth of the data, mini-batches of 50 inside each (sgd, momentum 0.5,
     learning_rate "auto", schedule "invscaling"): within 1e-3 (relative) of the exact optimum after
     10 epochs (5 suffice with random_state=0)."""
-    X, y = make_classification(n_samples=2000, n_features=8, n_informative=6, n_classes=5, class_sep=0.7,
-                               random_state=7)
+    X, y = make_classification(
+        n_samples=2000, n_features=8, n_informative=6, n_classes=5, class_sep=0.7, random_state=7
+    )
     X = StandardScaler().fit_transform(X)
     alpha = 1.0 / len(y)
     f_star = _objective(SoftmaxRegression(alpha=alpha, solver="newton-cg", tol=1e-10).fit(X, y), X, y)
-    model = SoftmaxRegression(alpha=alpha, solver="sgd", momentum=0.5, batch_size=50,
-                              learning_rate_schedule="invscaling", random_state=0)
+    model = SoftmaxRegression(
+        alpha=alpha, solver="sgd", momentum=0.5, batch_size=50, learning_rate_schedule="invscaling", random_state=0
+    )
     rng = np.random.default_rng(0)
     for _ in range(10):
         for batch in np.array_split(rng.permutation(len(y)), 10):
@@ -290,8 +300,12 @@ def test_fewer_than_two_classes():
     "transform, message",
     [
         (lambda P: P * 1.1, "y must have rows that sum to 1"),
-        (lambda P: P - 0.5 * np.eye(P.shape[1])[np.argmin(P, axis=1)] + 0.5 * np.eye(P.shape[1])[np.argmax(P, axis=1)],
-         "y must be non-negative"),
+        (
+            lambda P: (
+                P - 0.5 * np.eye(P.shape[1])[np.argmin(P, axis=1)] + 0.5 * np.eye(P.shape[1])[np.argmax(P, axis=1)]
+            ),
+            "y must be non-negative",
+        ),
         (lambda P: np.where(P == P.max(), np.nan, P), "y must be finite"),
     ],
 )

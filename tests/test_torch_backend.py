@@ -65,8 +65,12 @@ OPTION_SWEEP = [
 
 def _pair(rng, case, *, device="cpu", dtype=np.float64, memory_budget=None, k=4):
     X, target, sw = _problem(rng, soft=case["soft"], weighted=case["weighted"], k=k)
-    options = {"n_classes": k, "fit_intercept": case["fit_intercept"],
-               "label_smoothing": case["label_smoothing"], "dtype": dtype}
+    options = {
+        "n_classes": k,
+        "fit_intercept": case["fit_intercept"],
+        "label_smoothing": case["label_smoothing"],
+        "dtype": dtype,
+    }
     ours = tb.torch_objective(X.astype(dtype), target, sw, 0.3, device=device, memory_budget=memory_budget, **options)
     reference = _numpy_objective(X, target, sw, 0.3, **{**options, "dtype": np.float64})
     n_params = k * (X.shape[1] + int(case["fit_intercept"]))
@@ -114,15 +118,19 @@ def test_unknown_device_names(device):
 
 def test_device_parameter_validation():
     X, y, _ = _problem(np.random.default_rng(0))
-    with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or None with backend='torch', got device\(type='cpu'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or None with backend='torch', got device\(type='cpu'\)",
+    ):
         SoftmaxRegression(backend="torch", device=torch.device("cpu")).fit(X, y)
     with pytest.raises(ValueError, match="device must be None with backend='numpy', got 'cpu'"):
         SoftmaxRegression(device="cpu").fit(X, y)
     with pytest.raises(ValueError, match="backend must be 'numpy' or 'torch', got 'jax'"):
         SoftmaxRegression(backend="jax").fit(X, y)
-    with pytest.raises(ValueError, match="dtype must be numpy.float64 or numpy.float32"):
-        tb.torch_objective(X, y, None, 0.0, n_classes=4, fit_intercept=True, label_smoothing=0.0,
-                           dtype=np.float16, device="cpu")
+    with pytest.raises(ValueError, match=r"dtype must be numpy\.float64 or numpy\.float32"):
+        tb.torch_objective(
+            X, y, None, 0.0, n_classes=4, fit_intercept=True, label_smoothing=0.0, dtype=np.float16, device="cpu"
+        )
 
 
 # ------------------------------------------------------------------------- the objective's callables
@@ -220,11 +228,16 @@ def test_streamed_data_give_the_resident_results(case, rng):
     np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(H(v), H_ref(v), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(H.diagonal(), H_ref.diagonal(), rtol=1e-12)
-    np.testing.assert_allclose(H._host_operator(with_logits=True)._logits,
-                               H_ref._host_operator(with_logits=True)._logits, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(
+        H._host_operator(with_logits=True)._logits,
+        H_ref._host_operator(with_logits=True)._logits,
+        rtol=1e-13,
+        atol=1e-14,
+    )
     idx = rng.choice(n, size=17, replace=False)
-    np.testing.assert_allclose(streamed.batch_loss_gradient(x, idx)[1], resident.batch_loss_gradient(x, idx)[1],
-                               rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        streamed.batch_loss_gradient(x, idx)[1], resident.batch_loss_gradient(x, idx)[1], rtol=1e-13, atol=1e-16
+    )
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
@@ -339,8 +352,9 @@ def test_partial_fit_and_early_stopping_follow_the_numpy_backend():
         model = SoftmaxRegression(solver="adam", random_state=3, backend=backend)
         for _ in range(3):
             model.partial_fit(X, y, classes=[0, 1, 2])
-        stopped = SoftmaxRegression(solver="sgd", early_stopping=True, random_state=3, max_iter=30,
-                                    n_iter_no_change=3, backend=backend).fit(X, y)
+        stopped = SoftmaxRegression(
+            solver="sgd", early_stopping=True, random_state=3, max_iter=30, n_iter_no_change=3, backend=backend
+        ).fit(X, y)
         models[backend] = (model, stopped)
     for ours, reference in zip(models["torch"], models["numpy"]):
         np.testing.assert_allclose(ours.coef_, reference.coef_, rtol=1e-10, atol=1e-13)
@@ -422,8 +436,9 @@ def test_cuda_callables_equal_the_numpy_backend(case, rng):
     np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(H(v), H_ref(v).ravel(), rtol=1e-10, atol=1e-13)
     idx = rng.choice(n, size=19, replace=False)
-    np.testing.assert_allclose(ours.batch_loss_gradient(x, idx)[1], reference.batch_loss_gradient(x, idx)[1],
-                               rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(
+        ours.batch_loss_gradient(x, idx)[1], reference.batch_loss_gradient(x, idx)[1], rtol=1e-10, atol=1e-13
+    )
 
 
 @pytest.mark.cuda
@@ -450,8 +465,10 @@ def test_cuda_fit_reaches_the_numpy_optimum_and_repeats():
     assert np.mean(model.predict(X_test) == reference.predict(X_test)) >= 0.999
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        runs = [SoftmaxRegression(**{**params, "solver": "sgd", "random_state": 0, "max_iter": 3}).fit(X, y)
-                for _ in range(2)]
+        runs = [
+            SoftmaxRegression(**{**params, "solver": "sgd", "random_state": 0, "max_iter": 3}).fit(X, y)
+            for _ in range(2)
+        ]
     assert np.array_equal(runs[0].coef_, runs[1].coef_)  # same GPU, same software: bit for bit
     single = SoftmaxRegression(**{**params, "tol": 1e-4}, dtype=np.float32).fit(X, y)
     assert single.coef_.dtype == np.float32

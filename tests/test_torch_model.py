@@ -7,6 +7,7 @@ and scikit-learn's LogisticRegression optimum for the same penalised objective.
 from __future__ import annotations
 
 import gzip
+import itertools
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_without_bias():
 
 def test_lesson_training_learns_class_0_and_is_reproducible():
     model, losses = lesson_run()
-    assert all(b < a for a, b in zip(losses, losses[1:]))  # the loss falls every epoch
+    assert all(b < a for a, b in itertools.pairwise(losses))  # the loss falls every epoch
     x = torch.tensor(LESSON_X)
     assert model.predict(x).tolist() == [0]
     assert model.predict_proba(x)[0, 0].item() > 0.9
@@ -93,8 +94,13 @@ def test_lesson_training_matches_torch_cross_entropy_loss():
 def _fit_lbfgs(model, X, y, *, alpha, max_iter=500, tolerance_grad=1e-12):
     """Minimise sum_n CE + alpha/2 ||W||^2 (bias unpenalised), scikit-learn's objective times C."""
     optimizer = torch.optim.LBFGS(
-        model.parameters(), lr=1, max_iter=max_iter, tolerance_grad=tolerance_grad, tolerance_change=1e-15,
-        history_size=20, line_search_fn="strong_wolfe",
+        model.parameters(),
+        lr=1,
+        max_iter=max_iter,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=1e-15,
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
 
     def closure():
@@ -154,8 +160,11 @@ def test_state_dict_round_trip():
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [((0, 3), "n_features must be a positive integer, got 0"), ((3, "3"), "n_classes must be a positive integer, got '3'"),
-     ((True, 3), "n_features must be a positive integer, got True")],
+    [
+        ((0, 3), "n_features must be a positive integer, got 0"),
+        ((3, "3"), "n_classes must be a positive integer, got '3'"),
+        ((True, 3), "n_features must be a positive integer, got True"),
+    ],
 )
 def test_bad_sizes(args, message):
     with pytest.raises(ValueError, match=message):
@@ -168,7 +177,7 @@ def test_bad_input():
         model.predict(torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"got shape \(\)"):
         model(torch.tensor(1.0))
-    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got ndarray"):
         model.predict_proba(np.zeros((2, 3)))
 
 

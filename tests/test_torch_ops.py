@@ -117,7 +117,9 @@ def make_probability_target(shape, generator):
 # ------------------------------------------------------------------------------------------------
 
 INDEX_CASES = list(
-    itertools.product(SHAPES, ["none-w", "weight"], [0.0, 0.1, 1.0], ["absent", "-100", "class"], ["mean", "sum", "none"])
+    itertools.product(
+        SHAPES, ["none-w", "weight"], [0.0, 0.1, 1.0], ["absent", "-100", "class"], ["mean", "sum", "none"]
+    )
 )
 PROBABILITY_CASES = list(
     itertools.product(SHAPES, ["none-w", "weight"], [0.0, 0.1, 1.0], ["absent", "negative"], ["mean", "sum", "none"])
@@ -200,9 +202,7 @@ SOFTMAX_CASES = [(shape, dim) for shape in SHAPES.values() for dim in range(-len
 def test_softmax_and_log_softmax_match_torch(name, shape, dim):
     gen = torch.Generator().manual_seed(len(shape) * 10 + dim)
     x = make_logits(shape, gen)
-    compare_with_reference(
-        lambda x: getattr(skt, name)(x, dim), lambda x: getattr(torch, name)(x, dim), (x,), gen
-    )
+    compare_with_reference(lambda x: getattr(skt, name)(x, dim), lambda x: getattr(torch, name)(x, dim), (x,), gen)
 
 
 @pytest.mark.parametrize(
@@ -475,7 +475,10 @@ def test_all_ignored_and_zero_weight_equal_numpy(numpy_side):
             options = {"weight": weight, "reduction": reduction, "label_smoothing": eps}
             np_options = dict(options, weight=None if weight is None else weight.numpy())
             loss = skt.cross_entropy(x, y, **options)
-            assert_close(loss, torch.from_numpy(np.asarray(numpy_side.cross_entropy(x.detach().numpy(), y.numpy(), **np_options))))
+            assert_close(
+                loss,
+                torch.from_numpy(np.asarray(numpy_side.cross_entropy(x.detach().numpy(), y.numpy(), **np_options))),
+            )
             (grad,) = torch.autograd.grad(loss, x, torch.ones_like(loss))
             ref = numpy_side.cross_entropy_backward(x.detach().numpy(), y.numpy(), np.ones(loss.shape), **np_options)
             assert_close(grad, torch.from_numpy(ref))
@@ -510,7 +513,9 @@ def test_ignore_mask_equals_slicing():
     keep = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
     weight = torch.rand(C, dtype=torch.float64, generator=gen) + 0.1
     for reduction in ("mean", "sum"):
-        masked = skt.cross_entropy(x, torch.where(keep, y, -100), weight=weight, reduction=reduction, label_smoothing=0.1)
+        masked = skt.cross_entropy(
+            x, torch.where(keep, y, -100), weight=weight, reduction=reduction, label_smoothing=0.1
+        )
         sliced = skt.cross_entropy(x[keep], y[keep], weight=weight, reduction=reduction, label_smoothing=0.1)
         assert_close(masked, sliced)
         g_masked = torch.autograd.grad(masked, x)[0]
@@ -670,28 +675,80 @@ def test_scalar_and_single_class_inputs():
 X = torch.zeros(3, 4)
 Y = torch.tensor([0, 1, 2])
 BAD_LOSS_INPUTS = [
-    ("label 4 of 4 classes", dict(input=X, target=torch.tensor([0, 4, 1])), ValueError, r"class indices in \[0, 4\).*got 4 at position \(1,\)"),
+    (
+        "label 4 of 4 classes",
+        dict(input=X, target=torch.tensor([0, 4, 1])),
+        ValueError,
+        r"class indices in \[0, 4\).*got 4 at position \(1,\)",
+    ),
     ("label -1 never wraps", dict(input=X, target=torch.tensor([0, -1, 1])), ValueError, r"got -1 at position \(1,\)"),
-    ("K-dim bad label", dict(input=torch.zeros(2, 4, 3), target=torch.tensor([[0, 1, 2], [3, 9, 0]])), ValueError, r"got 9 at position \(1, 1\)"),
+    (
+        "K-dim bad label",
+        dict(input=torch.zeros(2, 4, 3), target=torch.tensor([[0, 1, 2], [3, 9, 0]])),
+        ValueError,
+        r"got 9 at position \(1, 1\)",
+    ),
     ("unbatched bad label", dict(input=torch.zeros(4), target=torch.tensor(7)), ValueError, r"got 7 at position \(\)"),
     ("target shape", dict(input=X, target=torch.tensor([0, 1])), ValueError, r"target must have shape \(3,\)"),
-    ("bool target", dict(input=X, target=torch.tensor([True, False, True])), TypeError, r"target must be integer class indices"),
-    ("probability shape", dict(input=X, target=torch.zeros(3, 5)), ValueError, r"target must have the input's shape \(3, 4\)"),
-    ("probability ignore", dict(input=X, target=torch.zeros(3, 4), ignore_index=1), ValueError, r"ignore_index must be negative"),
+    (
+        "bool target",
+        dict(input=X, target=torch.tensor([True, False, True])),
+        TypeError,
+        r"target must be integer class indices",
+    ),
+    (
+        "probability shape",
+        dict(input=X, target=torch.zeros(3, 5)),
+        ValueError,
+        r"target must have the input's shape \(3, 4\)",
+    ),
+    (
+        "probability ignore",
+        dict(input=X, target=torch.zeros(3, 4), ignore_index=1),
+        ValueError,
+        r"ignore_index must be negative",
+    ),
     ("weight shape", dict(input=X, target=Y, weight=torch.ones(3)), ValueError, r"weight must have shape \(4,\)"),
-    ("negative weight", dict(input=X, target=Y, weight=torch.tensor([1.0, -1.0, 1.0, 1.0])), ValueError, r"weight must be non-negative.*\[1\]"),
-    ("nan weight", dict(input=X, target=Y, weight=torch.tensor([1.0, NAN, 1.0, 1.0])), ValueError, r"weight must be finite"),
-    ("smoothing", dict(input=X, target=Y, label_smoothing=1.5), ValueError, r"label_smoothing must be in \[0, 1\], got 1.5"),
+    (
+        "negative weight",
+        dict(input=X, target=Y, weight=torch.tensor([1.0, -1.0, 1.0, 1.0])),
+        ValueError,
+        r"weight must be non-negative.*\[1\]",
+    ),
+    (
+        "nan weight",
+        dict(input=X, target=Y, weight=torch.tensor([1.0, NAN, 1.0, 1.0])),
+        ValueError,
+        r"weight must be finite",
+    ),
+    (
+        "smoothing",
+        dict(input=X, target=Y, label_smoothing=1.5),
+        ValueError,
+        r"label_smoothing must be in \[0, 1\], got 1.5",
+    ),
     ("reduction", dict(input=X, target=Y, reduction="avg"), ValueError, r"reduction must be one of"),
     ("ignore_index type", dict(input=X, target=Y, ignore_index=1.5), TypeError, r"ignore_index must be an integer"),
-    ("0-d input", dict(input=torch.tensor(1.0), target=torch.tensor(0)), ValueError, r"input must have the classes along axis 1"),
+    (
+        "0-d input",
+        dict(input=torch.tensor(1.0), target=torch.tensor(0)),
+        ValueError,
+        r"input must have the classes along axis 1",
+    ),
     ("no classes", dict(input=torch.zeros(3, 0), target=Y), ValueError, r"input must have at least one class"),
-    ("complex input", dict(input=torch.zeros(3, 4, dtype=torch.complex64), target=Y), TypeError, r"input must be a real"),
+    (
+        "complex input",
+        dict(input=torch.zeros(3, 4, dtype=torch.complex64), target=Y),
+        TypeError,
+        r"input must be a real",
+    ),
     ("not a tensor", dict(input=np.zeros((3, 4)), target=Y), TypeError, r"input must be a torch.Tensor"),
 ]
 
 
-@pytest.mark.parametrize(("case", "arguments", "error", "message"), BAD_LOSS_INPUTS, ids=[c[0] for c in BAD_LOSS_INPUTS])
+@pytest.mark.parametrize(
+    ("case", "arguments", "error", "message"), BAD_LOSS_INPUTS, ids=[c[0] for c in BAD_LOSS_INPUTS]
+)
 def test_cross_entropy_errors(case, arguments, error, message):
     arguments = dict(arguments)
     with pytest.raises(error, match=message):
@@ -699,14 +756,29 @@ def test_cross_entropy_errors(case, arguments, error, message):
 
 
 @pytest.mark.parametrize(
-    "case", ["label 4 of 4 classes", "label -1 never wraps", "K-dim bad label", "target shape", "probability shape",
-             "probability ignore", "weight shape", "negative weight", "smoothing", "reduction", "no classes"]
+    "case",
+    [
+        "label 4 of 4 classes",
+        "label -1 never wraps",
+        "K-dim bad label",
+        "target shape",
+        "probability shape",
+        "probability ignore",
+        "weight shape",
+        "negative weight",
+        "smoothing",
+        "reduction",
+        "no classes",
+    ],
 )
 def test_error_messages_are_the_numpy_ones(numpy_side, case):
     arguments = dict(next(c[1] for c in BAD_LOSS_INPUTS if c[0] == case))
     with pytest.raises((ValueError, TypeError)) as ours:
         skt.cross_entropy(arguments.pop("input"), arguments.pop("target"), **arguments)
-    arguments = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in next(c[1] for c in BAD_LOSS_INPUTS if c[0] == case).items()}
+    arguments = {
+        k: v.numpy() if isinstance(v, torch.Tensor) else v
+        for k, v in next(c[1] for c in BAD_LOSS_INPUTS if c[0] == case).items()
+    }
     with pytest.raises((ValueError, TypeError)) as theirs:
         numpy_side.cross_entropy(arguments.pop("input"), arguments.pop("target"), **arguments)
     assert str(ours.value) == str(theirs.value)
@@ -759,9 +831,7 @@ def test_cross_entropy_backward_saves_o_of_n_bytes(kind):
         else:
             y = torch.softmax(torch.randn(n, n_classes, dtype=torch.float64, generator=gen), 1)
         weight = torch.rand(n_classes, dtype=torch.float64, generator=gen)
-        extra, loss = saved_bytes(
-            lambda x, y, w: skt.cross_entropy(x, y, weight=w, label_smoothing=0.1), x, y, weight
-        )
+        extra, loss = saved_bytes(lambda x, y, w: skt.cross_entropy(x, y, weight=w, label_smoothing=0.1), x, y, weight)
         measured[n_classes] = extra
         # Beyond the caller's own tensors: the per-row log-sum-exp (N float64) and a 0-d denominator.
         assert extra <= n * 8 + 64, extra

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import compare_with_torch
 
 import softmaxkit as sk
-from _reference import compare_with_torch
 
 X = np.random.default_rng(0).standard_normal((4, 3))
 Y = np.array([0, 2, 1, 2])
@@ -55,7 +55,9 @@ def _ce_pair(target, **options):
 )
 @pytest.mark.parametrize("name", ALL_LOSS_FORMS)
 def test_class_index_outside_range(name, target, bad, position):
-    message = re.escape(f"target must hold class indices in [0, 3) or ignore_index=-100, got {bad} at position {position}")
+    message = re.escape(
+        f"target must hold class indices in [0, 3) or ignore_index=-100, got {bad} at position {position}"
+    )
     with pytest.raises(ValueError, match=message):
         ALL_LOSS_FORMS[name](X, target)
     if name == "cross_entropy":
@@ -72,14 +74,22 @@ def test_minus_one_is_fine_only_as_ignore_index():
 def test_class_index_outside_range_in_k_dim_and_unbatched_input():
     with pytest.raises(ValueError, match=re.escape("got 7 at position (1, 0)")):
         sk.cross_entropy(np.zeros((2, 3, 2)), np.array([[0, 1], [7, 2]]))
-    with pytest.raises(ValueError, match=re.escape("target must hold class indices in [0, 3) or ignore_index=-100, got 3 at position ()")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("target must hold class indices in [0, 3) or ignore_index=-100, got 3 at position ()"),
+    ):
         sk.cross_entropy(np.zeros(3), np.array(3))
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "cross_entropy_backward", "cross_entropy_with_grad"])
 def test_non_integer_index_target(name):
     fn = ALL_LOSS_FORMS[name]
-    with pytest.raises(TypeError, match=re.escape("target must be integer class indices (or class probabilities of the input's shape (4, 3)), got floating values of shape (4,)")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "target must be integer class indices (or class probabilities of the input's shape (4, 3)), got floating values of shape (4,)"
+        ),
+    ):
         fn(X, Y.astype(np.float64))
     with pytest.raises(TypeError, match=r"target must be integer class indices .*got floating values of shape \(\)"):
         fn(X[0], np.array(1.0))
@@ -88,15 +98,22 @@ def test_non_integer_index_target(name):
 
 @pytest.mark.parametrize("name", ["nll_loss", "nll_loss_backward"])
 def test_nll_loss_takes_only_integer_targets(name):
-    with pytest.raises(TypeError, match=re.escape("target must be integer class indices, got an array of shape (4,) and dtype float64")):
+    with pytest.raises(
+        TypeError, match=re.escape("target must be integer class indices, got an array of shape (4,) and dtype float64")
+    ):
         ALL_LOSS_FORMS[name](X, Y.astype(np.float64))
     with pytest.raises(TypeError, match=r"target must be integer class indices, got an array of shape \(4, 3\)"):
         ALL_LOSS_FORMS[name](X, np.full((4, 3), 1 / 3))
 
 
-@pytest.mark.parametrize("target", [np.array([True, False, True, True]), np.array(["a", "b", "c", "d"])], ids=["bool", "str"])
+@pytest.mark.parametrize(
+    "target", [np.array([True, False, True, True]), np.array(["a", "b", "c", "d"])], ids=["bool", "str"]
+)
 def test_target_of_another_kind(target):
-    with pytest.raises(TypeError, match=r"target must be integer class indices or floating class probabilities, got an array of shape \(4,\) and dtype"):
+    with pytest.raises(
+        TypeError,
+        match=r"target must be integer class indices or floating class probabilities, got an array of shape \(4,\) and dtype",
+    ):
         sk.cross_entropy(X, target)
 
 
@@ -106,7 +123,10 @@ def test_target_of_another_kind(target):
 @pytest.mark.parametrize(
     "target,message",
     [
-        (np.array([0, 1, 2]), "target must have shape (4,) (the input's shape (4, 3) without the class axis 1) for class indices, got shape (3,)"),
+        (
+            np.array([0, 1, 2]),
+            "target must have shape (4,) (the input's shape (4, 3) without the class axis 1) for class indices, got shape (3,)",
+        ),
         (np.array([[0, 1, 2, 1]]), "got shape (1, 4)"),
         (np.array(1), "got shape ()"),
         (np.full((4, 2), 0.5), "target must have the input's shape (4, 3) for class probabilities, got shape (4, 2)"),
@@ -115,12 +135,19 @@ def test_target_of_another_kind(target):
     ids=["index-short", "index-2d", "index-0d", "prob-classes", "prob-transposed"],
 )
 def test_wrong_target_shape(target, message):
-    compare_with_torch(*_ce_pair(target), X, error=re.escape(message), backward=lambda g, a: sk.cross_entropy_backward(a, target, g))
+    compare_with_torch(
+        *_ce_pair(target), X, error=re.escape(message), backward=lambda g, a: sk.cross_entropy_backward(a, target, g)
+    )
 
 
 def test_wrong_target_shape_k_dim():
     x = np.zeros((2, 3, 4))
-    with pytest.raises(ValueError, match=re.escape("target must have shape (2, 4) (the input's shape (2, 3, 4) without the class axis 1) for class indices, got shape (2, 3)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "target must have shape (2, 4) (the input's shape (2, 3, 4) without the class axis 1) for class indices, got shape (2, 3)"
+        ),
+    ):
         sk.cross_entropy(x, np.zeros((2, 3), dtype=int))
 
 
@@ -165,7 +192,9 @@ def test_label_smoothing_outside_unit_interval(name, value):
 
 
 def test_label_smoothing_outside_unit_interval_torch_too():
-    compare_with_torch(*_ce_pair(Y, label_smoothing=1.5), X, error=re.escape("label_smoothing must be in [0, 1], got 1.5"))
+    compare_with_torch(
+        *_ce_pair(Y, label_smoothing=1.5), X, error=re.escape("label_smoothing must be in [0, 1], got 1.5")
+    )
 
 
 @pytest.mark.parametrize("value", ["0.1", None, True], ids=["str", "None", "bool"])
@@ -190,7 +219,10 @@ def test_ignore_index_with_probability_targets(ignore_index):
     target = np.full((4, 3), 1 / 3)
     message = re.escape(f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}")
     compare_with_torch(
-        *_ce_pair(target, ignore_index=ignore_index), X, error=message, torch_raises=ignore_index < 3,
+        *_ce_pair(target, ignore_index=ignore_index),
+        X,
+        error=message,
+        torch_raises=ignore_index < 3,
         backward=lambda g, a: sk.cross_entropy_backward(a, target, g, ignore_index=ignore_index),
     )
 
@@ -213,9 +245,14 @@ def test_options_are_keyword_only():
 
 @pytest.mark.parametrize("name", ALL_LOSS_FORMS)
 def test_input_without_classes(name):
-    with pytest.raises(ValueError, match=re.escape("input must have the classes along axis 1 (or axis 0 when unbatched), got a 0-d array")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("input must have the classes along axis 1 (or axis 0 when unbatched), got a 0-d array"),
+    ):
         ALL_LOSS_FORMS[name](np.array(1.0), np.array(0))
-    with pytest.raises(ValueError, match=re.escape("input must have at least one class along axis 1, got shape (2, 0)")):
+    with pytest.raises(
+        ValueError, match=re.escape("input must have at least one class along axis 1, got shape (2, 0)")
+    ):
         ALL_LOSS_FORMS[name](np.zeros((2, 0)), np.zeros(2, dtype=int))
 
 
@@ -224,7 +261,11 @@ def test_input_without_classes(name):
     [sk.softmax, sk.log_softmax, sk.logsumexp, sk.cross_entropy, lambda x: sk.cross_entropy(np.zeros((2, 3)), x)],
     ids=["softmax", "log_softmax", "logsumexp", "cross_entropy-input", "cross_entropy-target"],
 )
-@pytest.mark.parametrize("value", [np.array([1 + 2j, 0j]), np.array(["a", "b"]), np.array([None, 1.0], dtype=object)], ids=["complex", "str", "object"])
+@pytest.mark.parametrize(
+    "value",
+    [np.array([1 + 2j, 0j]), np.array(["a", "b"]), np.array([None, 1.0], dtype=object)],
+    ids=["complex", "str", "object"],
+)
 def test_input_of_unsupported_dtype(fn, value):
     with pytest.raises(TypeError, match=r"(x|input|target) must be .*, got an array of shape \(2,\) and dtype"):
         fn(value) if fn is not sk.cross_entropy else fn(value, np.array(0))
@@ -234,10 +275,15 @@ def test_input_of_unsupported_dtype(fn, value):
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
 def test_axis_out_of_range(name, axis):
     fn = getattr(sk, name)
-    theirs = {"softmax": lambda t: F.softmax(t, dim=axis), "log_softmax": lambda t: F.log_softmax(t, dim=axis),
-              "logsumexp": lambda t: torch.logsumexp(t, dim=axis)}[name]
+    theirs = {
+        "softmax": lambda t: F.softmax(t, dim=axis),
+        "log_softmax": lambda t: F.log_softmax(t, dim=axis),
+        "logsumexp": lambda t: torch.logsumexp(t, dim=axis),
+    }[name]
     compare_with_torch(
-        lambda a: fn(a, axis=axis), theirs, X,
+        lambda a: fn(a, axis=axis),
+        theirs,
+        X,
         error=re.escape(f"axis must be in [-2, 2) for an input with 2 dimensions, got {axis}"),
     )
 
@@ -251,7 +297,9 @@ def test_backward_axis_out_of_range(name):
 @pytest.mark.parametrize("axis", [1, -2])
 def test_axis_out_of_range_for_scalar_input(axis):
     for fn in (sk.softmax, sk.log_softmax, sk.logsumexp):
-        with pytest.raises(ValueError, match=re.escape(f"axis must be in [-1, 1) for an input with 1 dimensions, got {axis}")):
+        with pytest.raises(
+            ValueError, match=re.escape(f"axis must be in [-1, 1) for an input with 1 dimensions, got {axis}")
+        ):
             fn(np.array(1.0), axis=axis)
 
 
@@ -291,13 +339,24 @@ def test_backward_grad_output_shape(name):
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
 def test_loss_backward_grad_output_shape(name):
     backward = BACKWARDS[name]
-    with pytest.raises(ValueError, match=re.escape("grad_output must be a scalar or have the loss's shape (4,) with reduction='none', got shape (3,)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "grad_output must be a scalar or have the loss's shape (4,) with reduction='none', got shape (3,)"
+        ),
+    ):
         backward(X, Y, np.ones(3), reduction="none")
-    with pytest.raises(ValueError, match=re.escape("grad_output must be a scalar with reduction='mean', got shape (4,)")):
+    with pytest.raises(
+        ValueError, match=re.escape("grad_output must be a scalar with reduction='mean', got shape (4,)")
+    ):
         backward(X, Y, np.ones(4))
-    with pytest.raises(ValueError, match=re.escape("grad_output must be a scalar with reduction='sum', got shape (2,)")):
+    with pytest.raises(
+        ValueError, match=re.escape("grad_output must be a scalar with reduction='sum', got shape (2,)")
+    ):
         backward(X, Y, np.ones(2), reduction="sum")
-    with pytest.raises(TypeError, match=re.escape("grad_output must be a real floating, integer or boolean array, got")):
+    with pytest.raises(
+        TypeError, match=re.escape("grad_output must be a real floating, integer or boolean array, got")
+    ):
         backward(X, Y, "1")
 
 

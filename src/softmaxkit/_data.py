@@ -125,9 +125,7 @@ def load_bundled(name: str) -> Dataset:
     ((150, 4), (150,), 'target')
     """
     if name not in BUNDLED_DATASETS:
-        raise DataError(
-            f"dataset must be one of {', '.join(BUNDLED_DATASETS)}, got {name!r}"
-        )
+        raise DataError(f"dataset must be one of {', '.join(BUNDLED_DATASETS)}, got {name!r}")
     import sklearn.datasets
 
     spec = BUNDLED_DATASETS[name]
@@ -229,9 +227,7 @@ def resolve_target(columns: Sequence[str], target: str | int | None, *, source: 
     """
     columns = [str(c) for c in columns]
     if len(columns) < 2:
-        raise DataError(
-            f"{source} must have at least two columns (features and a target), got {len(columns)}"
-        )
+        raise DataError(f"{source} must have at least two columns (features and a target), got {len(columns)}")
     if target is None:
         return columns[-1]
     text = str(target)
@@ -241,9 +237,7 @@ def resolve_target(columns: Sequence[str], target: str | int | None, *, source: 
         index = int(text)
         if -len(columns) <= index < len(columns):
             return columns[index]
-    raise DataError(
-        f"target column {text!r} is not in {source}; its columns are {_short_list(columns)}"
-    )
+    raise DataError(f"target column {text!r} is not in {source}; its columns are {_short_list(columns)}")
 
 
 def _features_to_array(frame, *, source: str, first_row: int = 0) -> np.ndarray:
@@ -263,8 +257,9 @@ def _features_to_array(frame, *, source: str, first_row: int = 0) -> np.ndarray:
         offending = np.flatnonzero(numbers.isna().to_numpy() & column.notna().to_numpy())
         example = ""
         if offending.size:
-            example = (f" (first non-number: {str(column.iloc[offending[0]])!r} "
-                       f"at data row {first_row + int(offending[0])})")
+            example = (
+                f" (first non-number: {str(column.iloc[offending[0]])!r} at data row {first_row + int(offending[0])})"
+            )
         raise DataError(
             f"{source}: non-numeric feature {noun} {_short_list(bad)}{example}; features must be "
             "numbers (encode categories as numbers, e.g. one-hot columns, before training)"
@@ -299,8 +294,7 @@ def _labels(values, *, name: str, source: str) -> np.ndarray:
     if missing.any():
         first = int(np.flatnonzero(missing)[0]) + 1
         raise DataError(
-            f"{source}: target column {name!r} has {int(missing.sum())} missing values "
-            f"(first at data row {first})"
+            f"{source}: target column {name!r} has {int(missing.sum())} missing values (first at data row {first})"
         )
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
@@ -411,9 +405,7 @@ def _read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
             keys = set(archive.files)
             if "X" not in keys or (require_y and "y" not in keys):
                 need = "X and y" if require_y else "X"
-                raise DataError(
-                    f"{source} must hold arrays named {need}, got {sorted(keys) or 'no arrays'}"
-                )
+                raise DataError(f"{source} must hold arrays named {need}, got {sorted(keys) or 'no arrays'}")
             X = archive["X"]
             y = archive["y"] if "y" in keys else None
     except DataError:
@@ -431,12 +423,10 @@ def _read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
     if y is not None:
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise DataError(
-                f"{source}: y must be a 1-D array with one label per row of X ({X.shape[0]}), "
-                f"got shape {y.shape}"
+                f"{source}: y must be a 1-D array with one label per row of X ({X.shape[0]}), got shape {y.shape}"
             )
         y = _labels(y, name="y", source=source)
-    return Dataset(X=X, y=y, feature_names=None, target="y" if y is not None else None,
-                   target_index=None, name=source)
+    return Dataset(X=X, y=y, feature_names=None, target="y" if y is not None else None, target_index=None, name=source)
 
 
 def _read_svmlight(path: Path, *, source: str, n_features: int | None = None) -> Dataset:
@@ -448,8 +438,14 @@ def _read_svmlight(path: Path, *, source: str, n_features: int | None = None) ->
         raise DataError(f"cannot read {source} as svmlight: {_one_line(error)}") from None
     X = np.ascontiguousarray(X.toarray(), dtype=np.float64)
     _check_finite(X, None, source=source)
-    return Dataset(X=X, y=_labels(y, name="label", source=source), feature_names=None,
-                   target="label", target_index=None, name=source)
+    return Dataset(
+        X=X,
+        y=_labels(y, name="label", source=source),
+        feature_names=None,
+        target="label",
+        target_index=None,
+        name=source,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,8 +472,7 @@ def _select_columns(columns: Sequence[str], layout: FeatureLayout, *, header: bo
             return list(layout.feature_names)
         if len(missing) < len(layout.feature_names):
             raise DataError(
-                f"{source} lacks the model's feature columns {_short_list(missing)} "
-                f"(the model expects {d} features)"
+                f"{source} lacks the model's feature columns {_short_list(missing)} (the model expects {d} features)"
             )
         # Not one name matches: the table names its columns its own way; go by position.
     candidates = list(columns)
@@ -488,8 +483,7 @@ def _select_columns(columns: Sequence[str], layout: FeatureLayout, *, header: bo
             del candidates[layout.target_index]
     if len(candidates) != d:
         raise DataError(
-            f"{source} has {len(columns)} columns, the model expects {d} features "
-            f"(plus, optionally, the target column)"
+            f"{source} has {len(columns)} columns, the model expects {d} features (plus, optionally, the target column)"
         )
     return candidates
 
@@ -526,11 +520,9 @@ def iter_feature_batches(
         else:
             data = _read_svmlight(path, source=source, n_features=layout.n_features)
         if data.n_features != layout.n_features:
-            raise DataError(
-                f"{source} has {data.n_features} features, the model expects {layout.n_features}"
-            )
+            raise DataError(f"{source} has {data.n_features} features, the model expects {layout.n_features}")
         for start in range(0, data.X.shape[0], batch_size):
-            yield data.X[start:start + batch_size]
+            yield data.X[start : start + batch_size]
         return
     if fmt == "parquet":
         yield from _parquet_batches(path, layout, source=source, batch_size=batch_size)
@@ -590,8 +582,13 @@ def table_columns(path: str | Path, *, header: bool = True, fmt: str | None = No
             return [str(c) for c in pq.read_schema(path).names]
         import pandas as pd
 
-        head = pd.read_csv(path, nrows=0 if header else 1, sep=_delimiter(path, fmt),
-                           header=0 if header else None, skipinitialspace=True)
+        head = pd.read_csv(
+            path,
+            nrows=0 if header else 1,
+            sep=_delimiter(path, fmt),
+            header=0 if header else None,
+            skipinitialspace=True,
+        )
     except Exception as error:  # pandas', pyarrow's and the OS's errors have no common base
         raise DataError(f"cannot read {path.name} as {fmt}: {_one_line(error)}") from None
     return [str(c) for c in head.columns]

@@ -135,7 +135,14 @@ def gradcheck(
             max_rel = max(max_rel, float(error.max()) / scale)
             at = np.unravel_index(int(np.argmax(error)), error.shape)
             if error[at] > worst[0]:
-                worst = (float(error[at]), 0.0, position, tuple(int(i) for i in at), float(gradient[at]), float(numerical[at]))
+                worst = (
+                    float(error[at]),
+                    0.0,
+                    position,
+                    tuple(int(i) for i in at),
+                    float(gradient[at]),
+                    float(numerical[at]),
+                )
     return GradcheckResult(
         passed=passed,
         max_abs_error=max(worst[0], 0.0),

@@ -75,7 +75,9 @@ def save_model_file(path, arrays: dict, metadata: dict, *, overwrite: bool = Fal
     try:
         text = json.dumps(record, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"metadata must be JSON-serialisable (finite numbers, str keys), got an error: {error}") from None
+        raise ValueError(
+            f"metadata must be JSON-serialisable (finite numbers, str keys), got an error: {error}"
+        ) from None
     clean[_METADATA_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     directory = path.parent if str(path.parent) else Path(".")

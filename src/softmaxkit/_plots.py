@@ -101,11 +101,15 @@ def plot_loss_curve(
     axes.plot(steps, train, label="training objective", color="tab:blue")
     if validation_loss is not None and len(validation_loss) > 0:
         validation = np.asarray(validation_loss, dtype=np.float64)
-        axes.plot(np.arange(1, validation.size + 1), validation, label="validation loss",
-                  color="tab:orange")
+        axes.plot(np.arange(1, validation.size + 1), validation, label="validation loss", color="tab:orange")
     if final_test_loss is not None:
-        axes.plot([max(train.size, 1)], [final_test_loss], "o", color="tab:red",
-                  label=f"test log-loss of the final model ({final_test_loss:.4f})")
+        axes.plot(
+            [max(train.size, 1)],
+            [final_test_loss],
+            "o",
+            color="tab:red",
+            label=f"test log-loss of the final model ({final_test_loss:.4f})",
+        )
     positive = np.concatenate([train[np.isfinite(train)], [final_test_loss or np.nan]])
     if positive.size and np.nanmin(positive) > 0 and np.nanmax(positive) / np.nanmin(positive) > 20:
         axes.set_yscale("log")
@@ -147,8 +151,9 @@ def plot_confusion_matrix(
             for j in range(n):
                 if matrix[i, j]:
                     colour = "white" if fractions[i, j] > 0.5 else "black"
-                    axes.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
-                              color=colour, fontsize=fontsize - 1)
+                    axes.text(
+                        j, i, str(int(matrix[i, j])), ha="center", va="center", color=colour, fontsize=fontsize - 1
+                    )
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(title)
@@ -177,28 +182,25 @@ def plot_weights(
     figure = _figure(weights_size(n_classes, image_shape))
     if image_shape is not None:
         if image_shape[0] * image_shape[1] != n_features:
-            raise ValueError(
-                f"image_shape must have {n_features} pixels, got {image_shape}"
-            )
+            raise ValueError(f"image_shape must have {n_features} pixels, got {image_shape}")
         rows = math.ceil(n_classes / _IMAGE_COLUMNS)
         grid = figure.subplots(rows, _IMAGE_COLUMNS, squeeze=False)
         image = None
         for k, axes in enumerate(grid.ravel()):
             axes.set_axis_off()
             if k < n_classes:
-                image = axes.imshow(coef[k].reshape(image_shape), cmap="RdBu_r", vmin=-limit,
-                                    vmax=limit, interpolation="nearest")
+                image = axes.imshow(
+                    coef[k].reshape(image_shape), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
+                )
                 axes.set_title(f"class {names[k]}", fontsize=10)
         figure.colorbar(image, ax=grid, shrink=0.8, label="weight")
     else:
         axes = figure.add_subplot()
-        image = axes.imshow(coef, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
-                            interpolation="nearest")
+        image = axes.imshow(coef, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
         figure.colorbar(image, ax=axes, label="weight")
         axes.set_yticks(np.arange(n_classes), names, fontsize=9 if n_classes <= 30 else 6)
         if feature_names is not None and n_features <= 40:
-            axes.set_xticks(np.arange(n_features), [str(f) for f in feature_names],
-                            rotation=90, fontsize=8)
+            axes.set_xticks(np.arange(n_features), [str(f) for f in feature_names], rotation=90, fontsize=8)
         axes.set_xlabel("feature")
         axes.set_ylabel("class")
     figure.suptitle(title)

@@ -37,9 +37,7 @@ def as_float_array(x: Any, *, name: str) -> tuple[np.ndarray, np.dtype]:
         return array, dtype
     if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
         return array.astype(np.float64), np.dtype(np.float64)
-    raise TypeError(
-        f"{name} must be a real floating, integer or boolean array, got {_describe(array)}"
-    )
+    raise TypeError(f"{name} must be a real floating, integer or boolean array, got {_describe(array)}")
 
 
 def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> int:
@@ -48,9 +46,7 @@ def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> int:
         raise TypeError(f"{name} must be an integer, got {_describe(axis)}")
     axis = int(axis)
     if not -ndim <= axis < ndim:
-        raise ValueError(
-            f"{name} must be in [{-ndim}, {ndim}) for an input with {ndim} dimensions, got {axis}"
-        )
+        raise ValueError(f"{name} must be in [{-ndim}, {ndim}) for an input with {ndim} dimensions, got {axis}")
     return axis % ndim
 
 
@@ -95,11 +91,11 @@ def check_class_weight(weight: Any, n_classes: int, dtype: np.dtype) -> np.ndarr
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"weight must be a real array of shape ({n_classes},), got {_describe(array)}")
     if array.shape != (n_classes,):
-        raise ValueError(
-            f"weight must have shape ({n_classes},), one entry per class, got shape {array.shape}"
-        )
+        raise ValueError(f"weight must have shape ({n_classes},), one entry per class, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"weight must be finite, got non-finite entries at {np.flatnonzero(~np.isfinite(array)).tolist()}")
+        raise ValueError(
+            f"weight must be finite, got non-finite entries at {np.flatnonzero(~np.isfinite(array)).tolist()}"
+        )
     if np.any(array < 0):
         raise ValueError(f"weight must be non-negative, got negative entries at {np.flatnonzero(array < 0).tolist()}")
     return array.astype(dtype, copy=False)

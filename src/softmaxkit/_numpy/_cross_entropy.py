@@ -101,7 +101,9 @@ def _prepare(
         rows_target = _to_rows(target.astype(work_dtype, copy=False), class_axis)
         is_index = False
     else:
-        kinds = "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
+        kinds = (
+            "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
+        )
         raise TypeError(f"target must be {kinds}, got {_describe(target)}")
     return _Rows(
         logits=_to_rows(logits, class_axis),
@@ -241,8 +243,13 @@ def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarra
 def _forward(input, target, weight, ignore_index, reduction, label_smoothing):
     """Validate a cross-entropy problem and make the one pass over its logits."""
     rows = _prepare(
-        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, allow_probabilities=True,
+        input,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        allow_probabilities=True,
     )
     parts = stable_exp(rows.logits, (1,))
     return rows, parts, _loss_terms(rows, parts)
@@ -411,8 +418,13 @@ def nll_loss(input, target, *, weight=None, ignore_index: int = -100, reduction:
     array(0.41703002)
     """
     rows = _prepare(
-        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=0.0, allow_probabilities=False,
+        input,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=0.0,
+        allow_probabilities=False,
     )
     return _reduce(rows, _nll_terms(rows))
 
@@ -433,8 +445,13 @@ def nll_loss_backward(
            [-0.5,  0. ,  0. ]])
     """
     rows = _prepare(
-        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=0.0, allow_probabilities=False,
+        input,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=0.0,
+        allow_probabilities=False,
     )
     terms = _nll_terms(rows)
     scale = _row_scale(rows, terms, grad_output)

@@ -266,6 +266,4 @@ def log_softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
 
 def _check_same_shape(grad: np.ndarray, output: np.ndarray) -> None:
     if grad.shape != output.shape:
-        raise ValueError(
-            f"grad_output must have the shape of output {output.shape}, got shape {grad.shape}"
-        )
+        raise ValueError(f"grad_output must have the shape of output {output.shape}, got shape {grad.shape}")

@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"softmaxkit {__version__}")
-    parser.add_argument("--traceback", action="store_true",
-                        help="show the full traceback of an input error (for bug reports)")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an input error (for bug reports)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (_train, _evaluate, _predict, _datasets):
         module.add_parser(subparsers)
@@ -73,8 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
-        print("softmaxkit: interrupted; no partial model or output file was left behind",
-              file=sys.stderr)
+        print("softmaxkit: interrupted; no partial model or output file was left behind", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of our stdout went away (e.g. `| head`); stop quietly.
@@ -84,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if args.traceback or error.name not in _OPTIONAL:
             raise
-        print(f"softmaxkit {args.command}: error: this needs the optional package {error.name}; "
-              f"install it with: pip install {_OPTIONAL[error.name]}", file=sys.stderr)
+        print(
+            f"softmaxkit {args.command}: error: this needs the optional package {error.name}; "
+            f"install it with: pip install {_OPTIONAL[error.name]}",
+            file=sys.stderr,
+        )
         return 1
     except (CLIError, ValueError, OSError) as error:
         if args.traceback:

@@ -34,22 +34,27 @@ def add_data_options(parser: argparse.ArgumentParser, *, target: str | None) -> 
     group = parser.add_argument_group("reading the data")
     if target is not None:
         group.add_argument(
-            "--target", metavar="COL",
-            help="the label column, by name or 0-based position (negative counts from the end); "
-                 f"default: {target}",
+            "--target",
+            metavar="COL",
+            help=f"the label column, by name or 0-based position (negative counts from the end); default: {target}",
         )
     group.add_argument(
-        "--no-header", dest="header", action="store_false",
+        "--no-header",
+        dest="header",
+        action="store_false",
         help="the csv/tsv file has no header row; columns are named by 0-based position",
     )
     group.add_argument(
-        "--format", dest="fmt", choices=("csv", "tsv", "parquet", "npz", "svmlight"),
+        "--format",
+        dest="fmt",
+        choices=("csv", "tsv", "parquet", "npz", "svmlight"),
         help="the file format; default: from the suffix (.csv .tsv .parquet .npz .svm, .gz allowed)",
     )
 
 
-def read_labelled(path: str, args: argparse.Namespace, *, default_target: str | None = None,
-                  n_features: int | None = None) -> Dataset:
+def read_labelled(
+    path: str, args: argparse.Namespace, *, default_target: str | None = None, n_features: int | None = None
+) -> Dataset:
     """Read a labelled file with the options of :func:`add_data_options`.
 
     Without ``--target``, use ``default_target`` (the model's target column) when the file has
@@ -86,8 +91,7 @@ def align_features(data: Dataset, layout: FeatureLayout) -> np.ndarray:
             )
     if X.shape[1] != layout.n_features:
         raise CLIError(
-            f"{data.name} has {X.shape[1]} feature columns besides the target, "
-            f"the model expects {layout.n_features}"
+            f"{data.name} has {X.shape[1]} feature columns besides the target, the model expects {layout.n_features}"
         )
     return X
 
@@ -154,9 +158,7 @@ def class_indices(classes: np.ndarray, y: np.ndarray, *, source: str) -> np.ndar
         labels = np.unique(y[unknown])
         shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in labels[:8])
         more = f" (and {len(labels) - 8} more)" if len(labels) > 8 else ""
-        raise CLIError(
-            f"{source} has labels the model never saw in training: {shown}{more}"
-        )
+        raise CLIError(f"{source} has labels the model never saw in training: {shown}{more}")
     return index
 
 
@@ -172,16 +174,13 @@ def classification_metrics(estimator, X: np.ndarray, y: np.ndarray, *, source: s
     log_proba = np.asarray(estimator.predict_log_proba(X), dtype=np.float64)
     predicted = np.argmax(log_proba, axis=1)
     labels = np.arange(len(classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        index, predicted, labels=labels, zero_division=0.0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(index, predicted, labels=labels, zero_division=0.0)
     return {
-        "n_samples": int(len(y)),
+        "n_samples": len(y),
         "accuracy": float(np.mean(predicted == index)),
         "log_loss": float(-np.mean(log_proba[np.arange(len(index)), index])),
         "per_class": [
-            {"class": _jsonable(c), "precision": float(p), "recall": float(r), "f1": float(f),
-             "support": int(s)}
+            {"class": _jsonable(c), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for c, p, r, f, s in zip(classes, precision, recall, f1, support)
         ],
         "confusion_matrix": confusion_matrix(index, predicted, labels=labels).tolist(),
@@ -210,8 +209,7 @@ def check_out_dir(path: Path, *, overwrite: bool, ours: Sequence[str]) -> None:
     if existing:
         shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
         raise CLIError(
-            f"--out {path} already holds an earlier run ({shown}); choose another folder "
-            "or pass --overwrite"
+            f"--out {path} already holds an earlier run ({shown}); choose another folder or pass --overwrite"
         )
 
 
@@ -244,8 +242,7 @@ def write_json(path: Path, document: dict) -> None:
 # printing
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
-                 left: Sequence[int] = (0,)) -> str:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, left: Sequence[int] = (0,)) -> str:
     """A plain-text table; the columns ``left`` are left-aligned, the others right-aligned.
 
     >>> print(format_table(["set", "accuracy"], [["train", "0.9900"], ["test", "0.9750"]]))

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
         "datasets",
         help="list the bundled datasets",
         description="List the datasets bundled with scikit-learn (no download) that "
-                    "`softmaxkit train --dataset NAME` can train on.",
+        "`softmaxkit train --dataset NAME` can train on.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )

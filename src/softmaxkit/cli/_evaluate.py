@@ -41,17 +41,17 @@ def add_parser(subparsers) -> None:
         "evaluate",
         help="score a saved model on labelled data",
         description="Score a model saved by `softmaxkit train` on labelled DATA: accuracy, "
-                    "log-loss, per-class precision/recall/F1 and the confusion matrix.",
+        "log-loss, per-class precision/recall/F1 and the confusion matrix.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="a model.npz (or the folder holding it)")
     parser.add_argument("data", metavar="DATA", help="labelled data (csv, tsv, parquet, npz, svmlight)")
     add_data_options(parser, target="the model's target column if DATA has it, else the last column")
-    parser.add_argument("--out", metavar="DIR", type=Path,
-                        help="also write metrics.json and confusion_matrix.png here")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace this command's files in an existing --out folder")
+    parser.add_argument("--out", metavar="DIR", type=Path, help="also write metrics.json and confusion_matrix.png here")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
+    )
     parser.set_defaults(run=run)
 
 
@@ -65,8 +65,12 @@ def run(args: argparse.Namespace) -> int:
     metrics = classification_metrics(estimator, X, data.y, source=data.name)
 
     print(f"{data.name}: {metrics['n_samples']} samples, target column {data.target!r}")
-    print(format_table(["metric", "value"], [["accuracy", f"{metrics['accuracy']:.4f}"],
-                                             ["log-loss", f"{metrics['log_loss']:.4f}"]]))
+    print(
+        format_table(
+            ["metric", "value"],
+            [["accuracy", f"{metrics['accuracy']:.4f}"], ["log-loss", f"{metrics['log_loss']:.4f}"]],
+        )
+    )
     print()
     print(per_class_table(metrics))
     n_classes = len(metrics["per_class"])
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / METRICS_FILE, {"model": str(args.model), "data": str(args.data), **metrics})
         _plots.plot_confusion_matrix(
-            args.out / "confusion_matrix.png", np.asarray(metrics["confusion_matrix"]),
+            args.out / "confusion_matrix.png",
+            np.asarray(metrics["confusion_matrix"]),
             estimator.classes_,
             title=f"Confusion matrix, {data.name} (accuracy {metrics['accuracy']:.3f})",
         )

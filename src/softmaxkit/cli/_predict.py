@@ -38,19 +38,22 @@ def add_parser(subparsers) -> None:
         "predict",
         help="predict labels (and probabilities) for new data",
         description="Predict the class of each row of DATA with a model saved by "
-                    "`softmaxkit train`, reading DATA in batches so files larger than memory work.",
+        "`softmaxkit train`, reading DATA in batches so files larger than memory work.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="a model.npz (or the folder holding it)")
     parser.add_argument("data", metavar="DATA", help="features (csv, tsv, parquet, npz, svmlight)")
     add_data_options(parser, target=None)
-    parser.add_argument("--out", metavar="FILE", type=Path,
-                        help="where the predictions go (.csv, .tsv or .parquet); default: stdout as CSV")
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help="where the predictions go (.csv, .tsv or .parquet); default: stdout as CSV",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--proba", action="store_true", help="add the probability of each class")
-    parser.add_argument("--batch-size", type=int, default=65536, metavar="N",
-                        help="rows per batch (default 65536)")
+    parser.add_argument("--batch-size", type=int, default=65536, metavar="N", help="rows per batch (default 65536)")
     parser.set_defaults(run=run)
 
 
@@ -79,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--out {out} already exists; choose another name or pass --overwrite")
         if not out.parent.exists():
             raise CLIError(f"the folder of --out {out} does not exist")
-    batches = iter_feature_batches(args.data, layout, header=args.header, fmt=args.fmt,
-                                   batch_size=args.batch_size)
+    batches = iter_feature_batches(args.data, layout, header=args.header, fmt=args.fmt, batch_size=args.batch_size)
     frames = _frames(estimator, batches, proba=args.proba)
     if out is None:
         n = _write_csv(frames, sys.stdout, sep=",")

@@ -47,63 +47,90 @@ def add_parser(subparsers) -> None:
         "train",
         help="train a softmax regression and write the model, metrics and plots",
         description="Train a multinomial (softmax) logistic regression on DATA, or on a bundled "
-                    "dataset when DATA is omitted, and report train and test metrics.",
+        "dataset when DATA is omitted, and report train and test metrics.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("data", nargs="?", metavar="DATA",
-                        help="training data (csv, tsv, parquet, npz, svmlight); default: --dataset")
-    parser.add_argument("--dataset", metavar="NAME",
-                        help=f"a bundled dataset (see `softmaxkit datasets`); default {DEFAULT_DATASET}")
+    parser.add_argument(
+        "data", nargs="?", metavar="DATA", help="training data (csv, tsv, parquet, npz, svmlight); default: --dataset"
+    )
+    parser.add_argument(
+        "--dataset", metavar="NAME", help=f"a bundled dataset (see `softmaxkit datasets`); default {DEFAULT_DATASET}"
+    )
     add_data_options(parser, target="the last column")
     split = parser.add_argument_group("test set")
     split.add_argument("--test", metavar="DATA", help="a separate test file, read like DATA")
-    split.add_argument("--test-size", type=float, metavar="F",
-                       help="fraction of DATA held out for testing, stratified (default 0.2)")
+    split.add_argument(
+        "--test-size", type=float, metavar="F", help="fraction of DATA held out for testing, stratified (default 0.2)"
+    )
     output = parser.add_argument_group("output")
-    output.add_argument("--out", metavar="DIR", type=Path,
-                        help="output folder (default: a new runs/NAME-DATE-TIME folder); "
-                             "an existing folder with files is refused unless --overwrite")
-    output.add_argument("--overwrite", action="store_true",
-                        help="replace this command's files in an existing --out folder")
+    output.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help="output folder (default: a new runs/NAME-DATE-TIME folder); "
+        "an existing folder with files is refused unless --overwrite",
+    )
+    output.add_argument(
+        "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
+    )
     output.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     model = parser.add_argument_group("estimator (SoftmaxRegression's options and defaults)")
     default = _estimator_defaults()
-    model.add_argument("--no-standardize", dest="standardize", action="store_false",
-                       help="train on the raw features")
+    model.add_argument("--no-standardize", dest="standardize", action="store_false", help="train on the raw features")
     model.add_argument("--alpha", type=float, help=f"L2 penalty strength (default {default['alpha']})")
-    model.add_argument("--solver", choices=("lbfgs", "newton-cg", "sgd", "adam"),
-                       help=f"the solver (default {default['solver']})")
-    model.add_argument("--max-iter", type=int, metavar="N",
-                       help=f"iterations, or epochs for sgd/adam (default {default['max_iter']})")
+    model.add_argument(
+        "--solver", choices=("lbfgs", "newton-cg", "sgd", "adam"), help=f"the solver (default {default['solver']})"
+    )
+    model.add_argument(
+        "--max-iter", type=int, metavar="N", help=f"iterations, or epochs for sgd/adam (default {default['max_iter']})"
+    )
     model.add_argument("--tol", type=float, help=f"stopping tolerance (default {default['tol']})")
-    model.add_argument("--batch-size", type=int, metavar="N",
-                       help=f"mini-batch size for sgd/adam (default {default['batch_size']})")
-    model.add_argument("--learning-rate", type=float, metavar="LR",
-                       help=f"step size for sgd/adam (default {default['learning_rate']})")
-    model.add_argument("--learning-rate-schedule", choices=("constant", "invscaling", "adaptive"),
-                       help=f"step-size schedule for sgd/adam (default {default['learning_rate_schedule']})")
-    model.add_argument("--momentum", type=float,
-                       help=f"Nesterov momentum of sgd (default {default['momentum']})")
-    model.add_argument("--early-stopping", action="store_true", default=None,
-                       help="hold out a validation fraction, stop when its accuracy stops improving, "
-                            "and plot its loss")
-    model.add_argument("--validation-fraction", type=float, metavar="F",
-                       help=f"validation share for --early-stopping (default {default['validation_fraction']})")
-    model.add_argument("--n-iter-no-change", type=int, metavar="N",
-                       help=f"patience in iterations or epochs (default {default['n_iter_no_change']})")
+    model.add_argument(
+        "--batch-size", type=int, metavar="N", help=f"mini-batch size for sgd/adam (default {default['batch_size']})"
+    )
+    model.add_argument(
+        "--learning-rate", type=float, metavar="LR", help=f"step size for sgd/adam (default {default['learning_rate']})"
+    )
+    model.add_argument(
+        "--learning-rate-schedule",
+        choices=("constant", "invscaling", "adaptive"),
+        help=f"step-size schedule for sgd/adam (default {default['learning_rate_schedule']})",
+    )
+    model.add_argument("--momentum", type=float, help=f"Nesterov momentum of sgd (default {default['momentum']})")
+    model.add_argument(
+        "--early-stopping",
+        action="store_true",
+        default=None,
+        help="hold out a validation fraction, stop when its accuracy stops improving, and plot its loss",
+    )
+    model.add_argument(
+        "--validation-fraction",
+        type=float,
+        metavar="F",
+        help=f"validation share for --early-stopping (default {default['validation_fraction']})",
+    )
+    model.add_argument(
+        "--n-iter-no-change",
+        type=int,
+        metavar="N",
+        help=f"patience in iterations or epochs (default {default['n_iter_no_change']})",
+    )
     model.add_argument("--class-weight", choices=("balanced",), help="reweight classes (default: none)")
-    model.add_argument("--label-smoothing", type=float, metavar="EPS",
-                       help=f"label smoothing in [0, 1] (default {default['label_smoothing']})")
-    model.add_argument("--no-intercept", dest="fit_intercept", action="store_false", default=None,
-                       help="no intercept term")
-    model.add_argument("--dtype", choices=("float32", "float64"),
-                       help="working precision (default float64)")
+    model.add_argument(
+        "--label-smoothing",
+        type=float,
+        metavar="EPS",
+        help=f"label smoothing in [0, 1] (default {default['label_smoothing']})",
+    )
+    model.add_argument(
+        "--no-intercept", dest="fit_intercept", action="store_false", default=None, help="no intercept term"
+    )
+    model.add_argument("--dtype", choices=("float32", "float64"), help="working precision (default float64)")
     model.add_argument("--backend", help=f"where the loss is computed (default {default['backend']})")
     model.add_argument("--device", help="device of the backend, e.g. cpu or cuda")
-    model.add_argument("--seed", type=int, default=0,
-                       help="seed of the test split and the estimator (default 0)")
+    model.add_argument("--seed", type=int, default=0, help="seed of the test split and the estimator (default 0)")
     parser.set_defaults(run=run)
 
 
@@ -144,10 +171,24 @@ def _estimator_defaults() -> dict:
 
 def estimator_options(args: argparse.Namespace) -> dict:
     """The ``SoftmaxRegression`` keyword arguments the user gave (the rest keep their defaults)."""
-    names = ("alpha", "solver", "max_iter", "tol", "batch_size", "learning_rate",
-             "learning_rate_schedule", "momentum",
-             "early_stopping", "validation_fraction", "n_iter_no_change", "class_weight",
-             "label_smoothing", "fit_intercept", "backend", "device")
+    names = (
+        "alpha",
+        "solver",
+        "max_iter",
+        "tol",
+        "batch_size",
+        "learning_rate",
+        "learning_rate_schedule",
+        "momentum",
+        "early_stopping",
+        "validation_fraction",
+        "n_iter_no_change",
+        "class_weight",
+        "label_smoothing",
+        "fit_intercept",
+        "backend",
+        "device",
+    )
     options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.dtype is not None:
         options["dtype"] = np.dtype(args.dtype).type
@@ -160,12 +201,16 @@ def _split(data: Dataset, args: argparse.Namespace):
     if args.test is not None:
         if args.test_size is not None:
             raise CLIError("use either --test or --test-size, not both")
-        test = read_dataset(args.test, target=args.target if args.target is not None else data.target,
-                            header=args.header, fmt=args.fmt, n_features=data.n_features)
+        test = read_dataset(
+            args.test,
+            target=args.target if args.target is not None else data.target,
+            header=args.header,
+            fmt=args.fmt,
+            n_features=data.n_features,
+        )
         if test.n_features != data.n_features:
             raise CLIError(
-                f"test file {test.name} has {test.n_features} features, "
-                f"the training data has {data.n_features}"
+                f"test file {test.name} has {test.n_features} features, the training data has {data.n_features}"
             )
         return data.X, data.y, test.X, test.y, f"{test.name} ({len(test.y)} samples)"
     from sklearn.model_selection import train_test_split
@@ -230,8 +275,11 @@ def run(args: argparse.Namespace) -> int:
     n_classes = len(np.unique(y_train))
     if n_classes < 2:
         raise CLIError(f"the training data must have at least two classes, got {n_classes}")
-    print(f"training on {source}: {len(y_train)} samples, {data.n_features} features, "
-          f"{n_classes} classes; test set: {test_note}", flush=True)
+    print(
+        f"training on {source}: {len(y_train)} samples, {data.n_features} features, "
+        f"{n_classes} classes; test set: {test_note}",
+        flush=True,
+    )
 
     fit = _fit(args, X_train, y_train)
     estimator = fit["estimator"]
@@ -239,11 +287,21 @@ def run(args: argparse.Namespace) -> int:
     test_metrics = classification_metrics(estimator, X_test, y_test, source="the test data")
     image_shape = data.image_shape or infer_image_shape(data.n_features, data.feature_names)
     report = {
-        "dataset": {"name": data.name, "source": source, "n_samples": int(len(data.y)),
-                    "n_features": data.n_features, "n_classes": n_classes,
-                    "classes": [_jsonable(c) for c in estimator.classes_]},
-        "split": {"test": args.test, "test_size": None if args.test else (args.test_size or 0.2),
-                  "seed": args.seed, "n_train": int(len(y_train)), "n_test": int(len(y_test))},
+        "dataset": {
+            "name": data.name,
+            "source": source,
+            "n_samples": len(data.y),
+            "n_features": data.n_features,
+            "n_classes": n_classes,
+            "classes": [_jsonable(c) for c in estimator.classes_],
+        },
+        "split": {
+            "test": args.test,
+            "test_size": None if args.test else (args.test_size or 0.2),
+            "seed": args.seed,
+            "n_train": len(y_train),
+            "n_test": len(y_test),
+        },
         "estimator": _jsonable(estimator.get_params()),
         "standardized": bool(args.standardize),
         "fit_time_s": fit["time"],
@@ -271,8 +329,9 @@ def run(args: argparse.Namespace) -> int:
     estimator.save(out / MODEL_FILE, overwrite=args.overwrite, metadata=metadata)
     write_json(out / METRICS_FILE, report)
     if args.plots:
-        _plot(out, estimator, report, fit["trained_coef"], image_shape, data.feature_names,
-              standardized=args.standardize)
+        _plot(
+            out, estimator, report, fit["trained_coef"], image_shape, data.feature_names, standardized=args.standardize
+        )
     _print_summary(out, report, estimator.solver, fit["notes"], plots=args.plots)
     return 0
 
@@ -324,13 +383,21 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
             trained_coef, np.asarray(estimator.intercept_, dtype=np.float64), mean, scale
         )
         estimator.coef_, estimator.intercept_ = coef.astype(dtype), intercept.astype(dtype)
-    return {"estimator": estimator, "trained_coef": trained_coef, "mean": mean, "scale": scale,
-            "time": fit_time, "notes": notes}
+    return {
+        "estimator": estimator,
+        "trained_coef": trained_coef,
+        "mean": mean,
+        "scale": scale,
+        "time": fit_time,
+        "notes": notes,
+    }
 
 
 def _print_summary(out: Path, report: dict, solver: str, notes: list[str], *, plots: bool) -> None:
-    rows = [[part, report[part]["n_samples"], f"{report[part]['accuracy']:.4f}",
-             f"{report[part]['log_loss']:.4f}"] for part in ("train", "test")]
+    rows = [
+        [part, report[part]["n_samples"], f"{report[part]['accuracy']:.4f}", f"{report[part]['log_loss']:.4f}"]
+        for part in ("train", "test")
+    ]
     print(format_table(["set", "samples", "accuracy", "log-loss"], rows))
     unit = "epochs" if solver in ("sgd", "adam") else "iterations"
     folded = ", standardised features folded into the model" if report["standardized"] else ""
@@ -343,8 +410,7 @@ def _print_summary(out: Path, report: dict, solver: str, notes: list[str], *, pl
         print("plots    " + "\n         ".join(str(out / p) for p in PLOT_FILES))
 
 
-def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature_names, *,
-          standardized: bool) -> None:
+def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature_names, *, standardized: bool) -> None:
     from softmaxkit import _plots
 
     validation = report["validation_loss_curve"]
@@ -361,7 +427,7 @@ def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature
         np.asarray(report["test"]["confusion_matrix"]),
         estimator.classes_,
         title=f"Confusion matrix, test set ({report['test']['n_samples']} samples, "
-              f"accuracy {report['test']['accuracy']:.3f})",
+        f"accuracy {report['test']['accuracy']:.3f})",
     )
     _plots.plot_weights(
         out / "weights.png",

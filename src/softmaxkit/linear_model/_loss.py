@@ -39,7 +39,7 @@ import numpy as np
 from softmaxkit._numpy._cross_entropy import cross_entropy_with_grad
 from softmaxkit._numpy._softmax import softmax
 
-__all__ = ["HessianOperator", "loss", "gradient", "loss_gradient", "loss_gradient_hessp"]
+__all__ = ["HessianOperator", "gradient", "loss", "loss_gradient", "loss_gradient_hessp"]
 
 
 def _split(coef: np.ndarray, n_features: int, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -132,14 +132,16 @@ def loss(coef, X, target, sample_weight=None, alpha=0.0, *, fit_intercept=True, 
     >>> bool(np.isclose(loss(coef, X, np.array([0, 2])), np.log(3)))
     True
     """
-    return loss_gradient(coef, X, target, sample_weight, alpha, fit_intercept=fit_intercept,
-                         label_smoothing=label_smoothing)[0]
+    return loss_gradient(
+        coef, X, target, sample_weight, alpha, fit_intercept=fit_intercept, label_smoothing=label_smoothing
+    )[0]
 
 
 def gradient(coef, X, target, sample_weight=None, alpha=0.0, *, fit_intercept=True, label_smoothing=0.0) -> np.ndarray:
     """The gradient of :func:`loss` with respect to ``coef`` (same shape as ``coef``)."""
-    return loss_gradient(coef, X, target, sample_weight, alpha, fit_intercept=fit_intercept,
-                         label_smoothing=label_smoothing)[1]
+    return loss_gradient(
+        coef, X, target, sample_weight, alpha, fit_intercept=fit_intercept, label_smoothing=label_smoothing
+    )[1]
 
 
 def loss_gradient(
@@ -211,7 +213,6 @@ class HessianOperator:
             diag_W += self._alpha
         return _pack(diag_W, d.sum(axis=0) if self._fit_intercept else None)
 
-
     def block_preconditioner(self, *, max_samples: int | None = None, seed: int = 0):
         r"""An approximate inverse of the Hessian: its per-class diagonal blocks, inverted exactly.
 
@@ -226,7 +227,7 @@ class HessianOperator:
 
         p, wp = self._weighted_proba()
         X = self._Xp
-        n_samples, n_features = X.shape
+        n_samples = X.shape[0]
         if max_samples is None:
             max_samples = n_samples
         d = (wp * (1.0 - p)).astype(X.dtype, copy=False)
@@ -255,7 +256,6 @@ class HessianOperator:
             return out.ravel()
 
         return solve
-
 
     def full_preconditioner(
         self, *, max_samples: int | None = None, seed: int = 0, chunk_elements: int = 2**22, low_precision=False
@@ -317,7 +317,6 @@ class HessianOperator:
 
         return solve
 
-
     def _full_rows(self) -> int:
         n_samples = self._X.shape[0]
         n_params = int(np.prod(self.shape))
@@ -353,7 +352,15 @@ class HessianOperator:
 
 
 def loss_gradient_hessp(
-    coef, X, target, sample_weight=None, alpha=0.0, *, fit_intercept=True, label_smoothing=0.0, X_products=None,
+    coef,
+    X,
+    target,
+    sample_weight=None,
+    alpha=0.0,
+    *,
+    fit_intercept=True,
+    label_smoothing=0.0,
+    X_products=None,
     X_squared=None,
 ) -> tuple[float, np.ndarray, HessianOperator]:
     """``(loss, gradient, hessp)``: :func:`loss_gradient` plus the Hessian operator at ``coef``.

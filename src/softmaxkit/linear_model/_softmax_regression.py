@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections import namedtuple
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -47,8 +48,9 @@ def _numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercep
     def loss_gradient_hessp(x):
         if not squared:
             squared.append(np.square(X))
-        f, g, H = _loss.loss_gradient_hessp(as_coef(x), X, target, sample_weight, alpha, X_squared=squared[0],
-                                            **options)
+        f, g, H = _loss.loss_gradient_hessp(
+            as_coef(x), X, target, sample_weight, alpha, X_squared=squared[0], **options
+        )
         return f, g.ravel(), H
 
     mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
@@ -241,7 +243,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     array([[0.849, 0.096, 0.055]])
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
         "solver": [StrOptions(set(_SOLVERS))],
@@ -345,9 +347,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return np.dtype(np.float64)
 
     def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
-        return validate_data(
-            self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1
-        )
+        return validate_data(self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1)
 
     def _encode_target(self, y, n_samples, dtype, *, classes=None):
         """``(target, hard_labels)``: class indices or a probability matrix, and labels for stratifying."""
@@ -371,9 +371,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             if classes is None:
                 classes = np.arange(n_classes)
             elif len(classes) != n_classes:
-                raise ValueError(
-                    f"y must have one column per class ({len(classes)} classes), got {n_classes} columns"
-                )
+                raise ValueError(f"y must have one column per class ({len(classes)} classes), got {n_classes} columns")
             if n_classes < 2:
                 raise ValueError(f"y must contain at least two classes, got {n_classes} column")
             _check_finite_nonnegative(proba, "y", " (class probabilities)")
@@ -535,9 +533,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "coef_")
         X = self._validate_X(X, reset=not warm, dtype=dtype)
         n_samples, n_features = X.shape
-        classes, target, hard = self._encode_target(
-            y, n_samples, dtype, classes=self.classes_ if warm else None
-        )
+        classes, target, hard = self._encode_target(y, n_samples, dtype, classes=self.classes_ if warm else None)
         if warm and (len(classes) != len(self.classes_) or n_features != self.coef_.shape[1]):
             warm = False
         sw = self._sample_weight(sample_weight, n_samples, dtype)
@@ -554,13 +550,27 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             X, X_val, target, t_val, s, s_val = self._split_validation(X, target, hard, s, rng)
             n_samples = X.shape[0]
         objective = _make_objective(
-            self.backend, self.device, X, target, s, float(self.alpha),
-            n_classes=n_classes, fit_intercept=bool(self.fit_intercept),
-            label_smoothing=float(self.label_smoothing), dtype=dtype,
+            self.backend,
+            self.device,
+            X,
+            target,
+            s,
+            float(self.alpha),
+            n_classes=n_classes,
+            fit_intercept=bool(self.fit_intercept),
+            label_smoothing=float(self.label_smoothing),
+            dtype=dtype,
         )
         x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm)
-        monitor = _Monitor(self, X_val, t_val if X_val is not None else None, s_val if X_val is not None else None,
-                           n_classes, n_features, dtype)
+        monitor = _Monitor(
+            self,
+            X_val,
+            t_val if X_val is not None else None,
+            s_val if X_val is not None else None,
+            n_classes,
+            n_features,
+            dtype,
+        )
         try:
             if self.solver == "lbfgs":
                 result = _solvers.minimize_lbfgs(
@@ -578,11 +588,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 state = self._stochastic_state
                 generator = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
                 result = _solvers.minimize_stochastic(
-                    objective.batch_loss_gradient, x0, n_samples, state,
-                    max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                    rng=generator, callback=monitor,
-                    **self._epoch_options(n_samples, state.learning_rate if self.learning_rate == "auto"
-                                          else float(self.learning_rate)),
+                    objective.batch_loss_gradient,
+                    x0,
+                    n_samples,
+                    state,
+                    max_iter=self.max_iter,
+                    tol=self.tol,
+                    n_iter_no_change=self.n_iter_no_change,
+                    rng=generator,
+                    callback=monitor,
+                    **self._epoch_options(
+                        n_samples, state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
+                    ),
                 )
         finally:
             monitor.close()
@@ -680,9 +697,16 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             )
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
         objective = _make_objective(
-            self.backend, self.device, X, target, s, float(self.alpha),
-            n_classes=n_classes, fit_intercept=bool(self.fit_intercept),
-            label_smoothing=float(self.label_smoothing), dtype=dtype,
+            self.backend,
+            self.device,
+            X,
+            target,
+            s,
+            float(self.alpha),
+            n_classes=n_classes,
+            fit_intercept=bool(self.fit_intercept),
+            label_smoothing=float(self.label_smoothing),
+            dtype=dtype,
         )
         state = self._stochastic_state
         x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm=True)
@@ -690,7 +714,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if getattr(self, "_partial_fit_rng", None) is None:
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
         x, f = _solvers.stochastic_epoch(
-            objective.batch_loss_gradient, x0, n_samples, state, rng=self._partial_fit_rng,
+            objective.batch_loss_gradient,
+            x0,
+            n_samples,
+            state,
+            rng=self._partial_fit_rng,
             **self._epoch_options(n_samples, lr),
         )
         if not np.isfinite(f):
@@ -759,9 +787,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 [k.item() if isinstance(k, np.generic) else k, float(v)] for k, v in params["class_weight"].items()
             ]
         arrays = {"coef": self.coef_, "intercept": self.intercept_}
-        record = {"estimator": type(self).__name__, "params": params, "n_features_in": int(self.n_features_in_),
-                  "n_iter": int(self.n_iter_), "loss_curve": [float(v) for v in self.loss_curve_],
-                  "extra_metadata": {} if metadata is None else metadata}
+        record = {
+            "estimator": type(self).__name__,
+            "params": params,
+            "n_features_in": int(self.n_features_in_),
+            "n_iter": int(self.n_iter_),
+            "loss_curve": [float(v) for v in self.loss_curve_],
+            "extra_metadata": {} if metadata is None else metadata,
+        }
         arrays["classes"], record["classes_object"] = _to_plain(self.classes_, "classes_")
         if hasattr(self, "feature_names_in_"):
             arrays["feature_names"], _ = _to_plain(self.feature_names_in_, "feature_names_in_")
@@ -865,9 +898,15 @@ class _Monitor:
             correct = (np.argmax(z, axis=1) == hard).astype(np.float64)
             w = None if self.s_val is None else self.s_val.astype(np.float64)
             score = float(np.average(correct, weights=w)) if w is None or w.sum() > 0 else float(correct.mean())
-            loss = _loss.loss(coef, self.X_val, self.t_val, self.s_val if w is not None and w.sum() > 0 else None,
-                              0.0, fit_intercept=self.est.fit_intercept,
-                              label_smoothing=float(self.est.label_smoothing))
+            loss = _loss.loss(
+                coef,
+                self.X_val,
+                self.t_val,
+                self.s_val if w is not None and w.sum() > 0 else None,
+                0.0,
+                fit_intercept=self.est.fit_intercept,
+                label_smoothing=float(self.est.label_smoothing),
+            )
             self.scores.append(score)
             self.losses.append(float(loss))
             self.bad = 0 if score > self.best_score + self.est.tol else self.bad + 1

@@ -145,7 +145,7 @@ def minimize_newton_cg(
         step, cg_used = _pcg(hessp, -g, precondition, min(0.5, np.sqrt(g_norm)) * g_norm, n_cg)
         slope = float(np.dot(g, step))
         if slope >= 0:  # not a descent direction (round-off): fall back to steepest descent
-            step, slope = -g, -g_norm**2
+            step, slope = -g, -(g_norm**2)
         t = 1.0
         for _ in range(60):
             f_new, g_new, H_new = loss_gradient_hessp(x + t * step)
@@ -281,9 +281,7 @@ def minimize_stochastic(
     for _ in range(max_iter):
         x, f = stochastic_epoch(batch_loss_gradient, x, n_samples, state, rng=rng, **epoch_options)
         if not np.isfinite(f):
-            raise FloatingPointError(
-                f"the objective diverged to {f} at epoch {state.epoch}; lower learning_rate"
-            )
+            raise FloatingPointError(f"the objective diverged to {f} at epoch {state.epoch}; lower learning_rate")
         curve.append(f)
         if callback is not None and callback(x, f):
             converged, message = True, "stopped by callback"

@@ -120,8 +120,11 @@ class _Data:
             w = None if self.weights is None else self.weights[start:stop]
             return self.X[start:stop], self.target[start:stop], w
         w = None if self.weights_host is None else _to_tensor(self.weights_host[start:stop], self.device, self.dtype)
-        return (_to_tensor(self.X_host[start:stop], self.device, self.dtype),
-                _to_tensor(self.target_host[start:stop], self.device, self.target_dtype), w)
+        return (
+            _to_tensor(self.X_host[start:stop], self.device, self.dtype),
+            _to_tensor(self.target_host[start:stop], self.device, self.target_dtype),
+            w,
+        )
 
     def chunks(self):
         """``(X_c, target_c, w_c)`` per chunk of rows; ``w_c`` the normalised weights, or None (``1 / n``)."""
@@ -133,8 +136,10 @@ class _Data:
         if self.resident:
             index = _to_tensor(np.asarray(indices, dtype=np.int64), self.device)
             return self.X.index_select(0, index), self.target.index_select(0, index)
-        return (_to_tensor(self.X_host[indices], self.device, self.dtype),
-                _to_tensor(self.target_host[indices], self.device, self.target_dtype))
+        return (
+            _to_tensor(self.X_host[indices], self.device, self.dtype),
+            _to_tensor(self.target_host[indices], self.device, self.target_dtype),
+        )
 
 
 def _logits(Xc, W, b):
@@ -312,7 +317,16 @@ class _TorchObjective:
 
 
 def torch_objective(
-    X, target, sample_weight, alpha, *, n_classes, fit_intercept, label_smoothing, dtype, device="auto",
+    X,
+    target,
+    sample_weight,
+    alpha,
+    *,
+    n_classes,
+    fit_intercept,
+    label_smoothing,
+    dtype,
+    device="auto",
     memory_budget=None,
 ) -> Objective:
     """The solvers' callables for the objective of :mod:`._loss`, computed with torch on ``device``.
@@ -373,7 +387,12 @@ def torch_objective(
     resident, chunk_rows = _layout(n_samples, row_data, row_work, budget)
     data = _Data(X, target, weights, resolved, torch_dtype, resident, chunk_rows)
     state = _TorchObjective(
-        data, n_classes=n_classes, n_features=n_features, fit_intercept=bool(fit_intercept), alpha=alpha,
-        eps=float(label_smoothing), sample_weight=sample_weight,
+        data,
+        n_classes=n_classes,
+        n_features=n_features,
+        fit_intercept=bool(fit_intercept),
+        alpha=alpha,
+        eps=float(label_smoothing),
+        sample_weight=sample_weight,
     )
     return Objective(state.loss_gradient, state.loss_gradient_hessp, state.batch_loss_gradient)

@@ -12,24 +12,25 @@ try:
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("softmaxkit.torch needs PyTorch: pip install 'softmaxkit[torch]'") from error
 
-from softmaxkit.torch._ops import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
-from softmaxkit.torch._modules import CrossEntropyLoss, LogSoftmax, NLLLoss, Softmax
-from softmaxkit.torch._model import SoftmaxRegressionModule
 from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy, linear_logsumexp
+from softmaxkit.torch._model import SoftmaxRegressionModule
+from softmaxkit.torch._modules import CrossEntropyLoss, LogSoftmax, NLLLoss, Softmax
+from softmaxkit.torch._ops import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
 
 __all__ = [
-    "softmax",
-    "log_softmax",
-    "logsumexp",
-    "cross_entropy",
-    "nll_loss",
-    "Softmax",
-    "LogSoftmax",
     "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
+    "LogSoftmax",
     "NLLLoss",
+    "Softmax",
     "SoftmaxRegressionModule",
+    "cross_entropy",
     "linear_cross_entropy",
     "linear_logsumexp",
-    "LinearCrossEntropyLoss",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "resolve_device",
+    "softmax",
 ]

@@ -80,7 +80,7 @@ from torch.autograd.function import once_differentiable
 
 from softmaxkit._validation import check_ignore_index, check_label_smoothing, check_reduction
 
-__all__ = ["linear_cross_entropy", "linear_logsumexp", "LinearCrossEntropyLoss"]
+__all__ = ["LinearCrossEntropyLoss", "linear_cross_entropy", "linear_logsumexp"]
 
 #: Default bound, in bytes, of the chunk-shaped scratch tensors (CPU and other devices): this, or
 #: more with a large weight (see :func:`_check_max_memory`).
@@ -195,8 +195,9 @@ def _check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: in
     return int(max_memory)
 
 
-def _make_plan(n: int, v: int, d: int, dtype: torch.dtype, acc: torch.dtype, *, kind: str, softcap: bool,
-               max_memory: int) -> _Plan:
+def _make_plan(
+    n: int, v: int, d: int, dtype: torch.dtype, acc: torch.dtype, *, kind: str, softcap: bool, max_memory: int
+) -> _Plan:
     """Chunk sizes such that the chunk-shaped scratch stays within ``max_memory`` bytes.
 
     Counted: every tile of ``rows x cols`` (logits, softcap derivative, low-precision copy, target)
@@ -244,8 +245,9 @@ def _aligned(size: int, whole: int, multiple: int) -> int:
     return size - size % multiple
 
 
-def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoothing, class_weight,
-             z_loss, softcap, max_memory) -> tuple[torch.Tensor, _Problem, tuple[int, ...]]:
+def _prepare(
+    input, weight, bias, target, *, ignore_index, reduction, label_smoothing, class_weight, z_loss, softcap, max_memory
+) -> tuple[torch.Tensor, _Problem, tuple[int, ...]]:
     """Validate everything; return ``(input as (N, d), problem, batch shape)``."""
     _check_tensors(input, weight, bias)
     reduction = check_reduction(reduction)
@@ -256,16 +258,23 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
     d, v = input.shape[-1], weight.shape[0]
     batch = tuple(input.shape[:-1])
     x2 = input.reshape(-1, d)
-    max_memory = _check_max_memory(max_memory, input.device, logits_elements=x2.shape[0] * v,
-                                   weight_bytes=weight.numel() * weight.element_size())
+    max_memory = _check_max_memory(
+        max_memory, input.device, logits_elements=x2.shape[0] * v, weight_bytes=weight.numel() * weight.element_size()
+    )
     n = x2.shape[0]
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     device = input.device
 
     cw = None
     if class_weight is not None:
-        if not isinstance(class_weight, torch.Tensor) or tuple(class_weight.shape) != (v,) or not class_weight.is_floating_point():
-            raise ValueError(f"class_weight must be None or a floating tensor of shape ({v},), got {_describe(class_weight)}")
+        if (
+            not isinstance(class_weight, torch.Tensor)
+            or tuple(class_weight.shape) != (v,)
+            or not class_weight.is_floating_point()
+        ):
+            raise ValueError(
+                f"class_weight must be None or a floating tensor of shape ({v},), got {_describe(class_weight)}"
+            )
         if class_weight.requires_grad and torch.is_grad_enabled():
             raise ValueError("class_weight must not require grad (no gradient flows to it), got requires_grad=True")
         cw = class_weight.detach().to(device=device, dtype=acc)
@@ -289,7 +298,9 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
         ce_denominator, n_kept = float(n), n
     else:
         if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-            raise ValueError(f"target must hold integer class indices or floating probabilities, got {_describe(target)}")
+            raise ValueError(
+                f"target must hold integer class indices or floating probabilities, got {_describe(target)}"
+            )
         if tuple(target.shape) != batch:
             raise ValueError(
                 f"target must be class indices of shape {batch} or probabilities of shape {batch + (v,)}, "
@@ -315,10 +326,25 @@ def _prepare(input, weight, bias, target, *, ignore_index, reduction, label_smoo
         tgt = safe
     plan = _make_plan(n, v, d, input.dtype, acc, kind=kind, softcap=softcap is not None, max_memory=max_memory)
     problem = _Problem(
-        kind=kind, n=n, v=v, acc=acc, target=tgt, valid=valid, class_weight=cw, weight_sum=weight_sum,
-        tw=tw, sm=sm, alpha=alpha, ce_denominator=ce_denominator, n_kept=n_kept,
-        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, reduction=reduction,
-        max_memory=max_memory, plan=plan,
+        kind=kind,
+        n=n,
+        v=v,
+        acc=acc,
+        target=tgt,
+        valid=valid,
+        class_weight=cw,
+        weight_sum=weight_sum,
+        tw=tw,
+        sm=sm,
+        alpha=alpha,
+        ce_denominator=ce_denominator,
+        n_kept=n_kept,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+        max_memory=max_memory,
+        plan=plan,
     )
     return x2, problem, batch
 
@@ -487,8 +513,9 @@ class _Coefficients:
         return self.ce_scale[rows], extra
 
 
-def _token_pass(x2, weight, bias, p: _Problem, *, lse=None, coef: _Coefficients | None = None,
-                want_dx=False, want_dw_db=False):
+def _token_pass(
+    x2, weight, bias, p: _Problem, *, lse=None, coef: _Coefficients | None = None, want_dx=False, want_dw_db=False
+):
     """Token-outer pass. Returns ``(stats or None, dx, dw, db)``.
 
     Without ``lse`` the statistics (log-sum-exp, picked and smoothed logits) are computed; with
@@ -647,8 +674,9 @@ def _gradients(x2, weight, bias, p: _Problem, lse, coef: _Coefficients, needs: t
     want_dx, want_dw, want_db = needs
     want_db = want_db and bias is not None
     low = x2.dtype != p.acc
-    _, dx, dw, db = _token_pass(x2, weight, bias, p, lse=lse, coef=coef, want_dx=want_dx,
-                                want_dw_db=(want_dw or want_db) and not low)
+    _, dx, dw, db = _token_pass(
+        x2, weight, bias, p, lse=lse, coef=coef, want_dx=want_dx, want_dw_db=(want_dw or want_db) and not low
+    )
     if low and (want_dw or want_db):
         dw, db = _weight_pass(x2, weight, bias, p, lse, coef, want_db=want_db)
     return _finish_grads(dx, dw, db, weight, bias, needs)
@@ -707,8 +735,9 @@ class _LinearCrossEntropy(Function):
             # weight and bias gradients from the vocabulary-outer pass below.
             ce_scale, z_scale = _scalar_scales(p, 1.0, x2.device)
             coef = _Coefficients(ce_scale, z_scale, None, p)
-            stats, dx, dw, db = _token_pass(x2, weight, bias, p, coef=coef, want_dx=needs[0],
-                                            want_dw_db=(needs[1] or needs[2]) and not low)
+            stats, dx, dw, db = _token_pass(
+                x2, weight, bias, p, coef=coef, want_dx=needs[0], want_dw_db=(needs[1] or needs[2]) and not low
+            )
             if low and (needs[1] or needs[2]):
                 lse = _finish_lse(stats, slice(None))
                 dw, db = _weight_pass(x2, weight, bias, p, lse, coef, want_db=needs[2] and bias is not None)
@@ -874,12 +903,25 @@ def linear_cross_entropy(
     True
     """
     backend = _check_backend(backend)
-    x2, p, batch = _prepare(input, weight, bias, target, ignore_index=ignore_index, reduction=reduction,
-                            label_smoothing=label_smoothing, class_weight=class_weight, z_loss=z_loss,
-                            softcap=softcap, max_memory=max_memory)
+    x2, p, batch = _prepare(
+        input,
+        weight,
+        bias,
+        target,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        class_weight=class_weight,
+        z_loss=z_loss,
+        softcap=softcap,
+        max_memory=max_memory,
+    )
     grad = torch.is_grad_enabled()
-    needs = (grad and input.requires_grad, grad and weight.requires_grad,
-             grad and bias is not None and bias.requires_grad)
+    needs = (
+        grad and input.requires_grad,
+        grad and weight.requires_grad,
+        grad and bias is not None and bias.requires_grad,
+    )
     loss = _LinearCrossEntropy.apply(x2, weight, bias, p, needs, _use_triton(input, backend, p))
     return loss.reshape(batch) if p.reduction == "none" else loss
 
@@ -909,10 +951,24 @@ def linear_logsumexp(
     tensor([1.5514, 1.0986])
     """
     backend = _check_backend(backend)
-    dummy = torch.zeros(input.shape[:-1], dtype=torch.int64, device=input.device) if isinstance(input, torch.Tensor) and input.ndim >= 1 else None
-    x2, p, batch = _prepare(input, weight, bias, dummy, ignore_index=-100, reduction="none",
-                            label_smoothing=0.0, class_weight=None, z_loss=0.0, softcap=softcap,
-                            max_memory=max_memory)
+    dummy = (
+        torch.zeros(input.shape[:-1], dtype=torch.int64, device=input.device)
+        if isinstance(input, torch.Tensor) and input.ndim >= 1
+        else None
+    )
+    x2, p, batch = _prepare(
+        input,
+        weight,
+        bias,
+        dummy,
+        ignore_index=-100,
+        reduction="none",
+        label_smoothing=0.0,
+        class_weight=None,
+        z_loss=0.0,
+        softcap=softcap,
+        max_memory=max_memory,
+    )
     p = dataclasses.replace(p, kind="lse", target=None, valid=None, tw=None, sm=None, alpha=None)
     lse = _LinearLogSumExp.apply(x2, weight, bias, p, _use_triton(input, backend, p))
     return lse.reshape(batch)
@@ -934,17 +990,37 @@ class LinearCrossEntropyLoss(torch.nn.Module):
     1.609697
     """
 
-    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                 class_weight: torch.Tensor | None = None, z_loss: float = 0.0, softcap: float | None = None,
-                 max_memory: int | None = None, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        class_weight: torch.Tensor | None = None,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        max_memory: int | None = None,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
         self.z_loss, self.softcap, self.max_memory, self.backend = z_loss, softcap, max_memory, backend
         self.register_buffer("class_weight", class_weight)
 
-    def forward(self, input: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-        return linear_cross_entropy(input, weight, target, bias, ignore_index=self.ignore_index,
-                                    reduction=self.reduction, label_smoothing=self.label_smoothing,
-                                    class_weight=self.class_weight, z_loss=self.z_loss, softcap=self.softcap,
-                                    max_memory=self.max_memory, backend=self.backend)
+    def forward(
+        self, input: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return linear_cross_entropy(
+            input,
+            weight,
+            target,
+            bias,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            class_weight=self.class_weight,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            max_memory=self.max_memory,
+            backend=self.backend,
+        )

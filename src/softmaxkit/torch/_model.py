@@ -81,8 +81,7 @@ class SoftmaxRegressionModule(nn.Module):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim == 0 or x.shape[-1] != self.n_features:
             raise ValueError(
-                f"x must have n_features={self.n_features} entries in its last dimension, "
-                f"got shape {tuple(x.shape)}"
+                f"x must have n_features={self.n_features} entries in its last dimension, got shape {tuple(x.shape)}"
             )
         return x
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from softmaxkit.torch import _ops
 
-__all__ = ["Softmax", "LogSoftmax", "CrossEntropyLoss", "NLLLoss"]
+__all__ = ["CrossEntropyLoss", "LogSoftmax", "NLLLoss", "Softmax"]
 
 
 class Softmax(nn.Module):
@@ -93,10 +93,7 @@ class CrossEntropyLoss(_WeightedLoss):
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
-            f"label_smoothing={self.label_smoothing}"
-        )
+        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
 
 
 class NLLLoss(_WeightedLoss):

@@ -36,7 +36,7 @@ from torch.autograd import Function
 
 from softmaxkit._validation import check_ignore_index, check_label_smoothing, check_reduction
 
-__all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss"]
+__all__ = ["cross_entropy", "log_softmax", "logsumexp", "nll_loss", "softmax"]
 
 _INF = float("inf")
 _HALF = (torch.float16, torch.bfloat16)
@@ -171,9 +171,7 @@ def _check_weight(weight: Any, x: torch.Tensor, n_classes: int) -> torch.Tensor 
     if weight.is_complex() or weight.dtype == torch.bool:
         raise TypeError(f"weight must be a real tensor of shape ({n_classes},), got {_describe(weight)}")
     if tuple(weight.shape) != (n_classes,):
-        raise ValueError(
-            f"weight must have shape ({n_classes},), one entry per class, got shape {tuple(weight.shape)}"
-        )
+        raise ValueError(f"weight must have shape ({n_classes},), one entry per class, got shape {tuple(weight.shape)}")
     _check_same_device(weight, x, "weight")
     if not bool(torch.isfinite(weight).all()):
         bad = torch.nonzero(~torch.isfinite(weight)).flatten().tolist()
@@ -190,9 +188,7 @@ def _check_loss_input(input: Any) -> torch.Tensor:
         raise ValueError("input must have the classes along axis 1 (or axis 0 when unbatched), got a 0-d tensor")
     class_axis = 0 if x.ndim == 1 else 1
     if x.shape[class_axis] == 0:
-        raise ValueError(
-            f"input must have at least one class along axis {class_axis}, got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"input must have at least one class along axis {class_axis}, got shape {tuple(x.shape)}")
     return x
 
 
@@ -233,9 +229,7 @@ def _check_probability_target(target: torch.Tensor, x: torch.Tensor, ignore_inde
         )
     _check_same_device(target, x, "target")
     if ignore_index >= 0:
-        raise ValueError(
-            f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}"
-        )
+        raise ValueError(f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,9 +423,11 @@ def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, ke
         return _LogSumExp.apply(x.unsqueeze(0), (0,), False)
     dims = _normalize_dims(dim, x.ndim)
     if _empty_reduction(x, dims):
-        shape = [1 if d in dims else n for d, n in enumerate(x.shape)] if keepdim else [
-            n for d, n in enumerate(x.shape) if d not in dims
-        ]
+        shape = (
+            [1 if d in dims else n for d, n in enumerate(x.shape)]
+            if keepdim
+            else [n for d, n in enumerate(x.shape) if d not in dims]
+        )
         out = torch.full(shape, -_INF, dtype=x.dtype, device=x.device)
         return out + 0 * x.sum(dim=dims, keepdim=keepdim) if x.requires_grad else out
     return _LogSumExp.apply(x, dims, keepdim)

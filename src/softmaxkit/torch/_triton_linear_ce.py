@@ -31,7 +31,7 @@ try:
 except ImportError:  # the module still imports (docs, doctest collection); using it then raises
     triton = tl = None
 
-__all__ = ["stats_pass", "gradients", "check_supported"]
+__all__ = ["check_supported", "gradients", "stats_pass"]
 
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -41,7 +41,9 @@ def check_supported(x: torch.Tensor, kind: str) -> None:
     if triton is None:
         raise ValueError("backend='triton' needs the triton package: pip install 'softmaxkit[triton]'")
     if x.dtype not in _SUPPORTED:
-        raise ValueError(f"backend='triton' needs float32, bfloat16 or float16 input, got {x.dtype}; use backend='torch'")
+        raise ValueError(
+            f"backend='triton' needs float32, bfloat16 or float16 input, got {x.dtype}; use backend='torch'"
+        )
     if kind == "prob":
         raise ValueError("backend='triton' needs class-index targets, got probability targets; use backend='torch'")
 
@@ -61,16 +63,36 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         t = (1.0 - e) / (1.0 + e)
         return tl.where(u >= 0, t, -t)
 
-
     @triton.jit
-    def _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
-                     HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _logits_tile(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        rows,
+        cols,
+        n,
+        v,
+        d,
+        stride_x,
+        stride_w,
+        softcap,
+        HAS_BIAS: tl.constexpr,
+        SOFTCAP: tl.constexpr,
+        PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
         for k0 in range(0, d, BLOCK_D):
             ks = k0 + tl.arange(0, BLOCK_D)
-            xt = tl.load(x_ptr + rows[:, None] * stride_x + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0)
-            wt = tl.load(w_ptr + cols[:, None] * stride_w + ks[None, :], mask=(cols[:, None] < v) & (ks[None, :] < d), other=0.0)
+            xt = tl.load(
+                x_ptr + rows[:, None] * stride_x + ks[None, :], mask=(rows[:, None] < n) & (ks[None, :] < d), other=0.0
+            )
+            wt = tl.load(
+                w_ptr + cols[:, None] * stride_w + ks[None, :], mask=(cols[:, None] < v) & (ks[None, :] < d), other=0.0
+            )
             if UPCAST:  # the CPU interpreter's bfloat16 dot is not faithful; products are exact in float32
                 xt, wt = xt.to(tl.float32), wt.to(tl.float32)
             acc = tl.dot(xt, tl.trans(wt), acc, input_precision=PRECISION)
@@ -80,12 +102,32 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
             acc = softcap * _tanh(acc / softcap)
         return acc
 
-
     @triton.jit
-    def _stats_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, zt_ptr, zs_ptr, n, v, d, stride_x, stride_w, softcap,
-                      HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
-                      PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _stats_kernel(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        t_ptr,
+        cw_ptr,
+        lse_ptr,
+        zt_ptr,
+        zs_ptr,
+        n,
+        v,
+        d,
+        stride_x,
+        stride_w,
+        softcap,
+        HAS_BIAS: tl.constexpr,
+        SOFTCAP: tl.constexpr,
+        HAS_TARGET: tl.constexpr,
+        HAS_CW: tl.constexpr,
+        PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         m = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
         s = tl.zeros((BLOCK_N,), dtype=tl.float32)
@@ -95,8 +137,26 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         for v0 in range(0, v, BLOCK_V):
             cols = v0 + tl.arange(0, BLOCK_V)
             inside = (cols < v)[None, :]
-            z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
-                             HAS_BIAS, SOFTCAP, PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_D)
+            z = _logits_tile(
+                x_ptr,
+                w_ptr,
+                b_ptr,
+                rows,
+                cols,
+                n,
+                v,
+                d,
+                stride_x,
+                stride_w,
+                softcap,
+                HAS_BIAS,
+                SOFTCAP,
+                PRECISION,
+                UPCAST,
+                BLOCK_N,
+                BLOCK_V,
+                BLOCK_D,
+            )
             if HAS_TARGET:
                 zt += tl.sum(tl.where(cols[None, :] == t[:, None], z, 0.0), 1)
                 if HAS_CW:
@@ -113,20 +173,60 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         tl.store(zt_ptr + rows, zt, mask=keep)
         tl.store(zs_ptr + rows, zs, mask=keep)
 
-
     @triton.jit
-    def _grad_kernel(x_ptr, w_ptr, b_ptr, t_ptr, cw_ptr, lse_ptr, a_ptr, bt_ptr, c_ptr, g_ptr, n, v, d,
-                     stride_x, stride_w, softcap,
-                     HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, HAS_TARGET: tl.constexpr, HAS_CW: tl.constexpr,
-                     SMOOTH: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _grad_kernel(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        t_ptr,
+        cw_ptr,
+        lse_ptr,
+        a_ptr,
+        bt_ptr,
+        c_ptr,
+        g_ptr,
+        n,
+        v,
+        d,
+        stride_x,
+        stride_w,
+        softcap,
+        HAS_BIAS: tl.constexpr,
+        SOFTCAP: tl.constexpr,
+        HAS_TARGET: tl.constexpr,
+        HAS_CW: tl.constexpr,
+        SMOOTH: tl.constexpr,
+        PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
         """``g[i, j] = p_ij A_i - [j == t_i] B_i - C_i cw_j``, times the softcap derivative."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
         keep = rows < n
         inside = cols < v
-        z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, n, v, d, stride_x, stride_w, softcap,
-                         HAS_BIAS, SOFTCAP, PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_D)
+        z = _logits_tile(
+            x_ptr,
+            w_ptr,
+            b_ptr,
+            rows,
+            cols,
+            n,
+            v,
+            d,
+            stride_x,
+            stride_w,
+            softcap,
+            HAS_BIAS,
+            SOFTCAP,
+            PRECISION,
+            UPCAST,
+            BLOCK_N,
+            BLOCK_V,
+            BLOCK_D,
+        )
         lse = tl.load(lse_ptr + rows, mask=keep, other=0.0)
         a = tl.load(a_ptr + rows, mask=keep, other=0.0)
         g = tl.exp(z - lse[:, None]) * a[:, None]
@@ -163,13 +263,30 @@ def stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p) -> dict:
     has_target = p.kind == "index"
     dummy = out["lse"]
     _stats_kernel[(triton.cdiv(n, bn),)](
-        x2, weight, bias if bias is not None else dummy, p.target if has_target else dummy,
+        x2,
+        weight,
+        bias if bias is not None else dummy,
+        p.target if has_target else dummy,
         p.class_weight if p.class_weight is not None else dummy,
-        out["lse"], out["zt"], out["zs"], n, p.v, d, x2.stride(0), weight.stride(0),
+        out["lse"],
+        out["zt"],
+        out["zs"],
+        n,
+        p.v,
+        d,
+        x2.stride(0),
+        weight.stride(0),
         float(p.softcap or 1.0),
-        HAS_BIAS=bias is not None, SOFTCAP=p.softcap is not None, HAS_TARGET=has_target,
-        HAS_CW=p.class_weight is not None, PRECISION=_precision(x2), UPCAST=not x2.is_cuda,
-        BLOCK_N=bn, BLOCK_V=bv, BLOCK_D=bd, num_warps=warps,
+        HAS_BIAS=bias is not None,
+        SOFTCAP=p.softcap is not None,
+        HAS_TARGET=has_target,
+        HAS_CW=p.class_weight is not None,
+        PRECISION=_precision(x2),
+        UPCAST=not x2.is_cuda,
+        BLOCK_N=bn,
+        BLOCK_V=bv,
+        BLOCK_D=bd,
+        num_warps=warps,
     )
     return out
 
@@ -216,13 +333,33 @@ def gradients(x2, weight, bias, p, lse, coef, needs):
             m = r1 - r0
             g = buffer[: m * v].view(m, v)
             _grad_kernel[(triton.cdiv(m, bn), triton.cdiv(v, bv))](
-                x2[r0:r1], weight, bias if bias is not None else dummy,
-                p.target[r0:r1] if has_target else dummy, p.class_weight if p.class_weight is not None else dummy,
-                lse[r0:r1], a[r0:r1], bt[r0:r1], c[r0:r1], g, m, v, d, x2.stride(0), weight.stride(0),
+                x2[r0:r1],
+                weight,
+                bias if bias is not None else dummy,
+                p.target[r0:r1] if has_target else dummy,
+                p.class_weight if p.class_weight is not None else dummy,
+                lse[r0:r1],
+                a[r0:r1],
+                bt[r0:r1],
+                c[r0:r1],
+                g,
+                m,
+                v,
+                d,
+                x2.stride(0),
+                weight.stride(0),
                 float(p.softcap or 1.0),
-                HAS_BIAS=bias is not None, SOFTCAP=p.softcap is not None, HAS_TARGET=has_target,
-                HAS_CW=p.class_weight is not None, SMOOTH=p.kind == "index" and p.label_smoothing > 0.0,
-                PRECISION=_precision(x2), UPCAST=not x2.is_cuda, BLOCK_N=bn, BLOCK_V=bv, BLOCK_D=bd, num_warps=warps,
+                HAS_BIAS=bias is not None,
+                SOFTCAP=p.softcap is not None,
+                HAS_TARGET=has_target,
+                HAS_CW=p.class_weight is not None,
+                SMOOTH=p.kind == "index" and p.label_smoothing > 0.0,
+                PRECISION=_precision(x2),
+                UPCAST=not x2.is_cuda,
+                BLOCK_N=bn,
+                BLOCK_V=bv,
+                BLOCK_D=bd,
+                num_warps=warps,
             )
             x_c = x2[r0:r1]
             operand = g.to(dtype) if low else g
