@@ -1,33 +1,83 @@
-# Quick start: `make demo` runs the main job, `make test` runs the whole suite.
-# Each target creates the local virtual environment on first use.
+# Quick start: `make demo` runs the main job, `make test` runs the whole suite. Each target creates the
+# local virtual environment on first use and installs only what it needs: the demo the core and the
+# `cli` extra, the tests the `test` extra (torch and triton included).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
+LINT_STAMP := $(VENV)/.installed-lint
+# The minimum-versions environment: every declared floor pinned (see .ci/minimum_versions.py).
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
+# pip as a user's machine has it: the public index only, none of this machine's configuration.
+PUBLIC_PIP := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow test-min lint format check-resolve sdist-check bench venv clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[cli]"
+	touch $@
+
+# The test extra holds the cli extra's packages too, so it satisfies the demo as well.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	touch $@ $(DEMO_STAMP)
 
-venv: $(STAMP)
+$(LINT_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[lint]"
+	touch $@
 
-demo: $(STAMP)
+venv: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/softmaxkit train
 
 # The whole suite, doctests included; the heavy full-size sweeps (marked slow) have small
 # always-run forms here and run in full with `make test-slow`.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -m slow
 
-bench: $(STAMP)
+$(MIN_STAMP): pyproject.toml .ci/minimum_versions.py
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python .ci/minimum_versions.py > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/constraints.txt -e ".[test]"
+	touch $@
+
+# The fast part of the suite with every declared floor installed exactly.
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python .ci/minimum_versions.py --check
+	$(MIN_VENV)/bin/python -m pytest -n 2 -m "not slow" -p no:cacheprovider -q
+
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(LINT_STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# The demo's and the test suite's requirements resolve against the public package index alone.
+check-resolve: | $(BIN)/python
+	$(PUBLIC_PIP) $(BIN)/python -m pip install --quiet --dry-run --ignore-installed ".[cli]"
+	$(PUBLIC_PIP) $(BIN)/python -m pip install --quiet --dry-run --ignore-installed ".[test]"
+	@echo "the cli and test extras resolve against the public index"
+
+# Build the sdist, install it (not editable) with its test extra, and run pytest from the unpacked tree.
+sdist-check:
+	PYTHON=$(PYTHON) .ci/sdist_check.sh
+
+bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) build dist src/*.egg-info .pytest_cache
