@@ -94,7 +94,7 @@ def _version(package: str) -> str | None:
 def environment(packages: Sequence[str] = ("softmaxkit", "numpy", "scipy", "torch")) -> dict:
     """Where and with what the numbers were measured."""
     env = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
         "logical_cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +210,7 @@ def machine_description(threads):
         cpu = platform.processor() or "unknown"
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("n/a",)
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
         "load_average_at_start": [round(v, 2) for v in load] if isinstance(load[0], float) else load,
         "blas_threads": threads,
