@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit._data import Dataset, FeatureLayout, read_dataset
+from softmaxkit.cli._batches import FeatureLayout
+from softmaxkit.cli._read import Dataset, read_dataset, table_columns
 
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
@@ -69,8 +70,6 @@ def read_labelled(
 
 def _columns(path: str, args: argparse.Namespace) -> list[str]:
     """The column names of a table (nothing for npz and svmlight, which keep labels apart)."""
-    from softmaxkit._data import table_columns
-
     return table_columns(path, header=args.header, fmt=args.fmt)
 
 
@@ -215,7 +214,7 @@ def check_out_dir(path: Path, *, overwrite: bool, ours: Sequence[str]) -> None:
 
 def new_temporary(path: Path) -> tuple[int, str]:
     """A new hidden temporary file next to ``path``, with the permissions of an ordinary new file."""
-    from softmaxkit._plots import _file_mode
+    from softmaxkit.cli._plots import _file_mode
 
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(temporary, _file_mode())

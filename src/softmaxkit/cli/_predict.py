@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit._data import iter_feature_batches
+from softmaxkit.cli._batches import iter_feature_batches
 from softmaxkit.cli._common import (
     CLIError,
     HelpFormatter,
