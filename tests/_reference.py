@@ -1,33 +1,52 @@
-"""The one float64 reference oracle of the test suite.
+"""The one float64 reference oracle of the test suite, and its one set of comparison helpers.
 
-Everything here is written independently of :mod:`softmaxkit`, straight from the formulas:
+Everything here is written independently of :mod:`softmaxkit`, straight from the formulas.
+
+The oracle (NumPy, float64):
 
 * ``softmax_ref``, ``log_softmax_ref``, ``logsumexp_ref``: textbook exp / sum in float64
   (shifted by the maximum; meant for finite input, no non-finite policy).
 * ``cross_entropy_ref``, ``nll_loss_ref``: the loss from one-hot (index targets) or
   probability targets, in float64, as in the issue's formula.
-* ``torch_value_and_grad``: the same computation replayed in PyTorch float64 with autograd.
-* ``compare_with_torch``: THE comparison helper: value, shape, dtype, gradient, and the error
-  raised, of a softmaxkit function against its PyTorch float64 twin.
-* ``assert_close``: relative error (to the largest reference magnitude) plus an exact match of
-  the NaN / +inf / -inf pattern.
 * ``numerical_vjp``: a fourth-order central difference of ``sum(g * f(x))``, independent of
   :func:`softmaxkit.gradcheck`.
+
+The comparisons (NumPy arrays and PyTorch tensors alike, on any device):
+
+* ``assert_close``: type, shape, dtype, an exact match of the NaN / +inf / -inf pattern, and the
+  relative error of the finite entries (to the largest reference magnitude) within ``rtol``.
+* ``max_relative_error``: that error, ``max |actual - expected| / max |expected|`` over the
+  finite entries of ``expected``.
+* ``frobenius_error``: ``||actual - expected|| / ||expected||``, the statistically stable measure
+  for low-precision results.
+* ``seed_of``: a seed fixed by a test's parameters (``hash`` of a str changes from run to run).
+
+PyTorch parity (torch is imported inside these only, so the NumPy tests run without it; where it
+is absent, ``import_torch`` skips the calling test with a reason):
+
+* ``import_torch``: the ``torch`` module, or a skip.
+* ``torch_value_and_grad``: a computation replayed in PyTorch float64 with autograd.
+* ``compare_with_torch``: value, shape, dtype, gradient, and the error raised, of a softmaxkit
+  NumPy function against its PyTorch float64 twin.
 * ``linear_cross_entropy_ref``: the fused linear cross-entropy computed the naive way, through the
   N x V logits with ``torch.nn.functional`` (float64 inputs make it the reference; inputs of
   another dtype give the naive same-dtype computation that a fast path must not be worse than).
-  With it, ``cast_value_and_grads`` (value and gradients of ``sum(g * fn(x, w, b))`` on inputs cast
-  to a dtype, returned in float64) and ``frobenius_error``. Also used by
-  ``benchmarks/gpu_linear_ce.py``.
+  With it, ``cast_value_and_grads`` (value and gradients of ``sum(g * fn(x, w, b))`` on fresh
+  leaves, optionally cast to a dtype, returned in float64). Also used by ``benchmarks/gpu_linear_ce.py``.
 """
 
 from __future__ import annotations
 
+import sys
+import zlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 RTOL = 1e-12  # what "parity with torch float64" means in this suite
 
@@ -111,13 +130,60 @@ def nll_loss_ref(input, target, *, weight=None, ignore_index=-100, reduction="me
         return np.asarray(np.sum(losses) / np.sum(one_hot @ w))
 
 
+# --------------------------------------------------------------------------- finite differences
+
+
+def numerical_vjp(fn: Callable[[np.ndarray], np.ndarray], x, grad_output, *, h: float = 1e-3) -> np.ndarray:
+    """``d/dx sum(grad_output * fn(x))`` by the fourth-order central stencil, in float64.
+
+    ``(-s(x+2h) + 8 s(x+h) - 8 s(x-h) + s(x-2h)) / 12h``; its error is O(h^4) for smooth ``fn``,
+    so with h = 1e-3 it agrees with an exact gradient to about 1e-10 on unit-sized input.
+    """
+    x = np.array(x, dtype=np.float64)
+    g = np.asarray(grad_output, dtype=np.float64)
+
+    def s(point):
+        return float(np.sum(g * np.asarray(fn(point), dtype=np.float64)))
+
+    grad = np.zeros_like(x)
+    flat, out = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        original = flat[i]
+        values = []
+        for step in (2 * h, h, -h, -2 * h):
+            flat[i] = original + step
+            values.append(s(x))
+        flat[i] = original
+        out[i] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * h)
+    return grad
+
+
 # --------------------------------------------------------------------------- comparisons
 
 
+def _is_tensor(value) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch (no tensor exists before it is)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(value, torch_module.Tensor)
+
+
+def _float64(value) -> np.ndarray:
+    """``value`` (array, tensor on any device, number or list) as a float64 NumPy array."""
+    if _is_tensor(value):
+        import torch
+
+        return value.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(value).astype(np.float64)
+
+
 def max_relative_error(actual, expected) -> float:
-    """``max |actual - expected| / max |expected|`` over the finite entries of ``expected``."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
+    """``max |actual - expected| / max |expected|`` over the finite entries of ``expected``.
+
+    Arrays or tensors; the positions where ``expected`` is NaN or infinite are left out (compare
+    them with :func:`assert_close`).
+    """
+    actual = _float64(actual)
+    expected = _float64(expected)
     finite = np.isfinite(expected)
     if not finite.any():
         return 0.0
@@ -125,16 +191,45 @@ def max_relative_error(actual, expected) -> float:
     return float(np.max(np.abs(actual[finite] - expected[finite]))) / scale
 
 
+def frobenius_error(actual, expected) -> float:
+    """``||actual - expected|| / ||expected||`` (Frobenius, in float64); arrays or tensors."""
+    actual = _float64(actual)
+    expected = _float64(expected)
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
 def assert_close(actual, expected, *, rtol: float = RTOL, dtype=None, what: str = "value") -> None:
-    """Same shape (and dtype if given), same NaN/+inf/-inf positions, relative error <= ``rtol``."""
-    actual_array = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert isinstance(actual, np.ndarray), f"{what}: expected an ndarray, got {type(actual).__name__}"
-    assert actual_array.shape == expected.shape, f"{what}: shape {actual_array.shape} != {expected.shape}"
-    if dtype is not None:
-        assert actual_array.dtype == np.dtype(dtype), f"{what}: dtype {actual_array.dtype} != {np.dtype(dtype)}"
-    a = actual_array.astype(np.float64)
-    e = expected.astype(np.float64)
+    """``actual`` is ``expected`` to ``rtol``: type, shape, dtype, NaN/+inf/-inf positions, relative error.
+
+    Parameters
+    ----------
+    actual : ndarray or torch.Tensor
+        The result under test: a tensor when ``expected`` is one, else an ndarray (a NumPy function
+        that returned a scalar or a list fails here).
+    expected : array_like or torch.Tensor
+        The reference (any device; compared in float64).
+    rtol : float
+        Bound on :func:`max_relative_error`; 0 asks for equality.
+    dtype : NumPy or torch dtype, optional
+        The dtype ``actual`` must have; default that of ``expected``.
+    what : str
+        Names the compared quantity in the failure message.
+
+    ``None`` for both (a gradient that neither side has, e.g. of an absent bias) passes.
+    """
+    if actual is None and expected is None:
+        return
+    if _is_tensor(expected):
+        assert _is_tensor(actual), f"{what}: expected a tensor, got {type(actual).__name__}"
+        want = expected.dtype if dtype is None else dtype
+        assert actual.dtype == want, f"{what}: dtype {actual.dtype} != {want}"
+    else:
+        assert isinstance(actual, np.ndarray), f"{what}: expected an ndarray, got {type(actual).__name__}"
+        want = np.asarray(expected).dtype if dtype is None else np.dtype(dtype)
+        assert actual.dtype == want, f"{what}: dtype {actual.dtype} != {want}"
+    a = _float64(actual)
+    e = _float64(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
     for name, test in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
         mismatch = test(a) != test(e)
         assert not mismatch.any(), (
@@ -145,16 +240,22 @@ def assert_close(actual, expected, *, rtol: float = RTOL, dtype=None, what: str 
     assert error <= rtol, f"{what}: relative error {error:.3e} > {rtol:.0e}"
 
 
-def _to_torch(value):
-    if isinstance(value, np.ndarray):
-        if np.issubdtype(value.dtype, np.floating):
-            return torch.from_numpy(value.astype(np.float64))
-        return torch.from_numpy(value.astype(np.int64))
-    return value
+def seed_of(*parts) -> int:
+    """A seed fixed by a test's parameters: ``crc32`` of their ``repr`` (``hash`` of a str is salted)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+# --------------------------------------------------------------------------- PyTorch parity
+
+
+def import_torch():
+    """The ``torch`` module; without PyTorch, the calling test is skipped with the reason."""
+    return pytest.importorskip("torch", reason="PyTorch parity needs PyTorch (the torch extra)")
 
 
 def torch_value_and_grad(torch_fn: Callable, x: np.ndarray, grad_output) -> tuple[np.ndarray, np.ndarray]:
     """``torch_fn(x)`` in float64 and the gradient ``grad_output``-weighted with respect to ``x``."""
+    torch = import_torch()
     tx = torch.tensor(np.ascontiguousarray(x, dtype=np.float64), requires_grad=True)
     out = torch_fn(tx)
     g = torch.as_tensor(np.broadcast_to(grad_output, tuple(out.shape)).astype(np.float64))
@@ -184,19 +285,22 @@ def compare_with_torch(
 
     With ``error`` (a regex) the input is a bad one: ours must raise ``ValueError``/``TypeError``
     matching it (and PyTorch must raise too unless ``torch_raises=False``). Returns the exception then,
-    else ``(value, grad)`` of ours.
+    else ``(value, grad)`` of ours. Without PyTorch, ours is still checked to raise before the test
+    is skipped.
     """
     x = np.asarray(x)
     if error is not None:
-        if torch_raises:
-            with pytest.raises(Exception):  # noqa: B017  (torch's own types vary: RuntimeError, IndexError, ValueError
-                theirs(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)))
         with pytest.raises((ValueError, TypeError), match=error) as info:
             ours(x)
         if backward is not None:
             with pytest.raises((ValueError, TypeError), match=error):
                 backward(np.float64(1.0), x)
+        if torch_raises:
+            torch = import_torch()
+            with pytest.raises(Exception):  # noqa: B017  (torch's own types vary: RuntimeError, IndexError, ValueError
+                theirs(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)))
         return info.value
+    torch = import_torch()
     value = ours(x)
     if backward is None:
         tx = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64))
@@ -211,34 +315,6 @@ def compare_with_torch(
     grad = backward(grad_output, x)
     assert_close(grad, expected_grad, rtol=rtol, dtype=dtype, what="gradient")
     return value, grad
-
-
-# --------------------------------------------------------------------------- finite differences
-
-
-def numerical_vjp(fn: Callable[[np.ndarray], np.ndarray], x, grad_output, *, h: float = 1e-3) -> np.ndarray:
-    """``d/dx sum(grad_output * fn(x))`` by the fourth-order central stencil, in float64.
-
-    ``(-s(x+2h) + 8 s(x+h) - 8 s(x-h) + s(x-2h)) / 12h``; its error is O(h^4) for smooth ``fn``,
-    so with h = 1e-3 it agrees with an exact gradient to about 1e-10 on unit-sized input.
-    """
-    x = np.array(x, dtype=np.float64)
-    g = np.asarray(grad_output, dtype=np.float64)
-
-    def s(point):
-        return float(np.sum(g * np.asarray(fn(point), dtype=np.float64)))
-
-    grad = np.zeros_like(x)
-    flat, out = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        original = flat[i]
-        values = []
-        for step in (2 * h, h, -h, -2 * h):
-            flat[i] = original + step
-            values.append(s(x))
-        flat[i] = original
-        out[i] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * h)
-    return grad
 
 
 # --------------------------------------------------------------------------- fused linear cross-entropy
@@ -258,7 +334,8 @@ def linear_cross_entropy_ref(
     ignore_index=-100,
 ):
     """``cross_entropy(softcap(x @ w.T + b), target, ...) + z_loss * mean(lse^2)``, materialised."""
-    import torch.nn.functional as F
+    torch = import_torch()
+    F = torch.nn.functional
 
     z = F.linear(x, w, b)
     if softcap is not None:
@@ -279,13 +356,25 @@ def linear_cross_entropy_ref(
 
 
 def cast_value_and_grads(fn, tensors, dtype, grad_output) -> list:
-    """``[value, *grads]`` in float64 of ``sum(grad_output * fn(*tensors))``, the tensors cast to ``dtype``."""
-    leaves = [t.detach().to(dtype).clone().requires_grad_() for t in tensors]
+    """``[value, *grads]`` in float64 of ``sum(grad_output * fn(*leaves))``.
+
+    The leaves are fresh copies of ``tensors`` that require grad, cast to ``dtype`` (``None``: each
+    keeps its own). A ``None`` among ``tensors`` (an absent bias) is passed to ``fn`` as ``None``
+    and has the gradient ``None``. Each gradient is checked to have its leaf's dtype.
+    """
+    torch = import_torch()
+    leaves = [
+        None if t is None else t.detach().to(t.dtype if dtype is None else dtype).clone().requires_grad_()
+        for t in tensors
+    ]
     value = fn(*leaves)
     (value.to(torch.float64) * grad_output).sum().backward()
-    return [value.detach().to(torch.float64)] + [leaf.grad.to(torch.float64) for leaf in leaves]
-
-
-def frobenius_error(actual, reference) -> float:
-    """``||actual - reference|| / ||reference||`` (Frobenius)."""
-    return ((actual - reference).norm() / reference.norm()).item()
+    grads = []
+    for leaf in leaves:
+        if leaf is None:
+            grads.append(None)
+            continue
+        assert leaf.grad is not None, "fn does not depend on one of its inputs"
+        assert leaf.grad.dtype == leaf.dtype, f"gradient dtype {leaf.grad.dtype} != input dtype {leaf.dtype}"
+        grads.append(leaf.grad.to(torch.float64))
+    return [value.detach().to(torch.float64), *grads]

@@ -241,7 +241,7 @@ def test_train_letter_gzip_csv_without_header(tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     labels = predicted.stdout.split()
     assert labels[0] == "prediction" and len(labels) == 20001
-    from softmaxkit._data import read_dataset
+    from softmaxkit.cli._read import read_dataset
 
     data = read_dataset(letter, header=False, target=0)
     model = SoftmaxRegression.load(tmp_path / "run" / "model.npz")
@@ -649,7 +649,7 @@ def test_console_script_is_installed():
 
 
 def test_traceback_flag_shows_the_error(tmp_path):
-    from softmaxkit._data import DataError
+    from softmaxkit.cli._formats import DataError
 
     with pytest.raises(DataError, match="does not exist"):
         main(["--traceback", "train", str(tmp_path / "nope.csv")])

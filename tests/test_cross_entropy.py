@@ -5,23 +5,24 @@ Parity grid (ids read as ``<shape>-<targets>-<weight>-<ignore>-<smoothing>-<redu
 index targets 3 shapes x 2 weights x 3 ignore settings x 3 smoothings x 3 reductions = 162,
 probability targets 3 x 2 x 3 x 3 = 54, nll_loss 3 x 2 x 3 x 3 = 54; each checks the value of
 ``cross_entropy`` (or ``nll_loss``) and the gradients of ``*_backward`` and ``cross_entropy_with_grad``.
+
+Runs without PyTorch: the float64 formula checks run first in every test, and only the
+torch-parity steps (after ``import_torch()``) are then skipped.
 """
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from _reference import (
     assert_close,
     compare_with_torch,
     cross_entropy_ref,
+    import_torch,
     max_relative_error,
     nll_loss_ref,
     numerical_vjp,
+    seed_of,
     torch_value_and_grad,
 )
 
@@ -34,10 +35,6 @@ SMOOTHINGS = {"eps0": 0.0, "eps0.1": 0.1, "eps1": 1.0}
 # ignore setting -> (ignore_index, value planted in the target, or None for no ignored entry)
 IGNORES = {"noignore": (-100, None), "ignore-100": (-100, -100), "ignore1": (1, 1)}
 WEIGHT = np.array([0.5, 2.0, 1.0, 0.25, 1.5])
-
-
-def _seed(*parts) -> int:
-    return zlib.crc32("-".join(map(str, parts)).encode())
 
 
 def _batch_shape(shape):
@@ -63,7 +60,7 @@ def _probability_target(rng, shape):
     return t / t.sum(axis=class_axis, keepdims=True)
 
 
-def _torch_options(weight, ignore_index, reduction, label_smoothing):
+def _torch_options(torch, weight, ignore_index, reduction, label_smoothing):
     return dict(
         weight=None if weight is None else torch.from_numpy(weight),
         ignore_index=ignore_index,
@@ -72,22 +69,35 @@ def _torch_options(weight, ignore_index, reduction, label_smoothing):
     )
 
 
-def _check_cross_entropy(x, target, options):
-    """Value, backward and with_grad of ours vs torch float64 (and the float64 formula for the value)."""
-    t_options = _torch_options(**options)
+def _check_against_the_formula(x, target, options):
+    """The value against the float64 formula; with_grad against cross_entropy and its backward."""
+    value = sk.cross_entropy(x, target, **options)
+    assert_close(value, cross_entropy_ref(x, target, **options), what="value vs formula")
+    loss, grad_1 = sk.cross_entropy_with_grad(x, target, **options)
+    assert_close(loss, value, rtol=0, what="with_grad loss")
+    assert_close(grad_1, sk.cross_entropy_backward(x, target, 1.0, **options), rtol=0, what="with_grad gradient")
+
+
+def _check_against_torch(x, target, options):
+    """Value, backward and with_grad of ours vs torch float64."""
+    torch = import_torch()
+    F = torch.nn.functional
+    t_options = _torch_options(torch, **options)
     t_target = torch.from_numpy(target.astype(np.int64) if target.dtype.kind == "i" else target)
-    value, grad = compare_with_torch(
+    compare_with_torch(
         lambda a: sk.cross_entropy(a, target, **options),
         lambda t: F.cross_entropy(t, t_target, **t_options),
         x,
         backward=lambda g, a: sk.cross_entropy_backward(a, target, g, **options),
     )
-    assert_close(value, cross_entropy_ref(x, target, **options), what="value vs formula")
-    loss, grad_1 = sk.cross_entropy_with_grad(x, target, **options)
-    assert_close(loss, value, rtol=0, what="with_grad loss")
-    assert_close(grad_1, sk.cross_entropy_backward(x, target, 1.0, **options), rtol=0, what="with_grad gradient")
+    _, grad_1 = sk.cross_entropy_with_grad(x, target, **options)
     _, torch_grad_1 = torch_value_and_grad(lambda t: F.cross_entropy(t, t_target, **t_options), x, 1.0)
     assert_close(grad_1, torch_grad_1, what="with_grad gradient vs torch")
+
+
+def _check_cross_entropy(x, target, options):
+    _check_against_the_formula(x, target, options)
+    _check_against_torch(x, target, options)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -96,7 +106,7 @@ def _check_cross_entropy(x, target, options):
 @pytest.mark.parametrize("weighted", ["noweight", "weight"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_index_targets_match_torch(shape, weighted, ignore, smoothing, reduction):
-    rng = np.random.default_rng(_seed(shape, weighted, ignore, smoothing, reduction))
+    rng = np.random.default_rng(seed_of(shape, weighted, ignore, smoothing, reduction))
     x = 2.0 * rng.standard_normal(SHAPES[shape])
     ignore_index, planted = IGNORES[ignore]
     target = _index_target(rng, x.shape, planted)
@@ -114,7 +124,7 @@ def test_index_targets_match_torch(shape, weighted, ignore, smoothing, reduction
 @pytest.mark.parametrize("weighted", ["noweight", "weight"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_probability_targets_match_torch(shape, weighted, smoothing, reduction):
-    rng = np.random.default_rng(_seed("prob", shape, weighted, smoothing, reduction))
+    rng = np.random.default_rng(seed_of("prob", shape, weighted, smoothing, reduction))
     x = 2.0 * rng.standard_normal(SHAPES[shape])
     target = _probability_target(rng, x.shape)
     options = dict(
@@ -131,19 +141,20 @@ def test_probability_targets_match_torch(shape, weighted, smoothing, reduction):
 @pytest.mark.parametrize("weighted", ["noweight", "weight"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_nll_loss_matches_torch(shape, weighted, ignore, reduction):
-    rng = np.random.default_rng(_seed("nll", shape, weighted, ignore, reduction))
+    rng = np.random.default_rng(seed_of("nll", shape, weighted, ignore, reduction))
     x = 2.0 * rng.standard_normal(SHAPES[shape])  # nll_loss takes any input, not only log-probabilities
     ignore_index, planted = IGNORES[ignore]
     target = _index_target(rng, x.shape, planted)
     options = dict(weight=WEIGHT if weighted == "weight" else None, ignore_index=ignore_index, reduction=reduction)
+    assert_close(sk.nll_loss(x, target, **options), nll_loss_ref(x, target, **options), what="value vs formula")
+    torch = import_torch()
     t_options = dict(options, weight=None if options["weight"] is None else torch.from_numpy(WEIGHT))
-    value, _ = compare_with_torch(
+    compare_with_torch(
         lambda a: sk.nll_loss(a, target, **options),
-        lambda t: F.nll_loss(t, torch.from_numpy(np.asarray(target, dtype=np.int64)), **t_options),
+        lambda t: torch.nn.functional.nll_loss(t, torch.from_numpy(np.asarray(target, dtype=np.int64)), **t_options),
         x,
         backward=lambda g, a: sk.nll_loss_backward(a, target, g, **options),
     )
-    assert_close(value, nll_loss_ref(x, target, **options), what="value vs formula")
 
 
 def test_parity_grid_has_at_least_200_configurations():
@@ -163,16 +174,16 @@ def test_lesson_numbers_exactly():
     # The lesson's formula -log p_0 gives the correctly rounded value, exactly as the lesson prints it.
     assert repr(float(-np.log(probabilities[0]))) == "0.4170300162778335"
     # cross_entropy computes logsumexp(x) - x_0 (never the log of an underflowed probability), like PyTorch:
-    # bit for bit PyTorch's float64 value, and within one ulp of the lesson's (correctly rounded) number.
+    # within one ulp of the lesson's (correctly rounded) number, and bit for bit PyTorch's float64 value.
     loss = sk.cross_entropy(logits, np.array(0))
-    torch_loss = F.cross_entropy(torch.tensor(logits), torch.tensor(0)).item()
-    assert float(loss) == torch_loss
     assert abs(float(loss) - 0.4170300162778335) <= np.spacing(0.4170300162778335)
     assert str(sk.cross_entropy_backward(logits, np.array(0))) == "[-0.34099886  0.24243297  0.09856589]"
     loss_2, grad_2 = sk.cross_entropy_with_grad(logits[None, :], np.array([0]))
     assert float(loss_2) == float(loss)
     assert str(grad_2[0]) == "[-0.34099886  0.24243297  0.09856589]"
     np.testing.assert_allclose(grad_2[0], probabilities - [1, 0, 0], rtol=1e-14)
+    torch = import_torch()
+    assert float(loss) == torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(0)).item()
 
 
 # --------------------------------------------------------------------------- finite differences
@@ -193,7 +204,7 @@ FD_CASES = {
 def test_cross_entropy_backward_finite_differences(case):
     spec = dict(FD_CASES[case])
     shape, kind = spec.pop("shape"), spec.pop("kind")
-    rng = np.random.default_rng(_seed("fd", case))
+    rng = np.random.default_rng(seed_of("fd", case))
     x = rng.standard_normal(shape)
     target = _index_target(rng, shape, spec.get("ignore_index")) if kind == "index" else _probability_target(rng, shape)
     result = sk.gradcheck(
@@ -213,7 +224,7 @@ def test_cross_entropy_backward_finite_differences(case):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_nll_loss_backward_finite_differences(reduction):
-    rng = np.random.default_rng(_seed("nll-fd", reduction))
+    rng = np.random.default_rng(seed_of("nll-fd", reduction))
     x = rng.standard_normal((4, 5, 2))
     target = _index_target(rng, x.shape, -100)
     options = dict(weight=WEIGHT, reduction=reduction)
@@ -238,7 +249,7 @@ def test_gradcheck_catches_a_wrong_cross_entropy_gradient():
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0], ids=["eps0", "eps0.1", "eps1"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_index_targets_equal_one_hot_probabilities(reduction, smoothing):
-    rng = np.random.default_rng(_seed("onehot", reduction, smoothing))
+    rng = np.random.default_rng(seed_of("onehot", reduction, smoothing))
     x = rng.standard_normal((6, N_CLASSES, 3))
     target = rng.integers(0, N_CLASSES, size=(6, 3))
     one_hot = np.moveaxis(np.eye(N_CLASSES)[target], -1, 1)
@@ -253,7 +264,7 @@ def test_index_targets_equal_one_hot_probabilities(reduction, smoothing):
 def test_weighted_index_targets_equal_one_hot_up_to_the_mean_denominator(smoothing):
     """With weights the per-sample losses and the sum agree; the means differ only in what they divide by:
     sum_n w_{y_n} for index targets, N for probability targets."""
-    rng = np.random.default_rng(_seed("onehot-w", smoothing))
+    rng = np.random.default_rng(seed_of("onehot-w", smoothing))
     x = rng.standard_normal((8, N_CLASSES))
     target = rng.integers(0, N_CLASSES, size=8)
     one_hot = np.eye(N_CLASSES)[target]
@@ -277,7 +288,7 @@ def test_weighted_index_targets_equal_one_hot_up_to_the_mean_denominator(smoothi
 @pytest.mark.parametrize("weighted", ["noweight", "weight"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_ignored_samples_equal_removed_samples(reduction, weighted):
-    rng = np.random.default_rng(_seed("mask", reduction, weighted))
+    rng = np.random.default_rng(seed_of("mask", reduction, weighted))
     x = rng.standard_normal((10, N_CLASSES))
     target = rng.integers(0, N_CLASSES, size=10)
     keep = rng.random(10) < 0.6
@@ -345,17 +356,20 @@ def test_cross_entropy_is_nll_of_log_softmax():
 def test_empty_batch_matches_torch(reduction, kind):
     x = np.zeros((0, N_CLASSES))
     target = np.zeros(0, dtype=np.int64) if kind == "index" else np.zeros((0, N_CLASSES))
-    value, grad = compare_with_torch(
-        lambda a: sk.cross_entropy(a, target, reduction=reduction),
-        lambda t: F.cross_entropy(t, torch.from_numpy(target), reduction=reduction),
-        x,
-        backward=lambda g, a: sk.cross_entropy_backward(a, target, g, reduction=reduction),
-        grad_output=np.ones(0) if reduction == "none" else 1.0,
-    )
-    assert grad.shape == (0, N_CLASSES)
+    grad_output = np.ones(0) if reduction == "none" else 1.0
+    value = sk.cross_entropy(x, target, reduction=reduction)
+    assert sk.cross_entropy_backward(x, target, grad_output, reduction=reduction).shape == (0, N_CLASSES)
     assert np.isnan(value) if reduction == "mean" else np.all(value == 0)
     loss, grad = sk.cross_entropy_with_grad(x, target, reduction=reduction)
     assert grad.shape == (0, N_CLASSES) and np.shape(loss) == np.shape(value)
+    torch = import_torch()
+    compare_with_torch(
+        lambda a: sk.cross_entropy(a, target, reduction=reduction),
+        lambda t: torch.nn.functional.cross_entropy(t, torch.from_numpy(target), reduction=reduction),
+        x,
+        backward=lambda g, a: sk.cross_entropy_backward(a, target, g, reduction=reduction),
+        grad_output=grad_output,
+    )
 
 
 def test_empty_k_dim_batch():
@@ -374,16 +388,19 @@ def test_all_ignored_matches_torch(reduction, smoothing):
     x = np.random.default_rng(5).standard_normal((4, N_CLASSES))
     target = np.full(4, -100)
     options = dict(weight=WEIGHT, reduction=reduction, label_smoothing=smoothing)
-    value, grad = compare_with_torch(
+    value = sk.cross_entropy(x, target, **options)
+    assert np.isnan(value) if reduction == "mean" else np.all(value == 0)
+    assert np.all(sk.cross_entropy_backward(x, target, 0.5, **options) == 0)
+    assert np.all(sk.cross_entropy_with_grad(x, target, **options)[1] == 0)
+    assert np.all(sk.nll_loss_backward(x, target, reduction=reduction) == 0)
+    torch = import_torch()
+    t_options = _torch_options(torch, ignore_index=-100, **options)
+    compare_with_torch(
         lambda a: sk.cross_entropy(a, target, **options),
-        lambda t: F.cross_entropy(t, torch.from_numpy(target), **_torch_options(ignore_index=-100, **options)),
+        lambda t: torch.nn.functional.cross_entropy(t, torch.from_numpy(target), **t_options),
         x,
         backward=lambda g, a: sk.cross_entropy_backward(a, target, g, **options),
     )
-    assert np.isnan(value) if reduction == "mean" else np.all(value == 0)
-    assert np.all(grad == 0)
-    assert np.all(sk.cross_entropy_with_grad(x, target, **options)[1] == 0)
-    assert np.all(sk.nll_loss_backward(x, target, reduction=reduction) == 0)
 
 
 def test_zero_weight_on_every_counted_class_is_like_all_ignored():
@@ -392,14 +409,17 @@ def test_zero_weight_on_every_counted_class_is_like_all_ignored():
     x = np.random.default_rng(6).standard_normal((3, 3))
     target = np.array([0, 0, 2])
     weight = np.array([0.0, 1.0, 0.0])
-    torch_loss = F.cross_entropy(torch.tensor(x), torch.tensor(target), weight=torch.tensor(weight))
-    assert np.isnan(sk.cross_entropy(x, target, weight=weight)) and torch_loss.isnan()
+    assert np.isnan(sk.cross_entropy(x, target, weight=weight))
     assert np.all(sk.cross_entropy_backward(x, target, weight=weight) == 0)
     assert np.all(sk.cross_entropy_with_grad(x, target, weight=weight)[1] == 0)
-    for reduction in ("sum", "none"):
-        _check_cross_entropy(
-            x, target, dict(weight=weight, ignore_index=-100, reduction=reduction, label_smoothing=0.0)
-        )
+    cases = [dict(weight=weight, ignore_index=-100, reduction=r, label_smoothing=0.0) for r in ("sum", "none")]
+    for options in cases:
+        _check_against_the_formula(x, target, options)
+    torch = import_torch()
+    torch_loss = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(target), weight=torch.tensor(weight))
+    assert torch_loss.isnan()
+    for options in cases:
+        _check_against_torch(x, target, options)
 
 
 def test_minus_inf_target_logit_gives_inf_loss_and_finite_gradient():
@@ -468,7 +488,7 @@ def test_nan_row_gives_nan_only_in_that_row():
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("kind", ["index", "prob"])
 def test_low_precision_dtype_is_kept_and_accurate(dtype, kind):
-    rng = np.random.default_rng(_seed("dtype", np.dtype(dtype).name, kind))
+    rng = np.random.default_rng(seed_of("dtype", np.dtype(dtype).name, kind))
     x = (3 * rng.standard_normal((64, N_CLASSES, 3))).astype(dtype)
     target = (
         rng.integers(0, N_CLASSES, size=(64, 3)) if kind == "index" else _probability_target(rng, x.shape).astype(dtype)
@@ -556,15 +576,19 @@ def test_non_contiguous_input():
     base = rng.standard_normal((N_CLASSES, 8, 3))
     x = np.transpose(base, (1, 0, 2))[::-2]  # (4, 5, 3), neither C- nor F-contiguous
     target = rng.integers(0, N_CLASSES, (4, 3))
-    _check_cross_entropy(x, target, dict(weight=WEIGHT, ignore_index=-100, reduction="none", label_smoothing=0.1))
-    _check_cross_entropy(
-        np.asfortranarray(x), target, dict(weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0)
-    )
+    cases = [
+        (x, dict(weight=WEIGHT, ignore_index=-100, reduction="none", label_smoothing=0.1)),
+        (np.asfortranarray(x), dict(weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0)),
+    ]
+    for logits, options in cases:
+        _check_against_the_formula(logits, target, options)
+    for logits, options in cases:
+        _check_against_torch(logits, target, options)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_with_grad_passes_gradcheck(reduction):
-    rng = np.random.default_rng(_seed("with-grad", reduction))
+    rng = np.random.default_rng(seed_of("with-grad", reduction))
     x = rng.standard_normal((3, N_CLASSES, 2))
     target = _index_target(rng, x.shape, 1)
     options = dict(weight=WEIGHT, ignore_index=1, label_smoothing=0.1, reduction=reduction)

@@ -1,4 +1,4 @@
-"""Dataset readers of the command line (softmaxkit._data): every format, every user error."""
+"""Dataset readers of the command line (softmaxkit.cli._formats, _read, _batches, _bundled): every format, every user error."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from softmaxkit._data import (
-    BUNDLED_DATASETS,
-    DataError,
-    FeatureLayout,
-    detect_format,
-    infer_image_shape,
-    iter_feature_batches,
-    load_bundled,
-    read_dataset,
-    resolve_target,
-    table_columns,
-)
+from softmaxkit.cli._batches import FeatureLayout, iter_feature_batches
+from softmaxkit.cli._bundled import BUNDLED_DATASETS, load_bundled
+from softmaxkit.cli._formats import DataError, detect_format
+from softmaxkit.cli._read import infer_image_shape, read_dataset, resolve_target, table_columns
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LETTER = DATASETS / "letter" / "letter-recognition.data.gz"

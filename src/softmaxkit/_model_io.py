@@ -10,23 +10,24 @@ A ZIP archive as written by :func:`numpy.savez` holding
 * one member per array, each a numeric or fixed-width-string array (never ``object`` dtype),
   read back with ``allow_pickle=False``.
 
-Writing is atomic: the archive goes to a temporary file in the target's directory, is flushed
-to disk, then moved into place (so a crash leaves either the old file or the new one). An
-existing file is never replaced unless ``overwrite=True``. Reading checks the ZIP structure and
-checksums, the metadata record, the format name and version, and that the listed arrays are
-present; the estimator then checks shapes, dtypes and values.
+Writing is atomic (:func:`softmaxkit._atomic.atomic_write`): the archive goes to a temporary
+file in the target's directory, is flushed to disk, then moved into place (so a crash leaves
+either the old file or the new one), with the umask's permissions. An existing file is never
+replaced unless ``overwrite=True``, not even one that appears while the archive is written.
+Reading checks the ZIP structure and checksums, the metadata record, the format name and
+version, and that the listed arrays are present; the estimator then checks shapes, dtypes and
+values.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from softmaxkit._atomic import atomic_write
 from softmaxkit._version import __version__
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_model_file", "read_model_metadata", "save_model_file"]
@@ -59,7 +60,7 @@ def save_model_file(path, arrays: dict, metadata: dict, *, overwrite: bool = Fal
     if path.is_dir():
         raise IsADirectoryError(f"path must be a file, got the directory {str(path)!r}")
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"model file {str(path)!r} already exists; pass overwrite=True to replace it")
+        raise _already_exists(path)
     clean = {}
     for name, array in arrays.items():
         if name == _METADATA_KEY or not name.isidentifier():
@@ -80,36 +81,16 @@ def save_model_file(path, arrays: dict, metadata: dict, *, overwrite: bool = Fal
         ) from None
     clean[_METADATA_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        # mkstemp makes the file private (0600); a saved model gets the usual permissions instead.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path, overwrite=overwrite) as handle:
             np.savez(handle, **clean)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp_name, path)
-        else:
-            try:  # a hard link fails if the name was taken meanwhile: no race with another writer
-                os.link(tmp_name, path)
-            except FileExistsError:
-                raise FileExistsError(
-                    f"model file {str(path)!r} already exists; pass overwrite=True to replace it"
-                ) from None
-            except OSError:  # file systems without hard links
-                if path.exists():
-                    raise FileExistsError(
-                        f"model file {str(path)!r} already exists; pass overwrite=True to replace it"
-                    ) from None
-                os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    except FileExistsError:  # the name was taken while the archive was written
+        raise _already_exists(path) from None
     return path
+
+
+def _already_exists(path: Path) -> FileExistsError:
+    return FileExistsError(f"model file {str(path)!r} already exists; pass overwrite=True to replace it")
 
 
 def _open(path) -> tuple[dict, dict]:

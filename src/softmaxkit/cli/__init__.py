@@ -1,6 +1,8 @@
 """The ``softmaxkit`` command line: train, evaluate and predict on data files.
 
-One module per subcommand (``_train``, ``_evaluate``, ``_predict``, ``_datasets``); this module
+One module per subcommand (``_train``, ``_evaluate``, ``_predict``, ``_datasets``), beside the
+helpers only the command line uses (``_common``: options, metrics, output files; ``_formats``,
+``_read``, ``_batches``, ``_bundled``: the data files; ``_plots``: the figures); this module
 builds the argparse root and turns a user's mistake into one line on stderr:
 
 =====  ====================================================================

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from softmaxkit._data import Dataset, FeatureLayout, read_dataset
+from softmaxkit._atomic import atomic_write
+from softmaxkit.cli._batches import FeatureLayout
+from softmaxkit.cli._read import Dataset, read_dataset, table_columns
 
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
@@ -69,8 +69,6 @@ def read_labelled(
 
 def _columns(path: str, args: argparse.Namespace) -> list[str]:
     """The column names of a table (nothing for npz and svmlight, which keep labels apart)."""
-    from softmaxkit._data import table_columns
-
     return table_columns(path, header=args.header, fmt=args.fmt)
 
 
@@ -213,29 +211,11 @@ def check_out_dir(path: Path, *, overwrite: bool, ours: Sequence[str]) -> None:
         )
 
 
-def new_temporary(path: Path) -> tuple[int, str]:
-    """A new hidden temporary file next to ``path``, with the permissions of an ordinary new file."""
-    from softmaxkit._plots import _file_mode
-
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(temporary, _file_mode())
-    return handle, temporary
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    handle, temporary = new_temporary(path)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, document: dict) -> None:
-    write_atomic(path, (json.dumps(document, indent=2, allow_nan=False) + "\n").encode())
+    """Write ``document`` as indented JSON, atomically (see :mod:`softmaxkit._atomic`)."""
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    with atomic_write(path) as stream:
+        stream.write(text.encode())
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from softmaxkit._data import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
+from softmaxkit.cli._bundled import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import HelpFormatter, format_table
 
 EPILOG = """\

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.out is None:
         print(f"\n({n_classes} classes: pass --out DIR for the confusion matrix as a plot)")
     if args.out is not None:
-        from softmaxkit import _plots
+        from softmaxkit.cli import _plots
 
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / METRICS_FILE, {"model": str(args.model), "data": str(args.data), **metrics})

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from softmaxkit._data import iter_feature_batches
+from softmaxkit._atomic import atomic_path, atomic_write
+from softmaxkit.cli._batches import iter_feature_batches
 from softmaxkit.cli._common import (
     CLIError,
     HelpFormatter,
     add_data_options,
     load_model,
     model_layout,
-    new_temporary,
 )
 
 EPILOG = """\
@@ -88,18 +87,12 @@ def run(args: argparse.Namespace) -> int:
         n = _write_csv(frames, sys.stdout, sep=",")
         print(f"predicted {n} rows", file=sys.stderr)
         return 0
-    handle, temporary = new_temporary(out)
-    try:
-        if out.suffix.lower() in (".parquet", ".pq"):
-            os.close(handle)
-            n = _write_parquet(frames, temporary)
-        else:
-            with os.fdopen(handle, "w", newline="") as stream:
-                n = _write_csv(frames, stream, sep="\t" if out.suffix.lower() == ".tsv" else ",")
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    if out.suffix.lower() in (".parquet", ".pq"):
+        with atomic_path(out, overwrite=args.overwrite) as temporary:  # pyarrow opens the file itself
+            n = _write_parquet(frames, str(temporary))
+    else:
+        with atomic_write(out, "w", overwrite=args.overwrite, newline="") as stream:
+            n = _write_csv(frames, stream, sep="\t" if out.suffix.lower() == ".tsv" else ",")
     print(f"wrote {n} predictions to {out}", file=sys.stderr)
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit._data import DEFAULT_DATASET, Dataset, infer_image_shape, load_bundled, read_dataset
+from softmaxkit.cli._bundled import DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import (
     METRICS_FILE,
     MODEL_FILE,
@@ -23,6 +23,7 @@ from softmaxkit.cli._common import (
     format_table,
     write_json,
 )
+from softmaxkit.cli._read import Dataset, infer_image_shape, read_dataset
 
 PLOT_FILES = ("loss_curve.png", "confusion_matrix.png", "weights.png")
 DEFAULT_RUNS = Path("runs")
@@ -411,7 +412,7 @@ def _print_summary(out: Path, report: dict, solver: str, notes: list[str], *, pl
 
 
 def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature_names, *, standardized: bool) -> None:
-    from softmaxkit import _plots
+    from softmaxkit.cli import _plots
 
     validation = report["validation_loss_curve"]
     _plots.plot_loss_curve(

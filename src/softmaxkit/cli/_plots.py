@@ -3,19 +3,19 @@
 matplotlib is imported only when a plot is drawn, and only its object-oriented API is used
 (``matplotlib.figure.Figure`` rendered by the Agg canvas), so no pyplot state or global
 backend is touched.  Each figure has a fixed pixel size (see the ``*_SIZE`` constants and
-:func:`weights_size`), and each file is written to a temporary name first and then renamed,
-so an interrupted run never leaves a half-written PNG.
+:func:`weights_size`), and each file is written atomically (:mod:`softmaxkit._atomic`), so an
+interrupted run never leaves a half-written PNG.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from softmaxkit._atomic import atomic_write
 
 DPI = 100
 LOSS_CURVE_SIZE = (800, 500)
@@ -49,25 +49,11 @@ def _figure(size: tuple[int, int]):
     return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
 
 
-def _file_mode() -> int:
-    """The permissions of a new file under the current umask (``mkstemp`` would give 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _save(figure, path: Path) -> Path:
-    """Render ``figure`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Render ``figure`` to ``path`` as a PNG, atomically (see :mod:`softmaxkit._atomic`)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(temporary, _file_mode())
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=DPI)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        figure.savefig(stream, format="png", dpi=DPI)
     return path
 
 
