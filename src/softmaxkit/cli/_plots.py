@@ -46,7 +46,9 @@ def weights_size(n_classes: int, image_shape: tuple[int, int] | None) -> tuple[i
 def _figure(size: tuple[int, int]):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+    # A hundredth of a pixel more than asked: size / DPI * DPI can round to just below the integer
+    # (460 / 100 * 100 = 459.99999999999994), which some matplotlib releases (3.7, 3.8) truncate to 459.
+    return Figure(figsize=((size[0] + 0.01) / DPI, (size[1] + 0.01) / DPI), dpi=DPI, layout="constrained")
 
 
 def _save(figure, path: Path) -> Path:
