@@ -557,6 +557,8 @@ def test_shape_and_target_errors():
         linear_cross_entropy(x, w, t, b[:4])
     with pytest.raises(ValueError, match=r"target must hold class indices in \[0, 5\)"):
         linear_cross_entropy(x, w, torch.tensor([0, 1, 5, 2]))
+    with pytest.raises(ValueError, match=r"got -1 at position \(1, 0\)$"):  # the position in the target's shape
+        linear_cross_entropy(x.reshape(2, 2, 3), w, torch.tensor([[0, 1], [-1, 2]]))
     with pytest.raises(ValueError, match="target must be class indices of shape"):
         linear_cross_entropy(x, w, t[:3])
     with pytest.raises(ValueError, match="target must not require grad"):

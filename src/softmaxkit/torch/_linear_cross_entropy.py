@@ -78,7 +78,15 @@ import torch
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from softmaxkit._validation import check_ignore_index, check_label_smoothing, check_reduction
+from softmaxkit._validation import _describe, check_ignore_index, check_label_smoothing, check_reduction
+from softmaxkit.torch._checks import (
+    check_backend,
+    check_class_indices,
+    check_finite_real,
+    check_linear_class_weight,
+    check_linear_target,
+    check_linear_tensors,
+)
 
 __all__ = ["LinearCrossEntropyLoss", "linear_cross_entropy", "linear_logsumexp"]
 
@@ -99,7 +107,6 @@ _MIN_COLS = 64
 _ROW_ALIGN = 64
 _COL_ALIGN = 256
 _LOW = (torch.float16, torch.bfloat16)
-_BACKENDS = ("auto", "torch", "triton")
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,45 +145,6 @@ class _Problem:
     reduction: str
     max_memory: int
     plan: _Plan
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_tensors(input: Any, weight: Any, bias: Any) -> None:
-    if not isinstance(input, torch.Tensor) or not input.is_floating_point() or input.ndim < 1:
-        raise ValueError(f"input must be a floating tensor of shape (..., d), got {_describe(input)}")
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or weight.shape[1] != input.shape[-1]:
-        raise ValueError(
-            f"weight must be a tensor of shape (V, {input.shape[-1]}) (one row per class), got {_describe(weight)}"
-        )
-    if weight.dtype != input.dtype or weight.device != input.device:
-        raise ValueError(
-            f"weight must have the input's dtype {input.dtype} and device {input.device}, "
-            f"got {weight.dtype} on {weight.device}"
-        )
-    if weight.shape[0] < 1:
-        raise ValueError(f"weight must have at least one row (class), got {_describe(weight)}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"bias must be None or a tensor of shape ({weight.shape[0]},), got {_describe(bias)}")
-        if bias.device != input.device or not bias.is_floating_point():
-            raise ValueError(f"bias must be a floating tensor on {input.device}, got {bias.dtype} on {bias.device}")
-
-
-def _check_scalar(value: Any, name: str, *, low: float, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {_describe(value)}")
-    if value < low or (allow_none and value <= low):
-        bound = f"> {low}" if allow_none else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return float(value)
 
 
 def _check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: int, logits_elements: int) -> int:
@@ -249,12 +217,12 @@ def _prepare(
     input, weight, bias, target, *, ignore_index, reduction, label_smoothing, class_weight, z_loss, softcap, max_memory
 ) -> tuple[torch.Tensor, _Problem, tuple[int, ...]]:
     """Validate everything; return ``(input as (N, d), problem, batch shape)``."""
-    _check_tensors(input, weight, bias)
+    check_linear_tensors(input, weight, bias)
     reduction = check_reduction(reduction)
     label_smoothing = check_label_smoothing(label_smoothing)
     ignore_index = check_ignore_index(ignore_index)
-    z_loss = _check_scalar(z_loss, "z_loss", low=0.0)
-    softcap = _check_scalar(softcap, "softcap", low=0.0, allow_none=True)
+    z_loss = check_finite_real(z_loss, "z_loss", low=0.0)
+    softcap = check_finite_real(softcap, "softcap", low=0.0, allow_none=True)
     d, v = input.shape[-1], weight.shape[0]
     batch = tuple(input.shape[:-1])
     x2 = input.reshape(-1, d)
@@ -265,31 +233,11 @@ def _prepare(
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     device = input.device
 
-    cw = None
-    if class_weight is not None:
-        if (
-            not isinstance(class_weight, torch.Tensor)
-            or tuple(class_weight.shape) != (v,)
-            or not class_weight.is_floating_point()
-        ):
-            raise ValueError(
-                f"class_weight must be None or a floating tensor of shape ({v},), got {_describe(class_weight)}"
-            )
-        if class_weight.requires_grad and torch.is_grad_enabled():
-            raise ValueError("class_weight must not require grad (no gradient flows to it), got requires_grad=True")
-        cw = class_weight.detach().to(device=device, dtype=acc)
+    class_weight = check_linear_class_weight(class_weight, v)
+    cw = None if class_weight is None else class_weight.detach().to(device=device, dtype=acc)
     weight_sum = float(cw.sum()) if cw is not None else float(v)
 
-    if not isinstance(target, torch.Tensor):
-        raise ValueError(f"target must be a tensor, got {_describe(target)}")
-    if target.is_floating_point():
-        if tuple(target.shape) != batch + (v,):
-            raise ValueError(
-                f"target must be class indices of shape {batch} or probabilities of shape {batch + (v,)}, "
-                f"got {_describe(target)}"
-            )
-        if target.requires_grad and torch.is_grad_enabled():
-            raise ValueError("target must not require grad (no gradient flows to it), got requires_grad=True")
+    if check_linear_target(target, batch, v):
         probs = target.detach().reshape(n, v).to(device)
         eps = label_smoothing
         mass = probs @ cw.to(probs.dtype) if cw is not None else probs.sum(1)
@@ -297,24 +245,9 @@ def _prepare(
         kind, tgt, valid, tw, sm = "prob", probs, None, None, None
         ce_denominator, n_kept = float(n), n
     else:
-        if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-            raise ValueError(
-                f"target must hold integer class indices or floating probabilities, got {_describe(target)}"
-            )
-        if tuple(target.shape) != batch:
-            raise ValueError(
-                f"target must be class indices of shape {batch} or probabilities of shape {batch + (v,)}, "
-                f"got {_describe(target)}"
-            )
-        tgt = target.reshape(n).to(device=device, dtype=torch.int64)
-        valid = tgt != ignore_index
-        bad = valid & ((tgt < 0) | (tgt >= v))
-        if bool(bad.any()):
-            position = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                f"target must hold class indices in [0, {v}) or ignore_index={ignore_index}, "
-                f"got {int(tgt[position])} at (flattened) position {position}"
-            )
+        tgt = target.to(device=device, dtype=torch.int64)
+        valid = check_class_indices(tgt, v, ignore_index).reshape(n)
+        tgt = tgt.reshape(n)
         safe = torch.where(valid, tgt, 0)
         wt = cw[safe] * valid if cw is not None else valid.to(acc)
         eps = label_smoothing
@@ -815,12 +748,6 @@ class _LinearLogSumExp(Function):
         return dx, dw, db, None, None
 
 
-def _check_backend(backend: Any) -> str:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {_describe(backend)}")
-    return backend
-
-
 # --------------------------------------------------------------------------------------------
 # Public functions and the module shell.
 # --------------------------------------------------------------------------------------------
@@ -902,7 +829,7 @@ def linear_cross_entropy(
     >>> bool(torch.isclose(loss, F.cross_entropy(x @ w.T, t, label_smoothing=0.1), rtol=1e-12))
     True
     """
-    backend = _check_backend(backend)
+    backend = check_backend(backend)
     x2, p, batch = _prepare(
         input,
         weight,
@@ -950,7 +877,7 @@ def linear_logsumexp(
     >>> linear_logsumexp(x, w)
     tensor([1.5514, 1.0986])
     """
-    backend = _check_backend(backend)
+    backend = check_backend(backend)
     dummy = (
         torch.zeros(input.shape[:-1], dtype=torch.int64, device=input.device)
         if isinstance(input, torch.Tensor) and input.ndim >= 1

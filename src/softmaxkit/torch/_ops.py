@@ -28,13 +28,19 @@ is the log-sum-exp recomputed from the input so that its dependence on the input
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
 import torch
 from torch.autograd import Function
 
-from softmaxkit._validation import check_ignore_index, check_label_smoothing, check_reduction
+from softmaxkit._validation import check_label_smoothing
+from softmaxkit.torch._checks import (
+    check_index_target,
+    check_loss_args,
+    check_probability_target,
+    check_target_kind,
+    float_input,
+    normalize_dim,
+    normalize_dims,
+)
 
 __all__ = ["cross_entropy", "log_softmax", "logsumexp", "nll_loss", "softmax"]
 
@@ -96,6 +102,10 @@ def _log_softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tens
     return out
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
 def _times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``coef * value`` with ``0 * inf = 0``."""
     return torch.where(coef == 0, 0.0, coef * value)
@@ -107,129 +117,6 @@ def _row_dot(coef: torch.Tensor, value: torch.Tensor, dim: int = 1) -> torch.Ten
     if bool(out.isnan().any()):
         out = _times(coef, value).sum(dim=dim)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Input checks (messages in the package's one style: "<argument> must be ..., got ...").
-# --------------------------------------------------------------------------------------------
-
-
-def _describe(t: torch.Tensor) -> str:
-    return f"a tensor of shape {tuple(t.shape)} and dtype {t.dtype}"
-
-
-def _check_tensor(x: Any, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
-
-
-def _float_input(x: Any, name: str = "input") -> torch.Tensor:
-    """``x`` as a real floating tensor (integer and boolean promoted to the default dtype)."""
-    x = _check_tensor(x, name)
-    if x.is_complex():
-        raise TypeError(f"{name} must be a real floating, integer or boolean tensor, got {_describe(x)}")
-    if not x.is_floating_point():
-        return x.to(torch.get_default_dtype())
-    return x
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
-
-
-def _normalize_dim(dim: Any, ndim: int) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"dim must be an integer, got {dim!r}")
-    dim = int(dim)
-    size = max(ndim, 1)
-    if not -size <= dim < size:
-        raise ValueError(f"dim must be in [{-size}, {size}) for an input with {ndim} dimensions, got {dim}")
-    return dim % size
-
-
-def _normalize_dims(dim: Any, ndim: int) -> tuple[int, ...]:
-    if dim is None:
-        return tuple(range(ndim))
-    if isinstance(dim, (tuple, list)):
-        dims = tuple(_normalize_dim(d, ndim) for d in dim)
-        if len(set(dims)) != len(dims):
-            raise ValueError(f"dim must not repeat a dimension, got {tuple(dim)}")
-        return tuple(sorted(dims))
-    return (_normalize_dim(dim, ndim),)
-
-
-def _check_same_device(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
-    if t.device != x.device:
-        raise ValueError(f"{name} must be on the input's device ({x.device}), got a tensor on {t.device}")
-
-
-def _check_weight(weight: Any, x: torch.Tensor, n_classes: int) -> torch.Tensor | None:
-    if weight is None:
-        return None
-    weight = _check_tensor(weight, "weight")
-    if weight.is_complex() or weight.dtype == torch.bool:
-        raise TypeError(f"weight must be a real tensor of shape ({n_classes},), got {_describe(weight)}")
-    if tuple(weight.shape) != (n_classes,):
-        raise ValueError(f"weight must have shape ({n_classes},), one entry per class, got shape {tuple(weight.shape)}")
-    _check_same_device(weight, x, "weight")
-    if not bool(torch.isfinite(weight).all()):
-        bad = torch.nonzero(~torch.isfinite(weight)).flatten().tolist()
-        raise ValueError(f"weight must be finite, got non-finite entries at {bad}")
-    if bool((weight < 0).any()):
-        bad = torch.nonzero(weight < 0).flatten().tolist()
-        raise ValueError(f"weight must be non-negative, got negative entries at {bad}")
-    return weight
-
-
-def _check_loss_input(input: Any) -> torch.Tensor:
-    x = _float_input(input)
-    if x.ndim == 0:
-        raise ValueError("input must have the classes along axis 1 (or axis 0 when unbatched), got a 0-d tensor")
-    class_axis = 0 if x.ndim == 1 else 1
-    if x.shape[class_axis] == 0:
-        raise ValueError(f"input must have at least one class along axis {class_axis}, got shape {tuple(x.shape)}")
-    return x
-
-
-def _check_target_kind(target: torch.Tensor, *, allow_probabilities: bool) -> None:
-    integer = not (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool)
-    if integer or (allow_probabilities and target.is_floating_point()):
-        return
-    kinds = "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
-    raise TypeError(f"target must be {kinds}, got {_describe(target)}")
-
-
-def _check_index_target(target: torch.Tensor, x: torch.Tensor, ignore_index: int) -> None:
-    """Index targets: the input's shape without the class axis, values in [0, C) or ignore_index."""
-    class_axis = 0 if x.ndim == 1 else 1
-    batch_shape = tuple(x.shape[:class_axis]) + tuple(x.shape[class_axis + 1 :])
-    if tuple(target.shape) != batch_shape:
-        raise ValueError(
-            f"target must have shape {batch_shape} (the input's shape {tuple(x.shape)} without the class "
-            f"axis {class_axis}) for class indices, got shape {tuple(target.shape)}"
-        )
-    _check_same_device(target, x, "target")
-    n_classes = x.shape[class_axis]
-    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
-    if bool(bad.any()):
-        position = tuple(int(i) for i in torch.nonzero(bad)[0]) if target.ndim else ()
-        value = int(target[position])
-        raise ValueError(
-            f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
-            f"got {value} at position {position}"
-        )
-
-
-def _check_probability_target(target: torch.Tensor, x: torch.Tensor, ignore_index: int) -> None:
-    if tuple(target.shape) != tuple(x.shape):
-        raise ValueError(
-            f"target must have the input's shape {tuple(x.shape)} for class probabilities, "
-            f"got shape {tuple(target.shape)}"
-        )
-    _check_same_device(target, x, "target")
-    if ignore_index >= 0:
-        raise ValueError(f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,8 +228,8 @@ def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
     >>> softmax(torch.tensor([float("-inf"), float("-inf")]))
     tensor([0., 0.])
     """
-    x = _float_input(input)
-    d = _normalize_dim(dim, x.ndim)
+    x = float_input(input)
+    d = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
         return _Softmax.apply(x.unsqueeze(0), 0).squeeze(0)
     if x.shape[d] == 0:
@@ -376,8 +263,8 @@ def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
     tensor([[-0.6931, -0.6931],
             [   -inf,  0.0000]])
     """
-    x = _float_input(input)
-    d = _normalize_dim(dim, x.ndim)
+    x = float_input(input)
+    d = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
         return _LogSoftmax.apply(x.unsqueeze(0), 0).squeeze(0)
     if x.shape[d] == 0:
@@ -415,13 +302,13 @@ def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, ke
     >>> logsumexp(torch.tensor([[0.0, 0.0], [float("-inf"), float("-inf")]]))
     tensor([0.6931,   -inf])
     """
-    x = _float_input(input)
+    x = float_input(input)
     if not isinstance(keepdim, bool):
         raise TypeError(f"keepdim must be a bool, got {keepdim!r}")
     if x.ndim == 0:
-        _normalize_dims(dim, 1)
+        normalize_dims(dim, 1)
         return _LogSumExp.apply(x.unsqueeze(0), (0,), False)
-    dims = _normalize_dims(dim, x.ndim)
+    dims = normalize_dims(dim, x.ndim)
     if _empty_reduction(x, dims):
         shape = (
             [1 if d in dims else n for d, n in enumerate(x.shape)]
@@ -588,16 +475,6 @@ class _NLLLoss(Function):
         return grad_x.to(ctx.dtype), None, None, None, None
 
 
-def _prepare_loss_args(input, target, weight, ignore_index, reduction):
-    x = _check_loss_input(input)
-    target = _check_tensor(target, "target")
-    reduction = check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index)
-    n_classes = x.shape[1] if x.ndim >= 2 else x.shape[0]
-    weight = _check_weight(weight, x, n_classes)
-    return x, target, weight, ignore_index, reduction
-
-
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -683,13 +560,13 @@ def cross_entropy(
     >>> x.grad
     tensor([[-0.3410,  0.2424,  0.0986]], dtype=torch.float64)
     """
-    x, target, weight, ignore_index, reduction = _prepare_loss_args(input, target, weight, ignore_index, reduction)
+    x, target, weight, ignore_index, reduction = check_loss_args(input, target, weight, ignore_index, reduction)
     eps = check_label_smoothing(label_smoothing)
-    _check_target_kind(target, allow_probabilities=True)
+    check_target_kind(target, allow_probabilities=True)
     if target.is_floating_point():
-        _check_probability_target(target, x, ignore_index)
+        check_probability_target(target, x, ignore_index)
     else:
-        _check_index_target(target, x, ignore_index)
+        check_index_target(target, x, ignore_index)
     if x.ndim == 1:
         out = _CrossEntropy.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, eps)
         return out.squeeze(0) if reduction == "none" else out
@@ -734,9 +611,9 @@ def nll_loss(
     >>> round(nll_loss(log_softmax(x, dim=1), torch.tensor([0])).item(), 10)
     0.417030016
     """
-    x, target, weight, ignore_index, reduction = _prepare_loss_args(input, target, weight, ignore_index, reduction)
-    _check_target_kind(target, allow_probabilities=False)
-    _check_index_target(target, x, ignore_index)
+    x, target, weight, ignore_index, reduction = check_loss_args(input, target, weight, ignore_index, reduction)
+    check_target_kind(target, allow_probabilities=False)
+    check_index_target(target, x, ignore_index)
     if x.ndim == 1:
         out = _NLLLoss.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)
         return out.squeeze(0) if reduction == "none" else out
