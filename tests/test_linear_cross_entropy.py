@@ -18,16 +18,14 @@ import torch.nn.functional as F
 from _reference import linear_cross_entropy_ref
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from softmaxkit.torch._linear_cross_entropy import (
+from softmaxkit.torch._linear_ce._plan import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_MEMORY_CUDA,
-    LinearCrossEntropyLoss,
-    _check_max_memory,
-    _make_plan,
-    _prepare,
-    linear_cross_entropy,
-    linear_logsumexp,
+    check_max_memory,
+    make_plan,
+    make_problem,
 )
+from softmaxkit.torch._linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy, linear_logsumexp
 
 F64 = torch.float64
 
@@ -148,7 +146,7 @@ def test_float64_parity_odd_shapes(reduction, ls, use_cw, zl, cap, kind, max_mem
 def test_float64_parity_aligned_tiles_with_remainders(reduction):
     """Rows in chunks of 32 + remainder, vocabulary in aligned 512-column tiles + remainder."""
     n, d, v, max_memory = 90, 11, 1030, 153_600
-    plan = _make_plan(n, v, d, F64, F64, kind="index", softcap=False, max_memory=max_memory)
+    plan = make_plan(n, v, d, F64, F64, kind="index", softcap=False, max_memory=max_memory)
     assert (plan.rows, plan.cols) == (32, 512) and n % plan.rows and v % plan.cols  # what is exercised
     x, w, b, cw, t, gn = make(n, d, v, ignore_every=7)
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
@@ -454,7 +452,7 @@ def test_no_scratch_tensor_exceeds_max_memory(n, d, v, dtype, max_memory, reduct
 )
 def test_plan_respects_max_memory(n, v, d, dtype, kind, softcap, max_memory):
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    plan = _make_plan(n, v, d, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
+    plan = make_plan(n, v, d, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
     low = dtype != acc
     per = acc.itemsize * (1 + softcap + (kind == "prob")) + (dtype.itemsize if low else 0)
     row = d * acc.itemsize
@@ -479,7 +477,7 @@ def test_plan_respects_max_memory(n, v, d, dtype, kind, softcap, max_memory):
 )
 def test_plan_chunks_are_aligned(n, v, dtype, max_memory, expected):
     """Chunks are rounded down to multiples of 64 rows / 256 columns (never up: the bound holds)."""
-    plan = _make_plan(n, v, 1, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
+    plan = make_plan(n, v, 1, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
     assert (plan.rows, plan.cols, plan.w_rows, plan.w_cols) == expected
 
 
@@ -487,17 +485,17 @@ def test_default_max_memory_grows_with_the_weight():
     cpu = torch.device("cpu")
 
     def default(weight_bytes, n, v, device=cpu):
-        return _check_max_memory(None, device, weight_bytes=weight_bytes, logits_elements=n * v)
+        return check_max_memory(None, device, weight_bytes=weight_bytes, logits_elements=n * v)
 
     assert default(1000, 10, 10) == DEFAULT_MAX_MEMORY
     assert default(65536 * 2048 * 4, 8192, 65536) == 65536 * 2048  # a quarter of the weight
     assert default(256_000 * 4096 * 4, 512, 256_000) == 512 * 256_000 // 2  # an eighth of the logits
     assert default(100_000 * 512 * 4, 16, 100_000) == DEFAULT_MAX_MEMORY  # the floor beats the cap
     assert default(10, 10, 10, torch.device("cuda")) == DEFAULT_MAX_MEMORY_CUDA
-    assert _check_max_memory(12345, cpu, weight_bytes=2**40, logits_elements=2**40) == 12345  # explicit wins
+    assert check_max_memory(12345, cpu, weight_bytes=2**40, logits_elements=2**40) == 12345  # explicit wins
     # and linear_cross_entropy passes the real sizes: a 256 MiB weight (never touched) gets 64 MiB
     x, w, t = torch.empty(4096, 1024), torch.empty(65536, 1024), torch.zeros(4096, dtype=torch.int64)
-    _, problem, _ = _prepare(
+    _, problem, _ = make_problem(
         x,
         w,
         None,

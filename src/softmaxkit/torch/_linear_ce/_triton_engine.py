@@ -1,8 +1,11 @@
-"""Triton kernels of :func:`softmaxkit.torch.linear_cross_entropy` (the CUDA path).
+"""The Triton engine of :func:`softmaxkit.torch.linear_cross_entropy` (the CUDA path).
 
-Imported lazily by :mod:`softmaxkit.torch._linear_cross_entropy` only when the Triton path is
-chosen, so nothing here is needed on the CPU. The math is the module docstring of
-``_linear_cross_entropy``; this file only tiles it.
+Imported lazily by :func:`softmaxkit.torch._linear_ce._autograd.select_engine` only when this
+engine is chosen, so nothing here is needed on the CPU. The math is the module docstring of
+:mod:`softmaxkit.torch._linear_cross_entropy`; this file only tiles it. Its interface is the
+PyTorch engine's (:mod:`~softmaxkit.torch._linear_ce._torch_engine`): :func:`forward`,
+:func:`gradients`, :func:`logsumexp`; :func:`check_supported` says what it covers, once, when
+it is chosen.
 
 Two kernels, each computing its logits tile ``softcap(x_tile @ w_tile.T + b_tile)`` on the fly
 from ``input`` and ``weight`` with float32 accumulation (IEEE float32 products for float32 input,
@@ -25,13 +28,15 @@ from __future__ import annotations
 
 import torch
 
+from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales
+
 try:
     import triton
     import triton.language as tl
 except ImportError:  # the module still imports (docs, doctest collection); using it then raises
     triton = tl = None
 
-__all__ = ["check_supported", "gradients", "stats_pass"]
+__all__ = ["check_supported", "forward", "gradients", "logsumexp"]
 
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -251,9 +256,20 @@ def _precision(x: torch.Tensor) -> str:
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
-def stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p) -> dict:
+def forward(x2, weight, bias, p: Problem, scales: RowScales | None, needs: tuple[bool, bool, bool]):
+    """``(stats, grads)``: the loss statistics and, with ``scales``, ``(dx, dw, db)`` (else None)."""
+    stats = _stats_pass(x2, weight, bias, p)
+    stats = LogitStats(stats["lse"], stats["zt"], stats["zs"])
+    return stats, None if scales is None else gradients(x2, weight, bias, p, stats.lse, scales, needs)
+
+
+def logsumexp(x2, weight, bias, p: Problem) -> torch.Tensor:
+    """The per-token log-sum-exp of the logits."""
+    return _stats_pass(x2, weight, bias, p)["lse"]
+
+
+def _stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p: Problem) -> dict:
     """``{"lse", "zt", "zs"}`` per token, float32, from one sweep of the vocabulary."""
-    check_supported(x2, p.kind)
     x2, weight = x2.contiguous(), weight.contiguous()
     n, d = x2.shape
     out = {key: torch.empty(n, dtype=torch.float32, device=x2.device) for key in ("lse", "zt", "zs")}
@@ -301,16 +317,15 @@ def _mm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a.float(), b.float())
 
 
-def gradients(x2, weight, bias, p, lse, coef, needs):
-    """``(dx, dw, db)`` for the per-token coefficients ``coef`` (see ``_Coefficients``)."""
-    check_supported(x2, p.kind)
+def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple[bool, bool, bool]):
+    """``(dx, dw, db)`` for the per-token ``scales``, in the dtypes autograd expects (None where not needed)."""
     x2, weight = x2.contiguous(), weight.contiguous()
     want_dx, want_dw, want_db = needs
     want_db = want_db and bias is not None
     n, d = x2.shape
     device, dtype, v = x2.device, x2.dtype, p.v
     everything = slice(None)
-    ce_scale, extra = coef.at(everything, lse)
+    ce_scale, extra = scales.at(everything, lse)
     if p.kind == "lse":
         a, bt, c = extra, torch.zeros_like(extra), torch.zeros_like(extra)
     else:
