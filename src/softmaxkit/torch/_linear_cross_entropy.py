@@ -1,38 +1,39 @@
-"""Fused linear cross-entropy: the loss of ``softcap(input @ weight.T + bias)`` without the N x V logits.
+r"""Fused linear cross-entropy: the loss of ``softcap(input @ weight.T + bias)`` without the N x V logits.
 
-The math, written once
-----------------------
-For token ``i`` with hidden state :math:`x_i \\in \\mathbb{R}^d`, the ``V`` logits are
-
-.. math::
-
-    \\ell_{ij} = x_i \\cdot w_j + b_j, \\qquad
-    z_{ij} = c \\tanh(\\ell_{ij} / c) \\ (\\text{softcap } c, \\text{ or } z = \\ell), \\qquad
-    \\operatorname{lse}_i = \\log \\sum_j e^{z_{ij}}, \\qquad p_{ij} = e^{z_{ij} - \\operatorname{lse}_i}.
-
-With class weights :math:`\\omega` (all ones when absent), label smoothing :math:`\\varepsilon` and
-the smoothed target distribution :math:`q_{ij} = (1 - \\varepsilon) y_{ij} + \\varepsilon / V`
-(:math:`y` one-hot for index targets, the given probabilities otherwise), the per-token loss is
+The math
+--------
+For token :math:`n` with hidden state :math:`h_n \in \mathbb{R}^d` (a row of ``input``), the
+:math:`C = V` logits are
 
 .. math::
 
-    L_i = \\underbrace{\\sum_j \\omega_j q_{ij} (\\operatorname{lse}_i - z_{ij})}_{\\text{cross-entropy, as } \\texttt{torch.nn.functional.cross\\_entropy}}
-          + \\lambda \\operatorname{lse}_i^2 \\quad (\\text{z-loss } \\lambda),
+    u_{nc} = h_n \cdot W_c + b_c, \qquad
+    z_{nc} = \kappa \tanh(u_{nc} / \kappa) \ (\text{softcap } \kappa, \text{ or } z = u), \qquad
+    \operatorname{lse}_n = \log \sum_c e^{z_{nc}}, \qquad p_{nc} = e^{z_{nc} - \operatorname{lse}_n},
 
-where for index targets the one-hot part carries the weight :math:`\\omega_{t_i}` of the target, and
-ignored tokens (``target == ignore_index``) contribute nothing. ``reduction="mean"`` divides the
-cross-entropy part by :math:`\\sum_{i \\text{ kept}} \\omega_{t_i}` (by ``N`` for probability
-targets), exactly as PyTorch does, and the z-loss part by the number of kept tokens. The gradient
-with respect to the logits is
+with :math:`W_c` the rows of ``weight``. The per-token loss is the cross-entropy of these logits,
+exactly :func:`softmaxkit.cross_entropy`'s (which writes the formula: its class weights
+:math:`w_c` are ``class_weight``, its :math:`\varepsilon` is ``label_smoothing``, its
+:math:`v_n = [y_n \ne \text{ignore\_index}]`, 1 for probability targets), plus a z-loss
+:math:`\lambda`:
 
 .. math::
 
-    \\frac{\\partial L_i}{\\partial z_{ij}} = p_{ij}
-        \\Big(\\sum_k \\omega_k q_{ik} + 2 \\lambda \\operatorname{lse}_i\\Big) - \\omega_j q_{ij},
-    \\qquad \\frac{\\partial z_{ij}}{\\partial \\ell_{ij}} = 1 - (z_{ij} / c)^2,
+    L_n = -\sum_c a_{nc} (z_{nc} - \operatorname{lse}_n) + \lambda v_n \operatorname{lse}_n^2 .
 
-and the gradients of ``input``, ``weight`` and ``bias`` follow by the chain rule
-(:math:`\\partial \\ell / \\partial X \\cdot W`, :math:`\\partial \\ell^T X`, column sums).
+``reduction="mean"`` divides the cross-entropy part by :func:`~softmaxkit.cross_entropy`'s
+:math:`W` (by ``N`` for probability targets), exactly as PyTorch does, and the z-loss part by the
+number of kept tokens :math:`\sum_n v_n`. With :math:`A_n = \sum_c a_{nc}`, the gradient is
+
+.. math::
+
+    \frac{\partial L_n}{\partial z_{nc}} = p_{nc} \big(A_n + 2 \lambda v_n \operatorname{lse}_n\big) - a_{nc},
+    \qquad \frac{\partial z_{nc}}{\partial u_{nc}} = 1 - (z_{nc} / \kappa)^2,
+
+and with :math:`G = \partial L / \partial u` the gradients of ``input``, ``weight`` and ``bias``
+are :math:`G W`, :math:`G^\top H` and the column sums of :math:`G`. The coefficients
+:math:`a_{nc}` and :math:`A_n` are stored under the names of
+:mod:`softmaxkit._numpy._cross_entropy` (``target_coef``, ``smooth_coef``, ``total_coef``).
 
 The hidden states, weights and bias are expected to be finite (the logits of finite inputs are
 finite, so no row is ever all ``-inf``); a non-finite input gives ``NaN`` in the affected rows, as
@@ -74,7 +75,7 @@ def linear_cross_entropy(
     max_memory: int | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Cross-entropy of the logits ``input @ weight.T + bias`` without materialising them.
+    r"""Cross-entropy of the logits ``input @ weight.T + bias`` without materialising them.
 
     Equal to ``torch.nn.functional.cross_entropy(softcap(input @ weight.T + bias), target, ...)``
     plus ``z_loss`` times the mean squared log-sum-exp, for every shared option, with the math
@@ -99,7 +100,7 @@ def linear_cross_entropy(
     class_weight : torch.Tensor, shape (V,), optional
         PyTorch's ``weight=`` of ``cross_entropy`` (renamed: ``weight`` is the projection here).
     z_loss : float >= 0, default 0.0
-        Coefficient of :math:`\\operatorname{lse}^2` per kept token.
+        Coefficient of :math:`\operatorname{lse}^2` per kept token.
     softcap : float > 0, optional
         Logits become ``softcap * tanh(logits / softcap)`` before the softmax.
     max_memory : int, optional
@@ -168,7 +169,7 @@ def linear_logsumexp(
     max_memory: int | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Per-row :math:`\\operatorname{lse}_i = \\log \\sum_j e^{z_{ij}}` of the logits ``input @ weight.T + bias``.
+    r"""Per-row :math:`\operatorname{lse}_n = \log \sum_c e^{z_{nc}}` of the logits ``input @ weight.T + bias``.
 
     For z-losses, perplexities or distillation: the same chunked computation (and softcap) as
     :func:`linear_cross_entropy`, differentiable, never materialising the logits. The result is

@@ -347,29 +347,29 @@ def _row_scale(grad: torch.Tensor, reduction: str, denominator, shape) -> torch.
 class _IndexTerms:
     """Index targets as ``loss_n = -sum_c a_nc l_nc``: what the forward and the backward share.
 
-    ``pick`` = (1 - eps) w_y v at the target class, ``smooth`` = eps / C * v on every class
-    (times ``w_c``), ``total`` = ``sum_c a_nc``; ``denominator`` = W, what ``"mean"`` divides by.
+    ``target_coef``, ``smooth_coef`` (None without smoothing), ``total_coef`` and ``denominator``
+    as named in :mod:`softmaxkit._numpy._cross_entropy` (see :func:`softmaxkit.cross_entropy`).
     """
 
     def __init__(self, target, weight, ignore_index, eps, n_classes, dtype):
         self.valid = target != ignore_index
         self.y = torch.where(self.valid, target, 0).long().unsqueeze(1)
         v = self.valid.to(dtype)
-        w_y = v if weight is None else torch.where(self.valid, weight.to(dtype)[self.y.squeeze(1)], 0.0)
-        self.denominator = w_y.sum()
-        self.pick = (1 - eps) * w_y
-        self.smooth = (eps / n_classes) * v if eps > 0 else None
-        self.total = self.pick
+        target_weight = v if weight is None else torch.where(self.valid, weight.to(dtype)[self.y.squeeze(1)], 0.0)
+        self.denominator = target_weight.sum()
+        self.target_coef = (1 - eps) * target_weight
+        self.smooth_coef = (eps / n_classes) * v if eps > 0 else None
+        self.total_coef = self.target_coef
         if eps > 0:
             total_weight = float(n_classes) if weight is None else weight.to(dtype).sum()
-            self.total = self.pick + self.smooth * total_weight
+            self.total_coef = self.target_coef + self.smooth_coef * total_weight
 
 
 class _CrossEntropy(Function):
     """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks.
 
-    Written as ``loss_n = -sum_c a_nc l_nc`` with ``l`` the log-softmax, ``A_n = sum_c a_nc``; the
-    gradient is ``p_nc A_n - a_nc`` (times the upstream gradient of row n), with ``p = exp(x - lse)``.
+    ``loss_n = -sum_c a_nc l_nc`` with ``l`` the log-softmax; the gradient is ``p_nc A_n - a_nc``
+    (times the upstream gradient of row n), with ``p = exp(x - lse)`` (see :func:`softmaxkit.cross_entropy`).
     """
 
     @staticmethod
@@ -382,14 +382,14 @@ class _CrossEntropy(Function):
         ctx.probabilities = target.is_floating_point()
         ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
         if ctx.probabilities:
-            per = -_row_dot(_probability_coef(target, w, eps, n_classes, cdt), log_p)
+            per = -_row_dot(_prob_coef(target, w, eps, n_classes, cdt), log_p)
             denominator = per.numel()
         else:
             terms = _IndexTerms(target, weight, ignore_index, eps, n_classes, cdt)
-            per = _times(terms.pick, -log_p.gather(1, terms.y).squeeze(1))
-            if terms.smooth is not None:
+            per = _times(terms.target_coef, -log_p.gather(1, terms.y).squeeze(1))
+            if terms.smooth_coef is not None:
                 weighted = log_p.sum(dim=1) if w is None else _row_dot(w, log_p)
-                per = per + _times(terms.smooth, -weighted)
+                per = per + _times(terms.smooth_coef, -weighted)
             denominator = terms.denominator
         del log_p
         # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
@@ -414,26 +414,26 @@ class _CrossEntropy(Function):
         grad_x = _softmax_from_lse(xc, lse, 1)
         grad_target = None
         if ctx.probabilities:
-            coef = _probability_coef(target, w, eps, n_classes, cdt)
-            row = _times(coef.sum(dim=1), scale).unsqueeze(1)
+            prob_coef = _prob_coef(target, w, eps, n_classes, cdt)
+            row = _times(prob_coef.sum(dim=1), scale).unsqueeze(1)
             if recorded:
-                grad_x = grad_x * row - coef * scale.unsqueeze(1)
+                grad_x = grad_x * row - prob_coef * scale.unsqueeze(1)
             else:
-                grad_x.mul_(row).addcmul_(coef, scale.unsqueeze(1), value=-1)
+                grad_x.mul_(row).addcmul_(prob_coef, scale.unsqueeze(1), value=-1)
             if ctx.needs_input_grad[1]:
                 log_p = _log_softmax_from_lse(xc, lse, 1)
                 factor = torch.full_like(log_p, 1 - eps) if w is None else ((1 - eps) * w).expand_as(log_p)
                 grad_target = (-_times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
         else:
             terms = _IndexTerms(target, weight, ctx.ignore_index, eps, n_classes, cdt)
-            row = _times(terms.total, scale).unsqueeze(1)
-            pick = -_times(terms.pick, scale).unsqueeze(1)
+            row = _times(terms.total_coef, scale).unsqueeze(1)
+            at_target = -_times(terms.target_coef, scale).unsqueeze(1)
             if recorded:
-                grad_x = (grad_x * row).scatter_add(1, terms.y, pick)
+                grad_x = (grad_x * row).scatter_add(1, terms.y, at_target)
             else:
-                grad_x.mul_(row).scatter_add_(1, terms.y, pick)
-            if terms.smooth is not None:
-                smooth = _times(terms.smooth, scale).unsqueeze(1)
+                grad_x.mul_(row).scatter_add_(1, terms.y, at_target)
+            if terms.smooth_coef is not None:
+                smooth = _times(terms.smooth_coef, scale).unsqueeze(1)
                 if w is None:
                     grad_x = grad_x - smooth if recorded else grad_x.sub_(smooth)
                 else:
@@ -444,12 +444,12 @@ class _CrossEntropy(Function):
         return grad_x.to(x.dtype), grad_target, None, None, None, None
 
 
-def _probability_coef(target, w, eps, n_classes, dtype):
-    """``a_nc = w_c t'_nc`` with ``t' = (1 - eps) t + eps / C``."""
-    coef = target.to(dtype)
+def _prob_coef(target, w, eps, n_classes, dtype):
+    """``prob_coef``: ``a_nc = w_c t'_nc`` for probability targets, with ``t' = (1 - eps) t + eps / C``."""
+    prob_coef = target.to(dtype)
     if eps > 0:
-        coef = (1 - eps) * coef + eps / n_classes
-    return coef if w is None else coef * w
+        prob_coef = (1 - eps) * prob_coef + eps / n_classes
+    return prob_coef if w is None else prob_coef * w
 
 
 class _NLLLoss(Function):
@@ -458,7 +458,7 @@ class _NLLLoss(Function):
         cdt = _compute_dtype(x.dtype)
         xc = x.to(cdt)
         terms = _IndexTerms(target, weight, ignore_index, 0.0, xc.shape[1], cdt)
-        per = _times(terms.pick, -xc.gather(1, terms.y).squeeze(1))
+        per = _times(terms.target_coef, -xc.gather(1, terms.y).squeeze(1))
         ctx.reduction, ctx.ignore_index = reduction, ignore_index
         ctx.shape, ctx.dtype, ctx.cdt = xc.shape, x.dtype, cdt
         ctx.save_for_backward(target, weight, terms.denominator)
@@ -471,7 +471,7 @@ class _NLLLoss(Function):
         terms = _IndexTerms(target, weight, ctx.ignore_index, 0.0, ctx.shape[1], cdt)
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, target.shape)
         grad_x = torch.zeros(ctx.shape, dtype=cdt, device=target.device)
-        grad_x = grad_x.scatter(1, terms.y, -_times(terms.pick, scale).unsqueeze(1))
+        grad_x = grad_x.scatter(1, terms.y, -_times(terms.target_coef, scale).unsqueeze(1))
         return grad_x.to(ctx.dtype), None, None, None, None
 
 
@@ -486,28 +486,14 @@ def cross_entropy(
 ) -> torch.Tensor:
     r"""Cross-entropy between logits and targets, as a lean autograd op; ``torch.nn.functional.cross_entropy``'s semantics.
 
-    The class axis is 1, or 0 for an unbatched ``(C,)`` input; inputs ``(C,)``, ``(N, C)`` or
-    ``(N, C, d1, ..., dk)``. With :math:`l` the log-softmax over the class axis, :math:`w_c` the class
-    weight (1 when none), :math:`v_n = [y_n \ne \text{ignore\_index}]` and :math:`\varepsilon` the label
-    smoothing, for class indices
-
-    .. math::
-
-        \ell_n = (1-\varepsilon)\,(-w_{y_n} l_{n,y_n} v_n)
-                 + \frac{\varepsilon}{C}\,\Bigl(-v_n \sum_c w_c l_{n,c}\Bigr),
-
-    ``"mean"`` dividing each part by :math:`W = \sum_n w_{y_n} v_n` (``NaN`` when :math:`W = 0`);
-    for class probabilities :math:`t` with :math:`t' = (1-\varepsilon) t + \varepsilon / C`,
-
-    .. math:: \ell_n = -\sum_c w_c\, t'_{n,c}\, l_{n,c},
-
-    ``"mean"`` dividing by the number of samples (``numel / C``).
+    The loss and its gradient are those of :func:`softmaxkit.cross_entropy`, where the formulas are
+    written (class weights, ``ignore_index``, label smoothing, class probabilities, and what
+    ``"mean"`` divides by). The class axis is 1, or 0 for an unbatched ``(C,)`` input; inputs
+    ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
 
     The backward pass saves the logits (already held by autograd), the target, the weights and the
     per-row log-sum-exp; it recomputes the softmax as ``exp(x - lse)`` instead of keeping an
-    N x C tensor. The gradient is :math:`\partial \ell_n / \partial x_{n,c} = (\sum_k w_k t'_{n,k})\,
-    p_{n,c} - w_c t'_{n,c}`, with :math:`t'` the smoothed one-hot target for class indices. Gradients
-    with respect to probability targets are supported.
+    N x C tensor. Gradients with respect to probability targets are supported.
 
     Parameters
     ----------
@@ -583,11 +569,9 @@ def nll_loss(
 ) -> torch.Tensor:
     r"""Negative log-likelihood of log-probabilities, as an autograd op; ``torch.nn.functional.nll_loss``'s semantics.
 
-    .. math:: \ell_n = -w_{y_n}\, x_{n,y_n}\, v_n, \qquad v_n = [y_n \ne \text{ignore\_index}],
-
-    ``"mean"`` dividing the sum by :math:`W = \sum_n w_{y_n} v_n` (``NaN`` when :math:`W = 0`).
-    Shapes as in :func:`cross_entropy` with class-index targets; the backward pass saves only the
-    target and the weights.
+    The loss is that of :func:`softmaxkit.nll_loss` (see there and :func:`softmaxkit.cross_entropy`
+    for the formula and what ``"mean"`` divides by). Shapes as in :func:`cross_entropy` with
+    class-index targets; the backward pass saves only the target and the weights.
 
     Parameters
     ----------

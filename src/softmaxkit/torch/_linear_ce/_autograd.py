@@ -52,14 +52,14 @@ def _per_token_loss(stats: LogitStats, p: Problem) -> tuple[torch.Tensor, torch.
     """``(cross-entropy part, z-loss part)`` per token, zero on ignored tokens."""
     lse = stats.lse
     if p.kind == "index":
-        ce = p.tw * (lse - stats.zt)
+        ce = p.target_coef * (lse - stats.zt)
         if p.label_smoothing > 0.0:
-            ce = ce + p.sm * (p.weight_sum * lse - stats.zs)
+            ce = ce + p.smooth_coef * (p.total_weight * lse - stats.zs)
         ce = torch.where(p.valid, ce, torch.zeros_like(ce))
         zl = torch.where(p.valid, p.z_loss * lse * lse, torch.zeros_like(lse))
     else:
-        # sum_j w_j q_ij z_ij was accumulated in zs directly.
-        ce = p.alpha * lse - stats.zs
+        # sum_c a_nc z_nc was accumulated in zs directly.
+        ce = p.total_coef * lse - stats.zs
         zl = p.z_loss * lse * lse
     return ce, zl
 

@@ -61,10 +61,11 @@ class Problem:
     target: torch.Tensor | None  # (N,) int64 class indices, or (N, V) probabilities
     valid: torch.Tensor | None  # (N,) bool, index targets only
     class_weight: torch.Tensor | None  # (V,) acc dtype
-    weight_sum: float  # sum of the class weights (V when absent)
-    tw: torch.Tensor | None  # (N,) (1 - eps) * w[t] on kept tokens, 0 elsewhere (index)
-    sm: torch.Tensor | None  # (N,) eps / V on kept tokens (index)
-    alpha: torch.Tensor | None  # (N,) sum_j w_j q_ij: the per-row total target mass
+    # The coefficients, named as in softmaxkit._numpy._cross_entropy (see softmaxkit.cross_entropy):
+    total_weight: float  # sum_c w_c (V when there are no class weights)
+    target_coef: torch.Tensor | None  # (N,) (1 - eps) w_y v: 0 on ignored tokens (index targets)
+    smooth_coef: torch.Tensor | None  # (N,) eps / V * v (index targets)
+    total_coef: torch.Tensor | None  # (N,) A_n = sum_c a_nc
     ce_denominator: float  # what "mean" divides the cross-entropy part by
     n_kept: int  # what "mean" divides the z-loss part by
     label_smoothing: float
@@ -163,27 +164,27 @@ def make_problem(
 
     class_weight = check_linear_class_weight(class_weight, v)
     cw = None if class_weight is None else class_weight.detach().to(device=device, dtype=acc)
-    weight_sum = float(cw.sum()) if cw is not None else float(v)
+    total_weight = float(cw.sum()) if cw is not None else float(v)
 
     if check_linear_target(target, batch, v):
         probs = target.detach().reshape(n, v).to(device)
         eps = label_smoothing
         mass = probs @ cw.to(probs.dtype) if cw is not None else probs.sum(1)
-        alpha = (1.0 - eps) * mass.to(acc) + eps / v * weight_sum
-        kind, tgt, valid, tw, sm = "prob", probs, None, None, None
+        total_coef = (1.0 - eps) * mass.to(acc) + eps / v * total_weight
+        kind, tgt, valid, target_coef, smooth_coef = "prob", probs, None, None, None
         ce_denominator, n_kept = float(n), n
     else:
         tgt = target.to(device=device, dtype=torch.int64)
         valid = check_class_indices(tgt, v, ignore_index).reshape(n)
         tgt = tgt.reshape(n)
         safe = torch.where(valid, tgt, 0)
-        wt = cw[safe] * valid if cw is not None else valid.to(acc)
+        target_weight = cw[safe] * valid if cw is not None else valid.to(acc)
         eps = label_smoothing
-        tw = (1.0 - eps) * wt
-        sm = (eps / v) * valid.to(acc)
-        alpha = tw + sm * weight_sum
+        target_coef = (1.0 - eps) * target_weight
+        smooth_coef = (eps / v) * valid.to(acc)
+        total_coef = target_coef + smooth_coef * total_weight
         kind = "index"
-        ce_denominator, n_kept = float(wt.sum()), int(valid.sum())
+        ce_denominator, n_kept = float(target_weight.sum()), int(valid.sum())
         tgt = safe
     plan = make_plan(n, v, d, input.dtype, acc, kind=kind, softcap=softcap is not None, max_memory=max_memory)
     problem = Problem(
@@ -194,10 +195,10 @@ def make_problem(
         target=tgt,
         valid=valid,
         class_weight=cw,
-        weight_sum=weight_sum,
-        tw=tw,
-        sm=sm,
-        alpha=alpha,
+        total_weight=total_weight,
+        target_coef=target_coef,
+        smooth_coef=smooth_coef,
+        total_coef=total_coef,
         ce_denominator=ce_denominator,
         n_kept=n_kept,
         label_smoothing=label_smoothing,
@@ -233,7 +234,9 @@ def make_lse_problem(input, weight, bias, *, softcap, max_memory) -> tuple[torch
         softcap=softcap,
         max_memory=max_memory,
     )
-    problem = dataclasses.replace(problem, kind="lse", target=None, valid=None, tw=None, sm=None, alpha=None)
+    problem = dataclasses.replace(
+        problem, kind="lse", target=None, valid=None, target_coef=None, smooth_coef=None, total_coef=None
+    )
     return x2, problem, batch
 
 
@@ -242,7 +245,7 @@ class LogitStats(NamedTuple):
 
     lse: torch.Tensor  # (N,) log-sum-exp
     zt: torch.Tensor  # (N,) the target's logit (index targets)
-    zs: torch.Tensor  # (N,) sum_j w_j z_ij (index targets), sum_j w_j q_ij z_ij (probability targets)
+    zs: torch.Tensor  # (N,) sum_c w_c z_nc (index targets), sum_c a_nc z_nc (probability targets)
 
 
 class RowScales:

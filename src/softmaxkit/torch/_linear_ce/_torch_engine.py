@@ -81,7 +81,7 @@ class _Scratch:
         self.z = torch.empty(size, dtype=p.acc, device=device)
         self.low = torch.empty(size, dtype=dtype, device=device) if dtype != p.acc else None
         self.deriv = torch.empty(size, dtype=p.acc, device=device) if p.softcap is not None else None
-        self.tq = torch.empty(size, dtype=p.acc, device=device) if p.kind == "prob" else None
+        self.prob_coef = torch.empty(size, dtype=p.acc, device=device) if p.kind == "prob" else None
 
     @staticmethod
     def view(buffer: torch.Tensor | None, n: int, v: int) -> torch.Tensor | None:
@@ -138,8 +138,8 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
         if p.label_smoothing > 0.0:
             stats["zs"][rows] += z @ p.class_weight[j0 : j0 + v] if p.class_weight is not None else z.sum(1)
     elif p.kind == "prob":
-        tq = _smoothed_target(p, rows, j0, v, out=s.view(s.tq, n, v))
-        stats["zs"][rows] += (tq.mul_(z)).sum(1)
+        prob_coef = _prob_coef_tile(p, rows, j0, v, out=s.view(s.prob_coef, n, v))
+        stats["zs"][rows] += (prob_coef.mul_(z)).sum(1)
     m_old = stats["m"][rows]
     m_new = torch.maximum(m_old, z.amax(1))
     shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
@@ -149,18 +149,18 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
     stats["m"][rows] = m_new
 
 
-def _smoothed_target(p: Problem, rows: slice, j0: int, v: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``w_j q_ij`` for a tile: the weighted, smoothed target distribution."""
+def _prob_coef_tile(p: Problem, rows: slice, j0: int, v: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``prob_coef`` of a tile: ``a_nc = w_c t'_nc``, the weighted, smoothed target distribution."""
     block = p.target[rows, j0 : j0 + v]
     n = block.shape[0]
-    tq = torch.empty((n, v), dtype=p.acc, device=block.device) if out is None else out
-    tq.copy_(block)
+    prob_coef = torch.empty((n, v), dtype=p.acc, device=block.device) if out is None else out
+    prob_coef.copy_(block)
     eps = p.label_smoothing
     if eps > 0.0:
-        tq.mul_(1.0 - eps).add_(eps / p.v)
+        prob_coef.mul_(1.0 - eps).add_(eps / p.v)
     if p.class_weight is not None:
-        tq.mul_(p.class_weight[j0 : j0 + v])
-    return tq
+        prob_coef.mul_(p.class_weight[j0 : j0 + v])
+    return prob_coef
 
 
 def _tile_grad(z, r0, j0, lse_c, ce_scale_c, extra_c, p: Problem, s: _Scratch, inv_s=None) -> torch.Tensor:
@@ -171,27 +171,27 @@ def _tile_grad(z, r0, j0, lse_c, ce_scale_c, extra_c, p: Problem, s: _Scratch, i
     """
     n, v = z.shape
     rows = slice(r0, r0 + n)
-    coef = extra_c if p.kind == "lse" else ce_scale_c * p.alpha[rows] + extra_c
+    total_coef = extra_c if p.kind == "lse" else ce_scale_c * p.total_coef[rows] + extra_c
     if inv_s is None:
         z.sub_(lse_c[:, None]).exp_()  # now the softmax probabilities
     else:
-        coef = coef * inv_s
-    z.mul_(coef[:, None])
+        total_coef = total_coef * inv_s
+    z.mul_(total_coef[:, None])
     if p.kind == "index":
         t = p.target[rows]
         hit = ((t >= j0) & (t < j0 + v) & p.valid[rows]).nonzero()[:, 0]
         if hit.numel():
-            z[hit, t[hit] - j0] -= (ce_scale_c * p.tw[rows])[hit]
+            z[hit, t[hit] - j0] -= (ce_scale_c * p.target_coef[rows])[hit]
         if p.label_smoothing > 0.0:
-            u = ce_scale_c * p.sm[rows]
+            smooth_coef = ce_scale_c * p.smooth_coef[rows]
             if p.class_weight is not None:
-                z.addr_(u, p.class_weight[j0 : j0 + v], alpha=-1.0)
+                z.addr_(smooth_coef, p.class_weight[j0 : j0 + v], alpha=-1.0)
             else:
-                z.sub_(u[:, None])
+                z.sub_(smooth_coef[:, None])
     elif p.kind == "prob":
-        tq = _smoothed_target(p, rows, j0, v, out=s.view(s.tq, n, v))
-        tq.mul_(ce_scale_c[:, None])
-        z.sub_(tq)
+        prob_coef = _prob_coef_tile(p, rows, j0, v, out=s.view(s.prob_coef, n, v))
+        prob_coef.mul_(ce_scale_c[:, None])
+        z.sub_(prob_coef)
     if p.softcap is not None:
         z.mul_(s.view(s.deriv, n, v))
     return z

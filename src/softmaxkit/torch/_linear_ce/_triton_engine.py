@@ -186,9 +186,9 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         t_ptr,
         cw_ptr,
         lse_ptr,
-        a_ptr,
-        bt_ptr,
-        c_ptr,
+        total_coef_ptr,
+        target_coef_ptr,
+        smooth_coef_ptr,
         g_ptr,
         n,
         v,
@@ -207,7 +207,10 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         BLOCK_V: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):
-        """``g[i, j] = p_ij A_i - [j == t_i] B_i - C_i cw_j``, times the softcap derivative."""
+        """``g_nc = p_nc total_coef_n - [c == y_n] target_coef_n - smooth_coef_n w_c``, times the softcap derivative.
+
+        The coefficients come scaled per token by :func:`gradients`.
+        """
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
         keep = rows < n
@@ -233,19 +236,19 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
             BLOCK_D,
         )
         lse = tl.load(lse_ptr + rows, mask=keep, other=0.0)
-        a = tl.load(a_ptr + rows, mask=keep, other=0.0)
-        g = tl.exp(z - lse[:, None]) * a[:, None]
+        total_coef = tl.load(total_coef_ptr + rows, mask=keep, other=0.0)
+        g = tl.exp(z - lse[:, None]) * total_coef[:, None]
         if HAS_TARGET:
             t = tl.load(t_ptr + rows, mask=keep, other=-1)
-            bt = tl.load(bt_ptr + rows, mask=keep, other=0.0)
-            g -= tl.where(cols[None, :] == t[:, None], bt[:, None], 0.0)
+            target_coef = tl.load(target_coef_ptr + rows, mask=keep, other=0.0)
+            g -= tl.where(cols[None, :] == t[:, None], target_coef[:, None], 0.0)
             if SMOOTH:
-                c = tl.load(c_ptr + rows, mask=keep, other=0.0)
+                smooth_coef = tl.load(smooth_coef_ptr + rows, mask=keep, other=0.0)
                 if HAS_CW:
                     cw = tl.load(cw_ptr + cols, mask=inside, other=0.0)
-                    g -= c[:, None] * cw[None, :]
+                    g -= smooth_coef[:, None] * cw[None, :]
                 else:
-                    g -= c[:, None]
+                    g -= smooth_coef[:, None]
         if SOFTCAP:
             u = z / softcap
             g *= 1.0 - u * u
@@ -327,10 +330,14 @@ def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple
     everything = slice(None)
     ce_scale, extra = scales.at(everything, lse)
     if p.kind == "lse":
-        a, bt, c = extra, torch.zeros_like(extra), torch.zeros_like(extra)
+        total_coef, target_coef, smooth_coef = extra, torch.zeros_like(extra), torch.zeros_like(extra)
     else:
-        a, bt, c = ce_scale * p.alpha + extra, ce_scale * p.tw, ce_scale * p.sm
-    a, bt, c = (t.to(torch.float32).contiguous() for t in (a, bt, c))
+        # The problem's coefficients times each token's upstream scale; the z-loss and an upstream
+        # log-sum-exp gradient (``extra``) multiply the probabilities as A_n does.
+        total_coef = ce_scale * p.total_coef + extra
+        target_coef, smooth_coef = ce_scale * p.target_coef, ce_scale * p.smooth_coef
+    coefs = (t.to(torch.float32).contiguous() for t in (total_coef, target_coef, smooth_coef))
+    total_coef, target_coef, smooth_coef = coefs
     lse = lse.to(torch.float32).contiguous()
     low = dtype != torch.float32
     dx = torch.empty_like(x2) if want_dx else None
@@ -354,9 +361,9 @@ def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple
                 p.target[r0:r1] if has_target else dummy,
                 p.class_weight if p.class_weight is not None else dummy,
                 lse[r0:r1],
-                a[r0:r1],
-                bt[r0:r1],
-                c[r0:r1],
+                total_coef[r0:r1],
+                target_coef[r0:r1],
+                smooth_coef[r0:r1],
                 g,
                 m,
                 v,
