@@ -47,13 +47,13 @@ def as_float_array(x: Any, *, name: str) -> tuple[np.ndarray, np.dtype]:
     raise TypeError(f"{name} must be a real floating, integer or boolean array, got {_describe(array)}")
 
 
-def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> int:
+def normalize_axis(axis: Any, ndim: int) -> int:
     """Return ``axis`` as a non-negative int, or raise a clear ``ValueError``/``TypeError``."""
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {_describe(axis)}")
+        raise TypeError(f"axis must be an integer, got {_describe(axis)}")
     axis = int(axis)
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{name} must be in [{-ndim}, {ndim}) for an input with {ndim} dimensions, got {axis}")
+        raise ValueError(f"axis must be in [{-ndim}, {ndim}) for an input with {ndim} dimensions, got {axis}")
     return axis % ndim
 
 

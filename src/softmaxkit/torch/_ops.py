@@ -111,11 +111,11 @@ def _times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return torch.where(coef == 0, 0.0, coef * value)
 
 
-def _row_dot(coef: torch.Tensor, value: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """``sum_c coef_c value_c`` along ``dim`` with ``0 * inf = 0``; the exact fix runs only where NaN appears."""
-    out = (coef * value).sum(dim=dim)
+def _row_dot(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``sum_c coef_c value_c`` along the class axis 1 with ``0 * inf = 0``; the exact fix runs only where NaN appears."""
+    out = (coef * value).sum(dim=1)
     if bool(out.isnan().any()):
-        out = _times(coef, value).sum(dim=dim)
+        out = _times(coef, value).sum(dim=1)
     return out
 
 

@@ -84,7 +84,7 @@ class _Scratch:
         self.prob_coef = torch.empty(size, dtype=p.acc, device=device) if p.kind == "prob" else None
 
     @staticmethod
-    def view(buffer: torch.Tensor | None, n: int, v: int) -> torch.Tensor | None:
+    def view(buffer: torch.Tensor, n: int, v: int) -> torch.Tensor:
         """An ``n x v`` tile stored vocabulary-major (its transpose is contiguous).
 
         The logits product is then ``weight_block @ x_chunk.T``, which BLAS runs markedly faster
@@ -92,7 +92,7 @@ class _Scratch:
         GFLOP/s for 128 x 2048 x 65536 float32 on two cores), and every tile of a pass shares
         the one layout, so elementwise ops between tiles stay contiguous.
         """
-        return None if buffer is None else buffer[: n * v].view(v, n).T
+        return buffer[: n * v].view(v, n).T
 
 
 def _logits(x_c, weight, bias, j0, j1, p: Problem, s: _Scratch) -> torch.Tensor:
@@ -138,7 +138,7 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
         if p.label_smoothing > 0.0:
             stats["zs"][rows] += z @ p.class_weight[j0 : j0 + v] if p.class_weight is not None else z.sum(1)
     elif p.kind == "prob":
-        prob_coef = _prob_coef_tile(p, rows, j0, v, out=s.view(s.prob_coef, n, v))
+        prob_coef = _prob_coef_tile(p, rows, j0, s.view(s.prob_coef, n, v))
         stats["zs"][rows] += (prob_coef.mul_(z)).sum(1)
     m_old = stats["m"][rows]
     m_new = torch.maximum(m_old, z.amax(1))
@@ -149,12 +149,10 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
     stats["m"][rows] = m_new
 
 
-def _prob_coef_tile(p: Problem, rows: slice, j0: int, v: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``prob_coef`` of a tile: ``a_nc = w_c t'_nc``, the weighted, smoothed target distribution."""
-    block = p.target[rows, j0 : j0 + v]
-    n = block.shape[0]
-    prob_coef = torch.empty((n, v), dtype=p.acc, device=block.device) if out is None else out
-    prob_coef.copy_(block)
+def _prob_coef_tile(p: Problem, rows: slice, j0: int, out: torch.Tensor) -> torch.Tensor:
+    """``prob_coef`` of a tile, in ``out``: ``a_nc = w_c t'_nc``, the weighted, smoothed target distribution."""
+    v = out.shape[1]
+    prob_coef = out.copy_(p.target[rows, j0 : j0 + v])
     eps = p.label_smoothing
     if eps > 0.0:
         prob_coef.mul_(1.0 - eps).add_(eps / p.v)
@@ -189,7 +187,7 @@ def _tile_grad(z, r0, j0, lse_c, ce_scale_c, extra_c, p: Problem, s: _Scratch, i
             else:
                 z.sub_(smooth_coef[:, None])
     elif p.kind == "prob":
-        prob_coef = _prob_coef_tile(p, rows, j0, v, out=s.view(s.prob_coef, n, v))
+        prob_coef = _prob_coef_tile(p, rows, j0, s.view(s.prob_coef, n, v))
         prob_coef.mul_(ce_scale_c[:, None])
         z.sub_(prob_coef)
     if p.softcap is not None:

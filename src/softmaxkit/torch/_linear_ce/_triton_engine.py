@@ -42,9 +42,7 @@ _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def check_supported(x: torch.Tensor, kind: str) -> None:
-    """Raise ``ValueError`` for what the kernels do not cover (the PyTorch path does)."""
-    if triton is None:
-        raise ValueError("backend='triton' needs the triton package: pip install 'softmaxkit[triton]'")
+    """Raise ``ValueError`` for what the kernels do not cover (the PyTorch engine does)."""
     if x.dtype not in _SUPPORTED:
         raise ValueError(
             f"backend='triton' needs float32, bfloat16 or float16 input, got {x.dtype}; use backend='torch'"
