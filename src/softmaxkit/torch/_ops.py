@@ -1,18 +1,9 @@
 """Softmax, log-softmax, log-sum-exp, cross-entropy and NLL as lean ``torch.autograd.Function`` ops.
 
-Every op computes with one helper, :func:`_log_softmax_and_lse`, so the numerics and the non-finite
-policy live in one place. The policy is the package's (see :func:`softmaxkit.softmax`):
-
-* a ``NaN`` anywhere in a row makes that row's outputs ``NaN``;
-* a ``-inf`` logit has probability exactly 0 and a finite gradient;
-* a row of only ``-inf`` (fully masked) has softmax 0, log-softmax ``-inf``, log-sum-exp ``-inf``
-  and a zero gradient;
-* ``+inf`` logits take the limit: the row's mass is shared equally by its ``+inf`` entries;
-* a coefficient that is exactly 0 times a ``-inf`` log-probability contributes 0 (the ``0 log 0 = 0``
-  convention), so a zero class weight, a zero target probability or an ignored sample never turns a
-  loss into ``NaN``.
-
-PyTorch's own functions return ``NaN`` in all of these cases.
+Every op computes with :mod:`softmaxkit.torch._stable`, which holds the numerics and the package's
+non-finite policy (see :func:`softmaxkit.softmax`): a fully masked row has softmax 0 and a zero
+gradient, ``+inf`` logits share the mass, ``0 * -inf`` contributes 0, where PyTorch's own
+functions return ``NaN``.
 
 The backward passes keep only what they need. ``cross_entropy`` saves the logits (a reference to a
 tensor autograd holds anyway), the target, the class weights and the per-row log-sum-exp: O(N)
@@ -41,82 +32,18 @@ from softmaxkit.torch._checks import (
     normalize_dim,
     normalize_dims,
 )
+from softmaxkit.torch._stable import (
+    INF,
+    compute_dtype,
+    flat_dims,
+    log_softmax_and_lse,
+    log_softmax_from_lse,
+    row_dot,
+    softmax_from_lse,
+    times,
+)
 
 __all__ = ["cross_entropy", "log_softmax", "logsumexp", "nll_loss", "softmax"]
-
-_INF = float("inf")
-_HALF = (torch.float16, torch.bfloat16)
-
-
-# --------------------------------------------------------------------------------------------
-# The numerics, once.
-# --------------------------------------------------------------------------------------------
-
-
-def _log_softmax_and_lse(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(log_softmax, lse)`` of ``x`` along ``dim``; ``lse`` keeps the reduced dimension.
-
-    The one stable-softmax helper of this module. With ``m`` the row maximum: rows with a finite
-    ``m`` (the common case, ``-inf`` entries included) use PyTorch's fused ``log_softmax``, and
-    ``lse = x[argmax] - log_softmax[argmax]`` (exactly ``m + log sum exp(x - m)``); otherwise a
-    row whose maximum is ``+inf`` is replaced by its limit, 0 at its ``+inf`` entries and ``-inf``
-    elsewhere, an all ``-inf`` row keeps ``-inf`` with ``lse = -inf``, and ``NaN`` propagates.
-    The policy costs one O(N) test: the full-size fixes run only when a row needs them.
-    """
-    m, arg = x.detach().max(dim=dim, keepdim=True)
-    finite = torch.isfinite(m)
-    if bool(finite.all()):
-        log_p = torch.log_softmax(x, dim)
-        return log_p, x.gather(dim, arg) - log_p.gather(dim, arg)
-    shifted = x - torch.where(finite, m, 0.0)
-    top_rows = m == _INF
-    if bool(top_rows.any()):
-        shifted = torch.where(top_rows, torch.where(x == _INF, 0.0, -_INF), shifted)
-    s = shifted.exp().sum(dim=dim, keepdim=True)
-    log_norm = torch.where(s == 0, 0.0, s.log())
-    return shifted - log_norm, torch.where(finite, m + log_norm, m)
-
-
-def _flat_dims(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """``x`` with ``dims`` moved to the end and merged into one (for reductions over several axes)."""
-    moved = x.movedim(dims, tuple(range(x.ndim - len(dims), x.ndim)))
-    return moved.reshape(moved.shape[: x.ndim - len(dims)] + (-1,))
-
-
-def _softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
-    """``exp(x - lse)`` under the same policy: what a backward pass that saved only ``lse`` needs."""
-    p = torch.sub(x, lse).exp_()
-    if bool(torch.isinf(lse).any()):
-        top = x == _INF
-        share = top.to(x.dtype) / top.sum(dim=dim, keepdim=True).to(x.dtype)
-        p = torch.where(lse == _INF, share, p)
-        p = torch.where(lse == -_INF, 0.0, p)
-    return p
-
-
-def _log_softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
-    """``x - lse`` under the same policy (``-inf`` for all ``-inf`` rows, ``log(1/k)`` or ``-inf`` for ``+inf`` rows)."""
-    out = x - lse
-    if bool(torch.isinf(lse).any()):
-        out = torch.where(torch.isinf(lse), _softmax_from_lse(x, lse, dim).log(), out)
-    return out
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
-
-
-def _times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``coef * value`` with ``0 * inf = 0``."""
-    return torch.where(coef == 0, 0.0, coef * value)
-
-
-def _row_dot(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``sum_c coef_c value_c`` along the class axis 1 with ``0 * inf = 0``; the exact fix runs only where NaN appears."""
-    out = (coef * value).sum(dim=1)
-    if bool(out.isnan().any()):
-        out = _times(coef, value).sum(dim=1)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,8 +58,8 @@ def _empty_reduction(x: torch.Tensor, dims: tuple[int, ...]) -> bool:
 class _Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        xc = x.to(_compute_dtype(x.dtype))
-        out = _log_softmax_and_lse(xc, dim)[0].exp().to(x.dtype)
+        xc = x.to(compute_dtype(x.dtype))
+        out = log_softmax_and_lse(xc, dim)[0].exp().to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -140,7 +67,7 @@ class _Softmax(Function):
     @staticmethod
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        p = out.to(_compute_dtype(out.dtype))
+        p = out.to(compute_dtype(out.dtype))
         g = grad.to(p.dtype)
         grad_in = p * (g - (g * p).sum(dim=ctx.dim, keepdim=True))
         return grad_in.to(out.dtype), None
@@ -149,8 +76,8 @@ class _Softmax(Function):
 class _LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        xc = x.to(_compute_dtype(x.dtype))
-        out = _log_softmax_and_lse(xc, dim)[0].to(x.dtype)
+        xc = x.to(compute_dtype(x.dtype))
+        out = log_softmax_and_lse(xc, dim)[0].to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -158,11 +85,11 @@ class _LogSoftmax(Function):
     @staticmethod
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        lp = out.to(_compute_dtype(out.dtype))
+        lp = out.to(compute_dtype(out.dtype))
         g = grad.to(lp.dtype)
         grad_in = g - lp.exp() * g.sum(dim=ctx.dim, keepdim=True)
         # An all -inf row has no probability mass to move: its gradient is zero.
-        dead = lp.amax(dim=ctx.dim, keepdim=True) == -_INF
+        dead = lp.amax(dim=ctx.dim, keepdim=True) == -INF
         if bool(dead.any()):
             grad_in = torch.where(dead, 0.0, grad_in)
         return grad_in.to(out.dtype), None
@@ -171,15 +98,15 @@ class _LogSoftmax(Function):
 def _logsumexp_keepdim(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """The log-sum-exp over ``dims``, with the reduced dimensions kept (size one)."""
     if len(dims) == 1:
-        return _log_softmax_and_lse(x, dims[0])[1]
-    lse = _log_softmax_and_lse(_flat_dims(x, dims), -1)[1]
+        return log_softmax_and_lse(x, dims[0])[1]
+    lse = log_softmax_and_lse(flat_dims(x, dims), -1)[1]
     return lse.reshape([1 if d in dims else n for d, n in enumerate(x.shape)])
 
 
 class _LogSumExp(Function):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
-        xc = x.to(_compute_dtype(x.dtype))
+        xc = x.to(compute_dtype(x.dtype))
         lse = _logsumexp_keepdim(xc, dims)
         ctx.dims = dims
         ctx.save_for_backward(x, lse)
@@ -197,7 +124,7 @@ class _LogSumExp(Function):
         if not ctx.keepdim:
             for d in ctx.dims:
                 g = g.unsqueeze(d)
-        grad_in = g * _softmax_from_lse(xc, lse, ctx.dims)
+        grad_in = g * softmax_from_lse(xc, lse, ctx.dims)
         return grad_in.to(x.dtype), None, None
 
 
@@ -315,7 +242,7 @@ def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, ke
             if keepdim
             else [n for d, n in enumerate(x.shape) if d not in dims]
         )
-        out = torch.full(shape, -_INF, dtype=x.dtype, device=x.device)
+        out = torch.full(shape, -INF, dtype=x.dtype, device=x.device)
         return out + 0 * x.sum(dim=dims, keepdim=keepdim) if x.requires_grad else out
     return _LogSumExp.apply(x, dims, keepdim)
 
@@ -374,22 +301,22 @@ class _CrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, eps):
-        cdt = _compute_dtype(x.dtype)
+        cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         n_classes = xc.shape[1]
-        log_p, lse = _log_softmax_and_lse(xc, 1)
+        log_p, lse = log_softmax_and_lse(xc, 1)
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
         ctx.probabilities = target.is_floating_point()
         ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
         if ctx.probabilities:
-            per = -_row_dot(_prob_coef(target, w, eps, n_classes, cdt), log_p)
+            per = -row_dot(_prob_coef(target, w, eps, n_classes, cdt), log_p)
             denominator = per.numel()
         else:
             terms = _IndexTerms(target, weight, ignore_index, eps, n_classes, cdt)
-            per = _times(terms.target_coef, -log_p.gather(1, terms.y).squeeze(1))
+            per = times(terms.target_coef, -log_p.gather(1, terms.y).squeeze(1))
             if terms.smooth_coef is not None:
-                weighted = log_p.sum(dim=1) if w is None else _row_dot(w, log_p)
-                per = per + _times(terms.smooth_coef, -weighted)
+                weighted = log_p.sum(dim=1) if w is None else row_dot(w, log_p)
+                per = per + times(terms.smooth_coef, -weighted)
             denominator = terms.denominator
         del log_p
         # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
@@ -406,39 +333,39 @@ class _CrossEntropy(Function):
         # may be overwritten in place; otherwise the softmax buffer is reused for the gradient.
         recorded = torch.is_grad_enabled()
         if recorded:
-            lse = _log_softmax_and_lse(xc, 1)[1]
+            lse = log_softmax_and_lse(xc, 1)[1]
         n_classes, eps = xc.shape[1], ctx.eps
         batch_shape = xc.shape[:1] + xc.shape[2:]
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, batch_shape)
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
-        grad_x = _softmax_from_lse(xc, lse, 1)
+        grad_x = softmax_from_lse(xc, lse, 1)
         grad_target = None
         if ctx.probabilities:
             prob_coef = _prob_coef(target, w, eps, n_classes, cdt)
-            row = _times(prob_coef.sum(dim=1), scale).unsqueeze(1)
+            row = times(prob_coef.sum(dim=1), scale).unsqueeze(1)
             if recorded:
                 grad_x = grad_x * row - prob_coef * scale.unsqueeze(1)
             else:
                 grad_x.mul_(row).addcmul_(prob_coef, scale.unsqueeze(1), value=-1)
             if ctx.needs_input_grad[1]:
-                log_p = _log_softmax_from_lse(xc, lse, 1)
+                log_p = log_softmax_from_lse(xc, lse, 1)
                 factor = torch.full_like(log_p, 1 - eps) if w is None else ((1 - eps) * w).expand_as(log_p)
-                grad_target = (-_times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
+                grad_target = (-times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
         else:
             terms = _IndexTerms(target, weight, ctx.ignore_index, eps, n_classes, cdt)
-            row = _times(terms.total_coef, scale).unsqueeze(1)
-            at_target = -_times(terms.target_coef, scale).unsqueeze(1)
+            row = times(terms.total_coef, scale).unsqueeze(1)
+            at_target = -times(terms.target_coef, scale).unsqueeze(1)
             if recorded:
                 grad_x = (grad_x * row).scatter_add(1, terms.y, at_target)
             else:
                 grad_x.mul_(row).scatter_add_(1, terms.y, at_target)
             if terms.smooth_coef is not None:
-                smooth = _times(terms.smooth_coef, scale).unsqueeze(1)
+                smooth = times(terms.smooth_coef, scale).unsqueeze(1)
                 if w is None:
                     grad_x = grad_x - smooth if recorded else grad_x.sub_(smooth)
                 else:
                     grad_x = grad_x - smooth * w if recorded else grad_x.addcmul_(smooth, w, value=-1)
-        dead = lse == -_INF  # a fully masked row takes no part: zero gradient
+        dead = lse == -INF  # a fully masked row takes no part: zero gradient
         if bool(dead.any()):
             grad_x = torch.where(dead, 0.0, grad_x)
         return grad_x.to(x.dtype), grad_target, None, None, None, None
@@ -455,10 +382,10 @@ def _prob_coef(target, w, eps, n_classes, dtype):
 class _NLLLoss(Function):
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction):
-        cdt = _compute_dtype(x.dtype)
+        cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         terms = _IndexTerms(target, weight, ignore_index, 0.0, xc.shape[1], cdt)
-        per = _times(terms.target_coef, -xc.gather(1, terms.y).squeeze(1))
+        per = times(terms.target_coef, -xc.gather(1, terms.y).squeeze(1))
         ctx.reduction, ctx.ignore_index = reduction, ignore_index
         ctx.shape, ctx.dtype, ctx.cdt = xc.shape, x.dtype, cdt
         ctx.save_for_backward(target, weight, terms.denominator)
@@ -471,7 +398,7 @@ class _NLLLoss(Function):
         terms = _IndexTerms(target, weight, ctx.ignore_index, 0.0, ctx.shape[1], cdt)
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, target.shape)
         grad_x = torch.zeros(ctx.shape, dtype=cdt, device=target.device)
-        grad_x = grad_x.scatter(1, terms.y, -_times(terms.target_coef, scale).unsqueeze(1))
+        grad_x = grad_x.scatter(1, terms.y, -times(terms.target_coef, scale).unsqueeze(1))
         return grad_x.to(ctx.dtype), None, None, None, None
 
 
