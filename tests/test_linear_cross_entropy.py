@@ -18,10 +18,13 @@ import torch.nn.functional as F
 from _reference import linear_cross_entropy_ref
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from softmaxkit.torch._linear_ce import _torch_engine
+from softmaxkit.torch._linear_ce._autograd import LinearCrossEntropy, LinearLogSumExp, select_engine
 from softmaxkit.torch._linear_ce._plan import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_MEMORY_CUDA,
     check_max_memory,
+    make_lse_problem,
     make_plan,
     make_problem,
 )
@@ -512,6 +515,47 @@ def test_default_max_memory_grows_with_the_weight():
 
 
 # --------------------------------------------------------------------------- determinism, errors
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_autograd_sees_only_the_engine_interface(reduction):
+    """The engine is chosen once per call; the Functions call nothing but its forward / gradients / logsumexp."""
+
+    class Recording:
+        def __init__(self):
+            self.calls = []
+
+        def __getattr__(self, name):
+            def call(*args):
+                self.calls.append(name)
+                return getattr(_torch_engine, name)(*args)
+
+            return call
+
+    x, w, b, cw, t, gn = make(9, 4, 11, dtype=torch.bfloat16)
+    options = dict(ignore_index=-100, reduction=reduction, label_smoothing=0.1, class_weight=cw, z_loss=1e-2)
+    assert select_engine(x, "auto", make_problem(x, w, b, t, softcap=None, max_memory=None, **options)[1]) is (
+        _torch_engine
+    )  # CPU tensors: the PyTorch engine
+    g = gn if reduction == "none" else torch.tensor(1.5)
+
+    def through(engine):
+        leaves = [a.detach().clone().requires_grad_() for a in (x, w, b)]
+        x2, p, _ = make_problem(*leaves, t, softcap=None, max_memory=None, **options)
+        loss = LinearCrossEntropy.apply(x2, leaves[1], leaves[2], p, (True, True, True), engine)
+        loss.backward(g.to(loss.dtype) if reduction == "none" else g)
+        return [loss.detach()] + [a.grad for a in leaves]
+
+    recording = Recording()
+    assert all(torch.equal(r, o) for r, o in zip(through(recording), through(_torch_engine)))
+    # Scalar reductions compute the gradients in the forward pass; "none" in backward.
+    assert recording.calls == (["forward"] if reduction == "mean" else ["forward", "gradients"])
+
+    recording = Recording()
+    x2, p, _ = make_lse_problem(x, w, b, softcap=2.0, max_memory=None)
+    leaf = x2.detach().clone().requires_grad_()
+    LinearLogSumExp.apply(leaf, w, b, p, recording).sum().backward()
+    assert recording.calls == ["logsumexp", "gradients"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
