@@ -18,16 +18,17 @@ import torch.nn.functional as F
 from _reference import linear_cross_entropy_ref
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from softmaxkit.torch._linear_cross_entropy import (
+from softmaxkit.torch._linear_ce import _torch_engine
+from softmaxkit.torch._linear_ce._autograd import LinearCrossEntropy, LinearLogSumExp, select_engine
+from softmaxkit.torch._linear_ce._plan import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_MEMORY_CUDA,
-    LinearCrossEntropyLoss,
-    _check_max_memory,
-    _make_plan,
-    _prepare,
-    linear_cross_entropy,
-    linear_logsumexp,
+    check_max_memory,
+    make_lse_problem,
+    make_plan,
+    make_problem,
 )
+from softmaxkit.torch._linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy, linear_logsumexp
 
 F64 = torch.float64
 
@@ -148,7 +149,7 @@ def test_float64_parity_odd_shapes(reduction, ls, use_cw, zl, cap, kind, max_mem
 def test_float64_parity_aligned_tiles_with_remainders(reduction):
     """Rows in chunks of 32 + remainder, vocabulary in aligned 512-column tiles + remainder."""
     n, d, v, max_memory = 90, 11, 1030, 153_600
-    plan = _make_plan(n, v, d, F64, F64, kind="index", softcap=False, max_memory=max_memory)
+    plan = make_plan(n, v, d, F64, F64, kind="index", softcap=False, max_memory=max_memory)
     assert (plan.rows, plan.cols) == (32, 512) and n % plan.rows and v % plan.cols  # what is exercised
     x, w, b, cw, t, gn = make(n, d, v, ignore_every=7)
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
@@ -454,7 +455,7 @@ def test_no_scratch_tensor_exceeds_max_memory(n, d, v, dtype, max_memory, reduct
 )
 def test_plan_respects_max_memory(n, v, d, dtype, kind, softcap, max_memory):
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    plan = _make_plan(n, v, d, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
+    plan = make_plan(n, v, d, dtype, acc, kind=kind, softcap=softcap, max_memory=max_memory)
     low = dtype != acc
     per = acc.itemsize * (1 + softcap + (kind == "prob")) + (dtype.itemsize if low else 0)
     row = d * acc.itemsize
@@ -479,7 +480,7 @@ def test_plan_respects_max_memory(n, v, d, dtype, kind, softcap, max_memory):
 )
 def test_plan_chunks_are_aligned(n, v, dtype, max_memory, expected):
     """Chunks are rounded down to multiples of 64 rows / 256 columns (never up: the bound holds)."""
-    plan = _make_plan(n, v, 1, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
+    plan = make_plan(n, v, 1, dtype, torch.float32, kind="index", softcap=False, max_memory=max_memory)
     assert (plan.rows, plan.cols, plan.w_rows, plan.w_cols) == expected
 
 
@@ -487,17 +488,17 @@ def test_default_max_memory_grows_with_the_weight():
     cpu = torch.device("cpu")
 
     def default(weight_bytes, n, v, device=cpu):
-        return _check_max_memory(None, device, weight_bytes=weight_bytes, logits_elements=n * v)
+        return check_max_memory(None, device, weight_bytes=weight_bytes, logits_elements=n * v)
 
     assert default(1000, 10, 10) == DEFAULT_MAX_MEMORY
     assert default(65536 * 2048 * 4, 8192, 65536) == 65536 * 2048  # a quarter of the weight
     assert default(256_000 * 4096 * 4, 512, 256_000) == 512 * 256_000 // 2  # an eighth of the logits
     assert default(100_000 * 512 * 4, 16, 100_000) == DEFAULT_MAX_MEMORY  # the floor beats the cap
     assert default(10, 10, 10, torch.device("cuda")) == DEFAULT_MAX_MEMORY_CUDA
-    assert _check_max_memory(12345, cpu, weight_bytes=2**40, logits_elements=2**40) == 12345  # explicit wins
+    assert check_max_memory(12345, cpu, weight_bytes=2**40, logits_elements=2**40) == 12345  # explicit wins
     # and linear_cross_entropy passes the real sizes: a 256 MiB weight (never touched) gets 64 MiB
     x, w, t = torch.empty(4096, 1024), torch.empty(65536, 1024), torch.zeros(4096, dtype=torch.int64)
-    _, problem, _ = _prepare(
+    _, problem, _ = make_problem(
         x,
         w,
         None,
@@ -514,6 +515,47 @@ def test_default_max_memory_grows_with_the_weight():
 
 
 # --------------------------------------------------------------------------- determinism, errors
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_autograd_sees_only_the_engine_interface(reduction):
+    """The engine is chosen once per call; the Functions call nothing but its forward / gradients / logsumexp."""
+
+    class Recording:
+        def __init__(self):
+            self.calls = []
+
+        def __getattr__(self, name):
+            def call(*args):
+                self.calls.append(name)
+                return getattr(_torch_engine, name)(*args)
+
+            return call
+
+    x, w, b, cw, t, gn = make(9, 4, 11, dtype=torch.bfloat16)
+    options = dict(ignore_index=-100, reduction=reduction, label_smoothing=0.1, class_weight=cw, z_loss=1e-2)
+    assert select_engine(x, "auto", make_problem(x, w, b, t, softcap=None, max_memory=None, **options)[1]) is (
+        _torch_engine
+    )  # CPU tensors: the PyTorch engine
+    g = gn if reduction == "none" else torch.tensor(1.5)
+
+    def through(engine):
+        leaves = [a.detach().clone().requires_grad_() for a in (x, w, b)]
+        x2, p, _ = make_problem(*leaves, t, softcap=None, max_memory=None, **options)
+        loss = LinearCrossEntropy.apply(x2, leaves[1], leaves[2], p, (True, True, True), engine)
+        loss.backward(g.to(loss.dtype) if reduction == "none" else g)
+        return [loss.detach()] + [a.grad for a in leaves]
+
+    recording = Recording()
+    assert all(torch.equal(r, o) for r, o in zip(through(recording), through(_torch_engine)))
+    # Scalar reductions compute the gradients in the forward pass; "none" in backward.
+    assert recording.calls == (["forward"] if reduction == "mean" else ["forward", "gradients"])
+
+    recording = Recording()
+    x2, p, _ = make_lse_problem(x, w, b, softcap=2.0, max_memory=None)
+    leaf = x2.detach().clone().requires_grad_()
+    LinearLogSumExp.apply(leaf, w, b, p, recording).sum().backward()
+    assert recording.calls == ["logsumexp", "gradients"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -557,6 +599,8 @@ def test_shape_and_target_errors():
         linear_cross_entropy(x, w, t, b[:4])
     with pytest.raises(ValueError, match=r"target must hold class indices in \[0, 5\)"):
         linear_cross_entropy(x, w, torch.tensor([0, 1, 5, 2]))
+    with pytest.raises(ValueError, match=r"got -1 at position \(1, 0\)$"):  # the position in the target's shape
+        linear_cross_entropy(x.reshape(2, 2, 3), w, torch.tensor([[0, 1], [-1, 2]]))
     with pytest.raises(ValueError, match="target must be class indices of shape"):
         linear_cross_entropy(x, w, t[:3])
     with pytest.raises(ValueError, match="target must not require grad"):

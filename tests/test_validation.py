@@ -375,3 +375,13 @@ def test_messages_share_one_style():
         with pytest.raises((ValueError, TypeError)) as info:
             call()
         assert re.fullmatch(r"[a-z_]+ must (be|have|hold|not) .*, got .+", str(info.value)), str(info.value)
+
+
+def test_describe_names_arrays_and_tensors_by_shape_and_dtype():
+    from softmaxkit._validation import _describe
+
+    assert _describe(np.zeros((2, 3), dtype=np.float32)) == "an array of shape (2, 3) and dtype float32"
+    assert _describe(torch.zeros(2, 3, dtype=torch.int64)) == "a tensor of shape (2, 3) and dtype torch.int64"
+    assert _describe(torch.nn.Parameter(torch.zeros(4))) == "a tensor of shape (4,) and dtype torch.float32"
+    assert _describe(np.float64(1.5)) == repr(np.float64(1.5))  # a NumPy scalar is a value, not an array
+    assert _describe("x" * 100) == repr("x" * 100)[:57] + "..."

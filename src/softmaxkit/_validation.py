@@ -15,9 +15,16 @@ REDUCTIONS = ("none", "mean", "sum")
 
 
 def _describe(value: Any) -> str:
-    """A short, readable description of ``value`` for an error message."""
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    """A short, readable description of ``value`` for an error message.
+
+    Arrays and tensors (anything with a ``shape`` and a ``dtype``, told apart by duck typing so
+    that this module never imports torch) are described by their shape and dtype; NumPy scalars
+    and everything else by a repr cut to 60 characters.
+    """
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None and not isinstance(value, np.generic):
+        kind = "a tensor" if type(value).__module__.split(".")[0] == "torch" else "an array"
+        return f"{kind} of shape {tuple(shape)} and dtype {dtype}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -40,13 +47,13 @@ def as_float_array(x: Any, *, name: str) -> tuple[np.ndarray, np.dtype]:
     raise TypeError(f"{name} must be a real floating, integer or boolean array, got {_describe(array)}")
 
 
-def normalize_axis(axis: Any, ndim: int, *, name: str = "axis") -> int:
+def normalize_axis(axis: Any, ndim: int) -> int:
     """Return ``axis`` as a non-negative int, or raise a clear ``ValueError``/``TypeError``."""
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {_describe(axis)}")
+        raise TypeError(f"axis must be an integer, got {_describe(axis)}")
     axis = int(axis)
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{name} must be in [{-ndim}, {ndim}) for an input with {ndim} dimensions, got {axis}")
+        raise ValueError(f"axis must be in [{-ndim}, {ndim}) for an input with {ndim} dimensions, got {axis}")
     return axis % ndim
 
 
@@ -110,9 +117,13 @@ def check_class_indices(target: np.ndarray, n_classes: int, ignore_index: int) -
     bad = valid & ((target < 0) | (target >= n_classes))
     if np.any(bad):
         position = tuple(int(i) for i in np.argwhere(bad)[0])
-        value = int(target[position]) if target.ndim else int(target)
-        raise ValueError(
-            f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
-            f"got {value} at position {position}"
-        )
+        raise class_index_error(int(target[position]), position, n_classes, ignore_index)
     return valid
+
+
+def class_index_error(value: int, position: tuple[int, ...], n_classes: int, ignore_index: int) -> ValueError:
+    """The error of a class index outside ``[0, n_classes)``: one wording for arrays and tensors."""
+    return ValueError(
+        f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
+        f"got {value} at position {position}"
+    )

@@ -3,6 +3,19 @@
 The formulas are written once, in :func:`cross_entropy`; the other functions refer to it.
 Internally every input is brought to rows: ``(M, C)`` logits with the class axis last and
 ``M`` the number of samples (``N * d1 * ... * dk``), computed once, reduced once.
+
+Conventions: the names of the coefficients
+------------------------------------------
+Every loss is ``L_n = -sum_c a_nc l_nc`` (:func:`cross_entropy`). Every implementation (these
+functions, :mod:`softmaxkit.torch`'s ``cross_entropy`` and ``nll_loss``, the fused
+``linear_cross_entropy`` and its Triton kernels) stores ``a`` under the same names:
+
+* ``target_coef`` (per sample): ``(1 - eps) w_{y_n} v_n``, the coefficient at the target class;
+* ``smooth_coef`` (per sample): ``eps / C * v_n``, the coefficient on every class ``c``, times ``w_c``;
+* ``prob_coef`` (per sample and class), for probability targets: ``a_nc = w_c t'_nc``;
+* ``total_coef`` (per sample): ``A_n = sum_c a_nc``, for index targets
+  ``target_coef + smooth_coef * total_weight`` with ``total_weight = sum_c w_c``;
+* ``denominator``: ``W``, what ``"mean"`` divides by.
 """
 
 from __future__ import annotations
@@ -144,13 +157,13 @@ def _times(coef: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 
 class _Terms(NamedTuple):
-    """Per-row loss and what the gradient needs: ``loss_n = -sum_c a_nc l_nc``, ``A_n = sum_c a_nc``."""
+    """Per-row loss and what the gradient needs: ``a`` and ``A`` under the names of the module docstring."""
 
     loss: np.ndarray  # (M,)
     denominator: float  # what "mean" divides by
-    pick_coef: np.ndarray | None  # index targets: (1 - eps) w_y v, at the target class
+    target_coef: np.ndarray | None  # index targets: (1 - eps) w_y v, at the target class
     smooth_coef: np.ndarray | None  # index targets: eps / C * v, times w_c, on every class
-    coef: np.ndarray | None  # probability targets: a_nc = w_c t'_nc
+    prob_coef: np.ndarray | None  # probability targets: a_nc = w_c t'_nc
     total_coef: np.ndarray  # A_n
 
 
@@ -162,10 +175,10 @@ def _loss_terms(rows: _Rows, parts) -> _Terms:
         valid = rows.valid
         safe_target = np.where(valid, rows.target, 0)
         target_weight = valid.astype(logits.dtype) if weight is None else np.where(valid, weight[safe_target], 0)
-        pick_coef = (1.0 - eps) * target_weight
+        target_coef = (1.0 - eps) * target_weight
         picked_log_prob = parts.shifted[np.arange(n_samples), safe_target] - log_sum
-        loss = _times(pick_coef, -picked_log_prob)
-        total_coef = pick_coef
+        loss = _times(target_coef, -picked_log_prob)
+        total_coef = target_coef
         smooth_coef = None
         if eps > 0:
             smooth_coef = (eps / n_classes) * valid.astype(logits.dtype)
@@ -176,17 +189,17 @@ def _loss_terms(rows: _Rows, parts) -> _Terms:
             # sum_c w_c l_nc, using l = shifted - log_sum
             smooth_sum = weighted_sum - total_weight * log_sum
             loss = loss + _times(smooth_coef, -smooth_sum)
-            total_coef = pick_coef + smooth_coef * total_weight
+            total_coef = target_coef + smooth_coef * total_weight
         denominator = float(np.sum(target_weight, dtype=np.float64))
-        return _Terms(loss, denominator, pick_coef, smooth_coef, None, total_coef)
-    coef = rows.target
+        return _Terms(loss, denominator, target_coef, smooth_coef, None, total_coef)
+    prob_coef = rows.target
     if eps > 0:
-        coef = (1.0 - eps) * coef + eps / n_classes
+        prob_coef = (1.0 - eps) * prob_coef + eps / n_classes
     if weight is not None:
-        coef = coef * weight
-    total_coef = coef.sum(axis=1)
-    loss = total_coef * log_sum - _row_dot(parts.shifted, coef)
-    return _Terms(loss, float(n_samples), None, None, coef, total_coef)
+        prob_coef = prob_coef * weight
+    total_coef = prob_coef.sum(axis=1)
+    loss = total_coef * log_sum - _row_dot(parts.shifted, prob_coef)
+    return _Terms(loss, float(n_samples), None, None, prob_coef, total_coef)
 
 
 def _reduce(rows: _Rows, terms: _Terms) -> np.ndarray:
@@ -228,12 +241,12 @@ def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarra
     with np.errstate(invalid="ignore"):  # 0 * nan where a reduction's denominator is 0
         grad *= (_times(terms.total_coef, scale) / parts.sum_exp[:, 0])[:, None]
         if rows.is_index:
-            grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.pick_coef, scale)
+            grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.target_coef, scale)
             if terms.smooth_coef is not None:
                 per_class = 1.0 if rows.weight is None else rows.weight[None, :]
                 grad -= _times(terms.smooth_coef, scale)[:, None] * per_class
         else:
-            grad -= terms.coef * scale[:, None]
+            grad -= terms.prob_coef * scale[:, None]
     masked_rows = np.isneginf(parts.log_sum_exp[:, 0])
     if masked_rows.any():  # a fully masked row takes no part: zero gradient, not NaN
         grad[masked_rows] = 0
@@ -288,10 +301,12 @@ def cross_entropy(
     ``"mean"`` divides by the number of samples (``input.size / C``). ``ignore_index`` must be
     negative (unused) with probability targets, as in PyTorch.
 
-    The gradient with respect to the logits, used by :func:`cross_entropy_backward` and
-    :func:`cross_entropy_with_grad`, is :math:`\partial L_n/\partial x_{n,c} = p_{n,c} A_n - a_{n,c}`
-    where :math:`L_n = -\sum_c a_{n,c}\ell_{n,c}`, :math:`A_n = \sum_c a_{n,c}` and :math:`p` is the softmax:
-    the lesson's "softmax minus one-hot", weighted and smoothed.
+    Both are :math:`L_n = -\sum_c a_{n,c}\ell_{n,c}`, with
+    :math:`a_{n,c} = (1-\varepsilon)\,w_{y_n} v_n [c = y_n] + \frac{\varepsilon}{C} v_n w_c` for class
+    indices and :math:`a_{n,c} = w_c\, t'_{n,c}` for class probabilities. The gradient with respect
+    to the logits, used by :func:`cross_entropy_backward` and :func:`cross_entropy_with_grad`, is
+    :math:`\partial L_n/\partial x_{n,c} = p_{n,c} A_n - a_{n,c}` with :math:`A_n = \sum_c a_{n,c}`
+    and :math:`p` the softmax: the lesson's "softmax minus one-hot", weighted and smoothed.
 
     Parameters
     ----------
@@ -397,9 +412,11 @@ def _nll_terms(rows: _Rows) -> _Terms:
     n_samples = rows.logits.shape[0]
     valid = rows.valid
     safe_target = np.where(valid, rows.target, 0)
-    coef = valid.astype(rows.logits.dtype) if rows.weight is None else np.where(valid, rows.weight[safe_target], 0)
-    loss = _times(coef, -rows.logits[np.arange(n_samples), safe_target])
-    return _Terms(loss, float(np.sum(coef, dtype=np.float64)), coef, None, None, coef)
+    target_coef = (
+        valid.astype(rows.logits.dtype) if rows.weight is None else np.where(valid, rows.weight[safe_target], 0)
+    )
+    loss = _times(target_coef, -rows.logits[np.arange(n_samples), safe_target])
+    return _Terms(loss, float(np.sum(target_coef, dtype=np.float64)), target_coef, None, None, target_coef)
 
 
 def nll_loss(input, target, *, weight=None, ignore_index: int = -100, reduction: str = "mean") -> np.ndarray:
@@ -458,5 +475,5 @@ def nll_loss_backward(
     grad = np.zeros_like(rows.logits)
     n_samples = grad.shape[0]
     with np.errstate(invalid="ignore"):
-        grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.pick_coef, scale)
+        grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.target_coef, scale)
     return _from_rows(grad.astype(rows.out_dtype, copy=False), rows.input_shape, rows.class_axis)

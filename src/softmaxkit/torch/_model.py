@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from softmaxkit.torch import _ops
+from softmaxkit.torch._checks import check_tensor
 
 __all__ = ["SoftmaxRegressionModule"]
 
@@ -77,8 +78,7 @@ class SoftmaxRegressionModule(nn.Module):
         self.linear = nn.Linear(self.n_features, self.n_classes, bias=bias, device=device, dtype=dtype)
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        x = check_tensor(x, "x")
         if x.ndim == 0 or x.shape[-1] != self.n_features:
             raise ValueError(
                 f"x must have n_features={self.n_features} entries in its last dimension, got shape {tuple(x.shape)}"

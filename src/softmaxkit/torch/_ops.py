@@ -1,18 +1,9 @@
 """Softmax, log-softmax, log-sum-exp, cross-entropy and NLL as lean ``torch.autograd.Function`` ops.
 
-Every op computes with one helper, :func:`_log_softmax_and_lse`, so the numerics and the non-finite
-policy live in one place. The policy is the package's (see :func:`softmaxkit.softmax`):
-
-* a ``NaN`` anywhere in a row makes that row's outputs ``NaN``;
-* a ``-inf`` logit has probability exactly 0 and a finite gradient;
-* a row of only ``-inf`` (fully masked) has softmax 0, log-softmax ``-inf``, log-sum-exp ``-inf``
-  and a zero gradient;
-* ``+inf`` logits take the limit: the row's mass is shared equally by its ``+inf`` entries;
-* a coefficient that is exactly 0 times a ``-inf`` log-probability contributes 0 (the ``0 log 0 = 0``
-  convention), so a zero class weight, a zero target probability or an ignored sample never turns a
-  loss into ``NaN``.
-
-PyTorch's own functions return ``NaN`` in all of these cases.
+Every op computes with :mod:`softmaxkit.torch._stable`, which holds the numerics and the package's
+non-finite policy (see :func:`softmaxkit.softmax`): a fully masked row has softmax 0 and a zero
+gradient, ``+inf`` logits share the mass, ``0 * -inf`` contributes 0, where PyTorch's own
+functions return ``NaN``.
 
 The backward passes keep only what they need. ``cross_entropy`` saves the logits (a reference to a
 tensor autograd holds anyway), the target, the class weights and the per-row log-sum-exp: O(N)
@@ -28,208 +19,31 @@ is the log-sum-exp recomputed from the input so that its dependence on the input
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
 import torch
 from torch.autograd import Function
 
-from softmaxkit._validation import check_ignore_index, check_label_smoothing, check_reduction
+from softmaxkit._validation import check_label_smoothing
+from softmaxkit.torch._checks import (
+    check_index_target,
+    check_loss_args,
+    check_probability_target,
+    check_target_kind,
+    float_input,
+    normalize_dim,
+    normalize_dims,
+)
+from softmaxkit.torch._stable import (
+    INF,
+    compute_dtype,
+    flat_dims,
+    log_softmax_and_lse,
+    log_softmax_from_lse,
+    row_dot,
+    softmax_from_lse,
+    times,
+)
 
 __all__ = ["cross_entropy", "log_softmax", "logsumexp", "nll_loss", "softmax"]
-
-_INF = float("inf")
-_HALF = (torch.float16, torch.bfloat16)
-
-
-# --------------------------------------------------------------------------------------------
-# The numerics, once.
-# --------------------------------------------------------------------------------------------
-
-
-def _log_softmax_and_lse(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(log_softmax, lse)`` of ``x`` along ``dim``; ``lse`` keeps the reduced dimension.
-
-    The one stable-softmax helper of this module. With ``m`` the row maximum: rows with a finite
-    ``m`` (the common case, ``-inf`` entries included) use PyTorch's fused ``log_softmax``, and
-    ``lse = x[argmax] - log_softmax[argmax]`` (exactly ``m + log sum exp(x - m)``); otherwise a
-    row whose maximum is ``+inf`` is replaced by its limit, 0 at its ``+inf`` entries and ``-inf``
-    elsewhere, an all ``-inf`` row keeps ``-inf`` with ``lse = -inf``, and ``NaN`` propagates.
-    The policy costs one O(N) test: the full-size fixes run only when a row needs them.
-    """
-    m, arg = x.detach().max(dim=dim, keepdim=True)
-    finite = torch.isfinite(m)
-    if bool(finite.all()):
-        log_p = torch.log_softmax(x, dim)
-        return log_p, x.gather(dim, arg) - log_p.gather(dim, arg)
-    shifted = x - torch.where(finite, m, 0.0)
-    top_rows = m == _INF
-    if bool(top_rows.any()):
-        shifted = torch.where(top_rows, torch.where(x == _INF, 0.0, -_INF), shifted)
-    s = shifted.exp().sum(dim=dim, keepdim=True)
-    log_norm = torch.where(s == 0, 0.0, s.log())
-    return shifted - log_norm, torch.where(finite, m + log_norm, m)
-
-
-def _flat_dims(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """``x`` with ``dims`` moved to the end and merged into one (for reductions over several axes)."""
-    moved = x.movedim(dims, tuple(range(x.ndim - len(dims), x.ndim)))
-    return moved.reshape(moved.shape[: x.ndim - len(dims)] + (-1,))
-
-
-def _softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
-    """``exp(x - lse)`` under the same policy: what a backward pass that saved only ``lse`` needs."""
-    p = torch.sub(x, lse).exp_()
-    if bool(torch.isinf(lse).any()):
-        top = x == _INF
-        share = top.to(x.dtype) / top.sum(dim=dim, keepdim=True).to(x.dtype)
-        p = torch.where(lse == _INF, share, p)
-        p = torch.where(lse == -_INF, 0.0, p)
-    return p
-
-
-def _log_softmax_from_lse(x: torch.Tensor, lse: torch.Tensor, dim) -> torch.Tensor:
-    """``x - lse`` under the same policy (``-inf`` for all ``-inf`` rows, ``log(1/k)`` or ``-inf`` for ``+inf`` rows)."""
-    out = x - lse
-    if bool(torch.isinf(lse).any()):
-        out = torch.where(torch.isinf(lse), _softmax_from_lse(x, lse, dim).log(), out)
-    return out
-
-
-def _times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``coef * value`` with ``0 * inf = 0``."""
-    return torch.where(coef == 0, 0.0, coef * value)
-
-
-def _row_dot(coef: torch.Tensor, value: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """``sum_c coef_c value_c`` along ``dim`` with ``0 * inf = 0``; the exact fix runs only where NaN appears."""
-    out = (coef * value).sum(dim=dim)
-    if bool(out.isnan().any()):
-        out = _times(coef, value).sum(dim=dim)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Input checks (messages in the package's one style: "<argument> must be ..., got ...").
-# --------------------------------------------------------------------------------------------
-
-
-def _describe(t: torch.Tensor) -> str:
-    return f"a tensor of shape {tuple(t.shape)} and dtype {t.dtype}"
-
-
-def _check_tensor(x: Any, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
-
-
-def _float_input(x: Any, name: str = "input") -> torch.Tensor:
-    """``x`` as a real floating tensor (integer and boolean promoted to the default dtype)."""
-    x = _check_tensor(x, name)
-    if x.is_complex():
-        raise TypeError(f"{name} must be a real floating, integer or boolean tensor, got {_describe(x)}")
-    if not x.is_floating_point():
-        return x.to(torch.get_default_dtype())
-    return x
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
-
-
-def _normalize_dim(dim: Any, ndim: int) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"dim must be an integer, got {dim!r}")
-    dim = int(dim)
-    size = max(ndim, 1)
-    if not -size <= dim < size:
-        raise ValueError(f"dim must be in [{-size}, {size}) for an input with {ndim} dimensions, got {dim}")
-    return dim % size
-
-
-def _normalize_dims(dim: Any, ndim: int) -> tuple[int, ...]:
-    if dim is None:
-        return tuple(range(ndim))
-    if isinstance(dim, (tuple, list)):
-        dims = tuple(_normalize_dim(d, ndim) for d in dim)
-        if len(set(dims)) != len(dims):
-            raise ValueError(f"dim must not repeat a dimension, got {tuple(dim)}")
-        return tuple(sorted(dims))
-    return (_normalize_dim(dim, ndim),)
-
-
-def _check_same_device(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
-    if t.device != x.device:
-        raise ValueError(f"{name} must be on the input's device ({x.device}), got a tensor on {t.device}")
-
-
-def _check_weight(weight: Any, x: torch.Tensor, n_classes: int) -> torch.Tensor | None:
-    if weight is None:
-        return None
-    weight = _check_tensor(weight, "weight")
-    if weight.is_complex() or weight.dtype == torch.bool:
-        raise TypeError(f"weight must be a real tensor of shape ({n_classes},), got {_describe(weight)}")
-    if tuple(weight.shape) != (n_classes,):
-        raise ValueError(f"weight must have shape ({n_classes},), one entry per class, got shape {tuple(weight.shape)}")
-    _check_same_device(weight, x, "weight")
-    if not bool(torch.isfinite(weight).all()):
-        bad = torch.nonzero(~torch.isfinite(weight)).flatten().tolist()
-        raise ValueError(f"weight must be finite, got non-finite entries at {bad}")
-    if bool((weight < 0).any()):
-        bad = torch.nonzero(weight < 0).flatten().tolist()
-        raise ValueError(f"weight must be non-negative, got negative entries at {bad}")
-    return weight
-
-
-def _check_loss_input(input: Any) -> torch.Tensor:
-    x = _float_input(input)
-    if x.ndim == 0:
-        raise ValueError("input must have the classes along axis 1 (or axis 0 when unbatched), got a 0-d tensor")
-    class_axis = 0 if x.ndim == 1 else 1
-    if x.shape[class_axis] == 0:
-        raise ValueError(f"input must have at least one class along axis {class_axis}, got shape {tuple(x.shape)}")
-    return x
-
-
-def _check_target_kind(target: torch.Tensor, *, allow_probabilities: bool) -> None:
-    integer = not (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool)
-    if integer or (allow_probabilities and target.is_floating_point()):
-        return
-    kinds = "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
-    raise TypeError(f"target must be {kinds}, got {_describe(target)}")
-
-
-def _check_index_target(target: torch.Tensor, x: torch.Tensor, ignore_index: int) -> None:
-    """Index targets: the input's shape without the class axis, values in [0, C) or ignore_index."""
-    class_axis = 0 if x.ndim == 1 else 1
-    batch_shape = tuple(x.shape[:class_axis]) + tuple(x.shape[class_axis + 1 :])
-    if tuple(target.shape) != batch_shape:
-        raise ValueError(
-            f"target must have shape {batch_shape} (the input's shape {tuple(x.shape)} without the class "
-            f"axis {class_axis}) for class indices, got shape {tuple(target.shape)}"
-        )
-    _check_same_device(target, x, "target")
-    n_classes = x.shape[class_axis]
-    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
-    if bool(bad.any()):
-        position = tuple(int(i) for i in torch.nonzero(bad)[0]) if target.ndim else ()
-        value = int(target[position])
-        raise ValueError(
-            f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}, "
-            f"got {value} at position {position}"
-        )
-
-
-def _check_probability_target(target: torch.Tensor, x: torch.Tensor, ignore_index: int) -> None:
-    if tuple(target.shape) != tuple(x.shape):
-        raise ValueError(
-            f"target must have the input's shape {tuple(x.shape)} for class probabilities, "
-            f"got shape {tuple(target.shape)}"
-        )
-    _check_same_device(target, x, "target")
-    if ignore_index >= 0:
-        raise ValueError(f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,8 +58,8 @@ def _empty_reduction(x: torch.Tensor, dims: tuple[int, ...]) -> bool:
 class _Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        xc = x.to(_compute_dtype(x.dtype))
-        out = _log_softmax_and_lse(xc, dim)[0].exp().to(x.dtype)
+        xc = x.to(compute_dtype(x.dtype))
+        out = log_softmax_and_lse(xc, dim)[0].exp().to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -253,7 +67,7 @@ class _Softmax(Function):
     @staticmethod
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        p = out.to(_compute_dtype(out.dtype))
+        p = out.to(compute_dtype(out.dtype))
         g = grad.to(p.dtype)
         grad_in = p * (g - (g * p).sum(dim=ctx.dim, keepdim=True))
         return grad_in.to(out.dtype), None
@@ -262,8 +76,8 @@ class _Softmax(Function):
 class _LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        xc = x.to(_compute_dtype(x.dtype))
-        out = _log_softmax_and_lse(xc, dim)[0].to(x.dtype)
+        xc = x.to(compute_dtype(x.dtype))
+        out = log_softmax_and_lse(xc, dim)[0].to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -271,11 +85,11 @@ class _LogSoftmax(Function):
     @staticmethod
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        lp = out.to(_compute_dtype(out.dtype))
+        lp = out.to(compute_dtype(out.dtype))
         g = grad.to(lp.dtype)
         grad_in = g - lp.exp() * g.sum(dim=ctx.dim, keepdim=True)
         # An all -inf row has no probability mass to move: its gradient is zero.
-        dead = lp.amax(dim=ctx.dim, keepdim=True) == -_INF
+        dead = lp.amax(dim=ctx.dim, keepdim=True) == -INF
         if bool(dead.any()):
             grad_in = torch.where(dead, 0.0, grad_in)
         return grad_in.to(out.dtype), None
@@ -284,15 +98,15 @@ class _LogSoftmax(Function):
 def _logsumexp_keepdim(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """The log-sum-exp over ``dims``, with the reduced dimensions kept (size one)."""
     if len(dims) == 1:
-        return _log_softmax_and_lse(x, dims[0])[1]
-    lse = _log_softmax_and_lse(_flat_dims(x, dims), -1)[1]
+        return log_softmax_and_lse(x, dims[0])[1]
+    lse = log_softmax_and_lse(flat_dims(x, dims), -1)[1]
     return lse.reshape([1 if d in dims else n for d, n in enumerate(x.shape)])
 
 
 class _LogSumExp(Function):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
-        xc = x.to(_compute_dtype(x.dtype))
+        xc = x.to(compute_dtype(x.dtype))
         lse = _logsumexp_keepdim(xc, dims)
         ctx.dims = dims
         ctx.save_for_backward(x, lse)
@@ -310,7 +124,7 @@ class _LogSumExp(Function):
         if not ctx.keepdim:
             for d in ctx.dims:
                 g = g.unsqueeze(d)
-        grad_in = g * _softmax_from_lse(xc, lse, ctx.dims)
+        grad_in = g * softmax_from_lse(xc, lse, ctx.dims)
         return grad_in.to(x.dtype), None, None
 
 
@@ -341,8 +155,8 @@ def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
     >>> softmax(torch.tensor([float("-inf"), float("-inf")]))
     tensor([0., 0.])
     """
-    x = _float_input(input)
-    d = _normalize_dim(dim, x.ndim)
+    x = float_input(input)
+    d = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
         return _Softmax.apply(x.unsqueeze(0), 0).squeeze(0)
     if x.shape[d] == 0:
@@ -376,8 +190,8 @@ def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
     tensor([[-0.6931, -0.6931],
             [   -inf,  0.0000]])
     """
-    x = _float_input(input)
-    d = _normalize_dim(dim, x.ndim)
+    x = float_input(input)
+    d = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
         return _LogSoftmax.apply(x.unsqueeze(0), 0).squeeze(0)
     if x.shape[d] == 0:
@@ -415,20 +229,20 @@ def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, ke
     >>> logsumexp(torch.tensor([[0.0, 0.0], [float("-inf"), float("-inf")]]))
     tensor([0.6931,   -inf])
     """
-    x = _float_input(input)
+    x = float_input(input)
     if not isinstance(keepdim, bool):
         raise TypeError(f"keepdim must be a bool, got {keepdim!r}")
     if x.ndim == 0:
-        _normalize_dims(dim, 1)
+        normalize_dims(dim, 1)
         return _LogSumExp.apply(x.unsqueeze(0), (0,), False)
-    dims = _normalize_dims(dim, x.ndim)
+    dims = normalize_dims(dim, x.ndim)
     if _empty_reduction(x, dims):
         shape = (
             [1 if d in dims else n for d, n in enumerate(x.shape)]
             if keepdim
             else [n for d, n in enumerate(x.shape) if d not in dims]
         )
-        out = torch.full(shape, -_INF, dtype=x.dtype, device=x.device)
+        out = torch.full(shape, -INF, dtype=x.dtype, device=x.device)
         return out + 0 * x.sum(dim=dims, keepdim=keepdim) if x.requires_grad else out
     return _LogSumExp.apply(x, dims, keepdim)
 
@@ -460,49 +274,49 @@ def _row_scale(grad: torch.Tensor, reduction: str, denominator, shape) -> torch.
 class _IndexTerms:
     """Index targets as ``loss_n = -sum_c a_nc l_nc``: what the forward and the backward share.
 
-    ``pick`` = (1 - eps) w_y v at the target class, ``smooth`` = eps / C * v on every class
-    (times ``w_c``), ``total`` = ``sum_c a_nc``; ``denominator`` = W, what ``"mean"`` divides by.
+    ``target_coef``, ``smooth_coef`` (None without smoothing), ``total_coef`` and ``denominator``
+    as named in :mod:`softmaxkit._numpy._cross_entropy` (see :func:`softmaxkit.cross_entropy`).
     """
 
     def __init__(self, target, weight, ignore_index, eps, n_classes, dtype):
         self.valid = target != ignore_index
         self.y = torch.where(self.valid, target, 0).long().unsqueeze(1)
         v = self.valid.to(dtype)
-        w_y = v if weight is None else torch.where(self.valid, weight.to(dtype)[self.y.squeeze(1)], 0.0)
-        self.denominator = w_y.sum()
-        self.pick = (1 - eps) * w_y
-        self.smooth = (eps / n_classes) * v if eps > 0 else None
-        self.total = self.pick
+        target_weight = v if weight is None else torch.where(self.valid, weight.to(dtype)[self.y.squeeze(1)], 0.0)
+        self.denominator = target_weight.sum()
+        self.target_coef = (1 - eps) * target_weight
+        self.smooth_coef = (eps / n_classes) * v if eps > 0 else None
+        self.total_coef = self.target_coef
         if eps > 0:
             total_weight = float(n_classes) if weight is None else weight.to(dtype).sum()
-            self.total = self.pick + self.smooth * total_weight
+            self.total_coef = self.target_coef + self.smooth_coef * total_weight
 
 
 class _CrossEntropy(Function):
     """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks.
 
-    Written as ``loss_n = -sum_c a_nc l_nc`` with ``l`` the log-softmax, ``A_n = sum_c a_nc``; the
-    gradient is ``p_nc A_n - a_nc`` (times the upstream gradient of row n), with ``p = exp(x - lse)``.
+    ``loss_n = -sum_c a_nc l_nc`` with ``l`` the log-softmax; the gradient is ``p_nc A_n - a_nc``
+    (times the upstream gradient of row n), with ``p = exp(x - lse)`` (see :func:`softmaxkit.cross_entropy`).
     """
 
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, eps):
-        cdt = _compute_dtype(x.dtype)
+        cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         n_classes = xc.shape[1]
-        log_p, lse = _log_softmax_and_lse(xc, 1)
+        log_p, lse = log_softmax_and_lse(xc, 1)
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
         ctx.probabilities = target.is_floating_point()
         ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
         if ctx.probabilities:
-            per = -_row_dot(_probability_coef(target, w, eps, n_classes, cdt), log_p)
+            per = -row_dot(_prob_coef(target, w, eps, n_classes, cdt), log_p)
             denominator = per.numel()
         else:
             terms = _IndexTerms(target, weight, ignore_index, eps, n_classes, cdt)
-            per = _times(terms.pick, -log_p.gather(1, terms.y).squeeze(1))
-            if terms.smooth is not None:
-                weighted = log_p.sum(dim=1) if w is None else _row_dot(w, log_p)
-                per = per + _times(terms.smooth, -weighted)
+            per = times(terms.target_coef, -log_p.gather(1, terms.y).squeeze(1))
+            if terms.smooth_coef is not None:
+                weighted = log_p.sum(dim=1) if w is None else row_dot(w, log_p)
+                per = per + times(terms.smooth_coef, -weighted)
             denominator = terms.denominator
         del log_p
         # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
@@ -519,59 +333,59 @@ class _CrossEntropy(Function):
         # may be overwritten in place; otherwise the softmax buffer is reused for the gradient.
         recorded = torch.is_grad_enabled()
         if recorded:
-            lse = _log_softmax_and_lse(xc, 1)[1]
+            lse = log_softmax_and_lse(xc, 1)[1]
         n_classes, eps = xc.shape[1], ctx.eps
         batch_shape = xc.shape[:1] + xc.shape[2:]
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, batch_shape)
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
-        grad_x = _softmax_from_lse(xc, lse, 1)
+        grad_x = softmax_from_lse(xc, lse, 1)
         grad_target = None
         if ctx.probabilities:
-            coef = _probability_coef(target, w, eps, n_classes, cdt)
-            row = _times(coef.sum(dim=1), scale).unsqueeze(1)
+            prob_coef = _prob_coef(target, w, eps, n_classes, cdt)
+            row = times(prob_coef.sum(dim=1), scale).unsqueeze(1)
             if recorded:
-                grad_x = grad_x * row - coef * scale.unsqueeze(1)
+                grad_x = grad_x * row - prob_coef * scale.unsqueeze(1)
             else:
-                grad_x.mul_(row).addcmul_(coef, scale.unsqueeze(1), value=-1)
+                grad_x.mul_(row).addcmul_(prob_coef, scale.unsqueeze(1), value=-1)
             if ctx.needs_input_grad[1]:
-                log_p = _log_softmax_from_lse(xc, lse, 1)
+                log_p = log_softmax_from_lse(xc, lse, 1)
                 factor = torch.full_like(log_p, 1 - eps) if w is None else ((1 - eps) * w).expand_as(log_p)
-                grad_target = (-_times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
+                grad_target = (-times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
         else:
             terms = _IndexTerms(target, weight, ctx.ignore_index, eps, n_classes, cdt)
-            row = _times(terms.total, scale).unsqueeze(1)
-            pick = -_times(terms.pick, scale).unsqueeze(1)
+            row = times(terms.total_coef, scale).unsqueeze(1)
+            at_target = -times(terms.target_coef, scale).unsqueeze(1)
             if recorded:
-                grad_x = (grad_x * row).scatter_add(1, terms.y, pick)
+                grad_x = (grad_x * row).scatter_add(1, terms.y, at_target)
             else:
-                grad_x.mul_(row).scatter_add_(1, terms.y, pick)
-            if terms.smooth is not None:
-                smooth = _times(terms.smooth, scale).unsqueeze(1)
+                grad_x.mul_(row).scatter_add_(1, terms.y, at_target)
+            if terms.smooth_coef is not None:
+                smooth = times(terms.smooth_coef, scale).unsqueeze(1)
                 if w is None:
                     grad_x = grad_x - smooth if recorded else grad_x.sub_(smooth)
                 else:
                     grad_x = grad_x - smooth * w if recorded else grad_x.addcmul_(smooth, w, value=-1)
-        dead = lse == -_INF  # a fully masked row takes no part: zero gradient
+        dead = lse == -INF  # a fully masked row takes no part: zero gradient
         if bool(dead.any()):
             grad_x = torch.where(dead, 0.0, grad_x)
         return grad_x.to(x.dtype), grad_target, None, None, None, None
 
 
-def _probability_coef(target, w, eps, n_classes, dtype):
-    """``a_nc = w_c t'_nc`` with ``t' = (1 - eps) t + eps / C``."""
-    coef = target.to(dtype)
+def _prob_coef(target, w, eps, n_classes, dtype):
+    """``prob_coef``: ``a_nc = w_c t'_nc`` for probability targets, with ``t' = (1 - eps) t + eps / C``."""
+    prob_coef = target.to(dtype)
     if eps > 0:
-        coef = (1 - eps) * coef + eps / n_classes
-    return coef if w is None else coef * w
+        prob_coef = (1 - eps) * prob_coef + eps / n_classes
+    return prob_coef if w is None else prob_coef * w
 
 
 class _NLLLoss(Function):
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction):
-        cdt = _compute_dtype(x.dtype)
+        cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         terms = _IndexTerms(target, weight, ignore_index, 0.0, xc.shape[1], cdt)
-        per = _times(terms.pick, -xc.gather(1, terms.y).squeeze(1))
+        per = times(terms.target_coef, -xc.gather(1, terms.y).squeeze(1))
         ctx.reduction, ctx.ignore_index = reduction, ignore_index
         ctx.shape, ctx.dtype, ctx.cdt = xc.shape, x.dtype, cdt
         ctx.save_for_backward(target, weight, terms.denominator)
@@ -584,18 +398,8 @@ class _NLLLoss(Function):
         terms = _IndexTerms(target, weight, ctx.ignore_index, 0.0, ctx.shape[1], cdt)
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, target.shape)
         grad_x = torch.zeros(ctx.shape, dtype=cdt, device=target.device)
-        grad_x = grad_x.scatter(1, terms.y, -_times(terms.pick, scale).unsqueeze(1))
+        grad_x = grad_x.scatter(1, terms.y, -times(terms.target_coef, scale).unsqueeze(1))
         return grad_x.to(ctx.dtype), None, None, None, None
-
-
-def _prepare_loss_args(input, target, weight, ignore_index, reduction):
-    x = _check_loss_input(input)
-    target = _check_tensor(target, "target")
-    reduction = check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index)
-    n_classes = x.shape[1] if x.ndim >= 2 else x.shape[0]
-    weight = _check_weight(weight, x, n_classes)
-    return x, target, weight, ignore_index, reduction
 
 
 def cross_entropy(
@@ -609,28 +413,14 @@ def cross_entropy(
 ) -> torch.Tensor:
     r"""Cross-entropy between logits and targets, as a lean autograd op; ``torch.nn.functional.cross_entropy``'s semantics.
 
-    The class axis is 1, or 0 for an unbatched ``(C,)`` input; inputs ``(C,)``, ``(N, C)`` or
-    ``(N, C, d1, ..., dk)``. With :math:`l` the log-softmax over the class axis, :math:`w_c` the class
-    weight (1 when none), :math:`v_n = [y_n \ne \text{ignore\_index}]` and :math:`\varepsilon` the label
-    smoothing, for class indices
-
-    .. math::
-
-        \ell_n = (1-\varepsilon)\,(-w_{y_n} l_{n,y_n} v_n)
-                 + \frac{\varepsilon}{C}\,\Bigl(-v_n \sum_c w_c l_{n,c}\Bigr),
-
-    ``"mean"`` dividing each part by :math:`W = \sum_n w_{y_n} v_n` (``NaN`` when :math:`W = 0`);
-    for class probabilities :math:`t` with :math:`t' = (1-\varepsilon) t + \varepsilon / C`,
-
-    .. math:: \ell_n = -\sum_c w_c\, t'_{n,c}\, l_{n,c},
-
-    ``"mean"`` dividing by the number of samples (``numel / C``).
+    The loss and its gradient are those of :func:`softmaxkit.cross_entropy`, where the formulas are
+    written (class weights, ``ignore_index``, label smoothing, class probabilities, and what
+    ``"mean"`` divides by). The class axis is 1, or 0 for an unbatched ``(C,)`` input; inputs
+    ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
 
     The backward pass saves the logits (already held by autograd), the target, the weights and the
     per-row log-sum-exp; it recomputes the softmax as ``exp(x - lse)`` instead of keeping an
-    N x C tensor. The gradient is :math:`\partial \ell_n / \partial x_{n,c} = (\sum_k w_k t'_{n,k})\,
-    p_{n,c} - w_c t'_{n,c}`, with :math:`t'` the smoothed one-hot target for class indices. Gradients
-    with respect to probability targets are supported.
+    N x C tensor. Gradients with respect to probability targets are supported.
 
     Parameters
     ----------
@@ -683,13 +473,13 @@ def cross_entropy(
     >>> x.grad
     tensor([[-0.3410,  0.2424,  0.0986]], dtype=torch.float64)
     """
-    x, target, weight, ignore_index, reduction = _prepare_loss_args(input, target, weight, ignore_index, reduction)
+    x, target, weight, ignore_index, reduction = check_loss_args(input, target, weight, ignore_index, reduction)
     eps = check_label_smoothing(label_smoothing)
-    _check_target_kind(target, allow_probabilities=True)
+    check_target_kind(target, allow_probabilities=True)
     if target.is_floating_point():
-        _check_probability_target(target, x, ignore_index)
+        check_probability_target(target, x, ignore_index)
     else:
-        _check_index_target(target, x, ignore_index)
+        check_index_target(target, x, ignore_index)
     if x.ndim == 1:
         out = _CrossEntropy.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, eps)
         return out.squeeze(0) if reduction == "none" else out
@@ -706,11 +496,9 @@ def nll_loss(
 ) -> torch.Tensor:
     r"""Negative log-likelihood of log-probabilities, as an autograd op; ``torch.nn.functional.nll_loss``'s semantics.
 
-    .. math:: \ell_n = -w_{y_n}\, x_{n,y_n}\, v_n, \qquad v_n = [y_n \ne \text{ignore\_index}],
-
-    ``"mean"`` dividing the sum by :math:`W = \sum_n w_{y_n} v_n` (``NaN`` when :math:`W = 0`).
-    Shapes as in :func:`cross_entropy` with class-index targets; the backward pass saves only the
-    target and the weights.
+    The loss is that of :func:`softmaxkit.nll_loss` (see there and :func:`softmaxkit.cross_entropy`
+    for the formula and what ``"mean"`` divides by). Shapes as in :func:`cross_entropy` with
+    class-index targets; the backward pass saves only the target and the weights.
 
     Parameters
     ----------
@@ -734,9 +522,9 @@ def nll_loss(
     >>> round(nll_loss(log_softmax(x, dim=1), torch.tensor([0])).item(), 10)
     0.417030016
     """
-    x, target, weight, ignore_index, reduction = _prepare_loss_args(input, target, weight, ignore_index, reduction)
-    _check_target_kind(target, allow_probabilities=False)
-    _check_index_target(target, x, ignore_index)
+    x, target, weight, ignore_index, reduction = check_loss_args(input, target, weight, ignore_index, reduction)
+    check_target_kind(target, allow_probabilities=False)
+    check_index_target(target, x, ignore_index)
     if x.ndim == 1:
         out = _NLLLoss.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)
         return out.squeeze(0) if reduction == "none" else out

@@ -1,8 +1,11 @@
-"""Triton kernels of :func:`softmaxkit.torch.linear_cross_entropy` (the CUDA path).
+"""The Triton engine of :func:`softmaxkit.torch.linear_cross_entropy` (the CUDA path).
 
-Imported lazily by :mod:`softmaxkit.torch._linear_cross_entropy` only when the Triton path is
-chosen, so nothing here is needed on the CPU. The math is the module docstring of
-``_linear_cross_entropy``; this file only tiles it.
+Imported lazily by :func:`softmaxkit.torch._linear_ce._autograd.select_engine` only when this
+engine is chosen, so nothing here is needed on the CPU. The math is the module docstring of
+:mod:`softmaxkit.torch._linear_cross_entropy`; this file only tiles it. Its interface is the
+PyTorch engine's (:mod:`~softmaxkit.torch._linear_ce._torch_engine`): :func:`forward`,
+:func:`gradients`, :func:`logsumexp`; :func:`check_supported` says what it covers, once, when
+it is chosen.
 
 Two kernels, each computing its logits tile ``softcap(x_tile @ w_tile.T + b_tile)`` on the fly
 from ``input`` and ``weight`` with float32 accumulation (IEEE float32 products for float32 input,
@@ -25,21 +28,21 @@ from __future__ import annotations
 
 import torch
 
+from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales
+
 try:
     import triton
     import triton.language as tl
 except ImportError:  # the module still imports (docs, doctest collection); using it then raises
     triton = tl = None
 
-__all__ = ["check_supported", "gradients", "stats_pass"]
+__all__ = ["check_supported", "forward", "gradients", "logsumexp"]
 
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def check_supported(x: torch.Tensor, kind: str) -> None:
-    """Raise ``ValueError`` for what the kernels do not cover (the PyTorch path does)."""
-    if triton is None:
-        raise ValueError("backend='triton' needs the triton package: pip install 'softmaxkit[triton]'")
+    """Raise ``ValueError`` for what the kernels do not cover (the PyTorch engine does)."""
     if x.dtype not in _SUPPORTED:
         raise ValueError(
             f"backend='triton' needs float32, bfloat16 or float16 input, got {x.dtype}; use backend='torch'"
@@ -181,9 +184,9 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         t_ptr,
         cw_ptr,
         lse_ptr,
-        a_ptr,
-        bt_ptr,
-        c_ptr,
+        total_coef_ptr,
+        target_coef_ptr,
+        smooth_coef_ptr,
         g_ptr,
         n,
         v,
@@ -202,7 +205,10 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         BLOCK_V: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):
-        """``g[i, j] = p_ij A_i - [j == t_i] B_i - C_i cw_j``, times the softcap derivative."""
+        """``g_nc = p_nc total_coef_n - [c == y_n] target_coef_n - smooth_coef_n w_c``, times the softcap derivative.
+
+        The coefficients come scaled per token by :func:`gradients`.
+        """
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
         keep = rows < n
@@ -228,19 +234,19 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
             BLOCK_D,
         )
         lse = tl.load(lse_ptr + rows, mask=keep, other=0.0)
-        a = tl.load(a_ptr + rows, mask=keep, other=0.0)
-        g = tl.exp(z - lse[:, None]) * a[:, None]
+        total_coef = tl.load(total_coef_ptr + rows, mask=keep, other=0.0)
+        g = tl.exp(z - lse[:, None]) * total_coef[:, None]
         if HAS_TARGET:
             t = tl.load(t_ptr + rows, mask=keep, other=-1)
-            bt = tl.load(bt_ptr + rows, mask=keep, other=0.0)
-            g -= tl.where(cols[None, :] == t[:, None], bt[:, None], 0.0)
+            target_coef = tl.load(target_coef_ptr + rows, mask=keep, other=0.0)
+            g -= tl.where(cols[None, :] == t[:, None], target_coef[:, None], 0.0)
             if SMOOTH:
-                c = tl.load(c_ptr + rows, mask=keep, other=0.0)
+                smooth_coef = tl.load(smooth_coef_ptr + rows, mask=keep, other=0.0)
                 if HAS_CW:
                     cw = tl.load(cw_ptr + cols, mask=inside, other=0.0)
-                    g -= c[:, None] * cw[None, :]
+                    g -= smooth_coef[:, None] * cw[None, :]
                 else:
-                    g -= c[:, None]
+                    g -= smooth_coef[:, None]
         if SOFTCAP:
             u = z / softcap
             g *= 1.0 - u * u
@@ -251,9 +257,20 @@ def _precision(x: torch.Tensor) -> str:
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
-def stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p) -> dict:
+def forward(x2, weight, bias, p: Problem, scales: RowScales | None, needs: tuple[bool, bool, bool]):
+    """``(stats, grads)``: the loss statistics and, with ``scales``, ``(dx, dw, db)`` (else None)."""
+    stats = _stats_pass(x2, weight, bias, p)
+    stats = LogitStats(stats["lse"], stats["zt"], stats["zs"])
+    return stats, None if scales is None else gradients(x2, weight, bias, p, stats.lse, scales, needs)
+
+
+def logsumexp(x2, weight, bias, p: Problem) -> torch.Tensor:
+    """The per-token log-sum-exp of the logits."""
+    return _stats_pass(x2, weight, bias, p)["lse"]
+
+
+def _stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p: Problem) -> dict:
     """``{"lse", "zt", "zs"}`` per token, float32, from one sweep of the vocabulary."""
-    check_supported(x2, p.kind)
     x2, weight = x2.contiguous(), weight.contiguous()
     n, d = x2.shape
     out = {key: torch.empty(n, dtype=torch.float32, device=x2.device) for key in ("lse", "zt", "zs")}
@@ -301,21 +318,24 @@ def _mm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a.float(), b.float())
 
 
-def gradients(x2, weight, bias, p, lse, coef, needs):
-    """``(dx, dw, db)`` for the per-token coefficients ``coef`` (see ``_Coefficients``)."""
-    check_supported(x2, p.kind)
+def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple[bool, bool, bool]):
+    """``(dx, dw, db)`` for the per-token ``scales``, in the dtypes autograd expects (None where not needed)."""
     x2, weight = x2.contiguous(), weight.contiguous()
     want_dx, want_dw, want_db = needs
     want_db = want_db and bias is not None
     n, d = x2.shape
     device, dtype, v = x2.device, x2.dtype, p.v
     everything = slice(None)
-    ce_scale, extra = coef.at(everything, lse)
+    ce_scale, extra = scales.at(everything, lse)
     if p.kind == "lse":
-        a, bt, c = extra, torch.zeros_like(extra), torch.zeros_like(extra)
+        total_coef, target_coef, smooth_coef = extra, torch.zeros_like(extra), torch.zeros_like(extra)
     else:
-        a, bt, c = ce_scale * p.alpha + extra, ce_scale * p.tw, ce_scale * p.sm
-    a, bt, c = (t.to(torch.float32).contiguous() for t in (a, bt, c))
+        # The problem's coefficients times each token's upstream scale; the z-loss and an upstream
+        # log-sum-exp gradient (``extra``) multiply the probabilities as A_n does.
+        total_coef = ce_scale * p.total_coef + extra
+        target_coef, smooth_coef = ce_scale * p.target_coef, ce_scale * p.smooth_coef
+    coefs = (t.to(torch.float32).contiguous() for t in (total_coef, target_coef, smooth_coef))
+    total_coef, target_coef, smooth_coef = coefs
     lse = lse.to(torch.float32).contiguous()
     low = dtype != torch.float32
     dx = torch.empty_like(x2) if want_dx else None
@@ -339,9 +359,9 @@ def gradients(x2, weight, bias, p, lse, coef, needs):
                 p.target[r0:r1] if has_target else dummy,
                 p.class_weight if p.class_weight is not None else dummy,
                 lse[r0:r1],
-                a[r0:r1],
-                bt[r0:r1],
-                c[r0:r1],
+                total_coef[r0:r1],
+                target_coef[r0:r1],
+                smooth_coef[r0:r1],
                 g,
                 m,
                 v,

@@ -1,0 +1,268 @@
+"""The problem of a fused linear cross-entropy, validated once, and its plan: chunk sizes within a memory budget.
+
+:func:`make_problem` checks every argument (with :mod:`softmaxkit.torch._checks`) and turns the
+target into the per-token coefficients of the loss, a :class:`Problem`; :func:`make_plan` sizes
+the chunks of both engines' passes so that their scratch stays within ``max_memory`` bytes
+(:func:`check_max_memory` gives its default). :class:`RowScales` is what autograd hands an engine
+for a gradient. Nothing here computes a logit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, NamedTuple
+
+import torch
+
+from softmaxkit._validation import _describe, check_ignore_index, check_label_smoothing, check_reduction
+from softmaxkit.torch._checks import (
+    check_class_indices,
+    check_finite_real,
+    check_linear_class_weight,
+    check_linear_target,
+    check_linear_tensors,
+)
+
+#: Default bound, in bytes, of the chunk-shaped scratch tensors (CPU and other devices): this, or
+#: more with a large weight (see :func:`check_max_memory`).
+DEFAULT_MAX_MEMORY = 32 * 2**20
+#: The default scratch may grow to ``weight.nbytes / _WEIGHT_SHARE``.
+_WEIGHT_SHARE = 4
+#: ... and to no more than ``N * V * 4 / _LOGITS_SHARE`` bytes.
+_LOGITS_SHARE = 8
+#: Default on CUDA, where wide chunks are what keeps the GPU busy.
+DEFAULT_MAX_MEMORY_CUDA = 2**30
+#: Fewer token rows than this per chunk and the vocabulary is tiled as well.
+_MIN_ROWS = 32
+#: Narrowest vocabulary block of the weight-gradient pass before tokens are chunked there too.
+_MIN_COLS = 64
+#: Chunk sizes are rounded down to these multiples (see :func:`aligned`).
+_ROW_ALIGN = 64
+_COL_ALIGN = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    rows: int  # tokens per chunk in the token pass
+    cols: int  # vocabulary entries per block in the token pass (== V: one block)
+    w_rows: int  # tokens per chunk in the weight pass (low-precision input only)
+    w_cols: int  # vocabulary entries per block in the weight pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything but the three differentiable tensors, flattened to ``N`` tokens."""
+
+    kind: str  # "index", "prob" or "lse" (no target: log-sum-exp only)
+    n: int
+    v: int
+    acc: torch.dtype  # float32, or float64 for float64 input
+    target: torch.Tensor | None  # (N,) int64 class indices, or (N, V) probabilities
+    valid: torch.Tensor | None  # (N,) bool, index targets only
+    class_weight: torch.Tensor | None  # (V,) acc dtype
+    # The coefficients, named as in softmaxkit._numpy._cross_entropy (see softmaxkit.cross_entropy):
+    total_weight: float  # sum_c w_c (V when there are no class weights)
+    target_coef: torch.Tensor | None  # (N,) (1 - eps) w_y v: 0 on ignored tokens (index targets)
+    smooth_coef: torch.Tensor | None  # (N,) eps / V * v (index targets)
+    total_coef: torch.Tensor | None  # (N,) A_n = sum_c a_nc
+    ce_denominator: float  # what "mean" divides the cross-entropy part by
+    n_kept: int  # what "mean" divides the z-loss part by
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
+    reduction: str
+    max_memory: int
+    plan: Plan
+
+
+def check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: int, logits_elements: int) -> int:
+    if max_memory is None:
+        if device.type == "cuda":
+            return DEFAULT_MAX_MEMORY_CUDA
+        # The weight gradient (V x d) is the memory floor of any implementation; a scratch of a
+        # quarter of it costs little on top and gives the products enough rows (512 instead of
+        # 128 at d = 2048, V = 65536 float32: the pass took 10 % less time on the CPU). The
+        # growth stops at an eighth of the float32 logits, so few tokens and a huge weight get
+        # no N x V scratch beyond the 32 MiB floor.
+        grown = min(weight_bytes // _WEIGHT_SHARE, logits_elements * 4 // _LOGITS_SHARE)
+        return max(DEFAULT_MAX_MEMORY, grown)
+    if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral) or max_memory < 64:
+        raise ValueError(f"max_memory must be None or an integer number of bytes >= 64, got {_describe(max_memory)}")
+    return int(max_memory)
+
+
+def make_plan(
+    n: int, v: int, d: int, dtype: torch.dtype, acc: torch.dtype, *, kind: str, softcap: bool, max_memory: int
+) -> Plan:
+    """Chunk sizes such that the chunk-shaped scratch stays within ``max_memory`` bytes.
+
+    Counted: every tile of ``rows x cols`` (logits, softcap derivative, low-precision copy, target)
+    and the float32 copies that low-precision input needs where a chunk cannot span the whole
+    vocabulary (a weight block, ``cols x d``) or all tokens (a token chunk, ``w_rows x d``).
+    Not counted, like the gradients themselves: the float32 accumulators of at most
+    ``_MIN_ROWS`` rows or ``_MIN_COLS`` columns of width ``d``. At least one row and one column
+    are processed whatever the bound.
+    """
+    acc_size = torch.finfo(acc).bits // 8
+    low = dtype != acc
+    per_element = acc_size  # the logits / gradient tile
+    if softcap:
+        per_element += acc_size  # the softcap derivative
+    if low:
+        per_element += torch.finfo(dtype).bits // 8  # the low-precision product and gradient tile
+    if kind == "prob":
+        per_element += acc_size  # the smoothed, weighted target tile
+    elements = max(1, max_memory // per_element)
+    n1, row_bytes = max(n, 1), d * acc_size
+    if elements // v >= min(n1, _MIN_ROWS):
+        rows, cols = aligned(min(n1, elements // v), n1, _ROW_ALIGN), v
+    else:
+        # Vocabulary tiles; low-precision input converts each tile's weight block to float32.
+        rows = max(1, min(n1, _MIN_ROWS, elements))
+        per_col = rows * per_element + (row_bytes if low else 0)
+        cols = aligned(max(1, min(v, max_memory // per_col)), v, _COL_ALIGN)
+    if elements // n1 >= min(v, _MIN_COLS):
+        w_rows, w_cols = n1, aligned(min(v, elements // n1), v, _COL_ALIGN)
+    else:
+        # Token chunks (low precision only), each converted to float32 for the exact product.
+        w_cols = max(1, min(v, _MIN_COLS, elements))
+        w_rows = aligned(max(1, min(n1, max_memory // (w_cols * per_element + row_bytes))), n1, _ROW_ALIGN)
+    return Plan(rows, cols, w_rows, w_cols)
+
+
+def aligned(size: int, whole: int, multiple: int) -> int:
+    """``size`` rounded down to a multiple of ``multiple`` unless it covers ``whole`` or is smaller.
+
+    Matrix products over chunk sizes such as 85 rows run far slower than over 64 or 128 on the
+    CPU (the bfloat16 logits product: 261 GFLOP/s at 85 rows, 410 at 64), so chunks are aligned.
+    """
+    if size >= whole or size < multiple:
+        return size
+    return size - size % multiple
+
+
+def make_problem(
+    input, weight, bias, target, *, ignore_index, reduction, label_smoothing, class_weight, z_loss, softcap, max_memory
+) -> tuple[torch.Tensor, Problem, tuple[int, ...]]:
+    """Validate everything; return ``(input as (N, d), problem, batch shape)``."""
+    check_linear_tensors(input, weight, bias)
+    reduction = check_reduction(reduction)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    ignore_index = check_ignore_index(ignore_index)
+    z_loss = check_finite_real(z_loss, "z_loss", low=0.0)
+    softcap = check_finite_real(softcap, "softcap", low=0.0, allow_none=True)
+    d, v = input.shape[-1], weight.shape[0]
+    batch = tuple(input.shape[:-1])
+    x2 = input.reshape(-1, d)
+    max_memory = check_max_memory(
+        max_memory, input.device, logits_elements=x2.shape[0] * v, weight_bytes=weight.numel() * weight.element_size()
+    )
+    n = x2.shape[0]
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    device = input.device
+
+    class_weight = check_linear_class_weight(class_weight, v)
+    cw = None if class_weight is None else class_weight.detach().to(device=device, dtype=acc)
+    total_weight = float(cw.sum()) if cw is not None else float(v)
+
+    if check_linear_target(target, batch, v):
+        probs = target.detach().reshape(n, v).to(device)
+        eps = label_smoothing
+        mass = probs @ cw.to(probs.dtype) if cw is not None else probs.sum(1)
+        total_coef = (1.0 - eps) * mass.to(acc) + eps / v * total_weight
+        kind, tgt, valid, target_coef, smooth_coef = "prob", probs, None, None, None
+        ce_denominator, n_kept = float(n), n
+    else:
+        tgt = target.to(device=device, dtype=torch.int64)
+        valid = check_class_indices(tgt, v, ignore_index).reshape(n)
+        tgt = tgt.reshape(n)
+        safe = torch.where(valid, tgt, 0)
+        target_weight = cw[safe] * valid if cw is not None else valid.to(acc)
+        eps = label_smoothing
+        target_coef = (1.0 - eps) * target_weight
+        smooth_coef = (eps / v) * valid.to(acc)
+        total_coef = target_coef + smooth_coef * total_weight
+        kind = "index"
+        ce_denominator, n_kept = float(target_weight.sum()), int(valid.sum())
+        tgt = safe
+    plan = make_plan(n, v, d, input.dtype, acc, kind=kind, softcap=softcap is not None, max_memory=max_memory)
+    problem = Problem(
+        kind=kind,
+        n=n,
+        v=v,
+        acc=acc,
+        target=tgt,
+        valid=valid,
+        class_weight=cw,
+        total_weight=total_weight,
+        target_coef=target_coef,
+        smooth_coef=smooth_coef,
+        total_coef=total_coef,
+        ce_denominator=ce_denominator,
+        n_kept=n_kept,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+        max_memory=max_memory,
+        plan=plan,
+    )
+    return x2, problem, batch
+
+
+def make_lse_problem(input, weight, bias, *, softcap, max_memory) -> tuple[torch.Tensor, Problem, tuple[int, ...]]:
+    """:func:`make_problem` for :func:`~softmaxkit.torch.linear_logsumexp`: no target, kind "lse".
+
+    Planned as for index targets (whose chunks are the same as those of no target at all).
+    """
+    dummy = (
+        torch.zeros(input.shape[:-1], dtype=torch.int64, device=input.device)
+        if isinstance(input, torch.Tensor) and input.ndim >= 1
+        else None
+    )
+    x2, problem, batch = make_problem(
+        input,
+        weight,
+        bias,
+        dummy,
+        ignore_index=-100,
+        reduction="none",
+        label_smoothing=0.0,
+        class_weight=None,
+        z_loss=0.0,
+        softcap=softcap,
+        max_memory=max_memory,
+    )
+    problem = dataclasses.replace(
+        problem, kind="lse", target=None, valid=None, target_coef=None, smooth_coef=None, total_coef=None
+    )
+    return x2, problem, batch
+
+
+class LogitStats(NamedTuple):
+    """What the loss needs from the logits ``z``, per token: an engine's forward result."""
+
+    lse: torch.Tensor  # (N,) log-sum-exp
+    zt: torch.Tensor  # (N,) the target's logit (index targets)
+    zs: torch.Tensor  # (N,) sum_c w_c z_nc (index targets), sum_c a_nc z_nc (probability targets)
+
+
+class RowScales:
+    """The per-token scales of a gradient, what the engines consume: the engines' whole view of autograd.
+
+    ``ce_scale`` multiplies the cross-entropy part (the upstream gradient, divided by the mean's
+    denominator); the z-loss and an upstream log-sum-exp gradient add ``q * lse + lse_grad`` to the
+    coefficient of the probabilities.
+    """
+
+    def __init__(self, ce_scale: torch.Tensor, z_scale: torch.Tensor, lse_grad: torch.Tensor | None, p: Problem):
+        self.ce_scale = ce_scale
+        self.q = z_scale * (2.0 * p.z_loss)
+        self.lse_grad = lse_grad
+
+    def at(self, rows: slice, lse_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        extra = self.q[rows] * lse_c
+        if self.lse_grad is not None:
+            extra = extra + self.lse_grad[rows]
+        return self.ce_scale[rows], extra
