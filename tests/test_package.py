@@ -389,7 +389,13 @@ def test_the_atomic_writer_check_sees_a_second_writer(tmp_path):
 
 # The test files of the NumPy functions and of the oracle: each must run where PyTorch is not installed,
 # skipping (with a reason) only its torch-parity steps.
-NUMPY_TEST_FILES = ["test_softmax.py", "test_cross_entropy.py", "test_gradcheck.py", "test_reference.py"]
+NUMPY_TEST_FILES = [
+    "test_softmax.py",
+    "test_cross_entropy.py",
+    "test_gradcheck.py",
+    "test_reference.py",
+    "test_validation.py",
+]
 
 
 def test_the_numpy_tests_run_without_torch():

@@ -10,9 +10,7 @@ import re
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from _reference import compare_with_torch
+from _reference import compare_with_torch, import_torch
 
 import softmaxkit as sk
 
@@ -30,14 +28,14 @@ ALL_LOSS_FORMS = {
 
 
 def _ce_pair(target, **options):
-    t_target = torch.from_numpy(np.asarray(target))
-    t_options = dict(options)
-    if t_options.get("weight") is not None:
-        t_options["weight"] = torch.as_tensor(np.asarray(t_options["weight"], dtype=np.float64))
-    return (
-        lambda a: sk.cross_entropy(a, target, **options),
-        lambda t: F.cross_entropy(t, t_target, **t_options),
-    )
+    def theirs(t):  # called only after compare_with_torch has imported torch
+        torch = import_torch()
+        t_options = dict(options)
+        if t_options.get("weight") is not None:
+            t_options["weight"] = torch.as_tensor(np.asarray(t_options["weight"], dtype=np.float64))
+        return torch.nn.functional.cross_entropy(t, torch.from_numpy(np.asarray(target)), **t_options)
+
+    return lambda a: sk.cross_entropy(a, target, **options), theirs
 
 
 # --------------------------------------------------------------------------- class indices
@@ -175,9 +173,12 @@ def test_bad_weight_shape_is_rejected_by_torch_too():
 
 def test_negative_weight_is_stricter_than_torch():
     """PyTorch accepts negative weights (and returns a meaningless loss); softmaxkit refuses them."""
-    F.cross_entropy(torch.tensor(X), torch.tensor(Y), weight=torch.tensor([1.0, -0.5, 1.0], dtype=torch.float64))
     compare_with_torch(
         *_ce_pair(Y, weight=np.array([1.0, -0.5, 1.0])), X, error="weight must be non-negative", torch_raises=False
+    )
+    torch = import_torch()
+    torch.nn.functional.cross_entropy(
+        torch.tensor(X), torch.tensor(Y), weight=torch.tensor([1.0, -0.5, 1.0], dtype=torch.float64)
     )
 
 
@@ -275,11 +276,11 @@ def test_input_of_unsupported_dtype(fn, value):
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
 def test_axis_out_of_range(name, axis):
     fn = getattr(sk, name)
-    theirs = {
-        "softmax": lambda t: F.softmax(t, dim=axis),
-        "log_softmax": lambda t: F.log_softmax(t, dim=axis),
-        "logsumexp": lambda t: torch.logsumexp(t, dim=axis),
-    }[name]
+
+    def theirs(t):  # called only after compare_with_torch has imported torch
+        torch = import_torch()
+        return getattr(torch, name)(t, dim=axis)
+
     compare_with_torch(
         lambda a: fn(a, axis=axis),
         theirs,
@@ -381,7 +382,8 @@ def test_describe_names_arrays_and_tensors_by_shape_and_dtype():
     from softmaxkit._validation import _describe
 
     assert _describe(np.zeros((2, 3), dtype=np.float32)) == "an array of shape (2, 3) and dtype float32"
-    assert _describe(torch.zeros(2, 3, dtype=torch.int64)) == "a tensor of shape (2, 3) and dtype torch.int64"
-    assert _describe(torch.nn.Parameter(torch.zeros(4))) == "a tensor of shape (4,) and dtype torch.float32"
     assert _describe(np.float64(1.5)) == repr(np.float64(1.5))  # a NumPy scalar is a value, not an array
     assert _describe("x" * 100) == repr("x" * 100)[:57] + "..."
+    torch = import_torch()
+    assert _describe(torch.zeros(2, 3, dtype=torch.int64)) == "a tensor of shape (2, 3) and dtype torch.int64"
+    assert _describe(torch.nn.Parameter(torch.zeros(4))) == "a tensor of shape (4,) and dtype torch.float32"
