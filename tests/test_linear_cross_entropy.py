@@ -15,7 +15,7 @@ from typing import ClassVar
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import linear_cross_entropy_ref
+from _reference import assert_close, cast_value_and_grads, frobenius_error, linear_cross_entropy_ref, max_relative_error
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from softmaxkit.torch._linear_ce import _torch_engine
@@ -33,28 +33,7 @@ from softmaxkit.torch._linear_cross_entropy import LinearCrossEntropyLoss, linea
 F64 = torch.float64
 
 
-# --------------------------------------------------------------------------- the oracle
-
-
-def value_and_grads(fn, x, w, b, g):
-    """``(value, dx, dw, db)`` of ``sum(g * fn(x, w, b))`` as float64, on fresh leaves."""
-    x = x.detach().clone().requires_grad_()
-    w = w.detach().clone().requires_grad_()
-    b = None if b is None else b.detach().clone().requires_grad_()
-    value = fn(x, w, b)
-    (value.to(F64) * g).sum().backward()
-    out = [value.detach(), x.grad, w.grad, None if b is None else b.grad]
-    return [None if t is None else t.to(F64) for t in out], (x.grad, w.grad)
-
-
-def rel(a, b):
-    """Largest absolute error relative to the largest reference magnitude (NaN-aware)."""
-    if a is None and b is None:
-        return 0.0
-    assert torch.equal(torch.isnan(a), torch.isnan(b)), "NaN pattern differs"
-    a, b = torch.nan_to_num(a), torch.nan_to_num(b)
-    scale = b.abs().max().item() if b.numel() else 0.0
-    return (a - b).abs().max().item() / scale if scale else (a - b).abs().max().item() if a.numel() else 0.0
+# --------------------------------------------------------------------------- inputs
 
 
 def make(n, d, v, *, dtype=F64, seed=0, prob=False, ignore_every=5, batch=None):
@@ -109,14 +88,17 @@ def test_float64_parity_every_option_small(budget):
         cw = cw if use_cw else None
         g = gn if reduction == "none" else torch.tensor(1.7, dtype=F64)
         opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
-        ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
-        got, _ = value_and_grads(
-            lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), x, w, b, g
+        ref = cast_value_and_grads(
+            lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), (x, w, b), None, g
         )
+        got = cast_value_and_grads(
+            lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), (x, w, b), None, g
+        )
+        where = f"for {opts}, bias={use_b}, kind={kind}"
         for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
-            err = rel(a, r)
-            worst = max(worst, err)
-            assert err <= 1e-10, f"{name} off by {err:.2e} for {opts}, bias={use_b}, kind={kind}"
+            assert_close(a, r, rtol=1e-10, what=f"{name} {where}")
+            if r is not None:  # an absent bias has no gradient on either side
+                worst = max(worst, max_relative_error(a, r))
     assert worst > 0.0  # the comparison really ran on non-trivial numbers
 
 
@@ -137,12 +119,12 @@ def test_float64_parity_odd_shapes(reduction, ls, use_cw, zl, cap, kind, max_mem
     cw = cw if use_cw else None
     g = gn[: x.shape[0]] if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=ls, class_weight=cw, z_loss=zl, softcap=cap)
-    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
-    got, _ = value_and_grads(
-        lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), x, w, b, g
+    ref = cast_value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), (x, w, b), None, g)
+    got = cast_value_and_grads(
+        lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), (x, w, b), None, g
     )
     for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
-        assert rel(a, r) <= 1e-10, f"{name}: {rel(a, r):.2e}"
+        assert_close(a, r, rtol=1e-10, what=name)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -154,12 +136,12 @@ def test_float64_parity_aligned_tiles_with_remainders(reduction):
     x, w, b, cw, t, gn = make(n, d, v, ignore_every=7)
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=0.1, class_weight=cw, z_loss=1e-3)
-    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
-    got, _ = value_and_grads(
-        lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), x, w, b, g
+    ref = cast_value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), (x, w, b), None, g)
+    got = cast_value_and_grads(
+        lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, max_memory=max_memory, **opts), (x, w, b), None, g
     )
     for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
-        assert rel(a, r) <= 1e-10, f"{name}: {rel(a, r):.2e}"
+        assert_close(a, r, rtol=1e-10, what=name)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -170,10 +152,12 @@ def test_all_ignored_batch(reduction, ls):
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
     for class_weight in (None, cw):
         opts = dict(reduction=reduction, label_smoothing=ls, class_weight=class_weight, z_loss=1e-2)
-        ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
-        got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), x, w, b, g)
-        for a, r in zip(got, ref):
-            assert rel(a, r) == 0.0
+        ref = cast_value_and_grads(
+            lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), (x, w, b), None, g
+        )
+        got = cast_value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), (x, w, b), None, g)
+        for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
+            assert_close(a, r, rtol=0, what=name)
         if reduction == "mean":
             assert torch.isnan(got[0])  # 0 / 0, as PyTorch
         assert all(torch.count_nonzero(grad) == 0 for grad in got[1:])
@@ -184,17 +168,21 @@ def test_single_token_and_unbatched(reduction):
     x, w, b, cw, t, gn = make(1, 7, 19, ignore_every=0)
     g = gn if reduction == "none" else torch.tensor(1.0, dtype=F64)
     opts = dict(reduction=reduction, label_smoothing=0.1, class_weight=cw, softcap=4.0)
-    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), x, w, b, g)
-    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), x, w, b, g)
-    for a, r in zip(got, ref):
-        assert rel(a, r) <= 1e-12
+    ref = cast_value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_, w_, t, b_, **opts), (x, w, b), None, g)
+    got = cast_value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, **opts), (x, w, b), None, g)
+    for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
+        assert_close(a, r, rtol=1e-12, what=name)
     # Unbatched: input (d,), target () -- the shape of F.cross_entropy's unbatched form.
     g0 = g[0] if reduction == "none" else g
-    ref, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy_ref(x_[0], w_, t[0], b_, **opts), x, w, b, g0)
-    got, _ = value_and_grads(lambda x_, w_, b_: linear_cross_entropy(x_[0], w_, t[0], b_, **opts), x, w, b, g0)
+    ref = cast_value_and_grads(
+        lambda x_, w_, b_: linear_cross_entropy_ref(x_[0], w_, t[0], b_, **opts), (x, w, b), None, g0
+    )
+    got = cast_value_and_grads(
+        lambda x_, w_, b_: linear_cross_entropy(x_[0], w_, t[0], b_, **opts), (x, w, b), None, g0
+    )
     assert got[0].shape == ref[0].shape == ()
-    for a, r in zip(got, ref):
-        assert rel(a, r) <= 1e-12
+    for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
+        assert_close(a, r, rtol=1e-12, what=name)
 
 
 def test_leading_batch_dimensions_and_empty_batch():
@@ -202,7 +190,7 @@ def test_leading_batch_dimensions_and_empty_batch():
     x3, t3 = x.reshape(2, 3, 4, 6), t.reshape(2, 3, 4)
     got = linear_cross_entropy(x3, w, t3, b, reduction="none")
     assert got.shape == (2, 3, 4)
-    assert rel(got.reshape(-1), linear_cross_entropy_ref(x, w, t, b, reduction="none")) <= 1e-12
+    assert_close(got.reshape(-1), linear_cross_entropy_ref(x, w, t, b, reduction="none"), rtol=1e-12)
     empty = linear_cross_entropy(x[:0], w, t[:0], b, reduction="none")
     assert empty.shape == (0,)
     assert torch.isnan(linear_cross_entropy(x[:0], w, t[:0], b))
@@ -212,18 +200,20 @@ def test_leading_batch_dimensions_and_empty_batch():
 def test_gradient_scale_and_second_backward():
     """``(3 * loss).backward()`` scales the precomputed gradients; retain_graph recomputes them."""
     x, w, b, cw, t, gn = make(40, 8, 29)
-    ref, _ = value_and_grads(
-        lambda x_, w_, b_: 3.0 * linear_cross_entropy_ref(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0
+    ref = cast_value_and_grads(
+        lambda x_, w_, b_: 3.0 * linear_cross_entropy_ref(x_, w_, t, b_, z_loss=1e-2), (x, w, b), None, 1.0
     )
-    got, _ = value_and_grads(lambda x_, w_, b_: 3.0 * linear_cross_entropy(x_, w_, t, b_, z_loss=1e-2), x, w, b, 1.0)
-    for a, r in zip(got, ref):
-        assert rel(a, r) <= 1e-12
+    got = cast_value_and_grads(
+        lambda x_, w_, b_: 3.0 * linear_cross_entropy(x_, w_, t, b_, z_loss=1e-2), (x, w, b), None, 1.0
+    )
+    for name, a, r in zip(("loss", "dx", "dw", "db"), got, ref):
+        assert_close(a, r, rtol=1e-12, what=name)
     xl, wl = x.clone().requires_grad_(), w.clone().requires_grad_()
     loss = linear_cross_entropy(xl, wl, t, label_smoothing=0.1)
     first = torch.autograd.grad(loss, (xl, wl), retain_graph=True)
     second = torch.autograd.grad(loss, (xl, wl))
-    for a, r in zip(second, first):
-        assert rel(a, r) <= 1e-13
+    for name, a, r in zip(("dx", "dw"), second, first):
+        assert_close(a, r, rtol=1e-13, what=name)
 
 
 def test_only_some_inputs_require_grad():
@@ -232,24 +222,18 @@ def test_only_some_inputs_require_grad():
     linear_cross_entropy(xl, w, t, b, reduction="none").sum().backward()
     ref = x.clone().requires_grad_()
     linear_cross_entropy_ref(ref, w, t, b, reduction="none").sum().backward()
-    assert rel(xl.grad, ref.grad) <= 1e-12
+    assert_close(xl.grad, ref.grad, rtol=1e-12, what="dx")
     with torch.no_grad():
-        assert rel(linear_cross_entropy(x, w, t, b), linear_cross_entropy_ref(x, w, t, b)) <= 1e-12
+        assert_close(linear_cross_entropy(x, w, t, b), linear_cross_entropy_ref(x, w, t, b), rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- low precision
 
 
-def norm_rel(a, b):
-    """``||a - b|| / ||b||``: the statistically stable error measure for low-precision results."""
-    return ((a - b).norm() / b.norm()).item()
-
-
 def _errors(fn, ref, x, w, b, g):
     """Errors of ``fn`` in x's dtype against ``ref``, the same computation in float64."""
-    got, (dx, dw) = value_and_grads(fn, x, w, b, g)
-    assert dx.dtype == x.dtype and dw.dtype == w.dtype
-    return [norm_rel(a, r) for a, r in zip(got, ref)], got
+    got = cast_value_and_grads(fn, (x, w, b), None, g)  # checks each gradient has its input's dtype
+    return [frobenius_error(a, r) for a, r in zip(got, ref)], got
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
@@ -273,7 +257,7 @@ def test_low_precision_no_worse_than_naive(dtype, opts, max_memory):
     def theirs(x_, w_, b_):
         return linear_cross_entropy_ref(x_, w_, t, b_, **opts)
 
-    ref, _ = value_and_grads(theirs, x.to(F64), w.to(F64), b.to(F64), g)
+    ref = cast_value_and_grads(theirs, (x, w, b), F64, g)
     ours_err, got = _errors(ours, ref, x, w, b, g)
     naive_err, _ = _errors(theirs, ref, x, w, b, g)
     assert got[0].dtype == F64  # (converted) -- the raw loss dtype is checked below
@@ -294,12 +278,12 @@ def test_linear_logsumexp_value_and_gradients(softcap, max_memory):
         z = F.linear(x_, w_, b_)
         return torch.logsumexp(softcap * torch.tanh(z / softcap) if softcap else z, -1)
 
-    r, _ = value_and_grads(ref, x, w, b, gn)
-    got, _ = value_and_grads(
-        lambda x_, w_, b_: linear_logsumexp(x_, w_, b_, softcap=softcap, max_memory=max_memory), x, w, b, gn
+    r = cast_value_and_grads(ref, (x, w, b), None, gn)
+    got = cast_value_and_grads(
+        lambda x_, w_, b_: linear_logsumexp(x_, w_, b_, softcap=softcap, max_memory=max_memory), (x, w, b), None, gn
     )
-    for a, e in zip(got, r):
-        assert rel(a, e) <= 1e-12
+    for name, a, e in zip(("value", "dx", "dw", "db"), got, r):
+        assert_close(a, e, rtol=1e-12, what=name)
     low = linear_logsumexp(x.to(torch.bfloat16), w.to(torch.bfloat16), b.to(torch.bfloat16))
     assert low.dtype == torch.float32 and low.shape == (33,)
 
@@ -562,9 +546,12 @@ def test_autograd_sees_only_the_engine_interface(reduction):
 def test_deterministic_bits(dtype):
     x, w, b, cw, t, gn = make(100, 16, 300, dtype=dtype)
     runs = [
-        value_and_grads(
-            lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, label_smoothing=0.1, max_memory=20_000), x, w, b, 1.0
-        )[0]
+        cast_value_and_grads(
+            lambda x_, w_, b_: linear_cross_entropy(x_, w_, t, b_, label_smoothing=0.1, max_memory=20_000),
+            (x, w, b),
+            None,
+            1.0,
+        )
         for _ in range(2)
     ]
     for a, r in zip(*runs):

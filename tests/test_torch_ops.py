@@ -12,10 +12,10 @@ import itertools
 import math
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
+from _reference import RTOL, assert_close, seed_of
 
 torch = pytest.importorskip("torch", reason="softmaxkit.torch needs PyTorch (the torch extra)")
 import torch.nn.functional as F  # noqa: E402
@@ -24,7 +24,6 @@ import softmaxkit  # noqa: E402
 import softmaxkit.torch as skt  # noqa: E402
 
 INF, NAN = math.inf, math.nan
-RTOL = 1e-12
 C = 5
 SHAPES = {"unbatched": (C,), "2d": (7, C), "3d": (4, C, 3), "4d": (2, C, 3, 2)}
 
@@ -34,29 +33,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # ------------------------------------------------------------------------------------------------
 # The oracle helpers.
 # ------------------------------------------------------------------------------------------------
-
-
-def assert_close(actual, expected, rtol=RTOL, *, check_dtype=True):
-    """Same shape, dtype, non-finite pattern; finite entries within ``rtol`` of the largest one."""
-    actual = torch.as_tensor(actual)
-    expected = torch.as_tensor(expected)
-    assert tuple(actual.shape) == tuple(expected.shape), (actual.shape, expected.shape)
-    if check_dtype:
-        assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    assert torch.equal(torch.isnan(a), torch.isnan(e)), f"NaN pattern differs:\n{a}\n{e}"
-    inf = torch.isinf(e)
-    assert torch.equal(torch.isinf(a), inf) and torch.equal(a[inf], e[inf]), f"inf pattern differs:\n{a}\n{e}"
-    finite = torch.isfinite(e)
-    if finite.any():
-        err = (a[finite] - e[finite]).abs().max().item()
-        scale = e[finite].abs().max().item()
-        assert err <= rtol * scale or err == 0.0, f"relative error {err / max(scale, 1e-300):.3g} > {rtol}"
-
-
-def seed_of(*parts):
-    """A seed fixed by the test's parameters (``hash`` of a str changes from run to run)."""
-    return zlib.crc32(repr(parts).encode())
 
 
 def upstream(out, generator):
@@ -77,9 +53,9 @@ def compare_with_reference(ours, reference, inputs, generator, rtol=RTOL):
     grad_out = upstream(ref_out, generator)
     out, grads = value_and_grads(ours, inputs, grad_out)
     ref_out, ref_grads = value_and_grads(reference, inputs, grad_out)
-    assert_close(out, ref_out, rtol)
+    assert_close(out, ref_out, rtol=rtol, what="value")
     for g, r in zip(grads, ref_grads):
-        assert_close(g, r, rtol)
+        assert_close(g, r, rtol=rtol, what="gradient")
     return out, grads
 
 
