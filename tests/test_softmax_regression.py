@@ -335,7 +335,7 @@ def test_bad_sample_weight(sample_weight, message):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"backend": "jax"}, "backend must be"),
+        ({"backend": "jax"}, "The 'backend' parameter of SoftmaxRegression must be a str among"),
         ({"device": "cuda"}, "device must be None"),
         ({"dtype": np.int32}, "dtype must be numpy.float64 or numpy.float32"),
         ({"solver": "saga"}, "solver"),

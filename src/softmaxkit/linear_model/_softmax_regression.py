@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections import namedtuple
 from typing import ClassVar
 
 import numpy as np
@@ -19,87 +18,10 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 from softmaxkit._model_io import load_model_file, save_model_file
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _loss, _solvers
+from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
+from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
 
 __all__ = ["SoftmaxRegression"]
-
-_SOLVERS = ("lbfgs", "newton-cg", "sgd", "adam")
-_STOCHASTIC = ("sgd", "adam")
-
-Objective = namedtuple("Objective", ["loss_gradient", "loss_gradient_hessp", "batch_loss_gradient"])
-Objective.__doc__ = """The callables the solvers see, on flat float64 parameter vectors of length
-``n_classes * (n_features + fit_intercept)`` (``coef`` of :mod:`._loss`, raveled in C order):
-``loss_gradient(x) -> (f, g)``, ``loss_gradient_hessp(x) -> (f, g, H)`` and
-``batch_loss_gradient(x, indices) -> (f, g)``."""
-
-
-def _numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept, label_smoothing, dtype):
-    shape = (n_classes, X.shape[1] + int(fit_intercept))
-    options = {"fit_intercept": fit_intercept, "label_smoothing": label_smoothing}
-
-    def as_coef(x):
-        return np.asarray(x, dtype=dtype).reshape(shape)
-
-    def loss_gradient(x):
-        f, g = _loss.loss_gradient(as_coef(x), X, target, sample_weight, alpha, **options)
-        return f, g.ravel()
-
-    squared = []  # X ** 2 for the Hessian's diagonal, computed once per fit
-
-    def loss_gradient_hessp(x):
-        if not squared:
-            squared.append(np.square(X))
-        f, g, H = _loss.loss_gradient_hessp(
-            as_coef(x), X, target, sample_weight, alpha, X_squared=squared[0], **options
-        )
-        return f, g.ravel(), H
-
-    mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
-
-    def batch_loss_gradient(x, indices):
-        """The unbiased estimate ``sum_{i in B} s_i CE_i / (|B| mean(s)) + penalty`` of the objective."""
-        coef = as_coef(x)
-        if sample_weight is None:
-            f, g = _loss.loss_gradient(coef, X[indices], target[indices], None, alpha, **options)
-            return f, g.ravel()
-        sw = sample_weight[indices]
-        W = coef[:, : X.shape[1]]
-        penalty = 0.5 * alpha * float(np.vdot(W, W))
-        penalty_grad = np.zeros_like(coef)
-        penalty_grad[:, : X.shape[1]] = alpha * W
-        ratio = float(sw.sum(dtype=np.float64)) / (len(indices) * mean_weight)
-        if not ratio > 0:  # a batch of zero-weight samples: only the penalty
-            return penalty, penalty_grad.ravel()
-        f, g = _loss.loss_gradient(coef, X[indices], target[indices], sw, alpha, **options)
-        return ratio * (f - penalty) + penalty, (ratio * (g - penalty_grad) + penalty_grad).ravel()
-
-    return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient)
-
-
-def _make_objective(backend, device, X, target, sample_weight, alpha, **options) -> Objective:
-    """The one place that dispatches on ``backend``: build the solvers' callables for it.
-
-    A new backend adds a branch here returning an :class:`Objective` of callables with the same
-    contract (flat float64 NumPy vectors in and out).
-    """
-    if backend == "numpy":
-        if device is not None:
-            raise ValueError(f"device must be None with backend='numpy', got {device!r}")
-        return _numpy_objective(X, target, sample_weight, alpha, **options)
-    if backend == "torch":  # imported here, so that importing softmaxkit never imports torch
-        from softmaxkit.linear_model._torch_backend import torch_objective
-
-        return torch_objective(X, target, sample_weight, alpha, device=device, **options)
-    raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
-
-
-def _check_dtype(dtype) -> np.dtype:
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
-    return resolved
 
 
 def _check_finite_nonnegative(values, name, detail):
@@ -246,7 +168,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
-        "solver": [StrOptions(set(_SOLVERS))],
+        "solver": [StrOptions(set(SOLVERS))],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -262,7 +184,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "dtype": "no_validation",
-        "backend": [str],
+        "backend": [StrOptions(set(BACKENDS))],
         "device": "no_validation",
     }
 
@@ -323,28 +245,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> np.dtype | None:
         """Validate the parameters; return the ``dtype`` asked for (None: the backend's default)."""
         self._validate_params()
-        if self.backend == "torch":  # the device is resolved by fit, so load never needs it
-            if not (self.device is None or isinstance(self.device, str)):
-                raise ValueError(
-                    f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or None with backend='torch', "
-                    f"got {self.device!r}"
-                )
-        elif self.backend != "numpy":
-            _make_objective(self.backend, self.device, None, None, None, 0.0)  # raises the backend error
-        elif self.device is not None:
-            raise ValueError(f"device must be None with backend='numpy', got {self.device!r}")
-        return None if self.dtype is None else _check_dtype(self.dtype)
+        check_device(self.backend, self.device)  # the device is resolved by fit, so load never needs it
+        return None if self.dtype is None else check_dtype(self.dtype)
 
     def _working_dtype(self) -> np.dtype:
         """The precision fit computes in: ``dtype``, else float32 on a GPU and float64 elsewhere."""
         dtype = self._check_params()
-        if dtype is not None:
-            return dtype
-        if self.backend == "torch":
-            from softmaxkit.linear_model._torch_backend import default_dtype
-
-            return default_dtype(self.device)
-        return np.dtype(np.float64)
+        return default_dtype(self.backend, self.device) if dtype is None else dtype
 
     def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
         return validate_data(self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1)
@@ -549,7 +456,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             X, X_val, target, t_val, s, s_val = self._split_validation(X, target, hard, s, rng)
             n_samples = X.shape[0]
-        objective = _make_objective(
+        objective = make_objective(
             self.backend,
             self.device,
             X,
@@ -618,7 +525,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if not result.converged:
             warnings.warn(
                 f"{type(self).__name__} (solver={self.solver!r}) did not converge in max_iter={self.max_iter} "
-                f"{'epochs' if self.solver in _STOCHASTIC else 'iterations'}; increase max_iter or tol, or "
+                f"{'epochs' if self.solver in STOCHASTIC_SOLVERS else 'iterations'}; increase max_iter or tol, or "
                 "standardise the features",
                 ConvergenceWarning,
                 stacklevel=2,
@@ -646,7 +553,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return X[train], X[val], target[train], target[val], s_train, s_val
 
     def _partial_fit_available(self):
-        return self.solver in _STOCHASTIC
+        return self.solver in STOCHASTIC_SOLVERS
 
     @available_if(_partial_fit_available)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -696,7 +603,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 method=self.solver, learning_rate=self._auto_learning_rate(X)
             )
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        objective = _make_objective(
+        objective = make_objective(
             self.backend,
             self.device,
             X,
@@ -820,7 +727,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             model = cls()
             model.set_params(**params)
             # dtype=None: whatever the fit computed in (float32 on a GPU), read from the file.
-            dtype = model._check_params() or _check_dtype(arrays["coef"].dtype)
+            dtype = model._check_params() or check_dtype(arrays["coef"].dtype)
             n_features = meta["n_features_in"]
             coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
             n_iter, curve, extra = meta["n_iter"], meta["loss_curve"], meta["extra_metadata"]
@@ -883,7 +790,7 @@ class _Monitor:
         if est.verbose:
             from tqdm.auto import tqdm
 
-            unit = "epoch" if est.solver in _STOCHASTIC else "iter"
+            unit = "epoch" if est.solver in STOCHASTIC_SOLVERS else "iter"
             self.bar = tqdm(total=est.max_iter, desc=f"SoftmaxRegression[{est.solver}]", unit=unit)
 
     def __call__(self, x, f) -> bool:

@@ -1,12 +1,11 @@
-"""Solvers for smooth convex objectives on a flat parameter vector.
+"""Solvers for smooth convex objectives on a flat parameter vector, and the contract they rely on.
 
-Each solver sees only callables and knows nothing of softmax:
+Each solver sees only callables and knows nothing of softmax (an :class:`Objective` bundles them):
 
 * full-batch solvers take ``loss_gradient(x) -> (f, g)`` (and, for Newton-CG,
-  ``loss_gradient_hessp(x) -> (f, g, H)`` where ``H(v)`` is a Hessian-vector product and
-  ``H.diagonal()`` the Hessian's diagonal);
-* stochastic solvers take ``batch_loss_gradient(x, indices) -> (f, g)``, the objective
-  restricted to the samples ``indices``.
+  ``loss_gradient_hessp(x) -> (f, g, H)`` with ``H`` a :class:`HessianOperator`);
+* stochastic solvers take ``batch_loss_gradient(x, indices) -> (f, g)``, an estimate of the
+  objective from the samples ``indices``.
 
 Every solver accepts ``callback(x, f) -> bool``, called once per iteration (epoch for the
 stochastic solvers) with the current point and objective; returning ``True`` stops the solver.
@@ -15,12 +14,18 @@ All of them return a :class:`SolverResult`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import scipy.optimize
 
 __all__ = [
+    "SOLVERS",
+    "STOCHASTIC_SOLVERS",
+    "HessianOperator",
+    "Objective",
     "SolverResult",
     "StochasticState",
     "minimize_lbfgs",
@@ -28,6 +33,37 @@ __all__ = [
     "minimize_stochastic",
     "stochastic_epoch",
 ]
+
+SOLVERS = ("lbfgs", "newton-cg", "sgd", "adam")
+STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+
+class HessianOperator(Protocol):
+    """The Hessian at one point, as :func:`minimize_newton_cg` uses it (flat float64 vectors in and out).
+
+    ``H(v)`` is the Hessian-vector product. ``H.preconditioner(kind)`` returns a function
+    approximating ``H^-1 r``: ``kind`` is ``"diagonal"`` (cheap, rebuilt every iteration) or
+    ``"full"`` (a factorisation, kept over several iterations). ``H.preconditioner_cost(kind)`` is
+    the cost of building it, in Hessian-vector products.
+    """
+
+    def __call__(self, v: np.ndarray) -> np.ndarray: ...
+
+    def preconditioner(self, kind: str) -> Callable[[np.ndarray], np.ndarray]: ...
+
+    def preconditioner_cost(self, kind: str) -> float: ...
+
+
+class Objective(NamedTuple):
+    """The callables the solvers see, on flat float64 parameter vectors.
+
+    For softmax regression the vector is ``coef`` of :mod:`._loss` raveled in C order, of length
+    ``n_classes * (n_features + fit_intercept)``.
+    """
+
+    loss_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]]
+    loss_gradient_hessp: Callable[[np.ndarray], tuple[float, np.ndarray, HessianOperator]]
+    batch_loss_gradient: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
 @dataclass
@@ -105,7 +141,13 @@ PRECONDITIONING = ("diagonal", "full", 8)
 
 
 def minimize_newton_cg(
-    loss_gradient_hessp, x0, *, max_iter: int, tol: float, callback=None, max_cg_iter: int | None = None
+    loss_gradient_hessp: Callable[[np.ndarray], tuple[float, np.ndarray, HessianOperator]],
+    x0,
+    *,
+    max_iter: int,
+    tol: float,
+    callback=None,
+    max_cg_iter: int | None = None,
 ) -> SolverResult:
     """Inexact Newton: preconditioned CG on ``H p = -g``, then a backtracking line search.
 
@@ -132,9 +174,8 @@ def minimize_newton_cg(
             converged, message, n_iter = True, "gradient below tol", n_iter - 1
             break
         g_norm = float(np.linalg.norm(g))
-        if cg_used > refresh and (
-            not hasattr(H, "preconditioner_cost") or H.preconditioner_cost(strong) <= 6 * cg_used
-        ):  # CG struggled and a factorisation is worth it: build the strong preconditioner here and keep it
+        if cg_used > refresh and H.preconditioner_cost(strong) <= 6 * cg_used:
+            # CG struggled and a factorisation is worth it: build the strong preconditioner here and keep it
             precondition, lagged = H.preconditioner(strong), True
         elif not lagged:
             precondition = H.preconditioner(cheap)

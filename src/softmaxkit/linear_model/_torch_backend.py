@@ -43,11 +43,11 @@ import numpy as np
 import torch
 
 from softmaxkit.linear_model import _loss
-from softmaxkit.linear_model._softmax_regression import Objective
+from softmaxkit.linear_model._solvers import Objective
 from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._ops import _CrossEntropy, softmax
 
-__all__ = ["default_dtype", "torch_objective"]
+__all__ = ["torch_objective"]
 
 # Private: the device memory budget in bytes (None: the device's own). Tests set it, or pass
 # ``memory_budget`` to :func:`torch_objective`, to force the streaming path on the CPU.
@@ -59,17 +59,6 @@ _WORK_PER_LOGIT = 6
 _MIN_RESIDENT_CHUNK = 4096
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-
-
-def default_dtype(device) -> np.dtype:
-    """float32 on a GPU (CUDA or MPS), float64 on the CPU: the precision ``device`` computes in by default.
-
-    Examples
-    --------
-    >>> default_dtype("cpu")
-    dtype('float64')
-    """
-    return np.dtype(np.float64 if resolve_device(device).type == "cpu" else np.float32)
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -343,7 +332,8 @@ def torch_objective(
     fit_intercept : bool
     label_smoothing : float
     dtype : numpy.float32 or numpy.float64
-        Precision of the device computation (the host side is float64).
+        Precision of the device computation (the host side is float64); checked by
+        :func:`._objective.make_objective`.
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None, default "auto"
         See :func:`softmaxkit.torch.resolve_device`; "auto" (or None) skips MPS for float64, which
         MPS does not have.
@@ -358,8 +348,6 @@ def torch_objective(
         vectors.
     """
     np_dtype = np.dtype(dtype)
-    if np_dtype not in _TORCH_DTYPES:
-        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
     resolved = resolve_device(device)
     if resolved.type == "mps" and np_dtype == np.float64:
         if device in (None, "auto"):  # "auto" picks the best device that computes in the dtype asked for
