@@ -41,6 +41,9 @@ from softmaxkit._numpy._softmax import softmax
 
 __all__ = ["HessianOperator", "gradient", "loss", "loss_gradient", "loss_gradient_hessp"]
 
+# Rows of the full Hessian's rank-k update per chunk: 2**22 numbers (32 MiB) of Q at a time.
+_CHUNK_ELEMENTS = 2**22
+
 
 def _split(coef: np.ndarray, n_features: int, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray | None]:
     expected = n_features + int(fit_intercept)
@@ -160,14 +163,11 @@ class HessianOperator:
 
     Built by :func:`loss_gradient_hessp`; the class probabilities are computed on first use.
     ``H(v)`` is the Hessian-vector product, :meth:`diagonal` the Hessian's diagonal (for
-    preconditioning), both with the formulas of the module docstring. Products are computed in
-    the dtype of ``X_products`` (by default ``X`` itself).
+    preconditioning), both with the formulas of the module docstring, in the dtype of ``X``.
     """
 
-    def __init__(self, X, logits, weights, alpha, fit_intercept, coef_shape, X_products=None, X_squared=None):
+    def __init__(self, X, logits, weights, alpha, fit_intercept, coef_shape, X_squared=None):
         self._X = X
-        self._Xp = X if X_products is None else X_products
-        self._proba_products = None
         self._logits = logits
         self._w = weights
         self._alpha = alpha
@@ -186,14 +186,12 @@ class HessianOperator:
         return self._proba
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        X = self._Xp
+        X = self._X
         v = np.asarray(v, dtype=X.dtype).reshape(self.shape)
         n_features = X.shape[1]
         V, c = _split(v, n_features, self._fit_intercept)
         u = _logits(V, c, X)
-        if self._proba_products is None:
-            self._proba_products = tuple(a.astype(X.dtype, copy=False) for a in self._weighted_proba())
-        p, wp = self._proba_products
+        p, wp = self._weighted_proba()
         # r_i w_i = w_i p_i * (u_i - p_i . u_i)
         u -= np.einsum("ij,ij->i", p, u)[:, None]
         u *= wp
@@ -213,53 +211,7 @@ class HessianOperator:
             diag_W += self._alpha
         return _pack(diag_W, d.sum(axis=0) if self._fit_intercept else None)
 
-    def block_preconditioner(self, *, max_samples: int | None = None, seed: int = 0):
-        r"""An approximate inverse of the Hessian: its per-class diagonal blocks, inverted exactly.
-
-        Block :math:`k` is :math:`\sum_i w_i p_{ik}(1 - p_{ik}) \tilde x_i \tilde x_i^\top + \alpha I`
-        (:math:`\tilde x_i` with a 1 appended for the intercept, which is not penalised); the
-        cross-class terms :math:`-p_{ik} p_{il}` are dropped. With more than ``max_samples`` rows the
-        blocks are estimated from a fixed random subset of that size (a preconditioner need only be
-        close; by default all rows are used). Returns a function mapping an array shaped like ``coef`` (or flat) to the solution of
-        the block-diagonal system, flat.
-        """
-        import scipy.linalg
-
-        p, wp = self._weighted_proba()
-        X = self._Xp
-        n_samples = X.shape[0]
-        if max_samples is None:
-            max_samples = n_samples
-        d = (wp * (1.0 - p)).astype(X.dtype, copy=False)
-        if n_samples > max_samples:
-            rows = np.sort(np.random.default_rng(seed).choice(n_samples, max_samples, replace=False))
-            X, d = X[rows], d[rows] * (n_samples / max_samples)
-        if self._fit_intercept:
-            X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
-        size = X.shape[1]
-        ridge = np.full(size, self._alpha, dtype=np.float64)
-        if self._fit_intercept:
-            ridge[-1] = 0.0
-        factors = []
-        for k in range(d.shape[1]):
-            block = (X * d[:, k : k + 1]).T @ X
-            block = block.astype(np.float64, copy=False)
-            block[np.diag_indices(size)] += ridge
-            block[np.diag_indices(size)] += 1e-10 * (np.trace(block) / size + 1e-300)
-            factors.append(scipy.linalg.cho_factor(block, lower=True, check_finite=False))
-
-        def solve(r):
-            r = np.asarray(r, dtype=np.float64).reshape(len(factors), size)
-            out = np.empty_like(r)
-            for k, factor in enumerate(factors):
-                out[k] = scipy.linalg.cho_solve(factor, r[k], check_finite=False)
-            return out.ravel()
-
-        return solve
-
-    def full_preconditioner(
-        self, *, max_samples: int | None = None, seed: int = 0, chunk_elements: int = 2**22, low_precision=False
-    ):
+    def full_preconditioner(self, *, max_samples: int | None = None, seed: int = 0):
         r"""The exact inverse of the Hessian at this point, as a function (a Cholesky solve).
 
         The Hessian :math:`\sum_i w_i (\mathrm{diag}(p_i) - p_i p_i^\top) \otimes \tilde x_i
@@ -267,11 +219,10 @@ class HessianOperator:
         ``n_samples * n_params**2 / 2`` operations, with ``n_params = n_classes * (n_features + 1)``),
         from at most ``max_samples`` rows. The intercept direction that leaves the loss unchanged
         (all intercepts shifted together) gets a tiny ridge. Used to precondition CG near the
-        optimum, where the Hessian changes little between Newton iterations. ``low_precision``
-        accumulates the (dominant) ``p p^T`` part in float32, about twice as fast.
+        optimum, where the Hessian changes little between Newton iterations.
         """
         import scipy.linalg
-        from scipy.linalg.blas import dsyrk, ssyrk
+        from scipy.linalg.blas import dsyrk
 
         p, wp = self._weighted_proba()
         X = self._X
@@ -285,9 +236,8 @@ class HessianOperator:
         size = n_features + int(self._fit_intercept)
         n_params = n_classes * size
         hessian = np.zeros((n_params, n_params), order="F")
-        outer = np.zeros((n_params, n_params), order="F", dtype=np.float32 if low_precision else np.float64)
-        syrk = ssyrk if low_precision else dsyrk
-        chunk = max(1, chunk_elements // n_params)
+        outer = np.zeros((n_params, n_params), order="F")
+        chunk = max(1, _CHUNK_ELEMENTS // n_params)
         index = np.arange(n_samples) if rows is None else rows
         for start in range(0, len(index), chunk):
             sel = index[start : start + chunk]
@@ -302,7 +252,7 @@ class HessianOperator:
             wc = np.full(len(sel), 1.0 / n_samples) if self._w is None else self._w[sel].astype(np.float64)
             root_w = np.sqrt(wc * scale)[:, None]
             Q = ((root_w * pc)[:, :, None] * Xc[:, None, :]).reshape(len(sel), n_params).astype(outer.dtype)
-            outer = syrk(1.0, Q.T, beta=1.0, c=outer, trans=0, lower=0, overwrite_c=1)
+            outer = dsyrk(1.0, Q.T, beta=1.0, c=outer, trans=0, lower=0, overwrite_c=1)
         hessian -= outer  # upper triangles (the Cholesky factorisation reads only those)
         diagonal = np.arange(n_params)
         ridge = np.full(size, self._alpha)
@@ -329,23 +279,17 @@ class HessianOperator:
         n_params = int(np.prod(self.shape))
         if kind == "diagonal":
             return 0.5
-        block = size / 4.0
-        if kind == "block":
-            return block
-        return block + self._full_rows() * n_params / (8.0 * n_samples)
+        return size / 4.0 + self._full_rows() * n_params / (8.0 * n_samples)
 
     def preconditioner(self, kind: str):
-        """A function approximating ``H^-1 r``: ``kind`` is "diagonal", "block" or "full".
+        """A function approximating ``H^-1 r``: ``kind`` is "diagonal" or "full".
 
-        "diagonal" divides by :meth:`diagonal`; "block" is :meth:`block_preconditioner`; "full" is
-        :meth:`full_preconditioner` from at most ``max(2 n_params, 480 n_samples / n_params)`` rows,
+        "diagonal" divides by :meth:`diagonal`; "full" is :meth:`full_preconditioner` from at most ``max(2 n_params, 480 n_samples / n_params)`` rows,
         which keeps its cost near that of 60 Hessian-vector products.
         """
         if kind == "full":
             # cost of the full Hessian ~ m P^2 / 2 against 4 n P per product: cap it near 60 products
             return self.full_preconditioner(max_samples=self._full_rows())
-        if kind == "block":
-            return self.block_preconditioner()
         diag = np.asarray(self.diagonal(), dtype=np.float64).ravel()
         diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
         return lambda r: np.asarray(r, dtype=np.float64).ravel() / diag
@@ -360,16 +304,13 @@ def loss_gradient_hessp(
     *,
     fit_intercept=True,
     label_smoothing=0.0,
-    X_products=None,
     X_squared=None,
 ) -> tuple[float, np.ndarray, HessianOperator]:
     """``(loss, gradient, hessp)``: :func:`loss_gradient` plus the Hessian operator at ``coef``.
 
     ``hessp(v)`` returns the Hessian-vector product for ``v`` shaped like ``coef`` (the formula is
     in the module docstring); it reuses the logits of this pass, so each product costs two
-    matrix products. ``X_products``, optional, is ``X`` in the precision the products should use
-    (a float32 copy halves their cost where an approximate product suffices, as in Newton-CG);
-    the loss and gradient always use ``X``. ``X_squared``, optional, is ``X ** 2``, which the
+    matrix products. ``X_squared``, optional, is ``X ** 2``, which the
     Hessian's diagonal needs (pass it to reuse it across calls).
 
     Examples
@@ -385,4 +326,4 @@ def loss_gradient_hessp(
     """
     value, grad_z, z, w, W = _forward(coef, X, target, sample_weight, alpha, fit_intercept, label_smoothing)
     grad = _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
-    return value, grad, HessianOperator(X, z, w, alpha, fit_intercept, coef.shape, X_products, X_squared)
+    return value, grad, HessianOperator(X, z, w, alpha, fit_intercept, coef.shape, X_squared)

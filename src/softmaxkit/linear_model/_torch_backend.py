@@ -13,7 +13,7 @@ with respect to the logits, and two matrix products on the device for the chain 
 linear map. The solvers stay on the host (SciPy's L-BFGS, the package's Newton-CG and mini-batch
 loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and the gradient cross
 between host and device at each evaluation. Hessian-vector products and the Hessian's diagonal
-run on the device; Newton-CG's factorised preconditioners ("block", "full") are the NumPy
+run on the device; Newton-CG's factorised preconditioner ("full") is the NumPy
 backend's, built on the host from the logits computed on the device. ``batch_loss_gradient`` is
 the NumPy backend's unbiased mini-batch estimate ``sum_{i in B} s_i CE_i / (|B| mean(s))`` plus
 the penalty.
@@ -234,8 +234,8 @@ class _Hessian:
 
     @torch.no_grad()
     def preconditioner(self, kind: str):
-        """A function approximating ``H^-1 r``: "diagonal" (Jacobi) on the device; "block" and "full"
-        are :meth:`._loss.HessianOperator.preconditioner`, built on the host from the logits here."""
+        """A function approximating ``H^-1 r``: "diagonal" (Jacobi) on the device; "full" is
+        :meth:`._loss.HessianOperator.preconditioner`'s, built on the host from the logits here."""
         if kind != "diagonal":
             return self._host_operator(with_logits=True).preconditioner(kind)
         diag = self.diagonal()
