@@ -1,4 +1,5 @@
-"""The multinomial linear loss (softmaxkit.linear_model._loss) against PyTorch float64 and finite differences."""
+"""The multinomial linear loss (softmaxkit.linear_model._loss) against PyTorch float64 and finite differences,
+and its preconditioners (_preconditioners) against the explicit Hessian."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from softmaxkit import cross_entropy
-from softmaxkit.linear_model import _loss
+from softmaxkit.linear_model import _loss, _preconditioners
 
 # odd shapes on purpose: samples x features x classes
 SHAPES = [(37, 5, 3), (61, 7, 11), (8, 1, 2)]
@@ -154,6 +155,43 @@ def test_hessian_is_symmetric_and_its_diagonal_exact(rng, fit_intercept):
     H = _explicit_hessian(hessp, coef.shape)
     np.testing.assert_allclose(H, H.T, atol=1e-14)
     np.testing.assert_allclose(np.asarray(hessp.diagonal()).ravel(), np.diag(H), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_full_preconditioner_inverts_the_hessian(rng, fit_intercept):
+    X, target, sw = _problem(rng, 45, 3, 4, weighted=True)
+    coef = rng.normal(size=(4, 3 + int(fit_intercept)))
+    _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, sw, 0.2, fit_intercept=fit_intercept)
+    H = _explicit_hessian(hessp, coef.shape)
+    solve = hessp.preconditioner("full")
+    v = rng.normal(size=H.shape[0])
+    if fit_intercept:  # singular along the shared intercept shift: H^-1 is exact on the other directions
+        np.testing.assert_allclose(H @ solve(H @ v), H @ v, rtol=1e-7, atol=1e-12)
+    else:
+        np.testing.assert_allclose(solve(H @ v), v, rtol=1e-7)  # (the ridge of 1e-10 x the mean diagonal)
+    # from a subset of the rows (rescaled): the Hessian of those rows, not the exact one
+    p, wp = _loss.weighted_proba(hessp._logits, None)
+    approx = _preconditioners.full(X, p, wp, None, alpha=0.2, fit_intercept=fit_intercept, max_rows=20)
+    assert not np.allclose(approx(H @ v), solve(H @ v), rtol=1e-3)
+
+
+def test_jacobi_divides_by_the_floored_diagonal():
+    solve = _preconditioners.jacobi(np.array([[4.0, 0.0], [2.0, 1.0]]))
+    np.testing.assert_array_equal(solve(np.array([4.0, 1e-12, 1.0, 3.0])), [1.0, 0.25, 0.5, 3.0])
+
+
+def test_preconditioner_kinds_and_costs(rng):
+    X, target, _ = _problem(rng, 1000, 9, 5)
+    _, _, hessp = _loss.loss_gradient_hessp(rng.normal(size=(5, 10)), X, target)
+    assert hessp.preconditioner_cost("diagonal") == 0.5
+    # 50 parameters: the Hessian from max(2 * 50, 480 * 1000 // 50) = 1000 rows costs 10 / 4 + 1000 * 50 / 8000
+    assert _preconditioners.full_rows(1000, 50) == 1000
+    assert hessp.preconditioner_cost("full") == pytest.approx(2.5 + 6.25)
+    assert _preconditioners.full_rows(10**6, 1000) == 480_000
+    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'full', got 'block'"):
+        hessp.preconditioner("block")
+    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'full', got 'block'"):
+        hessp.preconditioner_cost("block")
 
 
 def test_float32_keeps_working_precision(rng):

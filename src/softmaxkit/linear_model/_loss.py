@@ -38,11 +38,9 @@ import numpy as np
 
 from softmaxkit._numpy._cross_entropy import cross_entropy_with_grad
 from softmaxkit._numpy._softmax import softmax
+from softmaxkit.linear_model import _preconditioners
 
-__all__ = ["HessianOperator", "gradient", "loss", "loss_gradient", "loss_gradient_hessp"]
-
-# Rows of the full Hessian's rank-k update per chunk: 2**22 numbers (32 MiB) of Q at a time.
-_CHUNK_ELEMENTS = 2**22
+__all__ = ["MultinomialHessian", "gradient", "loss", "loss_gradient", "loss_gradient_hessp", "weighted_proba"]
 
 
 def _split(coef: np.ndarray, n_features: int, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -158,9 +156,21 @@ def loss_gradient(
     return value, _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
 
 
-class HessianOperator:
+def weighted_proba(logits: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(p, w p)``: the class probabilities ``p_i = softmax(z_i)`` and ``w_i p_i``, the Hessian's ingredients.
+
+    ``weights`` are the normalised sample weights :math:`w_i`, ``None`` meaning ``1 / n_samples`` each.
+    """
+    p = softmax(logits, axis=1)
+    n_samples = p.shape[0]
+    wp = p * (1.0 / n_samples) if weights is None else p * weights[:, None]
+    return p, wp
+
+
+class MultinomialHessian:
     """The Hessian of :func:`loss` at one point, as a linear operator on arrays shaped like ``coef``.
 
+    A :class:`~._solvers.HessianOperator` (what Newton-CG relies on).
     Built by :func:`loss_gradient_hessp`; the class probabilities are computed on first use.
     ``H(v)`` is the Hessian-vector product, :meth:`diagonal` the Hessian's diagonal (for
     preconditioning), both with the formulas of the module docstring, in the dtype of ``X``.
@@ -177,12 +187,8 @@ class HessianOperator:
         self._X_squared = X_squared
 
     def _weighted_proba(self):
-        """``p_i`` and ``w_i p_i`` (the probabilities times the normalised sample weights)."""
         if self._proba is None:
-            p = softmax(self._logits, axis=1)
-            n_samples = p.shape[0]
-            wp = p * (1.0 / n_samples) if self._w is None else p * self._w[:, None]
-            self._proba = (p, wp)
+            self._proba = weighted_proba(self._logits, self._w)
         return self._proba
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
@@ -211,88 +217,32 @@ class HessianOperator:
             diag_W += self._alpha
         return _pack(diag_W, d.sum(axis=0) if self._fit_intercept else None)
 
-    def full_preconditioner(self, *, max_samples: int | None = None, seed: int = 0):
-        r"""The exact inverse of the Hessian at this point, as a function (a Cholesky solve).
-
-        The Hessian :math:`\sum_i w_i (\mathrm{diag}(p_i) - p_i p_i^\top) \otimes \tilde x_i
-        \tilde x_i^\top + \alpha I_W` is formed explicitly (``n_params**2`` memory, about
-        ``n_samples * n_params**2 / 2`` operations, with ``n_params = n_classes * (n_features + 1)``),
-        from at most ``max_samples`` rows. The intercept direction that leaves the loss unchanged
-        (all intercepts shifted together) gets a tiny ridge. Used to precondition CG near the
-        optimum, where the Hessian changes little between Newton iterations.
-        """
-        import scipy.linalg
-        from scipy.linalg.blas import dsyrk
-
-        p, wp = self._weighted_proba()
-        X = self._X
-        n_samples, n_features = X.shape
-        n_classes = p.shape[1]
-        scale = 1.0
-        rows = None
-        if max_samples is not None and n_samples > max_samples:
-            rows = np.sort(np.random.default_rng(seed).choice(n_samples, max_samples, replace=False))
-            scale = n_samples / max_samples
-        size = n_features + int(self._fit_intercept)
-        n_params = n_classes * size
-        hessian = np.zeros((n_params, n_params), order="F")
-        outer = np.zeros((n_params, n_params), order="F")
-        chunk = max(1, _CHUNK_ELEMENTS // n_params)
-        index = np.arange(n_samples) if rows is None else rows
-        for start in range(0, len(index), chunk):
-            sel = index[start : start + chunk]
-            Xc = X[sel].astype(np.float64, copy=False)
-            if self._fit_intercept:
-                Xc = np.hstack([Xc, np.ones((len(sel), 1))])
-            pc, wpc = p[sel].astype(np.float64, copy=False), wp[sel].astype(np.float64, copy=False) * scale
-            for k in range(n_classes):  # diag(p) part, block k
-                block = slice(k * size, (k + 1) * size)
-                hessian[block, block] += (Xc * wpc[:, k : k + 1]).T @ Xc
-            # - p p^T part: Q^T Q with Q_i = sqrt(w_i) p_i (x) x_i, via a symmetric rank-k update
-            wc = np.full(len(sel), 1.0 / n_samples) if self._w is None else self._w[sel].astype(np.float64)
-            root_w = np.sqrt(wc * scale)[:, None]
-            Q = ((root_w * pc)[:, :, None] * Xc[:, None, :]).reshape(len(sel), n_params).astype(outer.dtype)
-            outer = dsyrk(1.0, Q.T, beta=1.0, c=outer, trans=0, lower=0, overwrite_c=1)
-        hessian -= outer  # upper triangles (the Cholesky factorisation reads only those)
-        diagonal = np.arange(n_params)
-        ridge = np.full(size, self._alpha)
-        if self._fit_intercept:
-            ridge[-1] = 0.0
-        hessian[diagonal, diagonal] += np.tile(ridge, n_classes)
-        hessian[diagonal, diagonal] += 1e-10 * (np.trace(hessian) / n_params + 1e-300)
-        factor = scipy.linalg.cho_factor(hessian, lower=False, overwrite_a=True, check_finite=False)
-
-        def solve(r):
-            return scipy.linalg.cho_solve(factor, np.asarray(r, dtype=np.float64).ravel(), check_finite=False)
-
-        return solve
-
-    def _full_rows(self) -> int:
-        n_samples = self._X.shape[0]
-        n_params = int(np.prod(self.shape))
-        return min(n_samples, max(2 * n_params, 480 * n_samples // n_params))
-
     def preconditioner_cost(self, kind: str) -> float:
-        """The cost of building ``preconditioner(kind)``, in Hessian-vector products (a flop estimate)."""
+        """The cost of building ``preconditioner(kind)``, in Hessian-vector products (see :func:`._preconditioners.cost`)."""
         n_samples, n_features = self._X.shape
-        size = n_features + int(self._fit_intercept)
-        n_params = int(np.prod(self.shape))
-        if kind == "diagonal":
-            return 0.5
-        return size / 4.0 + self._full_rows() * n_params / (8.0 * n_samples)
+        return _preconditioners.cost(
+            kind,
+            n_samples=n_samples,
+            n_features=n_features,
+            n_classes=self.shape[0],
+            fit_intercept=self._fit_intercept,
+        )
 
     def preconditioner(self, kind: str):
-        """A function approximating ``H^-1 r``: ``kind`` is "diagonal" or "full".
-
-        "diagonal" divides by :meth:`diagonal`; "full" is :meth:`full_preconditioner` from at most ``max(2 n_params, 480 n_samples / n_params)`` rows,
-        which keeps its cost near that of 60 Hessian-vector products.
-        """
-        if kind == "full":
-            # cost of the full Hessian ~ m P^2 / 2 against 4 n P per product: cap it near 60 products
-            return self.full_preconditioner(max_samples=self._full_rows())
-        diag = np.asarray(self.diagonal(), dtype=np.float64).ravel()
-        diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
-        return lambda r: np.asarray(r, dtype=np.float64).ravel() / diag
+        """A function approximating ``H^-1 r``: ``kind`` is "diagonal" or "full" (see :mod:`._preconditioners`)."""
+        if _preconditioners.check_kind(kind) == "diagonal":
+            return _preconditioners.jacobi(self.diagonal())
+        p, wp = self._weighted_proba()
+        n_samples = self._X.shape[0]
+        return _preconditioners.full(
+            self._X,
+            p,
+            wp,
+            self._w,
+            alpha=self._alpha,
+            fit_intercept=self._fit_intercept,
+            max_rows=_preconditioners.full_rows(n_samples, int(np.prod(self.shape))),
+        )
 
 
 def loss_gradient_hessp(
@@ -305,7 +255,7 @@ def loss_gradient_hessp(
     fit_intercept=True,
     label_smoothing=0.0,
     X_squared=None,
-) -> tuple[float, np.ndarray, HessianOperator]:
+) -> tuple[float, np.ndarray, MultinomialHessian]:
     """``(loss, gradient, hessp)``: :func:`loss_gradient` plus the Hessian operator at ``coef``.
 
     ``hessp(v)`` returns the Hessian-vector product for ``v`` shaped like ``coef`` (the formula is
@@ -326,4 +276,4 @@ def loss_gradient_hessp(
     """
     value, grad_z, z, w, W = _forward(coef, X, target, sample_weight, alpha, fit_intercept, label_smoothing)
     grad = _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
-    return value, grad, HessianOperator(X, z, w, alpha, fit_intercept, coef.shape, X_squared)
+    return value, grad, MultinomialHessian(X, z, w, alpha, fit_intercept, coef.shape, X_squared)

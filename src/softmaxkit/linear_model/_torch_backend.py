@@ -13,8 +13,8 @@ with respect to the logits, and two matrix products on the device for the chain 
 linear map. The solvers stay on the host (SciPy's L-BFGS, the package's Newton-CG and mini-batch
 loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and the gradient cross
 between host and device at each evaluation. Hessian-vector products and the Hessian's diagonal
-run on the device; Newton-CG's factorised preconditioner ("full") is the NumPy
-backend's, built on the host from the logits computed on the device. ``batch_loss_gradient`` is
+run on the device; Newton-CG's factorised preconditioner ("full", :mod:`._preconditioners`, as
+for the NumPy backend) is built on the host from the logits computed on the device. ``batch_loss_gradient`` is
 the NumPy backend's unbiased mini-batch estimate ``sum_{i in B} s_i CE_i / (|B| mean(s))`` plus
 the penalty.
 
@@ -42,7 +42,7 @@ import warnings
 import numpy as np
 import torch
 
-from softmaxkit.linear_model import _loss
+from softmaxkit.linear_model import _loss, _preconditioners
 from softmaxkit.linear_model._solvers import Objective
 from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._ops import _CrossEntropy, softmax
@@ -155,10 +155,10 @@ def _data_pass(chunks, W, b, scale, eps):
 
 
 class _Hessian:
-    """The Hessian of the objective at one point, as an operator (see :class:`._loss.HessianOperator`).
+    """The Hessian of the objective at one point: a :class:`~._solvers.HessianOperator` (as :class:`._loss.MultinomialHessian`).
 
     ``H(v)`` (the Hessian-vector product of the module docstring of :mod:`._loss`) and
-    :meth:`diagonal` run on the device; the factorised preconditioners are the NumPy backend's.
+    :meth:`diagonal` run on the device; the factorised preconditioner is built on the host.
     """
 
     def __init__(self, objective, W, b):
@@ -214,33 +214,39 @@ class _Hessian:
         out[:, : obj.n_features] += obj.alpha
         return out.ravel()
 
-    def _host_operator(self, *, with_logits: bool) -> _loss.HessianOperator:
-        """The NumPy backend's operator at this point, on the host copy of the data."""
-        obj = self._objective
-        logits = None
-        if with_logits:
-            logits = torch.cat([_logits(Xc, self._W, self._b) for Xc, _, _ in obj.data.chunks()])
-            logits = logits.cpu().numpy()
-        return _loss.HessianOperator(
-            obj.data.X_host, logits, obj.data.weights_host, obj.alpha, obj.fit_intercept, self.shape
-        )
+    def _host_logits(self) -> np.ndarray:
+        """The logits at this point, on the host (NumPy), for the preconditioners built there."""
+        logits = torch.cat([_logits(Xc, self._W, self._b) for Xc, _, _ in self._objective.data.chunks()])
+        return logits.cpu().numpy()
 
     def preconditioner_cost(self, kind: str) -> float:
-        """The cost of :meth:`preconditioner` in Hessian-vector products (the NumPy backend's estimate)."""
-        if kind == "diagonal":
-            return 0.5
-        host = self._host_operator(with_logits=False)
-        return host.preconditioner_cost(kind) if hasattr(host, "preconditioner_cost") else float("inf")
+        """The cost of :meth:`preconditioner` in Hessian-vector products (see :func:`._preconditioners.cost`)."""
+        obj = self._objective
+        return _preconditioners.cost(
+            kind,
+            n_samples=obj.data.n_rows,
+            n_features=obj.n_features,
+            n_classes=obj.n_classes,
+            fit_intercept=obj.fit_intercept,
+        )
 
     @torch.no_grad()
     def preconditioner(self, kind: str):
-        """A function approximating ``H^-1 r``: "diagonal" (Jacobi) on the device; "full" is
-        :meth:`._loss.HessianOperator.preconditioner`'s, built on the host from the logits here."""
-        if kind != "diagonal":
-            return self._host_operator(with_logits=True).preconditioner(kind)
-        diag = self.diagonal()
-        diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
-        return lambda r: np.asarray(r, dtype=np.float64).ravel() / diag
+        """A function approximating ``H^-1 r`` (see :mod:`._preconditioners`): "diagonal" from the
+        diagonal computed on the device; "full" built on the host from the logits computed here."""
+        if _preconditioners.check_kind(kind) == "diagonal":
+            return _preconditioners.jacobi(self.diagonal())
+        data = self._objective.data
+        p, wp = _loss.weighted_proba(self._host_logits(), data.weights_host)
+        return _preconditioners.full(
+            data.X_host,
+            p,
+            wp,
+            data.weights_host,
+            alpha=self._objective.alpha,
+            fit_intercept=self._objective.fit_intercept,
+            max_rows=_preconditioners.full_rows(data.n_rows, int(np.prod(self.shape))),
+        )
 
 
 class _TorchObjective:
