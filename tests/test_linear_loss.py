@@ -194,6 +194,30 @@ def test_preconditioner_kinds_and_costs(rng):
         hessp.preconditioner_cost("block")
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_curvature_bound_is_the_largest_eigenvalue_bound(rng, fit_intercept):
+    X, target, _ = _problem(rng, 61, 7, 11)
+    X_tilde = np.hstack([X, np.ones((61, 1))]) if fit_intercept else X
+    bound = _loss.curvature_bound(X, 0.3, fit_intercept=fit_intercept)
+    assert bound == pytest.approx(np.linalg.eigvalsh(X_tilde.T @ X_tilde / 61).max() / 2 + 0.3, rel=1e-10)
+    for _ in range(3):  # it bounds the Hessian at any point
+        coef = 3 * rng.normal(size=(11, X_tilde.shape[1]))
+        _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, None, 0.3, fit_intercept=fit_intercept)
+        assert np.linalg.eigvalsh(_explicit_hessian(hessp, coef.shape)).max() <= bound
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_intercept_only_start_is_the_intercept_only_optimum(rng, soft):
+    X, target, sw = _problem(rng, 61, 7, 5, soft=soft, weighted=True)
+    b = _loss.intercept_only(target, sw, 5)
+    assert b.sum() == pytest.approx(0.0, abs=1e-14)
+    coef = np.hstack([np.zeros((5, 7)), b[:, None]])
+    grad = _loss.gradient(coef, X, target, sw, 0.1)
+    np.testing.assert_allclose(grad[:, -1], 0.0, atol=1e-14)  # the intercept's gradient vanishes
+    coef[0, -1] += 1e-3  # one intercept moved: its gradient no longer vanishes (the check can fail)
+    assert np.abs(_loss.gradient(coef, X, target, sw, 0.1)[:, -1]).max() > 1e-5
+
+
 def test_float32_keeps_working_precision(rng):
     X, target, _ = _problem(rng, 30, 4, 3)
     coef = rng.normal(size=(3, 5))

@@ -40,7 +40,16 @@ from softmaxkit._numpy._cross_entropy import cross_entropy_with_grad
 from softmaxkit._numpy._softmax import softmax
 from softmaxkit.linear_model import _preconditioners
 
-__all__ = ["MultinomialHessian", "gradient", "loss", "loss_gradient", "loss_gradient_hessp", "weighted_proba"]
+__all__ = [
+    "MultinomialHessian",
+    "curvature_bound",
+    "gradient",
+    "intercept_only",
+    "loss",
+    "loss_gradient",
+    "loss_gradient_hessp",
+    "weighted_proba",
+]
 
 
 def _split(coef: np.ndarray, n_features: int, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -277,3 +286,59 @@ def loss_gradient_hessp(
     value, grad_z, z, w, W = _forward(coef, X, target, sample_weight, alpha, fit_intercept, label_smoothing)
     grad = _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
     return value, grad, MultinomialHessian(X, z, w, alpha, fit_intercept, coef.shape, X_squared)
+
+
+def curvature_bound(X, alpha=0.0, *, fit_intercept=True, max_rows=5000) -> float:
+    r"""An upper bound on the curvature of :func:`loss`: ``L = lambda_max(X~^T X~ / n) / 2 + alpha``.
+
+    ``X~`` is ``X`` with a column of ones when ``fit_intercept``. The Hessian of the cross-entropy
+    with respect to the logits, :math:`\mathrm{diag}(p) - p p^\top`, has eigenvalues at most 1/2,
+    so :math:`L` bounds the Hessian of the (unweighted) objective, and ``1 / L`` is a safe
+    gradient step (cf. scikit-learn's ``get_auto_step_size``). ``lambda_max`` is estimated by 50
+    power iterations on every ``n // max_rows``-th row (at most about ``max_rows`` rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[2.0, 0.0], [0.0, 0.0]])  # X^T X / n = diag(2, 0)
+    >>> curvature_bound(X, 0.1, fit_intercept=False)
+    1.1
+    """
+    rows = X[:: max(1, X.shape[0] // max_rows)].astype(np.float64)
+    if fit_intercept:
+        rows = np.hstack([rows, np.ones((rows.shape[0], 1))])
+    v = np.ones(rows.shape[1]) / np.sqrt(rows.shape[1])
+    top = 0.0
+    for _ in range(50):  # power iteration on the (tiny) second-moment matrix
+        w = rows.T @ (rows @ v) / rows.shape[0]
+        top = float(np.linalg.norm(w))
+        if top == 0.0:
+            break
+        v = w / top
+    return 0.5 * top + alpha
+
+
+def intercept_only(target, sample_weight, n_classes: int) -> np.ndarray:
+    """The intercepts minimising the unpenalised, unsmoothed intercept-only objective: centred log class frequencies.
+
+    Class frequencies are weighted by ``sample_weight`` (``None``: all ones) and, for soft
+    targets (rows of class probabilities), summed over the rows; a class that never occurs gets
+    the frequency ``1e-12`` (a finite start). A natural starting point for any solver (cf.
+    scikit-learn's ``BaseLoss.fit_intercept_only``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = intercept_only(np.array([0, 0, 0, 1]), None, 2)
+    >>> bool(np.allclose(b, [np.log(3) / 2, -np.log(3) / 2]))
+    True
+    """
+    weights = np.ones(target.shape[0]) if sample_weight is None else sample_weight.astype(np.float64)
+    counts = (
+        np.bincount(target, weights=weights, minlength=n_classes)
+        if target.ndim == 1
+        else weights @ target.astype(np.float64)
+    )
+    freq = counts / counts.sum()
+    log_freq = np.log(np.maximum(freq, 1e-12))
+    return log_freq - log_freq.mean()

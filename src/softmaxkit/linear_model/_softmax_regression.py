@@ -366,16 +366,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 coef = np.hstack([coef, self.intercept_[:, None]])
             return np.asarray(coef, dtype=np.float64).ravel()
         coef = np.zeros((n_classes, n_features + int(self.fit_intercept)))
-        if self.fit_intercept:  # the optimum of the intercept-only model: log class frequencies
-            weights = np.ones(target.shape[0]) if s is None else s.astype(np.float64)
-            counts = (
-                np.bincount(target, weights=weights, minlength=n_classes)
-                if target.ndim == 1
-                else weights @ target.astype(np.float64)
-            )
-            freq = counts / counts.sum()
-            log_freq = np.log(np.maximum(freq, 1e-12))
-            coef[:, -1] = log_freq - log_freq.mean()
+        if self.fit_intercept:
+            coef[:, -1] = _loss.intercept_only(target, s, n_classes)
         return coef.ravel()
 
     def _set_coef(self, x, n_classes, n_features, dtype):
@@ -392,20 +384,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return float(self.learning_rate)
         if self.solver == "adam":
             return 1e-2
-        # 1 / L with L = lambda_max(X~^T X~ / n) / 2 + alpha, X~ = [X, 1]: a bound on the Hessian of
-        # the objective (the softmax Hessian is at most 1/2); estimated on at most 5000 rows
-        rows = X[:: max(1, X.shape[0] // 5000)].astype(np.float64)
-        if self.fit_intercept:
-            rows = np.hstack([rows, np.ones((rows.shape[0], 1))])
-        v = np.ones(rows.shape[1]) / np.sqrt(rows.shape[1])
-        top = 0.0
-        for _ in range(50):  # power iteration on the (tiny) second-moment matrix
-            w = rows.T @ (rows @ v) / rows.shape[0]
-            top = float(np.linalg.norm(w))
-            if top == 0.0:
-                break
-            v = w / top
-        return 1.0 / (0.5 * top + self.alpha + 1e-12)
+        # 1 / L, L a bound on the objective's curvature (+ 1e-12: finite for zero data and alpha=0)
+        return 1.0 / (_loss.curvature_bound(X, self.alpha, fit_intercept=self.fit_intercept) + 1e-12)
 
     def _epoch_options(self, n_samples, learning_rate):
         if self.batch_size == "auto":
