@@ -218,6 +218,37 @@ def test_intercept_only_start_is_the_intercept_only_optimum(rng, soft):
     assert np.abs(_loss.gradient(coef, X, target, sw, 0.1)[:, -1]).max() > 1e-5
 
 
+def test_batch_estimate_is_unbiased(rng):
+    """Averaged over the batches of an equal partition, the mini-batch estimate is the objective."""
+    X, target, sw = _problem(rng, 60, 4, 3, weighted=True)
+    sw[:6] = 0.0
+    coef = rng.normal(size=(3, 5))
+    calls = []
+
+    def subset(rows, weights):
+        calls.append(rows)
+        f, g = _loss.loss_gradient(coef, X[rows], target[rows], weights, 0.2)
+        return f, g.ravel()
+
+    def estimate(rows, sample_weight):
+        mean = None if sample_weight is None else sample_weight.mean()
+        return _loss.batch_loss_gradient(subset, coef, rows, sample_weight, mean, alpha=0.2, n_features=4)
+
+    batches = np.array_split(rng.permutation(60), 5)
+    for sample_weight in (sw, None):
+        f, g = _loss.loss_gradient(coef, X, target, sample_weight, 0.2)
+        estimates = [estimate(rows, sample_weight) for rows in batches]
+        assert np.mean([e[0] for e in estimates]) == pytest.approx(f, rel=1e-13)
+        np.testing.assert_allclose(np.mean([e[1] for e in estimates], axis=0), g.ravel(), rtol=1e-12, atol=1e-15)
+        assert not np.isclose(estimates[0][0], f, rtol=1e-3)  # one batch alone is only an estimate
+    calls.clear()
+    penalty, penalty_grad = _loss.l2_penalty(coef, 0.2, 4)
+    f, g = estimate(np.arange(6), sw)  # zero-weight rows: the penalty alone, no data pass
+    assert (f, calls) == (penalty, []) and f == pytest.approx(0.1 * np.sum(coef[:, :4] ** 2), rel=1e-14)
+    np.testing.assert_array_equal(g, penalty_grad)
+    np.testing.assert_array_equal(penalty_grad.reshape(3, 5), np.hstack([0.2 * coef[:, :4], np.zeros((3, 1))]))
+
+
 def test_float32_keeps_working_precision(rng):
     X, target, _ = _problem(rng, 30, 4, 3)
     coef = rng.normal(size=(3, 5))

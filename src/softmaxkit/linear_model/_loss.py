@@ -42,9 +42,11 @@ from softmaxkit.linear_model import _preconditioners
 
 __all__ = [
     "MultinomialHessian",
+    "batch_loss_gradient",
     "curvature_bound",
     "gradient",
     "intercept_only",
+    "l2_penalty",
     "loss",
     "loss_gradient",
     "loss_gradient_hessp",
@@ -163,6 +165,56 @@ def loss_gradient(
     """
     value, grad_z, _, _, W = _forward(coef, X, target, sample_weight, alpha, fit_intercept, label_smoothing)
     return value, _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
+
+
+def l2_penalty(coef: np.ndarray, alpha: float, n_features: int) -> tuple[float, np.ndarray]:
+    """``(alpha / 2 ||W||^2, its gradient)`` for ``W = coef[:, :n_features]``; the gradient flat, in ``coef``'s dtype."""
+    W = coef[:, :n_features]
+    grad = np.zeros_like(coef)
+    grad[:, :n_features] = alpha * W
+    return 0.5 * alpha * float(np.vdot(W, W)), grad.ravel()
+
+
+def batch_loss_gradient(
+    subset_loss_gradient, coef, indices, sample_weight, mean_weight, *, alpha, n_features
+) -> tuple[float, np.ndarray]:
+    r"""The unbiased mini-batch estimate of :func:`loss` and its gradient, from the samples ``indices``.
+
+    For a batch :math:`B` drawn uniformly, with :math:`\bar s` the mean weight of all the samples,
+
+    .. math::
+
+        \hat L_B = \frac{1}{|B| \, \bar s} \sum_{i \in B} s_i \, \mathrm{CE}(y_i, W x_i + b)
+                   + \frac{\alpha}{2} \lVert W \rVert_F^2 ,
+
+    whose expectation is :math:`L`. Every backend computes its mini-batch objective here.
+
+    Parameters
+    ----------
+    subset_loss_gradient : callable
+        ``subset_loss_gradient(indices, weights) -> (f, flat g)``: the backend's :func:`loss_gradient`
+        at ``coef`` on the rows ``indices`` with sample weights ``weights`` (``None``: all ones).
+        Without sample weights it is the estimate itself; with them, the estimate rescales its data
+        term by :math:`\sum_{i \in B} s_i / (|B| \bar s)`. A batch of zero-weight samples gives the
+        penalty alone.
+    coef : ndarray of shape (n_classes, n_features + fit_intercept)
+        The point, in the dtype the penalty is computed in.
+    indices : ndarray of int
+    sample_weight : ndarray of shape (n_samples,) or None
+    mean_weight : float or None
+        ``mean(sample_weight)`` over all the samples (None without sample weights).
+    alpha : float
+    n_features : int
+    """
+    if sample_weight is None:
+        return subset_loss_gradient(indices, None)
+    weights = sample_weight[indices]
+    penalty, penalty_grad = l2_penalty(coef, alpha, n_features)
+    ratio = float(weights.sum(dtype=np.float64)) / (len(indices) * mean_weight)
+    if not ratio > 0:  # a batch of zero-weight samples: only the penalty
+        return penalty, penalty_grad
+    f, g = subset_loss_gradient(indices, weights)
+    return ratio * (f - penalty) + penalty, ratio * (g - penalty_grad) + penalty_grad
 
 
 def weighted_proba(logits: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

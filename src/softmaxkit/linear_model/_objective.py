@@ -76,21 +76,15 @@ def numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept
     mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
 
     def batch_loss_gradient(x, indices):
-        """The unbiased estimate ``sum_{i in B} s_i CE_i / (|B| mean(s)) + penalty`` of the objective."""
         coef = as_coef(x)
-        if sample_weight is None:
-            f, g = _loss.loss_gradient(coef, X[indices], target[indices], None, alpha, **options)
+
+        def subset_loss_gradient(rows, weights):
+            f, g = _loss.loss_gradient(coef, X[rows], target[rows], weights, alpha, **options)
             return f, g.ravel()
-        sw = sample_weight[indices]
-        W = coef[:, : X.shape[1]]
-        penalty = 0.5 * alpha * float(np.vdot(W, W))
-        penalty_grad = np.zeros_like(coef)
-        penalty_grad[:, : X.shape[1]] = alpha * W
-        ratio = float(sw.sum(dtype=np.float64)) / (len(indices) * mean_weight)
-        if not ratio > 0:  # a batch of zero-weight samples: only the penalty
-            return penalty, penalty_grad.ravel()
-        f, g = _loss.loss_gradient(coef, X[indices], target[indices], sw, alpha, **options)
-        return ratio * (f - penalty) + penalty, (ratio * (g - penalty_grad) + penalty_grad).ravel()
+
+        return _loss.batch_loss_gradient(
+            subset_loss_gradient, coef, indices, sample_weight, mean_weight, alpha=alpha, n_features=X.shape[1]
+        )
 
     return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient)
 

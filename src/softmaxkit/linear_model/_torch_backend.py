@@ -15,8 +15,7 @@ loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and
 between host and device at each evaluation. Hessian-vector products and the Hessian's diagonal
 run on the device; Newton-CG's factorised preconditioner ("full", :mod:`._preconditioners`, as
 for the NumPy backend) is built on the host from the logits computed on the device. ``batch_loss_gradient`` is
-the NumPy backend's unbiased mini-batch estimate ``sum_{i in B} s_i CE_i / (|B| mean(s))`` plus
-the penalty.
+the unbiased mini-batch estimate of :func:`._loss.batch_loss_gradient`, as for the NumPy backend.
 
 Where the data lives. The data go to the device once, when they fit in the memory budget: 80 % of
 the device's free memory (CUDA: free plus cached by PyTorch's allocator; MPS: the recommended
@@ -275,11 +274,10 @@ class _TorchObjective:
 
     def _finish(self, x, loss, grad_W, grad_b):
         """Add the penalty (on the host, in float64) and return ``(f, flat g)``."""
-        coef = np.asarray(x, dtype=np.float64).reshape(self.shape)
-        W = coef[:, : self.n_features]
-        grad = self.to_host(grad_W, grad_b)
-        grad[:, : self.n_features] += self.alpha * W
-        return float(loss) + 0.5 * self.alpha * float(np.vdot(W, W)), grad.ravel()
+        penalty, penalty_grad = _loss.l2_penalty(
+            np.asarray(x, dtype=np.float64).reshape(self.shape), self.alpha, self.n_features
+        )
+        return float(loss) + penalty, self.to_host(grad_W, grad_b).ravel() + penalty_grad
 
     @torch.no_grad()
     def loss_gradient(self, x):
@@ -296,19 +294,28 @@ class _TorchObjective:
 
     @torch.no_grad()
     def batch_loss_gradient(self, x, indices):
-        """``sum_{i in B} s_i CE_i / (|B| mean(s)) + penalty``: the NumPy backend's unbiased batch estimate."""
+        """The mini-batch estimate of :func:`._loss.batch_loss_gradient` (the penalty in float64)."""
         W, b = self.split(self.to_device(x))
-        sw = None if self.sample_weight is None else self.sample_weight[indices]
-        if sw is not None and not sw.sum() > 0:  # a batch of zero-weight samples: only the penalty
-            return self._finish(x, 0.0, torch.zeros_like(W), None if b is None else torch.zeros_like(b))
-        Xb, tb = self.data.rows(indices)
-        if sw is None:
-            chunk, scale = (Xb, tb, None), 1.0 / len(indices)
-        else:
-            wb = sw / (len(indices) * self.mean_weight)
-            chunk, scale = (Xb, tb, _to_tensor(wb, self.data.device, self.data.dtype)), None
-        loss, grad_W, grad_b = _data_pass([chunk], W, b, scale, self.eps)
-        return self._finish(x, loss.item(), grad_W, grad_b)
+
+        def subset_loss_gradient(rows, weights):
+            Xb, tb = self.data.rows(rows)
+            if weights is None:
+                chunk, scale = (Xb, tb, None), 1.0 / len(rows)
+            else:  # normalised, as in the full objective
+                chunk, scale = (Xb, tb, _to_tensor(weights / weights.sum(), self.data.device, self.data.dtype)), None
+            loss, grad_W, grad_b = _data_pass([chunk], W, b, scale, self.eps)
+            return self._finish(x, loss.item(), grad_W, grad_b)
+
+        coef = np.asarray(x, dtype=np.float64).reshape(self.shape)
+        return _loss.batch_loss_gradient(
+            subset_loss_gradient,
+            coef,
+            indices,
+            self.sample_weight,
+            self.mean_weight,
+            alpha=self.alpha,
+            n_features=self.n_features,
+        )
 
 
 def torch_objective(
