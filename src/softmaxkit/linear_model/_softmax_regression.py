@@ -15,9 +15,10 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from softmaxkit._model_io import load_model_file, save_model_file
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _loss, _solvers
+from softmaxkit.linear_model._model_file import read_model, write_model
+from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
 from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
 
@@ -449,14 +450,21 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             dtype=dtype,
         )
         x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm)
-        monitor = _Monitor(
-            self,
+        unit = "epoch" if self.solver in STOCHASTIC_SOLVERS else "iter"
+        monitor = Monitor(
             X_val,
             t_val if X_val is not None else None,
             s_val if X_val is not None else None,
-            n_classes,
-            n_features,
-            dtype,
+            n_classes=n_classes,
+            n_features=n_features,
+            fit_intercept=self.fit_intercept,
+            label_smoothing=self.label_smoothing,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            dtype=dtype,
+            progress={"total": self.max_iter, "desc": f"SoftmaxRegression[{self.solver}]", "unit": unit}
+            if self.verbose
+            else None,
         )
         try:
             if self.solver == "lbfgs":
@@ -663,31 +671,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        check_is_fitted(self)
-        params = self.get_params()
-        if params["dtype"] is not None:
-            params["dtype"] = np.dtype(params["dtype"]).name
-        if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
-            params["random_state"] = None  # a RandomState object is not kept
-        if isinstance(params["class_weight"], dict):
-            params["class_weight"] = [
-                [k.item() if isinstance(k, np.generic) else k, float(v)] for k, v in params["class_weight"].items()
-            ]
-        arrays = {"coef": self.coef_, "intercept": self.intercept_}
-        record = {
-            "estimator": type(self).__name__,
-            "params": params,
-            "n_features_in": int(self.n_features_in_),
-            "n_iter": int(self.n_iter_),
-            "loss_curve": [float(v) for v in self.loss_curve_],
-            "extra_metadata": {} if metadata is None else metadata,
-        }
-        arrays["classes"], record["classes_object"] = _to_plain(self.classes_, "classes_")
-        if hasattr(self, "feature_names_in_"):
-            arrays["feature_names"], _ = _to_plain(self.feature_names_in_, "feature_names_in_")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
-        save_model_file(path, arrays, record, overwrite=overwrite)
+        write_model(self, path, overwrite=overwrite, metadata=metadata)
         return self
 
     @classmethod
@@ -696,116 +680,4 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         Raises :class:`ValueError` for a truncated, corrupt, foreign or newer-version file.
         """
-        arrays, meta = load_model_file(path, estimator=cls.__name__)
-        where = f"model file {str(path)!r}"
-        try:
-            params = dict(meta["params"])
-            if isinstance(params.get("class_weight"), list):
-                params["class_weight"] = {k: v for k, v in params["class_weight"]}
-            if isinstance(params.get("dtype"), str):
-                params["dtype"] = np.dtype(params["dtype"]).type
-            model = cls()
-            model.set_params(**params)
-            # dtype=None: whatever the fit computed in (float32 on a GPU), read from the file.
-            dtype = model._check_params() or check_dtype(arrays["coef"].dtype)
-            n_features = meta["n_features_in"]
-            coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-            n_iter, curve, extra = meta["n_iter"], meta["loss_curve"], meta["extra_metadata"]
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"{where} has invalid metadata: {error!r}") from None
-        n_classes = classes.shape[0] if classes.ndim == 1 else -1
-        if not (isinstance(n_features, int) and n_features >= 1):
-            raise ValueError(f"{where} has an invalid n_features_in {n_features!r}")
-        if n_classes < 2:
-            raise ValueError(f"{where} must hold at least two classes, got shape {classes.shape}")
-        if coef.shape != (n_classes, n_features) or coef.dtype != dtype:
-            raise ValueError(
-                f"{where} must hold coef of shape {(n_classes, n_features)} and dtype {dtype}, "
-                f"got shape {coef.shape} and dtype {coef.dtype}"
-            )
-        if intercept.shape != (n_classes,) or intercept.dtype != dtype:
-            raise ValueError(
-                f"{where} must hold intercept of shape ({n_classes},) and dtype {dtype}, "
-                f"got shape {intercept.shape} and dtype {intercept.dtype}"
-            )
-        if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
-            raise ValueError(f"{where} holds non-finite coefficients")
-        if len(np.unique(classes)) != n_classes:
-            raise ValueError(f"{where} holds repeated classes")
-        if not isinstance(extra, dict) or not isinstance(curve, list) or not isinstance(n_iter, int):
-            raise ValueError(f"{where} has invalid metadata fields")
-        model.classes_ = classes.astype(object) if meta.get("classes_object") else classes
-        model.coef_, model.intercept_ = coef, intercept
-        model.n_features_in_ = n_features
-        if "feature_names" in arrays:
-            names = arrays["feature_names"]
-            if names.shape != (n_features,) or names.dtype.kind != "U":
-                raise ValueError(f"{where} holds feature names of shape {names.shape}, expected ({n_features},)")
-            model.feature_names_in_ = names.astype(object)
-        model.n_iter_, model.loss_curve_ = n_iter, [float(v) for v in curve]
-        model.saved_metadata_ = extra
-        return model
-
-
-def _to_plain(values, name):
-    """A numeric or fixed-width-string copy of ``values`` and whether it was an object array."""
-    values = np.asarray(values)
-    if values.dtype.kind in "biuf" or values.dtype.kind == "U":
-        return values, False
-    if values.dtype == object and all(isinstance(v, str) for v in values):
-        return values.astype(str), True
-    raise ValueError(f"{name} must hold numbers or strings to be saved, got dtype {values.dtype}")
-
-
-class _Monitor:
-    """The per-iteration callback of :meth:`SoftmaxRegression.fit`: progress bar and early stopping."""
-
-    def __init__(self, est, X_val, t_val, s_val, n_classes, n_features, dtype):
-        self.est, self.X_val, self.t_val, self.s_val = est, X_val, t_val, s_val
-        self.shape = (n_classes, n_features + int(est.fit_intercept))
-        self.n_features, self.dtype = n_features, dtype
-        self.scores, self.losses = [], []
-        self.best_score, self.best_x, self.bad = -np.inf, None, 0
-        self.bar = None
-        if est.verbose:
-            from tqdm.auto import tqdm
-
-            unit = "epoch" if est.solver in STOCHASTIC_SOLVERS else "iter"
-            self.bar = tqdm(total=est.max_iter, desc=f"SoftmaxRegression[{est.solver}]", unit=unit)
-
-    def __call__(self, x, f) -> bool:
-        stop = False
-        postfix = {"loss": f"{f:.6g}"}
-        if self.X_val is not None:
-            coef = np.asarray(x, dtype=self.dtype).reshape(self.shape)
-            z = self.X_val @ coef[:, : self.n_features].T
-            if self.est.fit_intercept:
-                z += coef[:, self.n_features]
-            hard = self.t_val if self.t_val.ndim == 1 else np.argmax(self.t_val, axis=1)
-            correct = (np.argmax(z, axis=1) == hard).astype(np.float64)
-            w = None if self.s_val is None else self.s_val.astype(np.float64)
-            score = float(np.average(correct, weights=w)) if w is None or w.sum() > 0 else float(correct.mean())
-            loss = _loss.loss(
-                coef,
-                self.X_val,
-                self.t_val,
-                self.s_val if w is not None and w.sum() > 0 else None,
-                0.0,
-                fit_intercept=self.est.fit_intercept,
-                label_smoothing=float(self.est.label_smoothing),
-            )
-            self.scores.append(score)
-            self.losses.append(float(loss))
-            self.bad = 0 if score > self.best_score + self.est.tol else self.bad + 1
-            if score > self.best_score or self.best_x is None:
-                self.best_score, self.best_x = max(score, self.best_score), np.array(x, copy=True)
-            stop = self.bad >= self.est.n_iter_no_change
-            postfix["val_acc"] = f"{score:.4f}"
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(postfix)
-        return stop
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        return read_model(cls, path)
