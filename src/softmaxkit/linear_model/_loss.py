@@ -43,6 +43,7 @@ from softmaxkit.linear_model import _preconditioners
 __all__ = [
     "MultinomialHessian",
     "batch_loss_gradient",
+    "class_counts",
     "curvature_bound",
     "gradient",
     "intercept_only",
@@ -370,6 +371,14 @@ def curvature_bound(X, alpha=0.0, *, fit_intercept=True, max_rows=5000) -> float
     return 0.5 * top + alpha
 
 
+def class_counts(target, sample_weight, n_classes: int) -> np.ndarray:
+    """The weighted count of each class, float64 ``(n_classes,)``: ``sum_i s_i [y_i = k]`` (``sum_i s_i y_ik`` for probabilities)."""
+    weights = np.ones(target.shape[0]) if sample_weight is None else sample_weight.astype(np.float64)
+    if target.ndim == 1:
+        return np.bincount(target, weights=weights, minlength=n_classes)
+    return weights @ target.astype(np.float64)
+
+
 def intercept_only(target, sample_weight, n_classes: int) -> np.ndarray:
     """The intercepts minimising the unpenalised, unsmoothed intercept-only objective: centred log class frequencies.
 
@@ -385,12 +394,7 @@ def intercept_only(target, sample_weight, n_classes: int) -> np.ndarray:
     >>> bool(np.allclose(b, [np.log(3) / 2, -np.log(3) / 2]))
     True
     """
-    weights = np.ones(target.shape[0]) if sample_weight is None else sample_weight.astype(np.float64)
-    counts = (
-        np.bincount(target, weights=weights, minlength=n_classes)
-        if target.ndim == 1
-        else weights @ target.astype(np.float64)
-    )
+    counts = class_counts(target, sample_weight, n_classes)
     freq = counts / counts.sum()
     log_freq = np.log(np.maximum(freq, 1e-12))
     return log_freq - log_freq.mean()

@@ -8,28 +8,26 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
-from sklearn.model_selection import train_test_split
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _loss, _solvers
+from softmaxkit.linear_model._inputs import (
+    check_sample_weight,
+    class_weights,
+    combine_weights,
+    encode_target,
+    split_validation,
+)
 from softmaxkit.linear_model._model_file import read_model, write_model
 from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
 from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
 
 __all__ = ["SoftmaxRegression"]
-
-
-def _check_finite_nonnegative(values, name, detail):
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} must be finite{detail}, got non-finite values")
-    if values.size and values.min() < 0:
-        raise ValueError(f"{name} must be non-negative{detail}, got a minimum of {values.min()}")
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -257,107 +255,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
         return validate_data(self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1)
 
-    def _encode_target(self, y, n_samples, dtype, *, classes=None):
-        """``(target, hard_labels)``: class indices or a probability matrix, and labels for stratifying."""
-        if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(
-                "A column-vector y was passed when a 1d array was expected; it is used as class labels.",
-                DataConversionWarning,
-                stacklevel=3,
-            )
-            y = y[:, 0]
-        if y.shape[:1] != (n_samples,):
-            raise ValueError(f"y must have {n_samples} rows (one per sample of X), got shape {y.shape}")
-        if y.ndim == 2:  # soft labels
-            if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-                raise ValueError(f"y must hold numbers when 2-D (class probabilities), got dtype {y.dtype}")
-            proba = np.asarray(y, dtype=dtype)
-            n_classes = proba.shape[1]
-            if classes is None:
-                classes = np.arange(n_classes)
-            elif len(classes) != n_classes:
-                raise ValueError(f"y must have one column per class ({len(classes)} classes), got {n_classes} columns")
-            if n_classes < 2:
-                raise ValueError(f"y must contain at least two classes, got {n_classes} column")
-            _check_finite_nonnegative(proba, "y", " (class probabilities)")
-            sums = proba.sum(axis=1, dtype=np.float64)
-            bad = np.abs(sums - 1.0) > 1e-6 * max(1, n_classes) if dtype == np.float64 else np.abs(sums - 1.0) > 1e-4
-            if bad.any():
-                raise ValueError(
-                    f"y must have rows that sum to 1 (class probabilities), got a row sum of {sums[bad][0]!r}"
-                )
-            return np.asarray(classes), proba, np.argmax(proba, axis=1)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D labels or 2-D class probabilities, got shape {y.shape}")
-        check_classification_targets(y)
-        if classes is None:
-            classes = np.unique(y)
-            if len(classes) < 2:
-                raise ValueError(f"y must contain at least two classes, got 1 class: {classes.tolist()}")
-        codes = np.searchsorted(classes, y)
-        codes = np.minimum(codes, len(classes) - 1)
-        unknown = classes[codes] != y
-        if np.any(unknown):
-            raise ValueError(
-                f"y must only hold labels from classes {np.asarray(classes).tolist()}, "
-                f"got {np.unique(np.asarray(y)[unknown]).tolist()}"
-            )
-        codes = codes.astype(np.intp)
-        return classes, codes, codes
-
-    def _sample_weight(self, sample_weight, n_samples, dtype):
-        if sample_weight is None:
-            return None
-        sw = np.asarray(sample_weight)
-        if sw.ndim == 0:
-            sw = np.full(n_samples, float(sw))
-        if sw.shape != (n_samples,):
-            raise ValueError(f"sample_weight must have shape ({n_samples},), got shape {sw.shape}")
-        if not (np.issubdtype(sw.dtype, np.number) or sw.dtype == bool):
-            raise ValueError(f"sample_weight must hold numbers, got dtype {sw.dtype}")
-        sw = sw.astype(dtype)
-        _check_finite_nonnegative(sw, "sample_weight", "")
-        return sw
-
-    def _class_weights(self, target, sw, n_classes, dtype, classes, *, allow_balanced=True):
-        """Per-class weights ``(n_classes,)`` or ``None``."""
-        cw = self.class_weight
-        if cw is None:
-            return None
-        if isinstance(cw, str):
-            if not allow_balanced:
-                raise ValueError("class_weight must be None or a dict with partial_fit, got 'balanced'")
-            weights = np.ones(target.shape[0]) if sw is None else sw.astype(np.float64)
-            if target.ndim == 1:
-                counts = np.bincount(target, weights=weights, minlength=n_classes)
-            else:
-                counts = weights @ target.astype(np.float64)
-            with np.errstate(divide="ignore"):
-                result = counts.sum() / (n_classes * counts)
-            result[counts == 0] = 1.0
-            return result.astype(dtype)
-        result = np.ones(n_classes, dtype=dtype)
-        class_list = list(np.asarray(classes).tolist())
-        for label, weight in cw.items():
-            key = label.item() if isinstance(label, np.generic) else label
-            if key not in class_list:
-                raise ValueError(f"class_weight must only name classes from {class_list}, got the label {label!r}")
-            if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
-                raise ValueError(f"class_weight must map labels to finite non-negative numbers, got {weight!r}")
-            result[class_list.index(key)] = weight
-        return result
-
-    @staticmethod
-    def _combine_weights(target, sw, cw, n_samples, dtype):
-        if cw is None:
-            return sw
-        per_sample = cw[target] if target.ndim == 1 else target @ cw
-        s = per_sample if sw is None else sw * per_sample
-        return s.astype(dtype, copy=False)
-
     # ------------------------------------------------------------------ fitting
 
     def _initial_coef(self, n_classes, n_features, target, s, dtype, warm):
@@ -421,12 +318,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "coef_")
         X = self._validate_X(X, reset=not warm, dtype=dtype)
         n_samples, n_features = X.shape
-        classes, target, hard = self._encode_target(y, n_samples, dtype, classes=self.classes_ if warm else None)
+        classes, target, hard = encode_target(
+            y, n_samples, dtype, classes=self.classes_ if warm else None, estimator_name=type(self).__name__
+        )
         if warm and (len(classes) != len(self.classes_) or n_features != self.coef_.shape[1]):
             warm = False
-        sw = self._sample_weight(sample_weight, n_samples, dtype)
-        cw = self._class_weights(target, sw, len(classes), dtype, classes)
-        s = self._combine_weights(target, sw, cw, n_samples, dtype)
+        sw = check_sample_weight(sample_weight, n_samples, dtype)
+        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes)
+        s = combine_weights(target, sw, cw, dtype)
         if s is not None and not s.sum() > 0:
             raise ValueError("sample_weight must have a positive sum, got all weights zero (after class weights)")
         self.classes_ = classes
@@ -435,7 +334,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         X_val = None
         if self.early_stopping:
-            X, X_val, target, t_val, s, s_val = self._split_validation(X, target, hard, s, rng)
+            X, X_val, target, t_val, s, s_val = split_validation(X, target, hard, s, self.validation_fraction, rng)
             n_samples = X.shape[0]
         objective = make_objective(
             self.backend,
@@ -520,26 +419,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             )
         return self
 
-    def _split_validation(self, X, target, hard, s, rng):
-        indices = np.arange(X.shape[0])
-        stratify = hard if np.bincount(hard).min(initial=2) >= 2 and len(np.unique(hard)) > 1 else None
-        try:
-            train, val = train_test_split(
-                indices, test_size=self.validation_fraction, random_state=rng, stratify=stratify
-            )
-        except ValueError:
-            train, val = train_test_split(indices, test_size=self.validation_fraction, random_state=rng)
-        if len(train) == 0 or len(val) == 0:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves no training or no validation samples "
-                f"out of {X.shape[0]}"
-            )
-        s_train = None if s is None else s[train]
-        s_val = None if s is None else s[val]
-        if s_train is not None and not s_train.sum() > 0:
-            raise ValueError("sample_weight must have a positive sum on the training split, got all weights zero")
-        return X[train], X[val], target[train], target[val], s_train, s_val
-
     def _partial_fit_available(self):
         return self.solver in STOCHASTIC_SOLVERS
 
@@ -576,10 +455,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             classes = np.sort(classes)
         X = self._validate_X(X, reset=first, dtype=dtype)
         n_samples, n_features = X.shape
-        classes, target, _ = self._encode_target(y, n_samples, dtype, classes=classes if first else self.classes_)
-        sw = self._sample_weight(sample_weight, n_samples, dtype)
-        cw = self._class_weights(target, sw, len(classes), dtype, classes, allow_balanced=False)
-        s = self._combine_weights(target, sw, cw, n_samples, dtype)
+        classes, target, _ = encode_target(
+            y, n_samples, dtype, classes=classes if first else self.classes_, estimator_name=type(self).__name__
+        )
+        sw = check_sample_weight(sample_weight, n_samples, dtype)
+        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes, allow_balanced=False)
+        s = combine_weights(target, sw, cw, dtype)
         n_classes = len(classes)
         if first:
             self.classes_ = classes
