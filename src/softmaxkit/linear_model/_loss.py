@@ -30,6 +30,13 @@ unsmoothed targets), the gradient and the Hessian applied to a direction :math:`
 
 The Hessian of the cross-entropy with respect to the logits, :math:`\mathrm{diag}(p) - p p^\top`,
 does not depend on the target, so the same product serves hard, soft and smoothed labels.
+
+Beside the loss, the facts about it that solvers and the estimator use (computed here, not there):
+:class:`MultinomialHessian` (the operator :func:`loss_gradient_hessp` returns, a
+:class:`~._solvers.HessianOperator`; its preconditioners are :mod:`._preconditioners`'),
+:func:`batch_loss_gradient` (the unbiased mini-batch estimate every backend computes),
+:func:`curvature_bound` (a bound on the Hessian, for the stochastic solvers' step) and
+:func:`intercept_only` (the intercept-only optimum, the solvers' start).
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""SoftmaxRegression: the scikit-learn estimator shell around the multinomial linear loss and its solvers."""
+"""SoftmaxRegression: the scikit-learn estimator shell around the multinomial linear loss and its solvers.
+
+This module holds the parameters and the sequence of ``fit``, ``partial_fit`` and ``predict``; the
+rest has its own module: the inputs (:mod:`._inputs`), the loss and the facts about it
+(:mod:`._loss`), the backends (:mod:`._objective`, :mod:`._torch_backend`), the solvers
+(:mod:`._solvers`), the per-iteration monitor (:mod:`._monitor`) and the model file
+(:mod:`._model_file`).
+"""
 
 from __future__ import annotations
 
