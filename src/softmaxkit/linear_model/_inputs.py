@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from softmaxkit.linear_model._loss import class_counts
 
 __all__ = [
+    "check_classes",
     "check_finite_nonnegative",
     "check_sample_weight",
     "class_weights",
@@ -34,6 +35,18 @@ def check_finite_nonnegative(values, name, detail):
         raise ValueError(f"{name} must be finite{detail}, got non-finite values")
     if values.size and values.min() < 0:
         raise ValueError(f"{name} must be non-negative{detail}, got a minimum of {values.min()}")
+
+
+def check_classes(classes) -> np.ndarray:
+    """``partial_fit``'s ``classes`` (required on the first call): at least two distinct labels, sorted."""
+    if classes is None:
+        raise ValueError("classes must be passed on the first call to partial_fit, got None")
+    classes = np.asarray(classes)
+    if classes.ndim != 1:
+        raise ValueError(f"classes must be 1-D, got shape {classes.shape}")
+    if len(np.unique(classes)) < 2 or len(np.unique(classes)) != len(classes):
+        raise ValueError(f"classes must hold at least two distinct classes, got {classes.tolist()}")
+    return np.sort(classes)
 
 
 def encode_target(y, n_samples, dtype, *, classes=None, estimator_name: str):

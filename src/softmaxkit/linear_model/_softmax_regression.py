@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _loss, _solvers
 from softmaxkit.linear_model._inputs import (
+    check_classes,
     check_sample_weight,
     class_weights,
     combine_weights,
@@ -264,6 +265,20 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
+    def _objective(self, X, target, s, n_classes, dtype):
+        return make_objective(
+            self.backend,
+            self.device,
+            X,
+            target,
+            s,
+            float(self.alpha),
+            n_classes=n_classes,
+            fit_intercept=bool(self.fit_intercept),
+            label_smoothing=float(self.label_smoothing),
+            dtype=dtype,
+        )
+
     def _initial_coef(self, n_classes, n_features, target, s, dtype, warm):
         if warm:
             coef = self.coef_
@@ -343,18 +358,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             X, X_val, target, t_val, s, s_val = split_validation(X, target, hard, s, self.validation_fraction, rng)
             n_samples = X.shape[0]
-        objective = make_objective(
-            self.backend,
-            self.device,
-            X,
-            target,
-            s,
-            float(self.alpha),
-            n_classes=n_classes,
-            fit_intercept=bool(self.fit_intercept),
-            label_smoothing=float(self.label_smoothing),
-            dtype=dtype,
-        )
+        objective = self._objective(X, target, s, n_classes, dtype)
         x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm)
         unit = "epoch" if self.solver in STOCHASTIC_SOLVERS else "iter"
         monitor = Monitor(
@@ -452,14 +456,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         dtype = self._working_dtype()
         first = not hasattr(self, "classes_") or getattr(self, "_stochastic_state", None) is None
         if first:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit, got None")
-            classes = np.asarray(classes)
-            if classes.ndim != 1:
-                raise ValueError(f"classes must be 1-D, got shape {classes.shape}")
-            if len(np.unique(classes)) < 2 or len(np.unique(classes)) != len(classes):
-                raise ValueError(f"classes must hold at least two distinct classes, got {classes.tolist()}")
-            classes = np.sort(classes)
+            classes = check_classes(classes)
         X = self._validate_X(X, reset=first, dtype=dtype)
         n_samples, n_features = X.shape
         classes, target, _ = encode_target(
@@ -479,18 +476,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 method=self.solver, learning_rate=self._auto_learning_rate(X)
             )
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        objective = make_objective(
-            self.backend,
-            self.device,
-            X,
-            target,
-            s,
-            float(self.alpha),
-            n_classes=n_classes,
-            fit_intercept=bool(self.fit_intercept),
-            label_smoothing=float(self.label_smoothing),
-            dtype=dtype,
-        )
+        objective = self._objective(X, target, s, n_classes, dtype)
         state = self._stochastic_state
         x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm=True)
         lr = state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
