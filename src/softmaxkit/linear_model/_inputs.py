@@ -50,7 +50,7 @@ def check_classes(classes) -> np.ndarray:
 
 
 def encode_target(y, n_samples, dtype, *, classes=None, estimator_name: str):
-    """``(classes, target, hard_labels)``: the classes, ``y`` as class indices or a probability matrix, and labels to stratify by.
+    """``(classes, target, hard_labels)``: the classes, ``y`` as class indices or probabilities, labels to stratify by.
 
     ``classes`` given (sorted): the labels must come from them; else they are ``y``'s (``arange(n_classes)`` for
     class probabilities).
@@ -104,7 +104,7 @@ def encode_target(y, n_samples, dtype, *, classes=None, estimator_name: str):
 
 
 def check_sample_weight(sample_weight, n_samples, dtype):
-    """``sample_weight`` as a finite, non-negative ``(n_samples,)`` array in ``dtype`` (a scalar is repeated), or None."""
+    """``sample_weight`` as a finite, non-negative ``(n_samples,)`` array in ``dtype`` (a scalar repeated), or None."""
     if sample_weight is None:
         return None
     sw = np.asarray(sample_weight)
@@ -149,7 +149,7 @@ def class_weights(class_weight, target, sw, n_classes, dtype, classes, *, allow_
 
 
 def combine_weights(target, sw, cw, dtype):
-    """The sample weights ``s_i = sw_i * cw[y_i]`` (for class probabilities ``sum_k y_ik cw_k``), or ``sw`` when ``cw`` is None."""
+    """The sample weights ``s_i = sw_i cw[y_i]`` (``sw_i sum_k y_ik cw_k`` for probabilities); ``sw`` if no ``cw``."""
     if cw is None:
         return sw
     per_sample = cw[target] if target.ndim == 1 else target @ cw
@@ -158,7 +158,7 @@ def combine_weights(target, sw, cw, dtype):
 
 
 def split_validation(X, target, hard, s, validation_fraction, rng):
-    """``(X, X_val, target, t_val, s, s_val)``: a held-out ``validation_fraction``, stratified by ``hard`` where it can be."""
+    """``(X, X_val, target, t_val, s, s_val)``: ``validation_fraction`` held out, stratified by ``hard`` if possible."""
     indices = np.arange(X.shape[0])
     stratify = hard if np.bincount(hard).min(initial=2) >= 2 and len(np.unique(hard)) > 1 else None
     try:

@@ -176,7 +176,7 @@ def loss_gradient(
 
 
 def l2_penalty(coef: np.ndarray, alpha: float, n_features: int) -> tuple[float, np.ndarray]:
-    """``(alpha / 2 ||W||^2, its gradient)`` for ``W = coef[:, :n_features]``; the gradient flat, in ``coef``'s dtype."""
+    """``(alpha / 2 ||W||^2, its gradient)`` for ``W = coef[:, :n_features]``; the gradient flat, in coef's dtype."""
     W = coef[:, :n_features]
     grad = np.zeros_like(coef)
     grad[:, :n_features] = alpha * W
@@ -287,7 +287,7 @@ class MultinomialHessian:
         return _pack(diag_W, d.sum(axis=0) if self._fit_intercept else None)
 
     def preconditioner_cost(self, kind: str) -> float:
-        """The cost of building ``preconditioner(kind)``, in Hessian-vector products (see :func:`._preconditioners.cost`)."""
+        """The cost of ``preconditioner(kind)`` in Hessian-vector products (see :func:`._preconditioners.cost`)."""
         n_samples, n_features = self._X.shape
         return _preconditioners.cost(
             kind,
@@ -379,7 +379,7 @@ def curvature_bound(X, alpha=0.0, *, fit_intercept=True, max_rows=5000) -> float
 
 
 def class_counts(target, sample_weight, n_classes: int) -> np.ndarray:
-    """The weighted count of each class, float64 ``(n_classes,)``: ``sum_i s_i [y_i = k]`` (``sum_i s_i y_ik`` for probabilities)."""
+    """The weighted count of each class, float64: ``sum_i s_i [y_i = k]`` (``sum_i s_i y_ik`` for probabilities)."""
     weights = np.ones(target.shape[0]) if sample_weight is None else sample_weight.astype(np.float64)
     if target.ndim == 1:
         return np.bincount(target, weights=weights, minlength=n_classes)

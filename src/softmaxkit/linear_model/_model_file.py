@@ -20,7 +20,7 @@ __all__ = ["read_model", "write_model"]
 
 
 def write_model(model, path, *, overwrite=False, metadata=None) -> None:
-    """Write the fitted ``model`` to ``path`` (see :meth:`SoftmaxRegression.save <softmaxkit.linear_model.SoftmaxRegression.save>`)."""
+    """Write the fitted ``model`` to ``path`` (see ``SoftmaxRegression.save``)."""
     check_is_fitted(model)
     params = model.get_params()
     if params["dtype"] is not None:

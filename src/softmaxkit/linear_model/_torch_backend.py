@@ -14,8 +14,9 @@ linear map. The solvers stay on the host (SciPy's L-BFGS, the package's Newton-C
 loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and the gradient cross
 between host and device at each evaluation. Hessian-vector products and the Hessian's diagonal
 run on the device; Newton-CG's factorised preconditioner ("full", :mod:`._preconditioners`, as
-for the NumPy backend) is built on the host from the logits computed on the device. ``batch_loss_gradient`` is
-the unbiased mini-batch estimate of :func:`._loss.batch_loss_gradient`, as for the NumPy backend.
+for the NumPy backend) is built on the host from the logits computed on the device.
+``batch_loss_gradient`` is the unbiased mini-batch estimate of :func:`._loss.batch_loss_gradient`,
+as for the NumPy backend.
 
 Where the data lives. The data go to the device once, when they fit in the memory budget: 80 % of
 the device's free memory (CUDA: free plus cached by PyTorch's allocator; MPS: the recommended
@@ -154,7 +155,7 @@ def _data_pass(chunks, W, b, scale, eps):
 
 
 class _Hessian:
-    """The Hessian of the objective at one point: a :class:`~._solvers.HessianOperator` (as :class:`._loss.MultinomialHessian`).
+    """The Hessian of the objective at one point: a :class:`~._solvers.HessianOperator`, like the NumPy backend's.
 
     ``H(v)`` (the Hessian-vector product of the module docstring of :mod:`._loss`) and
     :meth:`diagonal` run on the device; the factorised preconditioner is built on the host.
