@@ -77,7 +77,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     max_iter : int, default 200
         Iterations (lbfgs, newton-cg) or epochs (sgd, adam).
     tol : float, default 1e-4
-        lbfgs, newton-cg: stop when the largest absolute gradient entry is at most ``tol``.
+        lbfgs, newton-cg: stop when the largest absolute gradient entry is at most ``tol``. A
+        ``tol`` finer than the objective's rounding allows (for lbfgs, often below 1e-7) stops
+        where the objective no longer decreases measurably instead.
         sgd, adam: stop when the epoch objective (or, with ``early_stopping``, the validation
         score) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     batch_size : int or "auto", default "auto"
