@@ -636,7 +636,7 @@ def test_argument_conflicts_are_one_line_errors(tmp_path, capsys):
     assert "dataset must be one of digits, iris, wine" in capsys.readouterr().err
     assert main(["train", "--dataset", "iris", "--backend", "jax", "--quiet", "--out", str(tmp_path / "b")]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("softmaxkit train: error: backend must be") and "\n" not in error
+    assert error.startswith("softmaxkit train: error: The 'backend' parameter") and "\n" not in error
     assert not (tmp_path / "b").exists()
 
 

@@ -1,4 +1,5 @@
-"""The multinomial linear loss (softmaxkit.linear_model._loss) against PyTorch float64 and finite differences."""
+"""The multinomial linear loss (softmaxkit.linear_model._loss) against PyTorch float64 and finite differences,
+and its preconditioners (_preconditioners) against the explicit Hessian."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from softmaxkit import cross_entropy
-from softmaxkit.linear_model import _loss
+from softmaxkit.linear_model import _loss, _preconditioners
 
 # odd shapes on purpose: samples x features x classes
 SHAPES = [(37, 5, 3), (61, 7, 11), (8, 1, 2)]
@@ -147,21 +148,105 @@ def _explicit_hessian(hessp, shape):
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
-def test_hessian_diagonal_and_block_preconditioner(rng, fit_intercept):
+def test_hessian_is_symmetric_and_its_diagonal_exact(rng, fit_intercept):
     X, target, sw = _problem(rng, 45, 3, 4, weighted=True)
     coef = rng.normal(size=(4, 3 + int(fit_intercept)))
     _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, sw, 0.2, fit_intercept=fit_intercept)
     H = _explicit_hessian(hessp, coef.shape)
     np.testing.assert_allclose(H, H.T, atol=1e-14)
     np.testing.assert_allclose(np.asarray(hessp.diagonal()).ravel(), np.diag(H), rtol=1e-12)
-    size = coef.shape[1]
-    block = np.zeros_like(H)
-    for k in range(4):
-        s = slice(k * size, (k + 1) * size)
-        block[s, s] = H[s, s]
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_full_preconditioner_inverts_the_hessian(rng, fit_intercept):
+    X, target, sw = _problem(rng, 45, 3, 4, weighted=True)
+    coef = rng.normal(size=(4, 3 + int(fit_intercept)))
+    _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, sw, 0.2, fit_intercept=fit_intercept)
+    H = _explicit_hessian(hessp, coef.shape)
+    solve = hessp.preconditioner("full")
     v = rng.normal(size=H.shape[0])
-    solve = hessp.block_preconditioner()
-    np.testing.assert_allclose(solve(block @ v), v, rtol=1e-7)
+    if fit_intercept:  # singular along the shared intercept shift: H^-1 is exact on the other directions
+        np.testing.assert_allclose(H @ solve(H @ v), H @ v, rtol=1e-7, atol=1e-12)
+    else:
+        np.testing.assert_allclose(solve(H @ v), v, rtol=1e-7)  # (the ridge of 1e-10 x the mean diagonal)
+    # from a subset of the rows (rescaled): the Hessian of those rows, not the exact one
+    p, wp = _loss.weighted_proba(hessp._logits, None)
+    approx = _preconditioners.full(X, p, wp, None, alpha=0.2, fit_intercept=fit_intercept, max_rows=20)
+    assert not np.allclose(approx(H @ v), solve(H @ v), rtol=1e-3)
+
+
+def test_jacobi_divides_by_the_floored_diagonal():
+    solve = _preconditioners.jacobi(np.array([[4.0, 0.0], [2.0, 1.0]]))
+    np.testing.assert_array_equal(solve(np.array([4.0, 1e-12, 1.0, 3.0])), [1.0, 0.25, 0.5, 3.0])
+
+
+def test_preconditioner_kinds_and_costs(rng):
+    X, target, _ = _problem(rng, 1000, 9, 5)
+    _, _, hessp = _loss.loss_gradient_hessp(rng.normal(size=(5, 10)), X, target)
+    assert hessp.preconditioner_cost("diagonal") == 0.5
+    # 50 parameters: the Hessian from max(2 * 50, 480 * 1000 // 50) = 1000 rows costs 10 / 4 + 1000 * 50 / 8000
+    assert _preconditioners.full_rows(1000, 50) == 1000
+    assert hessp.preconditioner_cost("full") == pytest.approx(2.5 + 6.25)
+    assert _preconditioners.full_rows(10**6, 1000) == 480_000
+    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'full', got 'block'"):
+        hessp.preconditioner("block")
+    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'full', got 'block'"):
+        hessp.preconditioner_cost("block")
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_curvature_bound_is_the_largest_eigenvalue_bound(rng, fit_intercept):
+    X, target, _ = _problem(rng, 61, 7, 11)
+    X_tilde = np.hstack([X, np.ones((61, 1))]) if fit_intercept else X
+    bound = _loss.curvature_bound(X, 0.3, fit_intercept=fit_intercept)
+    assert bound == pytest.approx(np.linalg.eigvalsh(X_tilde.T @ X_tilde / 61).max() / 2 + 0.3, rel=1e-10)
+    for _ in range(3):  # it bounds the Hessian at any point
+        coef = 3 * rng.normal(size=(11, X_tilde.shape[1]))
+        _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, None, 0.3, fit_intercept=fit_intercept)
+        assert np.linalg.eigvalsh(_explicit_hessian(hessp, coef.shape)).max() <= bound
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_intercept_only_start_is_the_intercept_only_optimum(rng, soft):
+    X, target, sw = _problem(rng, 61, 7, 5, soft=soft, weighted=True)
+    b = _loss.intercept_only(target, sw, 5)
+    assert b.sum() == pytest.approx(0.0, abs=1e-14)
+    coef = np.hstack([np.zeros((5, 7)), b[:, None]])
+    grad = _loss.gradient(coef, X, target, sw, 0.1)
+    np.testing.assert_allclose(grad[:, -1], 0.0, atol=1e-14)  # the intercept's gradient vanishes
+    coef[0, -1] += 1e-3  # one intercept moved: its gradient no longer vanishes (the check can fail)
+    assert np.abs(_loss.gradient(coef, X, target, sw, 0.1)[:, -1]).max() > 1e-5
+
+
+def test_batch_estimate_is_unbiased(rng):
+    """Averaged over the batches of an equal partition, the mini-batch estimate is the objective."""
+    X, target, sw = _problem(rng, 60, 4, 3, weighted=True)
+    sw[:6] = 0.0
+    coef = rng.normal(size=(3, 5))
+    calls = []
+
+    def subset(rows, weights):
+        calls.append(rows)
+        f, g = _loss.loss_gradient(coef, X[rows], target[rows], weights, 0.2)
+        return f, g.ravel()
+
+    def estimate(rows, sample_weight):
+        mean = None if sample_weight is None else sample_weight.mean()
+        return _loss.batch_loss_gradient(subset, coef, rows, sample_weight, mean, alpha=0.2, n_features=4)
+
+    batches = np.array_split(rng.permutation(60), 5)
+    for sample_weight in (sw, None):
+        f, g = _loss.loss_gradient(coef, X, target, sample_weight, 0.2)
+        estimates = [estimate(rows, sample_weight) for rows in batches]
+        assert np.mean([e[0] for e in estimates]) == pytest.approx(f, rel=1e-13)
+        np.testing.assert_allclose(np.mean([e[1] for e in estimates], axis=0), g.ravel(), rtol=1e-12, atol=1e-15)
+        assert not np.isclose(estimates[0][0], f, rtol=1e-3)  # one batch alone is only an estimate
+    calls.clear()
+    penalty, penalty_grad = _loss.l2_penalty(coef, 0.2, 4)
+    f, g = estimate(np.arange(6), sw)  # zero-weight rows: the penalty alone, no data pass
+    assert (f, calls) == (penalty, []) and f == pytest.approx(0.1 * np.sum(coef[:, :4] ** 2), rel=1e-14)
+    np.testing.assert_array_equal(g, penalty_grad)
+    np.testing.assert_array_equal(penalty_grad.reshape(3, 5), np.hstack([0.2 * coef[:, :4], np.zeros((3, 1))]))
 
 
 def test_float32_keeps_working_precision(rng):

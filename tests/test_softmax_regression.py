@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from softmaxkit import cross_entropy, log_softmax
 from softmaxkit.linear_model import SoftmaxRegression, _loss
+from softmaxkit.linear_model._objective import make_objective
 
 
 def _data(n=300, d=6, k=4, seed=0):
@@ -335,7 +336,7 @@ def test_bad_sample_weight(sample_weight, message):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"backend": "jax"}, "backend must be"),
+        ({"backend": "jax"}, "The 'backend' parameter of SoftmaxRegression must be a str among"),
         ({"device": "cuda"}, "device must be None"),
         ({"dtype": np.int32}, "dtype must be numpy.float64 or numpy.float32"),
         ({"solver": "saga"}, "solver"),
@@ -354,3 +355,17 @@ def test_wrong_y_length():
     X, y = _data()
     with pytest.raises(ValueError, match="y must have 300 rows"):
         SoftmaxRegression().fit(X, y[:10])
+
+
+def test_the_backend_dispatch_rejects_what_the_estimator_cannot_pass():
+    """make_objective is the one dispatch on backend; its own checks hold for direct callers too."""
+    X, y = _data()
+    options = dict(n_classes=4, fit_intercept=True, label_smoothing=0.0, dtype=np.float64)
+    with pytest.raises(ValueError, match="backend must be one of 'numpy', 'torch', got 'jax'"):
+        make_objective("jax", None, X, y, None, 0.0, **options)
+    with pytest.raises(ValueError, match="device must be None with backend='numpy', got 'cpu'"):
+        make_objective("numpy", "cpu", X, y, None, 0.0, **options)
+    with pytest.raises(ValueError, match=r"dtype must be numpy\.float64 or numpy\.float32, got <class 'numpy\.int32'>"):
+        make_objective("numpy", None, X, y, None, 0.0, **{**options, "dtype": np.int32})
+    f, g = make_objective("numpy", None, X, y, None, 0.0, **options).loss_gradient(np.zeros(4 * 7))
+    assert f == pytest.approx(np.log(4)) and g.shape == (28,)

@@ -30,6 +30,13 @@ unsmoothed targets), the gradient and the Hessian applied to a direction :math:`
 
 The Hessian of the cross-entropy with respect to the logits, :math:`\mathrm{diag}(p) - p p^\top`,
 does not depend on the target, so the same product serves hard, soft and smoothed labels.
+
+Beside the loss, the facts about it that solvers and the estimator use (computed here, not there):
+:class:`MultinomialHessian` (the operator :func:`loss_gradient_hessp` returns, a
+:class:`~._solvers.HessianOperator`; its preconditioners are :mod:`._preconditioners`'),
+:func:`batch_loss_gradient` (the unbiased mini-batch estimate every backend computes),
+:func:`curvature_bound` (a bound on the Hessian, for the stochastic solvers' step) and
+:func:`intercept_only` (the intercept-only optimum, the solvers' start).
 """
 
 from __future__ import annotations
@@ -38,8 +45,21 @@ import numpy as np
 
 from softmaxkit._numpy._cross_entropy import cross_entropy_with_grad
 from softmaxkit._numpy._softmax import softmax
+from softmaxkit.linear_model import _preconditioners
 
-__all__ = ["HessianOperator", "gradient", "loss", "loss_gradient", "loss_gradient_hessp"]
+__all__ = [
+    "MultinomialHessian",
+    "batch_loss_gradient",
+    "class_counts",
+    "curvature_bound",
+    "gradient",
+    "intercept_only",
+    "l2_penalty",
+    "loss",
+    "loss_gradient",
+    "loss_gradient_hessp",
+    "weighted_proba",
+]
 
 
 def _split(coef: np.ndarray, n_features: int, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -155,19 +175,78 @@ def loss_gradient(
     return value, _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
 
 
-class HessianOperator:
+def l2_penalty(coef: np.ndarray, alpha: float, n_features: int) -> tuple[float, np.ndarray]:
+    """``(alpha / 2 ||W||^2, its gradient)`` for ``W = coef[:, :n_features]``; the gradient flat, in coef's dtype."""
+    W = coef[:, :n_features]
+    grad = np.zeros_like(coef)
+    grad[:, :n_features] = alpha * W
+    return 0.5 * alpha * float(np.vdot(W, W)), grad.ravel()
+
+
+def batch_loss_gradient(
+    subset_loss_gradient, coef, indices, sample_weight, mean_weight, *, alpha, n_features
+) -> tuple[float, np.ndarray]:
+    r"""The unbiased mini-batch estimate of :func:`loss` and its gradient, from the samples ``indices``.
+
+    For a batch :math:`B` drawn uniformly, with :math:`\bar s` the mean weight of all the samples,
+
+    .. math::
+
+        \hat L_B = \frac{1}{|B| \, \bar s} \sum_{i \in B} s_i \, \mathrm{CE}(y_i, W x_i + b)
+                   + \frac{\alpha}{2} \lVert W \rVert_F^2 ,
+
+    whose expectation is :math:`L`. Every backend computes its mini-batch objective here.
+
+    Parameters
+    ----------
+    subset_loss_gradient : callable
+        ``subset_loss_gradient(indices, weights) -> (f, flat g)``: the backend's :func:`loss_gradient`
+        at ``coef`` on the rows ``indices`` with sample weights ``weights`` (``None``: all ones).
+        Without sample weights it is the estimate itself; with them, the estimate rescales its data
+        term by :math:`\sum_{i \in B} s_i / (|B| \bar s)`. A batch of zero-weight samples gives the
+        penalty alone.
+    coef : ndarray of shape (n_classes, n_features + fit_intercept)
+        The point, in the dtype the penalty is computed in.
+    indices : ndarray of int
+    sample_weight : ndarray of shape (n_samples,) or None
+    mean_weight : float or None
+        ``mean(sample_weight)`` over all the samples (None without sample weights).
+    alpha : float
+    n_features : int
+    """
+    if sample_weight is None:
+        return subset_loss_gradient(indices, None)
+    weights = sample_weight[indices]
+    penalty, penalty_grad = l2_penalty(coef, alpha, n_features)
+    ratio = float(weights.sum(dtype=np.float64)) / (len(indices) * mean_weight)
+    if not ratio > 0:  # a batch of zero-weight samples: only the penalty
+        return penalty, penalty_grad
+    f, g = subset_loss_gradient(indices, weights)
+    return ratio * (f - penalty) + penalty, ratio * (g - penalty_grad) + penalty_grad
+
+
+def weighted_proba(logits: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(p, w p)``: the class probabilities ``p_i = softmax(z_i)`` and ``w_i p_i``, the Hessian's ingredients.
+
+    ``weights`` are the normalised sample weights :math:`w_i`, ``None`` meaning ``1 / n_samples`` each.
+    """
+    p = softmax(logits, axis=1)
+    n_samples = p.shape[0]
+    wp = p * (1.0 / n_samples) if weights is None else p * weights[:, None]
+    return p, wp
+
+
+class MultinomialHessian:
     """The Hessian of :func:`loss` at one point, as a linear operator on arrays shaped like ``coef``.
 
+    A :class:`~._solvers.HessianOperator` (what Newton-CG relies on).
     Built by :func:`loss_gradient_hessp`; the class probabilities are computed on first use.
     ``H(v)`` is the Hessian-vector product, :meth:`diagonal` the Hessian's diagonal (for
-    preconditioning), both with the formulas of the module docstring. Products are computed in
-    the dtype of ``X_products`` (by default ``X`` itself).
+    preconditioning), both with the formulas of the module docstring, in the dtype of ``X``.
     """
 
-    def __init__(self, X, logits, weights, alpha, fit_intercept, coef_shape, X_products=None, X_squared=None):
+    def __init__(self, X, logits, weights, alpha, fit_intercept, coef_shape, X_squared=None):
         self._X = X
-        self._Xp = X if X_products is None else X_products
-        self._proba_products = None
         self._logits = logits
         self._w = weights
         self._alpha = alpha
@@ -177,23 +256,17 @@ class HessianOperator:
         self._X_squared = X_squared
 
     def _weighted_proba(self):
-        """``p_i`` and ``w_i p_i`` (the probabilities times the normalised sample weights)."""
         if self._proba is None:
-            p = softmax(self._logits, axis=1)
-            n_samples = p.shape[0]
-            wp = p * (1.0 / n_samples) if self._w is None else p * self._w[:, None]
-            self._proba = (p, wp)
+            self._proba = weighted_proba(self._logits, self._w)
         return self._proba
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        X = self._Xp
+        X = self._X
         v = np.asarray(v, dtype=X.dtype).reshape(self.shape)
         n_features = X.shape[1]
         V, c = _split(v, n_features, self._fit_intercept)
         u = _logits(V, c, X)
-        if self._proba_products is None:
-            self._proba_products = tuple(a.astype(X.dtype, copy=False) for a in self._weighted_proba())
-        p, wp = self._proba_products
+        p, wp = self._weighted_proba()
         # r_i w_i = w_i p_i * (u_i - p_i . u_i)
         u -= np.einsum("ij,ij->i", p, u)[:, None]
         u *= wp
@@ -213,142 +286,32 @@ class HessianOperator:
             diag_W += self._alpha
         return _pack(diag_W, d.sum(axis=0) if self._fit_intercept else None)
 
-    def block_preconditioner(self, *, max_samples: int | None = None, seed: int = 0):
-        r"""An approximate inverse of the Hessian: its per-class diagonal blocks, inverted exactly.
-
-        Block :math:`k` is :math:`\sum_i w_i p_{ik}(1 - p_{ik}) \tilde x_i \tilde x_i^\top + \alpha I`
-        (:math:`\tilde x_i` with a 1 appended for the intercept, which is not penalised); the
-        cross-class terms :math:`-p_{ik} p_{il}` are dropped. With more than ``max_samples`` rows the
-        blocks are estimated from a fixed random subset of that size (a preconditioner need only be
-        close; by default all rows are used). Returns a function mapping an array shaped like ``coef`` (or flat) to the solution of
-        the block-diagonal system, flat.
-        """
-        import scipy.linalg
-
-        p, wp = self._weighted_proba()
-        X = self._Xp
-        n_samples = X.shape[0]
-        if max_samples is None:
-            max_samples = n_samples
-        d = (wp * (1.0 - p)).astype(X.dtype, copy=False)
-        if n_samples > max_samples:
-            rows = np.sort(np.random.default_rng(seed).choice(n_samples, max_samples, replace=False))
-            X, d = X[rows], d[rows] * (n_samples / max_samples)
-        if self._fit_intercept:
-            X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
-        size = X.shape[1]
-        ridge = np.full(size, self._alpha, dtype=np.float64)
-        if self._fit_intercept:
-            ridge[-1] = 0.0
-        factors = []
-        for k in range(d.shape[1]):
-            block = (X * d[:, k : k + 1]).T @ X
-            block = block.astype(np.float64, copy=False)
-            block[np.diag_indices(size)] += ridge
-            block[np.diag_indices(size)] += 1e-10 * (np.trace(block) / size + 1e-300)
-            factors.append(scipy.linalg.cho_factor(block, lower=True, check_finite=False))
-
-        def solve(r):
-            r = np.asarray(r, dtype=np.float64).reshape(len(factors), size)
-            out = np.empty_like(r)
-            for k, factor in enumerate(factors):
-                out[k] = scipy.linalg.cho_solve(factor, r[k], check_finite=False)
-            return out.ravel()
-
-        return solve
-
-    def full_preconditioner(
-        self, *, max_samples: int | None = None, seed: int = 0, chunk_elements: int = 2**22, low_precision=False
-    ):
-        r"""The exact inverse of the Hessian at this point, as a function (a Cholesky solve).
-
-        The Hessian :math:`\sum_i w_i (\mathrm{diag}(p_i) - p_i p_i^\top) \otimes \tilde x_i
-        \tilde x_i^\top + \alpha I_W` is formed explicitly (``n_params**2`` memory, about
-        ``n_samples * n_params**2 / 2`` operations, with ``n_params = n_classes * (n_features + 1)``),
-        from at most ``max_samples`` rows. The intercept direction that leaves the loss unchanged
-        (all intercepts shifted together) gets a tiny ridge. Used to precondition CG near the
-        optimum, where the Hessian changes little between Newton iterations. ``low_precision``
-        accumulates the (dominant) ``p p^T`` part in float32, about twice as fast.
-        """
-        import scipy.linalg
-        from scipy.linalg.blas import dsyrk, ssyrk
-
-        p, wp = self._weighted_proba()
-        X = self._X
-        n_samples, n_features = X.shape
-        n_classes = p.shape[1]
-        scale = 1.0
-        rows = None
-        if max_samples is not None and n_samples > max_samples:
-            rows = np.sort(np.random.default_rng(seed).choice(n_samples, max_samples, replace=False))
-            scale = n_samples / max_samples
-        size = n_features + int(self._fit_intercept)
-        n_params = n_classes * size
-        hessian = np.zeros((n_params, n_params), order="F")
-        outer = np.zeros((n_params, n_params), order="F", dtype=np.float32 if low_precision else np.float64)
-        syrk = ssyrk if low_precision else dsyrk
-        chunk = max(1, chunk_elements // n_params)
-        index = np.arange(n_samples) if rows is None else rows
-        for start in range(0, len(index), chunk):
-            sel = index[start : start + chunk]
-            Xc = X[sel].astype(np.float64, copy=False)
-            if self._fit_intercept:
-                Xc = np.hstack([Xc, np.ones((len(sel), 1))])
-            pc, wpc = p[sel].astype(np.float64, copy=False), wp[sel].astype(np.float64, copy=False) * scale
-            for k in range(n_classes):  # diag(p) part, block k
-                block = slice(k * size, (k + 1) * size)
-                hessian[block, block] += (Xc * wpc[:, k : k + 1]).T @ Xc
-            # - p p^T part: Q^T Q with Q_i = sqrt(w_i) p_i (x) x_i, via a symmetric rank-k update
-            wc = np.full(len(sel), 1.0 / n_samples) if self._w is None else self._w[sel].astype(np.float64)
-            root_w = np.sqrt(wc * scale)[:, None]
-            Q = ((root_w * pc)[:, :, None] * Xc[:, None, :]).reshape(len(sel), n_params).astype(outer.dtype)
-            outer = syrk(1.0, Q.T, beta=1.0, c=outer, trans=0, lower=0, overwrite_c=1)
-        hessian -= outer  # upper triangles (the Cholesky factorisation reads only those)
-        diagonal = np.arange(n_params)
-        ridge = np.full(size, self._alpha)
-        if self._fit_intercept:
-            ridge[-1] = 0.0
-        hessian[diagonal, diagonal] += np.tile(ridge, n_classes)
-        hessian[diagonal, diagonal] += 1e-10 * (np.trace(hessian) / n_params + 1e-300)
-        factor = scipy.linalg.cho_factor(hessian, lower=False, overwrite_a=True, check_finite=False)
-
-        def solve(r):
-            return scipy.linalg.cho_solve(factor, np.asarray(r, dtype=np.float64).ravel(), check_finite=False)
-
-        return solve
-
-    def _full_rows(self) -> int:
-        n_samples = self._X.shape[0]
-        n_params = int(np.prod(self.shape))
-        return min(n_samples, max(2 * n_params, 480 * n_samples // n_params))
-
     def preconditioner_cost(self, kind: str) -> float:
-        """The cost of building ``preconditioner(kind)``, in Hessian-vector products (a flop estimate)."""
+        """The cost of ``preconditioner(kind)`` in Hessian-vector products (see :func:`._preconditioners.cost`)."""
         n_samples, n_features = self._X.shape
-        size = n_features + int(self._fit_intercept)
-        n_params = int(np.prod(self.shape))
-        if kind == "diagonal":
-            return 0.5
-        block = size / 4.0
-        if kind == "block":
-            return block
-        return block + self._full_rows() * n_params / (8.0 * n_samples)
+        return _preconditioners.cost(
+            kind,
+            n_samples=n_samples,
+            n_features=n_features,
+            n_classes=self.shape[0],
+            fit_intercept=self._fit_intercept,
+        )
 
     def preconditioner(self, kind: str):
-        """A function approximating ``H^-1 r``: ``kind`` is "diagonal", "block" or "full".
-
-        "diagonal" divides by :meth:`diagonal`; "block" is :meth:`block_preconditioner`; "full" is
-        :meth:`full_preconditioner` from at most ``max(2 n_params, 480 n_samples / n_params)`` rows,
-        which keeps its cost near that of 60 Hessian-vector products.
-        """
-        if kind == "full":
-            # cost of the full Hessian ~ m P^2 / 2 against 4 n P per product: cap it near 60 products
-            return self.full_preconditioner(max_samples=self._full_rows())
-        if kind == "block":
-            return self.block_preconditioner()
-        diag = np.asarray(self.diagonal(), dtype=np.float64).ravel()
-        diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
-        return lambda r: np.asarray(r, dtype=np.float64).ravel() / diag
+        """A function approximating ``H^-1 r``: ``kind`` is "diagonal" or "full" (see :mod:`._preconditioners`)."""
+        if _preconditioners.check_kind(kind) == "diagonal":
+            return _preconditioners.jacobi(self.diagonal())
+        p, wp = self._weighted_proba()
+        n_samples = self._X.shape[0]
+        return _preconditioners.full(
+            self._X,
+            p,
+            wp,
+            self._w,
+            alpha=self._alpha,
+            fit_intercept=self._fit_intercept,
+            max_rows=_preconditioners.full_rows(n_samples, int(np.prod(self.shape))),
+        )
 
 
 def loss_gradient_hessp(
@@ -360,16 +323,13 @@ def loss_gradient_hessp(
     *,
     fit_intercept=True,
     label_smoothing=0.0,
-    X_products=None,
     X_squared=None,
-) -> tuple[float, np.ndarray, HessianOperator]:
+) -> tuple[float, np.ndarray, MultinomialHessian]:
     """``(loss, gradient, hessp)``: :func:`loss_gradient` plus the Hessian operator at ``coef``.
 
     ``hessp(v)`` returns the Hessian-vector product for ``v`` shaped like ``coef`` (the formula is
     in the module docstring); it reuses the logits of this pass, so each product costs two
-    matrix products. ``X_products``, optional, is ``X`` in the precision the products should use
-    (a float32 copy halves their cost where an approximate product suffices, as in Newton-CG);
-    the loss and gradient always use ``X``. ``X_squared``, optional, is ``X ** 2``, which the
+    matrix products. ``X_squared``, optional, is ``X ** 2``, which the
     Hessian's diagonal needs (pass it to reuse it across calls).
 
     Examples
@@ -385,4 +345,63 @@ def loss_gradient_hessp(
     """
     value, grad_z, z, w, W = _forward(coef, X, target, sample_weight, alpha, fit_intercept, label_smoothing)
     grad = _grad_from_rows(grad_z, X, W, alpha, fit_intercept)
-    return value, grad, HessianOperator(X, z, w, alpha, fit_intercept, coef.shape, X_products, X_squared)
+    return value, grad, MultinomialHessian(X, z, w, alpha, fit_intercept, coef.shape, X_squared)
+
+
+def curvature_bound(X, alpha=0.0, *, fit_intercept=True, max_rows=5000) -> float:
+    r"""An upper bound on the curvature of :func:`loss`: ``L = lambda_max(X~^T X~ / n) / 2 + alpha``.
+
+    ``X~`` is ``X`` with a column of ones when ``fit_intercept``. The Hessian of the cross-entropy
+    with respect to the logits, :math:`\mathrm{diag}(p) - p p^\top`, has eigenvalues at most 1/2,
+    so :math:`L` bounds the Hessian of the (unweighted) objective, and ``1 / L`` is a safe
+    gradient step (cf. scikit-learn's ``get_auto_step_size``). ``lambda_max`` is estimated by 50
+    power iterations on every ``n // max_rows``-th row (at most about ``max_rows`` rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[2.0, 0.0], [0.0, 0.0]])  # X^T X / n = diag(2, 0)
+    >>> curvature_bound(X, 0.1, fit_intercept=False)
+    1.1
+    """
+    rows = X[:: max(1, X.shape[0] // max_rows)].astype(np.float64)
+    if fit_intercept:
+        rows = np.hstack([rows, np.ones((rows.shape[0], 1))])
+    v = np.ones(rows.shape[1]) / np.sqrt(rows.shape[1])
+    top = 0.0
+    for _ in range(50):  # power iteration on the (tiny) second-moment matrix
+        w = rows.T @ (rows @ v) / rows.shape[0]
+        top = float(np.linalg.norm(w))
+        if top == 0.0:
+            break
+        v = w / top
+    return 0.5 * top + alpha
+
+
+def class_counts(target, sample_weight, n_classes: int) -> np.ndarray:
+    """The weighted count of each class, float64: ``sum_i s_i [y_i = k]`` (``sum_i s_i y_ik`` for probabilities)."""
+    weights = np.ones(target.shape[0]) if sample_weight is None else sample_weight.astype(np.float64)
+    if target.ndim == 1:
+        return np.bincount(target, weights=weights, minlength=n_classes)
+    return weights @ target.astype(np.float64)
+
+
+def intercept_only(target, sample_weight, n_classes: int) -> np.ndarray:
+    """The intercepts minimising the unpenalised, unsmoothed intercept-only objective: centred log class frequencies.
+
+    Class frequencies are weighted by ``sample_weight`` (``None``: all ones) and, for soft
+    targets (rows of class probabilities), summed over the rows; a class that never occurs gets
+    the frequency ``1e-12`` (a finite start). A natural starting point for any solver (cf.
+    scikit-learn's ``BaseLoss.fit_intercept_only``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = intercept_only(np.array([0, 0, 0, 1]), None, 2)
+    >>> bool(np.allclose(b, [np.log(3) / 2, -np.log(3) / 2]))
+    True
+    """
+    counts = class_counts(target, sample_weight, n_classes)
+    freq = counts / counts.sum()
+    log_freq = np.log(np.maximum(freq, 1e-12))
+    return log_freq - log_freq.mean()

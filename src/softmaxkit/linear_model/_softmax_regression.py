@@ -1,112 +1,41 @@
-"""SoftmaxRegression: the scikit-learn estimator shell around the multinomial linear loss and its solvers."""
+"""SoftmaxRegression: the scikit-learn estimator shell around the multinomial linear loss and its solvers.
+
+This module holds the parameters and the sequence of ``fit``, ``partial_fit`` and ``predict``; the
+rest has its own module: the inputs (:mod:`._inputs`), the loss and the facts about it
+(:mod:`._loss`), the backends (:mod:`._objective`, :mod:`._torch_backend`), the solvers
+(:mod:`._solvers`), the per-iteration monitor (:mod:`._monitor`) and the model file
+(:mod:`._model_file`).
+"""
 
 from __future__ import annotations
 
 import numbers
 import warnings
-from collections import namedtuple
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
-from sklearn.model_selection import train_test_split
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from softmaxkit._model_io import load_model_file, save_model_file
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _loss, _solvers
+from softmaxkit.linear_model._inputs import (
+    check_classes,
+    check_sample_weight,
+    class_weights,
+    combine_weights,
+    encode_target,
+    split_validation,
+)
+from softmaxkit.linear_model._model_file import read_model, write_model
+from softmaxkit.linear_model._monitor import Monitor
+from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
+from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
 
 __all__ = ["SoftmaxRegression"]
-
-_SOLVERS = ("lbfgs", "newton-cg", "sgd", "adam")
-_STOCHASTIC = ("sgd", "adam")
-
-Objective = namedtuple("Objective", ["loss_gradient", "loss_gradient_hessp", "batch_loss_gradient"])
-Objective.__doc__ = """The callables the solvers see, on flat float64 parameter vectors of length
-``n_classes * (n_features + fit_intercept)`` (``coef`` of :mod:`._loss`, raveled in C order):
-``loss_gradient(x) -> (f, g)``, ``loss_gradient_hessp(x) -> (f, g, H)`` and
-``batch_loss_gradient(x, indices) -> (f, g)``."""
-
-
-def _numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept, label_smoothing, dtype):
-    shape = (n_classes, X.shape[1] + int(fit_intercept))
-    options = {"fit_intercept": fit_intercept, "label_smoothing": label_smoothing}
-
-    def as_coef(x):
-        return np.asarray(x, dtype=dtype).reshape(shape)
-
-    def loss_gradient(x):
-        f, g = _loss.loss_gradient(as_coef(x), X, target, sample_weight, alpha, **options)
-        return f, g.ravel()
-
-    squared = []  # X ** 2 for the Hessian's diagonal, computed once per fit
-
-    def loss_gradient_hessp(x):
-        if not squared:
-            squared.append(np.square(X))
-        f, g, H = _loss.loss_gradient_hessp(
-            as_coef(x), X, target, sample_weight, alpha, X_squared=squared[0], **options
-        )
-        return f, g.ravel(), H
-
-    mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
-
-    def batch_loss_gradient(x, indices):
-        """The unbiased estimate ``sum_{i in B} s_i CE_i / (|B| mean(s)) + penalty`` of the objective."""
-        coef = as_coef(x)
-        if sample_weight is None:
-            f, g = _loss.loss_gradient(coef, X[indices], target[indices], None, alpha, **options)
-            return f, g.ravel()
-        sw = sample_weight[indices]
-        W = coef[:, : X.shape[1]]
-        penalty = 0.5 * alpha * float(np.vdot(W, W))
-        penalty_grad = np.zeros_like(coef)
-        penalty_grad[:, : X.shape[1]] = alpha * W
-        ratio = float(sw.sum(dtype=np.float64)) / (len(indices) * mean_weight)
-        if not ratio > 0:  # a batch of zero-weight samples: only the penalty
-            return penalty, penalty_grad.ravel()
-        f, g = _loss.loss_gradient(coef, X[indices], target[indices], sw, alpha, **options)
-        return ratio * (f - penalty) + penalty, (ratio * (g - penalty_grad) + penalty_grad).ravel()
-
-    return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient)
-
-
-def _make_objective(backend, device, X, target, sample_weight, alpha, **options) -> Objective:
-    """The one place that dispatches on ``backend``: build the solvers' callables for it.
-
-    A new backend adds a branch here returning an :class:`Objective` of callables with the same
-    contract (flat float64 NumPy vectors in and out).
-    """
-    if backend == "numpy":
-        if device is not None:
-            raise ValueError(f"device must be None with backend='numpy', got {device!r}")
-        return _numpy_objective(X, target, sample_weight, alpha, **options)
-    if backend == "torch":  # imported here, so that importing softmaxkit never imports torch
-        from softmaxkit.linear_model._torch_backend import torch_objective
-
-        return torch_objective(X, target, sample_weight, alpha, device=device, **options)
-    raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
-
-
-def _check_dtype(dtype) -> np.dtype:
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
-    return resolved
-
-
-def _check_finite_nonnegative(values, name, detail):
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} must be finite{detail}, got non-finite values")
-    if values.size and values.min() < 0:
-        raise ValueError(f"{name} must be non-negative{detail}, got a minimum of {values.min()}")
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -148,7 +77,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     max_iter : int, default 200
         Iterations (lbfgs, newton-cg) or epochs (sgd, adam).
     tol : float, default 1e-4
-        lbfgs, newton-cg: stop when the largest absolute gradient entry is at most ``tol``.
+        lbfgs, newton-cg: stop when the largest absolute gradient entry is at most ``tol``. A
+        ``tol`` finer than the objective's rounding allows (for lbfgs, often below 1e-7) stops
+        where the objective no longer decreases measurably instead.
         sgd, adam: stop when the epoch objective (or, with ``early_stopping``, the validation
         score) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     batch_size : int or "auto", default "auto"
@@ -246,7 +177,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
-        "solver": [StrOptions(set(_SOLVERS))],
+        "solver": [StrOptions(set(SOLVERS))],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -262,7 +193,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "dtype": "no_validation",
-        "backend": [str],
+        "backend": [StrOptions(set(BACKENDS))],
         "device": "no_validation",
     }
 
@@ -323,134 +254,32 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> np.dtype | None:
         """Validate the parameters; return the ``dtype`` asked for (None: the backend's default)."""
         self._validate_params()
-        if self.backend == "torch":  # the device is resolved by fit, so load never needs it
-            if not (self.device is None or isinstance(self.device, str)):
-                raise ValueError(
-                    f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or None with backend='torch', "
-                    f"got {self.device!r}"
-                )
-        elif self.backend != "numpy":
-            _make_objective(self.backend, self.device, None, None, None, 0.0)  # raises the backend error
-        elif self.device is not None:
-            raise ValueError(f"device must be None with backend='numpy', got {self.device!r}")
-        return None if self.dtype is None else _check_dtype(self.dtype)
+        check_device(self.backend, self.device)  # the device is resolved by fit, so load never needs it
+        return None if self.dtype is None else check_dtype(self.dtype)
 
     def _working_dtype(self) -> np.dtype:
         """The precision fit computes in: ``dtype``, else float32 on a GPU and float64 elsewhere."""
         dtype = self._check_params()
-        if dtype is not None:
-            return dtype
-        if self.backend == "torch":
-            from softmaxkit.linear_model._torch_backend import default_dtype
-
-            return default_dtype(self.device)
-        return np.dtype(np.float64)
+        return default_dtype(self.backend, self.device) if dtype is None else dtype
 
     def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
         return validate_data(self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1)
 
-    def _encode_target(self, y, n_samples, dtype, *, classes=None):
-        """``(target, hard_labels)``: class indices or a probability matrix, and labels for stratifying."""
-        if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(
-                "A column-vector y was passed when a 1d array was expected; it is used as class labels.",
-                DataConversionWarning,
-                stacklevel=3,
-            )
-            y = y[:, 0]
-        if y.shape[:1] != (n_samples,):
-            raise ValueError(f"y must have {n_samples} rows (one per sample of X), got shape {y.shape}")
-        if y.ndim == 2:  # soft labels
-            if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-                raise ValueError(f"y must hold numbers when 2-D (class probabilities), got dtype {y.dtype}")
-            proba = np.asarray(y, dtype=dtype)
-            n_classes = proba.shape[1]
-            if classes is None:
-                classes = np.arange(n_classes)
-            elif len(classes) != n_classes:
-                raise ValueError(f"y must have one column per class ({len(classes)} classes), got {n_classes} columns")
-            if n_classes < 2:
-                raise ValueError(f"y must contain at least two classes, got {n_classes} column")
-            _check_finite_nonnegative(proba, "y", " (class probabilities)")
-            sums = proba.sum(axis=1, dtype=np.float64)
-            bad = np.abs(sums - 1.0) > 1e-6 * max(1, n_classes) if dtype == np.float64 else np.abs(sums - 1.0) > 1e-4
-            if bad.any():
-                raise ValueError(
-                    f"y must have rows that sum to 1 (class probabilities), got a row sum of {sums[bad][0]!r}"
-                )
-            return np.asarray(classes), proba, np.argmax(proba, axis=1)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D labels or 2-D class probabilities, got shape {y.shape}")
-        check_classification_targets(y)
-        if classes is None:
-            classes = np.unique(y)
-            if len(classes) < 2:
-                raise ValueError(f"y must contain at least two classes, got 1 class: {classes.tolist()}")
-        codes = np.searchsorted(classes, y)
-        codes = np.minimum(codes, len(classes) - 1)
-        unknown = classes[codes] != y
-        if np.any(unknown):
-            raise ValueError(
-                f"y must only hold labels from classes {np.asarray(classes).tolist()}, "
-                f"got {np.unique(np.asarray(y)[unknown]).tolist()}"
-            )
-        codes = codes.astype(np.intp)
-        return classes, codes, codes
-
-    def _sample_weight(self, sample_weight, n_samples, dtype):
-        if sample_weight is None:
-            return None
-        sw = np.asarray(sample_weight)
-        if sw.ndim == 0:
-            sw = np.full(n_samples, float(sw))
-        if sw.shape != (n_samples,):
-            raise ValueError(f"sample_weight must have shape ({n_samples},), got shape {sw.shape}")
-        if not (np.issubdtype(sw.dtype, np.number) or sw.dtype == bool):
-            raise ValueError(f"sample_weight must hold numbers, got dtype {sw.dtype}")
-        sw = sw.astype(dtype)
-        _check_finite_nonnegative(sw, "sample_weight", "")
-        return sw
-
-    def _class_weights(self, target, sw, n_classes, dtype, classes, *, allow_balanced=True):
-        """Per-class weights ``(n_classes,)`` or ``None``."""
-        cw = self.class_weight
-        if cw is None:
-            return None
-        if isinstance(cw, str):
-            if not allow_balanced:
-                raise ValueError("class_weight must be None or a dict with partial_fit, got 'balanced'")
-            weights = np.ones(target.shape[0]) if sw is None else sw.astype(np.float64)
-            if target.ndim == 1:
-                counts = np.bincount(target, weights=weights, minlength=n_classes)
-            else:
-                counts = weights @ target.astype(np.float64)
-            with np.errstate(divide="ignore"):
-                result = counts.sum() / (n_classes * counts)
-            result[counts == 0] = 1.0
-            return result.astype(dtype)
-        result = np.ones(n_classes, dtype=dtype)
-        class_list = list(np.asarray(classes).tolist())
-        for label, weight in cw.items():
-            key = label.item() if isinstance(label, np.generic) else label
-            if key not in class_list:
-                raise ValueError(f"class_weight must only name classes from {class_list}, got the label {label!r}")
-            if not (isinstance(weight, numbers.Real) and np.isfinite(weight) and weight >= 0):
-                raise ValueError(f"class_weight must map labels to finite non-negative numbers, got {weight!r}")
-            result[class_list.index(key)] = weight
-        return result
-
-    @staticmethod
-    def _combine_weights(target, sw, cw, n_samples, dtype):
-        if cw is None:
-            return sw
-        per_sample = cw[target] if target.ndim == 1 else target @ cw
-        s = per_sample if sw is None else sw * per_sample
-        return s.astype(dtype, copy=False)
-
     # ------------------------------------------------------------------ fitting
+
+    def _objective(self, X, target, s, n_classes, dtype):
+        return make_objective(
+            self.backend,
+            self.device,
+            X,
+            target,
+            s,
+            float(self.alpha),
+            n_classes=n_classes,
+            fit_intercept=bool(self.fit_intercept),
+            label_smoothing=float(self.label_smoothing),
+            dtype=dtype,
+        )
 
     def _initial_coef(self, n_classes, n_features, target, s, dtype, warm):
         if warm:
@@ -459,16 +288,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 coef = np.hstack([coef, self.intercept_[:, None]])
             return np.asarray(coef, dtype=np.float64).ravel()
         coef = np.zeros((n_classes, n_features + int(self.fit_intercept)))
-        if self.fit_intercept:  # the optimum of the intercept-only model: log class frequencies
-            weights = np.ones(target.shape[0]) if s is None else s.astype(np.float64)
-            counts = (
-                np.bincount(target, weights=weights, minlength=n_classes)
-                if target.ndim == 1
-                else weights @ target.astype(np.float64)
-            )
-            freq = counts / counts.sum()
-            log_freq = np.log(np.maximum(freq, 1e-12))
-            coef[:, -1] = log_freq - log_freq.mean()
+        if self.fit_intercept:
+            coef[:, -1] = _loss.intercept_only(target, s, n_classes)
         return coef.ravel()
 
     def _set_coef(self, x, n_classes, n_features, dtype):
@@ -485,20 +306,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return float(self.learning_rate)
         if self.solver == "adam":
             return 1e-2
-        # 1 / L with L = lambda_max(X~^T X~ / n) / 2 + alpha, X~ = [X, 1]: a bound on the Hessian of
-        # the objective (the softmax Hessian is at most 1/2); estimated on at most 5000 rows
-        rows = X[:: max(1, X.shape[0] // 5000)].astype(np.float64)
-        if self.fit_intercept:
-            rows = np.hstack([rows, np.ones((rows.shape[0], 1))])
-        v = np.ones(rows.shape[1]) / np.sqrt(rows.shape[1])
-        top = 0.0
-        for _ in range(50):  # power iteration on the (tiny) second-moment matrix
-            w = rows.T @ (rows @ v) / rows.shape[0]
-            top = float(np.linalg.norm(w))
-            if top == 0.0:
-                break
-            v = w / top
-        return 1.0 / (0.5 * top + self.alpha + 1e-12)
+        # 1 / L, L a bound on the objective's curvature (+ 1e-12: finite for zero data and alpha=0)
+        return 1.0 / (_loss.curvature_bound(X, self.alpha, fit_intercept=self.fit_intercept) + 1e-12)
 
     def _epoch_options(self, n_samples, learning_rate):
         if self.batch_size == "auto":
@@ -533,12 +342,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "coef_")
         X = self._validate_X(X, reset=not warm, dtype=dtype)
         n_samples, n_features = X.shape
-        classes, target, hard = self._encode_target(y, n_samples, dtype, classes=self.classes_ if warm else None)
+        classes, target, hard = encode_target(
+            y, n_samples, dtype, classes=self.classes_ if warm else None, estimator_name=type(self).__name__
+        )
         if warm and (len(classes) != len(self.classes_) or n_features != self.coef_.shape[1]):
             warm = False
-        sw = self._sample_weight(sample_weight, n_samples, dtype)
-        cw = self._class_weights(target, sw, len(classes), dtype, classes)
-        s = self._combine_weights(target, sw, cw, n_samples, dtype)
+        sw = check_sample_weight(sample_weight, n_samples, dtype)
+        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes)
+        s = combine_weights(target, sw, cw, dtype)
         if s is not None and not s.sum() > 0:
             raise ValueError("sample_weight must have a positive sum, got all weights zero (after class weights)")
         self.classes_ = classes
@@ -547,29 +358,25 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         X_val = None
         if self.early_stopping:
-            X, X_val, target, t_val, s, s_val = self._split_validation(X, target, hard, s, rng)
+            X, X_val, target, t_val, s, s_val = split_validation(X, target, hard, s, self.validation_fraction, rng)
             n_samples = X.shape[0]
-        objective = _make_objective(
-            self.backend,
-            self.device,
-            X,
-            target,
-            s,
-            float(self.alpha),
-            n_classes=n_classes,
-            fit_intercept=bool(self.fit_intercept),
-            label_smoothing=float(self.label_smoothing),
-            dtype=dtype,
-        )
+        objective = self._objective(X, target, s, n_classes, dtype)
         x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm)
-        monitor = _Monitor(
-            self,
+        unit = "epoch" if self.solver in STOCHASTIC_SOLVERS else "iter"
+        monitor = Monitor(
             X_val,
             t_val if X_val is not None else None,
             s_val if X_val is not None else None,
-            n_classes,
-            n_features,
-            dtype,
+            n_classes=n_classes,
+            n_features=n_features,
+            fit_intercept=self.fit_intercept,
+            label_smoothing=self.label_smoothing,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            dtype=dtype,
+            progress={"total": self.max_iter, "desc": f"SoftmaxRegression[{self.solver}]", "unit": unit}
+            if self.verbose
+            else None,
         )
         try:
             if self.solver == "lbfgs":
@@ -618,35 +425,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if not result.converged:
             warnings.warn(
                 f"{type(self).__name__} (solver={self.solver!r}) did not converge in max_iter={self.max_iter} "
-                f"{'epochs' if self.solver in _STOCHASTIC else 'iterations'}; increase max_iter or tol, or "
+                f"{'epochs' if self.solver in STOCHASTIC_SOLVERS else 'iterations'}; increase max_iter or tol, or "
                 "standardise the features",
                 ConvergenceWarning,
                 stacklevel=2,
             )
         return self
 
-    def _split_validation(self, X, target, hard, s, rng):
-        indices = np.arange(X.shape[0])
-        stratify = hard if np.bincount(hard).min(initial=2) >= 2 and len(np.unique(hard)) > 1 else None
-        try:
-            train, val = train_test_split(
-                indices, test_size=self.validation_fraction, random_state=rng, stratify=stratify
-            )
-        except ValueError:
-            train, val = train_test_split(indices, test_size=self.validation_fraction, random_state=rng)
-        if len(train) == 0 or len(val) == 0:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves no training or no validation samples "
-                f"out of {X.shape[0]}"
-            )
-        s_train = None if s is None else s[train]
-        s_val = None if s is None else s[val]
-        if s_train is not None and not s_train.sum() > 0:
-            raise ValueError("sample_weight must have a positive sum on the training split, got all weights zero")
-        return X[train], X[val], target[train], target[val], s_train, s_val
-
     def _partial_fit_available(self):
-        return self.solver in _STOCHASTIC
+        return self.solver in STOCHASTIC_SOLVERS
 
     @available_if(_partial_fit_available)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -671,20 +458,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         dtype = self._working_dtype()
         first = not hasattr(self, "classes_") or getattr(self, "_stochastic_state", None) is None
         if first:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit, got None")
-            classes = np.asarray(classes)
-            if classes.ndim != 1:
-                raise ValueError(f"classes must be 1-D, got shape {classes.shape}")
-            if len(np.unique(classes)) < 2 or len(np.unique(classes)) != len(classes):
-                raise ValueError(f"classes must hold at least two distinct classes, got {classes.tolist()}")
-            classes = np.sort(classes)
+            classes = check_classes(classes)
         X = self._validate_X(X, reset=first, dtype=dtype)
         n_samples, n_features = X.shape
-        classes, target, _ = self._encode_target(y, n_samples, dtype, classes=classes if first else self.classes_)
-        sw = self._sample_weight(sample_weight, n_samples, dtype)
-        cw = self._class_weights(target, sw, len(classes), dtype, classes, allow_balanced=False)
-        s = self._combine_weights(target, sw, cw, n_samples, dtype)
+        classes, target, _ = encode_target(
+            y, n_samples, dtype, classes=classes if first else self.classes_, estimator_name=type(self).__name__
+        )
+        sw = check_sample_weight(sample_weight, n_samples, dtype)
+        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes, allow_balanced=False)
+        s = combine_weights(target, sw, cw, dtype)
         n_classes = len(classes)
         if first:
             self.classes_ = classes
@@ -696,18 +478,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 method=self.solver, learning_rate=self._auto_learning_rate(X)
             )
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        objective = _make_objective(
-            self.backend,
-            self.device,
-            X,
-            target,
-            s,
-            float(self.alpha),
-            n_classes=n_classes,
-            fit_intercept=bool(self.fit_intercept),
-            label_smoothing=float(self.label_smoothing),
-            dtype=dtype,
-        )
+        objective = self._objective(X, target, s, n_classes, dtype)
         state = self._stochastic_state
         x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm=True)
         lr = state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
@@ -776,31 +547,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        check_is_fitted(self)
-        params = self.get_params()
-        if params["dtype"] is not None:
-            params["dtype"] = np.dtype(params["dtype"]).name
-        if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
-            params["random_state"] = None  # a RandomState object is not kept
-        if isinstance(params["class_weight"], dict):
-            params["class_weight"] = [
-                [k.item() if isinstance(k, np.generic) else k, float(v)] for k, v in params["class_weight"].items()
-            ]
-        arrays = {"coef": self.coef_, "intercept": self.intercept_}
-        record = {
-            "estimator": type(self).__name__,
-            "params": params,
-            "n_features_in": int(self.n_features_in_),
-            "n_iter": int(self.n_iter_),
-            "loss_curve": [float(v) for v in self.loss_curve_],
-            "extra_metadata": {} if metadata is None else metadata,
-        }
-        arrays["classes"], record["classes_object"] = _to_plain(self.classes_, "classes_")
-        if hasattr(self, "feature_names_in_"):
-            arrays["feature_names"], _ = _to_plain(self.feature_names_in_, "feature_names_in_")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
-        save_model_file(path, arrays, record, overwrite=overwrite)
+        write_model(self, path, overwrite=overwrite, metadata=metadata)
         return self
 
     @classmethod
@@ -809,116 +556,4 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         Raises :class:`ValueError` for a truncated, corrupt, foreign or newer-version file.
         """
-        arrays, meta = load_model_file(path, estimator=cls.__name__)
-        where = f"model file {str(path)!r}"
-        try:
-            params = dict(meta["params"])
-            if isinstance(params.get("class_weight"), list):
-                params["class_weight"] = {k: v for k, v in params["class_weight"]}
-            if isinstance(params.get("dtype"), str):
-                params["dtype"] = np.dtype(params["dtype"]).type
-            model = cls()
-            model.set_params(**params)
-            # dtype=None: whatever the fit computed in (float32 on a GPU), read from the file.
-            dtype = model._check_params() or _check_dtype(arrays["coef"].dtype)
-            n_features = meta["n_features_in"]
-            coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-            n_iter, curve, extra = meta["n_iter"], meta["loss_curve"], meta["extra_metadata"]
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"{where} has invalid metadata: {error!r}") from None
-        n_classes = classes.shape[0] if classes.ndim == 1 else -1
-        if not (isinstance(n_features, int) and n_features >= 1):
-            raise ValueError(f"{where} has an invalid n_features_in {n_features!r}")
-        if n_classes < 2:
-            raise ValueError(f"{where} must hold at least two classes, got shape {classes.shape}")
-        if coef.shape != (n_classes, n_features) or coef.dtype != dtype:
-            raise ValueError(
-                f"{where} must hold coef of shape {(n_classes, n_features)} and dtype {dtype}, "
-                f"got shape {coef.shape} and dtype {coef.dtype}"
-            )
-        if intercept.shape != (n_classes,) or intercept.dtype != dtype:
-            raise ValueError(
-                f"{where} must hold intercept of shape ({n_classes},) and dtype {dtype}, "
-                f"got shape {intercept.shape} and dtype {intercept.dtype}"
-            )
-        if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
-            raise ValueError(f"{where} holds non-finite coefficients")
-        if len(np.unique(classes)) != n_classes:
-            raise ValueError(f"{where} holds repeated classes")
-        if not isinstance(extra, dict) or not isinstance(curve, list) or not isinstance(n_iter, int):
-            raise ValueError(f"{where} has invalid metadata fields")
-        model.classes_ = classes.astype(object) if meta.get("classes_object") else classes
-        model.coef_, model.intercept_ = coef, intercept
-        model.n_features_in_ = n_features
-        if "feature_names" in arrays:
-            names = arrays["feature_names"]
-            if names.shape != (n_features,) or names.dtype.kind != "U":
-                raise ValueError(f"{where} holds feature names of shape {names.shape}, expected ({n_features},)")
-            model.feature_names_in_ = names.astype(object)
-        model.n_iter_, model.loss_curve_ = n_iter, [float(v) for v in curve]
-        model.saved_metadata_ = extra
-        return model
-
-
-def _to_plain(values, name):
-    """A numeric or fixed-width-string copy of ``values`` and whether it was an object array."""
-    values = np.asarray(values)
-    if values.dtype.kind in "biuf" or values.dtype.kind == "U":
-        return values, False
-    if values.dtype == object and all(isinstance(v, str) for v in values):
-        return values.astype(str), True
-    raise ValueError(f"{name} must hold numbers or strings to be saved, got dtype {values.dtype}")
-
-
-class _Monitor:
-    """The per-iteration callback of :meth:`SoftmaxRegression.fit`: progress bar and early stopping."""
-
-    def __init__(self, est, X_val, t_val, s_val, n_classes, n_features, dtype):
-        self.est, self.X_val, self.t_val, self.s_val = est, X_val, t_val, s_val
-        self.shape = (n_classes, n_features + int(est.fit_intercept))
-        self.n_features, self.dtype = n_features, dtype
-        self.scores, self.losses = [], []
-        self.best_score, self.best_x, self.bad = -np.inf, None, 0
-        self.bar = None
-        if est.verbose:
-            from tqdm.auto import tqdm
-
-            unit = "epoch" if est.solver in _STOCHASTIC else "iter"
-            self.bar = tqdm(total=est.max_iter, desc=f"SoftmaxRegression[{est.solver}]", unit=unit)
-
-    def __call__(self, x, f) -> bool:
-        stop = False
-        postfix = {"loss": f"{f:.6g}"}
-        if self.X_val is not None:
-            coef = np.asarray(x, dtype=self.dtype).reshape(self.shape)
-            z = self.X_val @ coef[:, : self.n_features].T
-            if self.est.fit_intercept:
-                z += coef[:, self.n_features]
-            hard = self.t_val if self.t_val.ndim == 1 else np.argmax(self.t_val, axis=1)
-            correct = (np.argmax(z, axis=1) == hard).astype(np.float64)
-            w = None if self.s_val is None else self.s_val.astype(np.float64)
-            score = float(np.average(correct, weights=w)) if w is None or w.sum() > 0 else float(correct.mean())
-            loss = _loss.loss(
-                coef,
-                self.X_val,
-                self.t_val,
-                self.s_val if w is not None and w.sum() > 0 else None,
-                0.0,
-                fit_intercept=self.est.fit_intercept,
-                label_smoothing=float(self.est.label_smoothing),
-            )
-            self.scores.append(score)
-            self.losses.append(float(loss))
-            self.bad = 0 if score > self.best_score + self.est.tol else self.bad + 1
-            if score > self.best_score or self.best_x is None:
-                self.best_score, self.best_x = max(score, self.best_score), np.array(x, copy=True)
-            stop = self.bad >= self.est.n_iter_no_change
-            postfix["val_acc"] = f"{score:.4f}"
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(postfix)
-        return stop
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        return read_model(cls, path)

@@ -1,12 +1,11 @@
-"""Solvers for smooth convex objectives on a flat parameter vector.
+"""Solvers for smooth convex objectives on a flat parameter vector, and the contract they rely on.
 
-Each solver sees only callables and knows nothing of softmax:
+Each solver sees only callables and knows nothing of softmax (an :class:`Objective` bundles them):
 
 * full-batch solvers take ``loss_gradient(x) -> (f, g)`` (and, for Newton-CG,
-  ``loss_gradient_hessp(x) -> (f, g, H)`` where ``H(v)`` is a Hessian-vector product and
-  ``H.diagonal()`` the Hessian's diagonal);
-* stochastic solvers take ``batch_loss_gradient(x, indices) -> (f, g)``, the objective
-  restricted to the samples ``indices``.
+  ``loss_gradient_hessp(x) -> (f, g, H)`` with ``H`` a :class:`HessianOperator`);
+* stochastic solvers take ``batch_loss_gradient(x, indices) -> (f, g)``, an estimate of the
+  objective from the samples ``indices``.
 
 Every solver accepts ``callback(x, f) -> bool``, called once per iteration (epoch for the
 stochastic solvers) with the current point and objective; returning ``True`` stops the solver.
@@ -15,12 +14,18 @@ All of them return a :class:`SolverResult`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import scipy.optimize
 
 __all__ = [
+    "SOLVERS",
+    "STOCHASTIC_SOLVERS",
+    "HessianOperator",
+    "Objective",
     "SolverResult",
     "StochasticState",
     "minimize_lbfgs",
@@ -28,6 +33,37 @@ __all__ = [
     "minimize_stochastic",
     "stochastic_epoch",
 ]
+
+SOLVERS = ("lbfgs", "newton-cg", "sgd", "adam")
+STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+
+class HessianOperator(Protocol):
+    """The Hessian at one point, as :func:`minimize_newton_cg` uses it (flat float64 vectors in and out).
+
+    ``H(v)`` is the Hessian-vector product. ``H.preconditioner(kind)`` returns a function
+    approximating ``H^-1 r``: ``kind`` is ``"diagonal"`` (cheap, rebuilt every iteration) or
+    ``"full"`` (a factorisation, kept over several iterations). ``H.preconditioner_cost(kind)`` is
+    the cost of building it, in Hessian-vector products.
+    """
+
+    def __call__(self, v: np.ndarray) -> np.ndarray: ...
+
+    def preconditioner(self, kind: str) -> Callable[[np.ndarray], np.ndarray]: ...
+
+    def preconditioner_cost(self, kind: str) -> float: ...
+
+
+class Objective(NamedTuple):
+    """The callables the solvers see, on flat float64 parameter vectors.
+
+    For softmax regression the vector is ``coef`` of :mod:`._loss` raveled in C order, of length
+    ``n_classes * (n_features + fit_intercept)``.
+    """
+
+    loss_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]]
+    loss_gradient_hessp: Callable[[np.ndarray], tuple[float, np.ndarray, HessianOperator]]
+    batch_loss_gradient: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
 @dataclass
@@ -44,7 +80,9 @@ class SolverResult:
 def minimize_lbfgs(loss_gradient, x0, *, max_iter: int, tol: float, callback=None) -> SolverResult:
     """L-BFGS (SciPy's L-BFGS-B without bounds) until ``max |projected gradient| <= tol``.
 
-    The relative decrease test is set to ``64 * eps``, so the gradient test decides.
+    The relative decrease test is set to ``64 * eps``, so the gradient test decides unless the
+    objective no longer decreases measurably: then it stops there, converged (at machine precision
+    of the objective; on well-scaled problems near ``max |g| ~ sqrt(eps)``, see ``tests/test_solvers.py``).
     """
     curve: list[float] = []
     stopped = [False]
@@ -105,12 +143,18 @@ PRECONDITIONING = ("diagonal", "full", 8)
 
 
 def minimize_newton_cg(
-    loss_gradient_hessp, x0, *, max_iter: int, tol: float, callback=None, max_cg_iter: int | None = None
+    loss_gradient_hessp: Callable[[np.ndarray], tuple[float, np.ndarray, HessianOperator]],
+    x0,
+    *,
+    max_iter: int,
+    tol: float,
+    callback=None,
 ) -> SolverResult:
     """Inexact Newton: preconditioned CG on ``H p = -g``, then a backtracking line search.
 
     Stops when ``max |g| <= tol``. The CG tolerance is the forcing sequence
-    ``min(0.5, sqrt(|g|)) * |g|``, which gives superlinear convergence near the optimum.
+    ``min(0.5, sqrt(|g|)) * |g|``, which gives superlinear convergence near the optimum; CG stops
+    after ``max(50, min(n_params, 500))`` iterations in any case.
     Preconditioning: ``H.preconditioner("diagonal")`` (Jacobi, rebuilt each iteration) while CG
     converges quickly; once a CG run needs more than 8 iterations (and ``H.preconditioner_cost``,
     in Hessian-vector products, is at most 6 times that count), ``H.preconditioner("full")``
@@ -123,7 +167,7 @@ def minimize_newton_cg(
     f, g, H = loss_gradient_hessp(x)
     g = np.asarray(g, dtype=np.float64).ravel()
     curve: list[float] = []
-    n_cg = max_cg_iter if max_cg_iter is not None else max(50, min(x.size, 500))
+    n_cg = max(50, min(x.size, 500))
     precondition, lagged, cg_used = None, False, 0
     cheap, strong, refresh = PRECONDITIONING
     converged, message, n_iter = False, "iteration limit reached", 0
@@ -132,9 +176,8 @@ def minimize_newton_cg(
             converged, message, n_iter = True, "gradient below tol", n_iter - 1
             break
         g_norm = float(np.linalg.norm(g))
-        if cg_used > refresh and (
-            not hasattr(H, "preconditioner_cost") or H.preconditioner_cost(strong) <= 6 * cg_used
-        ):  # CG struggled and a factorisation is worth it: build the strong preconditioner here and keep it
+        if cg_used > refresh and H.preconditioner_cost(strong) <= 6 * cg_used:
+            # CG struggled and a factorisation is worth it: build the strong preconditioner here and keep it
             precondition, lagged = H.preconditioner(strong), True
         elif not lagged:
             precondition = H.preconditioner(cheap)
@@ -176,7 +219,7 @@ def minimize_newton_cg(
 class StochasticState:
     """The state a stochastic solver carries between epochs (and between ``partial_fit`` calls).
 
-    ``method`` is ``"sgd"`` (heavy-ball or Nesterov momentum) or ``"adam"``; ``epoch`` counts
+    ``method`` is ``"sgd"`` (Nesterov momentum) or ``"adam"``; ``epoch`` counts
     finished epochs and ``step`` finished updates; ``learning_rate`` is the current rate, which the
     ``"adaptive"`` schedule lowers.
     """
@@ -189,12 +232,16 @@ class StochasticState:
     second_moment: np.ndarray | None = None  # Adam only
     best_loss: float = np.inf
     bad_epochs: int = 0
-    history: list = field(default_factory=list)
 
 
-def _epoch_learning_rate(state: StochasticState, base: float, schedule: str, power_t: float) -> float:
+# "invscaling": learning_rate / (1 + epoch) ** _POWER_T; Adam's usual constants (Kingma and Ba, 2015).
+_POWER_T = 0.5
+_BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-8
+
+
+def _epoch_learning_rate(state: StochasticState, base: float, schedule: str) -> float:
     if schedule == "invscaling":
-        return base / (1.0 + state.epoch) ** power_t
+        return base / (1.0 + state.epoch) ** _POWER_T
     return state.learning_rate
 
 
@@ -207,24 +254,18 @@ def stochastic_epoch(
     batch_size: int,
     learning_rate: float,
     schedule: str = "constant",
-    power_t: float = 0.5,
     momentum: float = 0.9,
-    nesterov: bool = True,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-8,
     rng: np.random.Generator,
-    shuffle: bool = True,
 ) -> tuple[np.ndarray, float]:
-    """One pass over ``n_samples`` in mini-batches; returns the new point and the mean batch objective.
+    """One pass over ``n_samples`` in shuffled mini-batches; returns the new point and the mean batch objective.
 
-    sgd: ``v <- momentum * v - lr * g``, then ``x <- x + momentum * v - lr * g`` (Nesterov) or
-    ``x <- x + v``. adam: the usual bias-corrected first and second moments. ``state`` is updated
-    in place; the rate for this epoch is ``learning_rate / (1 + epoch) ** power_t`` with
-    ``schedule="invscaling"``, else ``state.learning_rate``.
+    sgd: ``v <- momentum * v - lr * g``, then ``x <- x + momentum * v - lr * g`` (Nesterov).
+    adam: the usual bias-corrected first and second moments (``beta_1 = 0.9``, ``beta_2 = 0.999``,
+    ``epsilon = 1e-8``). ``state`` is updated in place; the rate for this epoch is
+    ``learning_rate / sqrt(1 + epoch)`` with ``schedule="invscaling"``, else ``state.learning_rate``.
     """
-    lr = _epoch_learning_rate(state, learning_rate, schedule, power_t)
-    order = rng.permutation(n_samples) if shuffle else np.arange(n_samples)
+    lr = _epoch_learning_rate(state, learning_rate, schedule)
+    order = rng.permutation(n_samples)
     if state.velocity is None:
         state.velocity = np.zeros_like(x)
     if state.method == "adam" and state.second_moment is None:
@@ -237,17 +278,17 @@ def stochastic_epoch(
         state.step += 1
         if state.method == "adam":
             m, v = state.velocity, state.second_moment
-            m *= beta_1
-            m += (1 - beta_1) * g
-            v *= beta_2
-            v += (1 - beta_2) * np.square(g)
-            lr_t = lr * np.sqrt(1 - beta_2**state.step) / (1 - beta_1**state.step)
-            x = x - lr_t * m / (np.sqrt(v) + epsilon)
+            m *= _BETA_1
+            m += (1 - _BETA_1) * g
+            v *= _BETA_2
+            v += (1 - _BETA_2) * np.square(g)
+            lr_t = lr * np.sqrt(1 - _BETA_2**state.step) / (1 - _BETA_1**state.step)
+            x = x - lr_t * m / (np.sqrt(v) + _EPSILON)
         else:
             v = state.velocity
             v *= momentum
             v -= lr * g
-            x = x + (momentum * v - lr * g if nesterov else v)
+            x = x + (momentum * v - lr * g)
         total += float(f) * len(idx)
         weight += len(idx)
     state.epoch += 1
@@ -264,17 +305,26 @@ def minimize_stochastic(
     tol: float,
     n_iter_no_change: int,
     rng: np.random.Generator,
+    batch_size: int,
+    learning_rate: float,
+    schedule: str = "constant",
+    momentum: float = 0.9,
     callback=None,
-    **epoch_options,
 ) -> SolverResult:
-    """Epochs of :func:`stochastic_epoch` until the objective stops improving.
+    """Epochs of :func:`stochastic_epoch` (with these ``batch_size``, ``learning_rate``, ``schedule``,
+    ``momentum`` and ``rng``) until the objective stops improving.
 
     Convergence: the mean batch objective has not improved on the best one by more than ``tol``
     for ``n_iter_no_change`` consecutive epochs. With ``schedule="adaptive"`` that event first
     divides the learning rate by 5 (and converges once it is below ``1e-6``).
     ``callback(x, f)`` may stop early (early stopping on a validation set does this).
     """
-    schedule = epoch_options.get("schedule", "constant")
+    epoch_options = {
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "schedule": schedule,
+        "momentum": momentum,
+    }
     x = np.asarray(x0, dtype=np.float64).ravel().copy()
     curve: list[float] = []
     converged, message = False, "epoch limit reached"

@@ -13,10 +13,10 @@ with respect to the logits, and two matrix products on the device for the chain 
 linear map. The solvers stay on the host (SciPy's L-BFGS, the package's Newton-CG and mini-batch
 loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and the gradient cross
 between host and device at each evaluation. Hessian-vector products and the Hessian's diagonal
-run on the device; Newton-CG's factorised preconditioners ("block", "full") are the NumPy
-backend's, built on the host from the logits computed on the device. ``batch_loss_gradient`` is
-the NumPy backend's unbiased mini-batch estimate ``sum_{i in B} s_i CE_i / (|B| mean(s))`` plus
-the penalty.
+run on the device; Newton-CG's factorised preconditioner ("full", :mod:`._preconditioners`, as
+for the NumPy backend) is built on the host from the logits computed on the device.
+``batch_loss_gradient`` is the unbiased mini-batch estimate of :func:`._loss.batch_loss_gradient`,
+as for the NumPy backend.
 
 Where the data lives. The data go to the device once, when they fit in the memory budget: 80 % of
 the device's free memory (CUDA: free plus cached by PyTorch's allocator; MPS: the recommended
@@ -42,12 +42,12 @@ import warnings
 import numpy as np
 import torch
 
-from softmaxkit.linear_model import _loss
-from softmaxkit.linear_model._softmax_regression import Objective
+from softmaxkit.linear_model import _loss, _preconditioners
+from softmaxkit.linear_model._solvers import Objective
 from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._ops import _CrossEntropy, softmax
 
-__all__ = ["default_dtype", "torch_objective"]
+__all__ = ["torch_objective"]
 
 # Private: the device memory budget in bytes (None: the device's own). Tests set it, or pass
 # ``memory_budget`` to :func:`torch_objective`, to force the streaming path on the CPU.
@@ -59,17 +59,6 @@ _WORK_PER_LOGIT = 6
 _MIN_RESIDENT_CHUNK = 4096
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-
-
-def default_dtype(device) -> np.dtype:
-    """float32 on a GPU (CUDA or MPS), float64 on the CPU: the precision ``device`` computes in by default.
-
-    Examples
-    --------
-    >>> default_dtype("cpu")
-    dtype('float64')
-    """
-    return np.dtype(np.float64 if resolve_device(device).type == "cpu" else np.float32)
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -166,10 +155,10 @@ def _data_pass(chunks, W, b, scale, eps):
 
 
 class _Hessian:
-    """The Hessian of the objective at one point, as an operator (see :class:`._loss.HessianOperator`).
+    """The Hessian of the objective at one point: a :class:`~._solvers.HessianOperator`, like the NumPy backend's.
 
     ``H(v)`` (the Hessian-vector product of the module docstring of :mod:`._loss`) and
-    :meth:`diagonal` run on the device; the factorised preconditioners are the NumPy backend's.
+    :meth:`diagonal` run on the device; the factorised preconditioner is built on the host.
     """
 
     def __init__(self, objective, W, b):
@@ -225,33 +214,39 @@ class _Hessian:
         out[:, : obj.n_features] += obj.alpha
         return out.ravel()
 
-    def _host_operator(self, *, with_logits: bool) -> _loss.HessianOperator:
-        """The NumPy backend's operator at this point, on the host copy of the data."""
-        obj = self._objective
-        logits = None
-        if with_logits:
-            logits = torch.cat([_logits(Xc, self._W, self._b) for Xc, _, _ in obj.data.chunks()])
-            logits = logits.cpu().numpy()
-        return _loss.HessianOperator(
-            obj.data.X_host, logits, obj.data.weights_host, obj.alpha, obj.fit_intercept, self.shape
-        )
+    def _host_logits(self) -> np.ndarray:
+        """The logits at this point, on the host (NumPy), for the preconditioners built there."""
+        logits = torch.cat([_logits(Xc, self._W, self._b) for Xc, _, _ in self._objective.data.chunks()])
+        return logits.cpu().numpy()
 
     def preconditioner_cost(self, kind: str) -> float:
-        """The cost of :meth:`preconditioner` in Hessian-vector products (the NumPy backend's estimate)."""
-        if kind == "diagonal":
-            return 0.5
-        host = self._host_operator(with_logits=False)
-        return host.preconditioner_cost(kind) if hasattr(host, "preconditioner_cost") else float("inf")
+        """The cost of :meth:`preconditioner` in Hessian-vector products (see :func:`._preconditioners.cost`)."""
+        obj = self._objective
+        return _preconditioners.cost(
+            kind,
+            n_samples=obj.data.n_rows,
+            n_features=obj.n_features,
+            n_classes=obj.n_classes,
+            fit_intercept=obj.fit_intercept,
+        )
 
     @torch.no_grad()
     def preconditioner(self, kind: str):
-        """A function approximating ``H^-1 r``: "diagonal" (Jacobi) on the device; "block" and "full"
-        are :meth:`._loss.HessianOperator.preconditioner`, built on the host from the logits here."""
-        if kind != "diagonal":
-            return self._host_operator(with_logits=True).preconditioner(kind)
-        diag = self.diagonal()
-        diag = np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300))
-        return lambda r: np.asarray(r, dtype=np.float64).ravel() / diag
+        """A function approximating ``H^-1 r`` (see :mod:`._preconditioners`): "diagonal" from the
+        diagonal computed on the device; "full" built on the host from the logits computed here."""
+        if _preconditioners.check_kind(kind) == "diagonal":
+            return _preconditioners.jacobi(self.diagonal())
+        data = self._objective.data
+        p, wp = _loss.weighted_proba(self._host_logits(), data.weights_host)
+        return _preconditioners.full(
+            data.X_host,
+            p,
+            wp,
+            data.weights_host,
+            alpha=self._objective.alpha,
+            fit_intercept=self._objective.fit_intercept,
+            max_rows=_preconditioners.full_rows(data.n_rows, int(np.prod(self.shape))),
+        )
 
 
 class _TorchObjective:
@@ -280,11 +275,10 @@ class _TorchObjective:
 
     def _finish(self, x, loss, grad_W, grad_b):
         """Add the penalty (on the host, in float64) and return ``(f, flat g)``."""
-        coef = np.asarray(x, dtype=np.float64).reshape(self.shape)
-        W = coef[:, : self.n_features]
-        grad = self.to_host(grad_W, grad_b)
-        grad[:, : self.n_features] += self.alpha * W
-        return float(loss) + 0.5 * self.alpha * float(np.vdot(W, W)), grad.ravel()
+        penalty, penalty_grad = _loss.l2_penalty(
+            np.asarray(x, dtype=np.float64).reshape(self.shape), self.alpha, self.n_features
+        )
+        return float(loss) + penalty, self.to_host(grad_W, grad_b).ravel() + penalty_grad
 
     @torch.no_grad()
     def loss_gradient(self, x):
@@ -301,19 +295,28 @@ class _TorchObjective:
 
     @torch.no_grad()
     def batch_loss_gradient(self, x, indices):
-        """``sum_{i in B} s_i CE_i / (|B| mean(s)) + penalty``: the NumPy backend's unbiased batch estimate."""
+        """The mini-batch estimate of :func:`._loss.batch_loss_gradient` (the penalty in float64)."""
         W, b = self.split(self.to_device(x))
-        sw = None if self.sample_weight is None else self.sample_weight[indices]
-        if sw is not None and not sw.sum() > 0:  # a batch of zero-weight samples: only the penalty
-            return self._finish(x, 0.0, torch.zeros_like(W), None if b is None else torch.zeros_like(b))
-        Xb, tb = self.data.rows(indices)
-        if sw is None:
-            chunk, scale = (Xb, tb, None), 1.0 / len(indices)
-        else:
-            wb = sw / (len(indices) * self.mean_weight)
-            chunk, scale = (Xb, tb, _to_tensor(wb, self.data.device, self.data.dtype)), None
-        loss, grad_W, grad_b = _data_pass([chunk], W, b, scale, self.eps)
-        return self._finish(x, loss.item(), grad_W, grad_b)
+
+        def subset_loss_gradient(rows, weights):
+            Xb, tb = self.data.rows(rows)
+            if weights is None:
+                chunk, scale = (Xb, tb, None), 1.0 / len(rows)
+            else:  # normalised, as in the full objective
+                chunk, scale = (Xb, tb, _to_tensor(weights / weights.sum(), self.data.device, self.data.dtype)), None
+            loss, grad_W, grad_b = _data_pass([chunk], W, b, scale, self.eps)
+            return self._finish(x, loss.item(), grad_W, grad_b)
+
+        coef = np.asarray(x, dtype=np.float64).reshape(self.shape)
+        return _loss.batch_loss_gradient(
+            subset_loss_gradient,
+            coef,
+            indices,
+            self.sample_weight,
+            self.mean_weight,
+            alpha=self.alpha,
+            n_features=self.n_features,
+        )
 
 
 def torch_objective(
@@ -343,7 +346,8 @@ def torch_objective(
     fit_intercept : bool
     label_smoothing : float
     dtype : numpy.float32 or numpy.float64
-        Precision of the device computation (the host side is float64).
+        Precision of the device computation (the host side is float64); checked by
+        :func:`._objective.make_objective`.
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None, default "auto"
         See :func:`softmaxkit.torch.resolve_device`; "auto" (or None) skips MPS for float64, which
         MPS does not have.
@@ -358,8 +362,6 @@ def torch_objective(
         vectors.
     """
     np_dtype = np.dtype(dtype)
-    if np_dtype not in _TORCH_DTYPES:
-        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
     resolved = resolve_device(device)
     if resolved.type == "mps" and np_dtype == np.float64:
         if device in (None, "auto"):  # "auto" picks the best device that computes in the dtype asked for

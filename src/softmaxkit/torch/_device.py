@@ -1,12 +1,13 @@
-"""Device resolution: "auto" is CUDA when available, then MPS, then the CPU."""
+"""Device resolution ("auto" is CUDA when available, then MPS, then the CPU) and each device's default precision."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["default_dtype", "resolve_device"]
 
 _DEVICE_PATTERN = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
 
@@ -58,6 +59,27 @@ def resolve_device(device="auto") -> torch.device:
     if resolved.type == "mps" and not _mps_available():
         raise ValueError(f"device must be available on this machine, got {device!r} (PyTorch sees no MPS device)")
     return resolved
+
+
+def default_dtype(device="auto") -> np.dtype:
+    """float32 on a GPU (CUDA or MPS), float64 on the CPU: the precision ``device`` computes in by default.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None
+        As in :func:`resolve_device`.
+
+    Returns
+    -------
+    numpy.dtype
+
+    Examples
+    --------
+    >>> from softmaxkit.torch._device import default_dtype
+    >>> default_dtype("cpu")
+    dtype('float64')
+    """
+    return np.dtype(np.float64 if resolve_device(device).type == "cpu" else np.float32)
 
 
 def _mps_available() -> bool:

@@ -1,0 +1,325 @@
+"""The solvers of softmaxkit.linear_model._solvers on their own: callables only, no softmax.
+
+Oracles: the closed-form minimiser of a strictly convex quadratic, and SciPy's ``trust-ncg`` at
+``gtol=1e-12`` on a small L2-regularised logistic objective. Each full-batch solver must reach
+them, stop at the first iterate with ``max |g| <= tol``, report ``converged``, ``n_iter`` and
+``loss_curve`` truthfully, obey ``max_iter`` and a callback that returns True; Newton-CG must
+need nothing of its Hessian beyond the :class:`~softmaxkit.linear_model._solvers.HessianOperator`
+protocol. The stochastic solver is checked on a least-squares objective whose iterates are known
+in closed form with a full batch, and gets near the minimum with mini-batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.special
+
+from softmaxkit.linear_model import _solvers
+
+N_PARAMS = 12
+
+
+class _Quadratic:
+    """``f(x) = x^T A x / 2 - b^T x`` with ``A`` symmetric positive definite (eigenvalues 1 to ``condition``)."""
+
+    strong_convexity = 1.0  # the smallest eigenvalue of the Hessian
+
+    def __init__(self, rng, condition=100.0, n=N_PARAMS):
+        Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+        self.A = (Q * np.geomspace(1.0, condition, n)) @ Q.T
+        self.b = rng.normal(size=n)
+        self.minimiser = np.linalg.solve(self.A, self.b)
+        self.minimum = self(self.minimiser)[0]
+
+    def __call__(self, x):
+        Ax = self.A @ x
+        return float(0.5 * x @ Ax - self.b @ x), Ax - self.b
+
+    def with_hessian(self, x, **options):
+        f, g = self(x)
+        return f, g, _Operator(self.A, **options)
+
+
+class _Logistic:
+    """``f(w) = mean_i log(1 + exp(-y_i x_i^T w)) + lam |w|^2 / 2``, labels ``y_i`` in {-1, 1}."""
+
+    def __init__(self, rng, n_samples=80, n=N_PARAMS, lam=1e-2):
+        self.X = rng.normal(size=(n_samples, n)) * rng.uniform(0.5, 3.0, size=n)
+        w_true = rng.normal(size=n)
+        self.y = np.where(rng.uniform(size=n_samples) < scipy.special.expit(self.X @ w_true), 1.0, -1.0)
+        self.lam = self.strong_convexity = lam
+
+    def __call__(self, w):
+        margin = self.y * (self.X @ w)
+        f = float(np.mean(np.logaddexp(0.0, -margin)) + 0.5 * self.lam * w @ w)
+        g = self.X.T @ (-self.y * scipy.special.expit(-margin)) / len(margin) + self.lam * w
+        return f, g
+
+    def hessian(self, w):
+        p = scipy.special.expit(self.X @ w)
+        return (self.X.T * (p * (1 - p))) @ self.X / len(p) + self.lam * np.eye(len(w))
+
+    def with_hessian(self, w, **options):
+        f, g = self(w)
+        return f, g, _Operator(self.hessian(w), **options)
+
+    def reference(self):
+        """SciPy's trust-region Newton-CG at a tight gradient tolerance."""
+        result = scipy.optimize.minimize(
+            self,
+            np.zeros(self.X.shape[1]),
+            jac=True,
+            hessp=lambda w, v: self.hessian(w) @ v,
+            method="trust-ncg",
+            options={"gtol": 1e-10, "maxiter": 1000},
+        )
+        assert result.success and np.max(np.abs(self(result.x)[1])) <= 1e-10
+        return result.x
+
+
+class _Operator:
+    """A Hessian offering exactly the HessianOperator protocol (no ``diagonal``, nothing else)."""
+
+    __slots__ = ("_H", "_full_cost", "requested")
+
+    def __init__(self, H, *, full_cost=1.0, requested=None):
+        self._H, self._full_cost = H, full_cost
+        self.requested = [] if requested is None else requested
+
+    def __call__(self, v):
+        return self._H @ v
+
+    def preconditioner(self, kind):
+        self.requested.append(kind)
+        if kind == "diagonal":
+            d = np.diag(self._H).copy()
+            return lambda r: r / d
+        assert kind == "full"
+        factor = np.linalg.cholesky(self._H)
+        return lambda r: np.linalg.solve(factor.T, np.linalg.solve(factor, r))
+
+    def preconditioner_cost(self, kind):
+        return 0.5 if kind == "diagonal" else self._full_cost
+
+
+def _problems(rng):
+    return {"quadratic": _Quadratic(rng), "logistic": _Logistic(rng)}
+
+
+def _minimize(solver, problem, **options):
+    x0 = np.zeros(N_PARAMS)
+    if solver == "lbfgs":
+        return _solvers.minimize_lbfgs(problem, x0, **options)
+    return _solvers.minimize_newton_cg(problem.with_hessian, x0, **options)
+
+
+def _max_gradient(problem, x):
+    return float(np.max(np.abs(problem(x)[1])))
+
+
+# ------------------------------------------------------------------------------- full-batch solvers
+
+
+def _stalled(curve):
+    """L-BFGS's other stop: the last step decreased the objective by at most 64 eps (relative, floor 1)."""
+    return len(curve) >= 2 and curve[-2] - curve[-1] <= 64 * np.finfo(float).eps * max(abs(curve[-2]), 1.0)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+@pytest.mark.parametrize("name", ["quadratic", "logistic"])
+def test_reaches_the_reference_minimiser(rng, solver, name):
+    problem = _problems(rng)[name]
+    reference = problem.minimiser if name == "quadratic" else problem.reference()
+    result = _minimize(solver, problem, max_iter=500, tol=1e-10)
+    assert result.converged, result.message
+    assert isinstance(result.x, np.ndarray) and result.x.shape == (N_PARAMS,)
+    g = problem(result.x)[1]
+    if solver == "newton-cg":
+        assert np.max(np.abs(g)) <= 1e-10
+    else:  # at tol=1e-10, L-BFGS stops where the objective no longer decreases measurably, near sqrt(eps)
+        assert np.max(np.abs(g)) <= 1e-10 or _stalled(result.loss_curve)
+        assert np.max(np.abs(g)) <= 1e-6
+    # strong convexity mu: |x - x*| <= |g(x) - g(x*)| / mu and f(x) - f(x*) <= |g(x)|^2 / (2 mu)
+    mu = problem.strong_convexity
+    bound = (np.linalg.norm(g) + np.linalg.norm(problem(reference)[1])) / mu
+    assert np.linalg.norm(result.x - reference) <= bound
+    f_ref = problem(reference)[0]
+    assert problem(result.x)[0] <= f_ref + np.linalg.norm(g) ** 2 / (2 * mu) + 1e-14 * max(abs(f_ref), 1.0)
+    if solver == "newton-cg":  # what these bounds give: close to the reference to 1e-8 or better
+        np.testing.assert_allclose(result.x, reference, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+@pytest.mark.parametrize("name", ["quadratic", "logistic"])
+@pytest.mark.parametrize("tol", [1e-3, 1e-6])
+def test_stops_at_the_first_iterate_with_small_gradient_and_reports_truthfully(rng, solver, name, tol):
+    problem = _problems(rng)[name]
+    iterates = []
+
+    def record(x, f):
+        iterates.append((np.array(x, copy=True), f))
+        return False
+
+    result = _minimize(solver, problem, max_iter=500, tol=tol, callback=record)
+    assert result.converged, result.message
+    # one callback, one curve entry per iteration; the curve is the objective at each iterate
+    assert result.n_iter == len(result.loss_curve) == len(iterates) >= 1
+    np.testing.assert_array_equal(result.loss_curve, [f for _, f in iterates])
+    np.testing.assert_allclose(result.loss_curve, [problem(x)[0] for x, _ in iterates], rtol=1e-14)
+    np.testing.assert_array_equal(result.x, iterates[-1][0])
+    assert all(b <= a for a, b in zip(result.loss_curve, result.loss_curve[1:]))  # non-increasing
+    # stopped as soon as max |g| <= tol, not before and not later
+    assert _max_gradient(problem, result.x) <= tol
+    assert all(_max_gradient(problem, x) > tol for x, _ in iterates[:-1])
+    assert _max_gradient(problem, np.zeros(N_PARAMS)) > tol
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_iteration_limit_is_not_convergence(rng, solver):
+    problem = _Logistic(rng)
+    result = _minimize(solver, problem, max_iter=2, tol=1e-12)
+    assert not result.converged
+    assert result.n_iter == len(result.loss_curve) == 2
+    assert _max_gradient(problem, result.x) > 1e-12
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_a_callback_returning_true_stops_the_solver(rng, solver):
+    problem = _Logistic(rng)
+    calls = []
+
+    def stop_at_the_third(x, f):
+        calls.append(f)
+        return len(calls) == 3
+
+    result = _minimize(solver, problem, max_iter=500, tol=1e-12, callback=stop_at_the_third)
+    assert len(calls) == 3 and result.n_iter == 3 and result.loss_curve == calls
+    assert result.converged  # a requested stop (early stopping) is not a failure to converge
+    assert _max_gradient(problem, result.x) > 1e-12
+
+
+def test_newton_cg_builds_the_full_preconditioner_only_when_cg_struggles_and_it_pays(rng):
+    # condition 1e6 in a rotated basis: the Jacobi preconditioner leaves CG needing many iterations
+    problem = _Quadratic(rng, condition=1e6)
+    for full_cost, expect_full in [(1.0, True), (np.inf, False)]:
+        requested = []
+
+        def with_hessian(x, full_cost=full_cost, requested=requested):
+            return problem.with_hessian(x, full_cost=full_cost, requested=requested)
+
+        result = _solvers.minimize_newton_cg(with_hessian, np.zeros(N_PARAMS), max_iter=100, tol=1e-8)
+        assert result.converged
+        np.testing.assert_allclose(result.x, problem.minimiser, rtol=1e-6, atol=1e-8)
+        assert requested[0] == "diagonal"
+        assert ("full" in requested) is expect_full
+
+
+# ------------------------------------------------------------------------------- the stochastic solver
+
+
+class _LeastSquares:
+    """``f(x) = mean_i |x - a_i|^2 / 2``, minimised at ``mean(a)``; a batch gives the mean over its rows."""
+
+    def __init__(self, rng, n_samples=200, scale=None):
+        self.a = rng.normal(size=(n_samples, N_PARAMS)) + 3.0
+        self.scale = np.ones(N_PARAMS) if scale is None else scale  # per-coordinate curvature
+        self.minimiser = self.a.mean(axis=0)
+        self.calls = 0
+
+    def value(self, x):
+        return float(np.mean(0.5 * np.sum(self.scale * (x - self.a) ** 2, axis=1)))
+
+    def __call__(self, x, indices):
+        self.calls += 1
+        diff = x - self.a[indices]
+        return float(np.mean(0.5 * np.sum(self.scale * diff**2, axis=1))), self.scale * diff.mean(axis=0)
+
+
+def _stochastic(problem, method, *, max_iter, tol=0.0, n_iter_no_change=5, callback=None, **options):
+    state = _solvers.StochasticState(method=method, learning_rate=options["learning_rate"])
+    result = _solvers.minimize_stochastic(
+        problem,
+        np.zeros(N_PARAMS),
+        len(problem.a),
+        state,
+        max_iter=max_iter,
+        tol=tol,
+        n_iter_no_change=n_iter_no_change,
+        rng=np.random.default_rng(0),
+        callback=callback,
+        **options,
+    )
+    return result, state
+
+
+def test_full_batch_sgd_takes_the_known_gradient_steps(rng):
+    """One batch per epoch, no momentum, step 0.5: the error to the minimiser halves every epoch, exactly."""
+    problem = _LeastSquares(rng)
+    result, state = _stochastic(problem, "sgd", max_iter=10, batch_size=200, learning_rate=0.5, momentum=0.0)
+    np.testing.assert_allclose(result.x, problem.minimiser * (1 - 0.5**10), rtol=1e-13)
+    assert not result.converged and result.n_iter == len(result.loss_curve) == 10 == state.epoch == state.step
+    # the curve is the objective at the start of each epoch (one batch: the whole set)
+    x_before = [problem.minimiser * (1 - 0.5**k) for k in range(10)]
+    np.testing.assert_allclose(result.loss_curve, [problem.value(x) for x in x_before], rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("sgd", {"learning_rate": 0.05, "momentum": 0.9, "schedule": "constant"}),
+        ("sgd", {"learning_rate": 0.5, "momentum": 0.0, "schedule": "invscaling"}),
+        ("adam", {"learning_rate": 0.1, "schedule": "invscaling"}),
+    ],
+)
+def test_mini_batches_get_near_the_minimum(rng, method, options):
+    problem = _LeastSquares(rng, scale=np.geomspace(0.2, 2.0, N_PARAMS))  # curvature 0.2 to 2
+    start_gap = problem.value(np.zeros(N_PARAMS)) - problem.value(problem.minimiser)
+    result, state = _stochastic(problem, method, max_iter=60, n_iter_no_change=60, batch_size=16, **options)
+    assert problem.calls == 60 * 13 == state.step  # ceil(200 / 16) batches per epoch
+    gap = problem.value(result.x) - problem.value(problem.minimiser)
+    assert 0 <= gap <= 1e-3 * start_gap, gap / start_gap
+    # the epoch curve (mean batch objective) falls to the objective's floor, mean_i |a_i - mean(a)|^2 / 2
+    floor = problem.value(problem.minimiser)
+    assert result.loss_curve[-1] - floor < 1e-2 * (result.loss_curve[0] - floor)
+
+
+def test_stochastic_convergence_is_no_improvement_for_n_iter_no_change_epochs(rng):
+    problem = _LeastSquares(rng)
+
+    def flat(x, indices):  # a constant objective: the first epoch sets the best, none improves on it
+        return 1.0, np.zeros_like(x)
+
+    state = _solvers.StochasticState(method="sgd", learning_rate=0.1)
+    result = _solvers.minimize_stochastic(
+        flat, np.zeros(N_PARAMS), 50, state, max_iter=100, tol=1e-4, n_iter_no_change=4,
+        rng=np.random.default_rng(0), batch_size=10, learning_rate=0.1,
+    )  # fmt: skip
+    assert result.converged and result.n_iter == len(result.loss_curve) == 5
+    # "adaptive": each stall first divides the rate by 5, until it is below 1e-6
+    state = _solvers.StochasticState(method="sgd", learning_rate=0.1)
+    result = _solvers.minimize_stochastic(
+        flat, np.zeros(N_PARAMS), 50, state, max_iter=100, tol=1e-4, n_iter_no_change=4,
+        rng=np.random.default_rng(0), batch_size=10, learning_rate=0.1, schedule="adaptive",
+    )  # fmt: skip
+    # 0.1 / 5**7 > 1e-6 is divided once more, 0.1 / 5**8 < 1e-6 is not: 8 divisions, then the 9th stall stops it
+    assert result.converged and state.learning_rate == pytest.approx(0.1 / 5**8) and result.n_iter == 1 + 4 * 9
+    # a real decrease is never a stall
+    result, _ = _stochastic(problem, "sgd", max_iter=8, tol=0.0, n_iter_no_change=1, batch_size=200,
+                            learning_rate=0.5, momentum=0.0)  # fmt: skip
+    assert not result.converged and result.n_iter == 8
+
+
+def test_stochastic_callback_stops_and_divergence_is_an_error(rng):
+    problem = _LeastSquares(rng)
+    calls = []
+    result, _ = _stochastic(
+        problem, "adam", max_iter=50, batch_size=20, learning_rate=0.1, callback=lambda x, f: calls.append(f) or True
+    )
+    assert result.converged and result.n_iter == len(calls) == 1 and result.loss_curve == calls
+    # step 3 on curvature 1 doubles the error every step: the objective overflows after about 500 epochs
+    with np.errstate(over="ignore"), pytest.raises(FloatingPointError, match="the objective diverged to inf at epoch"):
+        _stochastic(
+            problem, "sgd", max_iter=2000, n_iter_no_change=2000, batch_size=200, learning_rate=3.0, momentum=0.0
+        )
