@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import pytest
-
 import softmaxkit
 
 SRC = Path(softmaxkit.__file__).resolve().parent
@@ -210,22 +208,6 @@ def describe(cycle: list[Edge]) -> str:
     return f"{names} ({where})"
 
 
-# The one circle issue 10 names, which another branch cuts (Objective and the backend dispatch out of
-# the estimator's file). Once it is merged, remove the xfail mark below and, with it, this set and
-# test_no_import_cycle_besides_the_one_being_cut.
-KNOWN_CYCLE = {"softmaxkit.linear_model._softmax_regression", "softmaxkit.linear_model._torch_backend"}
-
-
-def test_no_import_cycle_besides_the_one_being_cut():
-    cycles = [c for c in import_cycles(import_graph(SRC, "softmaxkit")) if {e.source for e in c} != KNOWN_CYCLE]
-    assert cycles == [], "import cycles:\n" + "\n".join(describe(c) for c in cycles)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="linear_model/_softmax_regression.py <-> linear_model/_torch_backend.py, cut on another branch "
-    "of issue 10; remove this mark when it is merged",
-)
 def test_no_import_cycle():
     cycles = import_cycles(import_graph(SRC, "softmaxkit"))
     assert cycles == [], "import cycles:\n" + "\n".join(describe(c) for c in cycles)
@@ -318,21 +300,6 @@ def long_files(root: Path) -> list[str]:
     return found
 
 
-# Being split on other branches of issue 10; once they are merged, remove the xfail mark below and,
-# with it, this set and test_no_long_source_file_besides_those_being_split.
-BEING_SPLIT = {"torch/_linear_cross_entropy.py", "linear_model/_softmax_regression.py", "torch/_ops.py"}
-
-
-def test_no_long_source_file_besides_those_being_split():
-    found = [f for f in long_files(SRC) if f.split(" (")[0] not in BEING_SPLIT]
-    assert found == [], f"over {MAX_LINES} lines with no '{LONG_FILE_REASON} ...' in the opening docstring: {found}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch/_linear_cross_entropy.py, linear_model/_softmax_regression.py and torch/_ops.py are split on "
-    "other branches of issue 10; remove this mark when they are merged",
-)
 def test_no_long_source_file():
     found = long_files(SRC)
     assert found == [], f"over {MAX_LINES} lines with no '{LONG_FILE_REASON} ...' in the opening docstring: {found}"
