@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from softmaxkit._model_io import FORMAT_VERSION, load_model_file, save_model_file
+from softmaxkit._model_io import FORMAT_VERSION, ModelFileError, load_model_file, save_model_file
 from softmaxkit.linear_model import SoftmaxRegression, read_model_metadata
 
 
@@ -156,11 +156,17 @@ def test_foreign_files(tmp_path):
 
 
 def _rewrite(path, *, metadata_update=None, arrays_update=None, raw_metadata=None):
+    """Rewrite a model file with changes, its array_specs kept consistent with its members (as a writer would)."""
     with np.load(path, allow_pickle=False) as archive:
         members = {name: archive[name] for name in archive.files}
     meta = json.loads(members["__softmaxkit_metadata__"].tobytes())
-    meta.update(metadata_update or {})
     members.update(arrays_update or {})
+    meta["array_specs"] = {
+        name: {"dtype": np.lib.format.dtype_to_descr(a.dtype), "shape": list(a.shape)}
+        for name, a in members.items()
+        if name in meta["arrays"]
+    }
+    meta.update(metadata_update or {})
     text = raw_metadata if raw_metadata is not None else json.dumps(meta).encode()
     members["__softmaxkit_metadata__"] = np.frombuffer(text, dtype=np.uint8)
     with open(path, "wb") as handle:
@@ -202,7 +208,7 @@ def test_tampered_files(saved, change, message):
 
 def test_pickled_member_is_refused(saved):
     _rewrite(saved, arrays_update={"classes": np.array([0, "a", 2.0], dtype=object)})
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ModelFileError, match="array 'classes' has dtype object; model files hold numbers and strings"):
         SoftmaxRegression.load(saved)
 
 
