@@ -629,6 +629,30 @@ def test_labels_that_are_not_whole_numbers_are_refused(tmp_path, capsys):
     )
 
 
+def test_a_feature_of_huge_values_is_standardised_like_any_other(tmp_path, capsys):
+    """Values near 1e300 (squares overflow): the column is standardised exactly as its rescaled twin."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 2))
+    y = np.arange(60) % 3
+    X[:, 1] += y
+    runs = {}
+    for name, factor in (("plain", 1.0), ("huge", 1e299)):
+        rows = [f"{a!r},{b * factor!r},{t}" for (a, b), t in zip(X.tolist(), y)]
+        (tmp_path / f"{name}.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+        argv = ["train", str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / name), "--quiet", "--no-plots"]
+        assert main(argv) == 0, capsys.readouterr().err
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert runs["huge"]["test"]["accuracy"] == runs["plain"]["test"]["accuracy"]
+    assert runs["huge"]["test"]["log_loss"] == pytest.approx(runs["plain"]["test"]["log_loss"], rel=1e-9)
+
+
+def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
+    from softmaxkit.cli._common import write_json
+
+    write_json(tmp_path / "m.json", {"log_loss": float("inf"), "curve": [1.0, float("nan")], "n": 3})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"log_loss": None, "curve": [1.0, None], "n": 3}
+
+
 def test_infinite_labels_are_refused(tmp_path, capsys):
     (tmp_path / "inf.csv").write_text("a,label\n1,0\n2,inf\n3,1\n")
     line = in_process_error(capsys, "train", tmp_path / "inf.csv", "--out", tmp_path / "run")

@@ -236,10 +236,24 @@ def clear_stale_temporaries(folder: Path, *, target: str | None = None) -> None:
 
 
 def write_json(path: Path, document: dict) -> None:
-    """Write ``document`` as indented JSON, atomically (see :mod:`softmaxkit._atomic`)."""
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    """Write ``document`` as indented JSON, atomically (see :mod:`softmaxkit._atomic`).
+
+    A non-finite number (an infinite log-loss: a true class given probability 0) is written as
+    ``null``: JSON has no infinity, and ``Infinity`` is not JSON that other tools read.
+    """
+    text = json.dumps(_finite_or_null(document), indent=2, allow_nan=False) + "\n"
     with atomic_write(path) as stream:
         stream.write(text.encode())
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------------------------
