@@ -209,6 +209,7 @@ def bad_calls(draw):
 
 @given(case=bad_calls())
 @budget(0.5)
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")  # scikit-learn, on a NaN label
 def test_bad_estimator_arguments_are_named(case):
     call, argument = case
     with pytest.raises((ValueError, TypeError)) as info:
