@@ -97,9 +97,11 @@ def test_a_fit_is_the_optimum_of_the_documented_objective(problem, tmp_path_fact
     dW, db = objective_gradient(
         model, X, codes, k, s, params["alpha"], params["label_smoothing"], params["fit_intercept"]
     )
-    # The solvers stop at a largest gradient entry of tol = 1e-8 (lbfgs also on a relative
-    # decrease of the objective of about 1e-15); the oracle's gradient agrees with theirs to rounding.
-    assert max(np.abs(dW).max(), np.abs(db).max()) < 1e-7, (np.abs(dW).max(), np.abs(db).max())
+    # newton-cg stops at a largest gradient entry of tol = 1e-8; lbfgs also when the objective's
+    # relative decrease falls to rounding, measured as up to 1.1e-7 here. A fit that is not the
+    # optimum is far off: 1e-2 and more.
+    bound = 1e-7 if params["solver"] == "newton-cg" else 1e-6
+    assert max(np.abs(dW).max(), np.abs(db).max()) < bound, (np.abs(dW).max(), np.abs(db).max())
     assert abs(float(np.sum(model.intercept_))) < 1e-9  # centred, as documented
     proba = model.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
@@ -178,7 +180,7 @@ def bad_calls(draw):
     if argument == "X":
         bad = X.copy()
         bad[0, 0] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-        fit_args["X"] = draw(st.sampled_from([bad, X + 1j]))  # strings: a known defect, below
+        fit_args["X"] = bad  # strings and complex numbers: known defects, below
     elif argument == "y":
         fit_args["y"] = draw(st.sampled_from([y[:-1], np.zeros(n), np.where(np.arange(n) == 0, np.nan, 1.0), None]))
     elif argument == "sample_weight":
@@ -261,6 +263,9 @@ ESTIMATOR_DEFECTS = {
     ),
     "an X of strings gets NumPy's 'could not convert string to float'": lambda X, y: _refused(
         lambda: SoftmaxRegression().fit(np.full(X.shape, "a"), y), "X"
+    ),
+    "a complex X gets scikit-learn's 'Complex data not supported'": lambda X, y: _refused(
+        lambda: SoftmaxRegression().fit(X + 1j, y), "X"
     ),
     "a ragged X gets NumPy's 'inhomogeneous shape'": lambda X, y: _refused(
         lambda: SoftmaxRegression().fit([[1.0, 2.0], [3.0]], [0, 1]), "X"
