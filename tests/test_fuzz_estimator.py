@@ -373,10 +373,6 @@ def test_two_classes_agree_with_scikit_learn_under_the_documented_mapping():
     np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X), atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=PART_2 + "all-zero class weights with label smoothing give NaN gradients, not the documented zeros",
-)
 def test_zero_class_weights_with_label_smoothing_have_zero_gradients():
     import softmaxkit as sk
 

@@ -27,6 +27,7 @@ import numpy as np
 from softmaxkit._numpy._softmax import stable_exp
 from softmaxkit._validation import (
     _describe,
+    as_array,
     as_float_array,
     check_class_indices,
     check_class_weight,
@@ -86,7 +87,8 @@ def _prepare(
     work_dtype = logits.dtype
     weight = check_class_weight(weight, n_classes, work_dtype)
 
-    target = np.asarray(target)
+    kinds = "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
+    target = as_array(target, name="target", what=kinds)
     if np.issubdtype(target.dtype, np.integer):
         if target.shape != batch_shape:
             raise ValueError(
@@ -114,9 +116,6 @@ def _prepare(
         rows_target = _to_rows(target.astype(work_dtype, copy=False), class_axis)
         is_index = False
     else:
-        kinds = (
-            "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
-        )
         raise TypeError(f"target must be {kinds}, got {_describe(target)}")
     return _Rows(
         logits=_to_rows(logits, class_axis),
@@ -244,7 +243,7 @@ def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarra
             grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.target_coef, scale)
             if terms.smooth_coef is not None:
                 per_class = 1.0 if rows.weight is None else rows.weight[None, :]
-                grad -= _times(terms.smooth_coef, scale)[:, None] * per_class
+                grad -= _times(terms.smooth_coef[:, None] * per_class, scale[:, None])  # 0 where w_c = 0
         else:
             grad -= terms.prob_coef * scale[:, None]
     masked_rows = np.isneginf(parts.log_sum_exp[:, 0])

@@ -222,9 +222,9 @@ def softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
     grad, out_dtype = as_float_array(grad_output, name="grad_output")
     probabilities, _ = as_float_array(output, name="output")
     _check_same_shape(grad, probabilities)
+    axis = normalize_axis(axis, max(probabilities.ndim, 1))  # a 0-d array has one axis, as in the forward pass
     if probabilities.ndim == 0:
         return np.zeros((), dtype=out_dtype)
-    axis = normalize_axis(axis, probabilities.ndim)
     weighted = grad * probabilities
     weighted -= probabilities * np.sum(weighted, axis=axis, keepdims=True)
     return weighted.astype(out_dtype, copy=False)
@@ -251,9 +251,9 @@ def log_softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
     grad, out_dtype = as_float_array(grad_output, name="grad_output")
     log_probabilities, _ = as_float_array(output, name="output")
     _check_same_shape(grad, log_probabilities)
+    axis = normalize_axis(axis, max(log_probabilities.ndim, 1))  # a 0-d array has one axis, as in the forward pass
     if log_probabilities.ndim == 0:
         return np.zeros((), dtype=out_dtype)
-    axis = normalize_axis(axis, log_probabilities.ndim)
     result = np.exp(log_probabilities)
     # A log-softmax row always has an entry >= -log(C), so its exp sums to 0 only when fully masked.
     masked_rows = ~np.any(result, axis=axis, keepdims=True)
