@@ -18,18 +18,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from sklearn.utils.validation import check_is_fitted, check_random_state
 
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _loss, _solvers
-from softmaxkit.linear_model._inputs import (
-    check_classes,
-    check_sample_weight,
-    class_weights,
-    combine_weights,
-    encode_target,
-    split_validation,
-)
+from softmaxkit.linear_model._inputs import check_classes, encode_target, sample_weights, split_validation, validate_X
 from softmaxkit.linear_model._model_file import read_model, write_model
 from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
@@ -263,7 +256,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return default_dtype(self.backend, self.device) if dtype is None else dtype
 
     def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
-        return validate_data(self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1)
+        return validate_X(self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1)
 
     # ------------------------------------------------------------------ fitting
 
@@ -347,11 +340,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         )
         if warm and (len(classes) != len(self.classes_) or n_features != self.coef_.shape[1]):
             warm = False
-        sw = check_sample_weight(sample_weight, n_samples, dtype)
-        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes)
-        s = combine_weights(target, sw, cw, dtype)
-        if s is not None and not s.sum() > 0:
-            raise ValueError("sample_weight must have a positive sum, got all weights zero (after class weights)")
+        s = sample_weights(sample_weight, self.class_weight, target, classes, dtype)
         self.classes_ = classes
         n_classes = len(classes)
         rng = check_random_state(self.random_state)
@@ -464,9 +453,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         classes, target, _ = encode_target(
             y, n_samples, dtype, classes=classes if first else self.classes_, estimator_name=type(self).__name__
         )
-        sw = check_sample_weight(sample_weight, n_samples, dtype)
-        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes, allow_balanced=False)
-        s = combine_weights(target, sw, cw, dtype)
+        s = sample_weights(sample_weight, self.class_weight, target, classes, dtype, allow_balanced=False)
         n_classes = len(classes)
         if first:
             self.classes_ = classes
