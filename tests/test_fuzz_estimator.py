@@ -300,7 +300,6 @@ def test_estimator_input_defects(case):
         ESTIMATOR_DEFECTS[case](X, y)
 
 
-@pytest.mark.xfail(strict=True, reason=PART_2 + "save(metadata={1: 2}) stores the key as '1' without a word")
 def test_metadata_keys_must_be_strings(tmp_path):
     X, y = _data()
     model = SoftmaxRegression().fit(X, y)

@@ -424,16 +424,24 @@ def test_an_unreadable_file_is_reported_as_unreadable(good, tmp_path, monkeypatc
 def test_model_file_error_is_public():
     assert softmaxkit.ModelFileError is ModelFileError and "ModelFileError" in softmaxkit.__all__
     assert issubclass(ModelFileError, ValueError) and ModelFileError.__module__ == "softmaxkit"
+    assert (
+        softmaxkit.linear_model.ModelFileError is ModelFileError and "ModelFileError" in softmaxkit.linear_model.__all__
+    )
 
 
 # ------------------------------------------------------------------------------------------
-# the estimator's own checks of a record's values (softmaxkit/linear_model, owned elsewhere)
+# the estimator's own checks of a record's values (softmaxkit/linear_model/_model_file.py)
 
 RECORD_VALUES = {
     "unknown solver": {"params": {"solver": "magic"}},
     "n_features_in that does not fit coef": {"n_features_in": 7},
     "loss_curve of lists": {"loss_curve": [[1, 2]]},
     "extra_metadata not a dict": {"extra_metadata": 3},
+    "params not a dict": {"params": 3},
+    "class_weight not pairs": {"params": {"class_weight": [[1]]}},
+    "n_iter not an integer": {"n_iter": "7"},
+    "loss_curve beyond float": {"loss_curve": [10**400]},
+    "classes_object not a bool": {"classes_object": "yes"},
 }
 
 
@@ -448,11 +456,6 @@ def test_bad_record_values_get_one_line_from_the_command_line(good, tmp_path, ca
     assert err.count("\n") == 1 and err.startswith("softmaxkit predict: error: ") and "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 part 2: SoftmaxRegression.load raises a plain ValueError (TypeError for a loss_curve "
-    "of lists) for a record's bad values, not ModelFileError",
-)
 @pytest.mark.parametrize("case", list(RECORD_VALUES))
 def test_bad_record_values_are_model_file_errors(good, tmp_path, case):
     path = tmp_path / "model.npz"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -106,6 +107,29 @@ def test_save_errors(tmp_path):
         model.save(tmp_path / "m.npz", metadata={"bad": float("nan")})
     with pytest.raises(ValueError, match="metadata must be a dict"):
         model.save(tmp_path / "m.npz", metadata=["a"])
+    # What JSON would read back as something else: keys that are not strings, tuples.
+    with pytest.raises(
+        ValueError, match=re.escape("metadata must have string keys (JSON's) at every depth, got the key 1 in metadata")
+    ):
+        model.save(tmp_path / "m.npz", metadata={1: 2})
+    with pytest.raises(ValueError, match=re.escape("got the key None in metadata['a'][1]")):
+        model.save(tmp_path / "m.npz", metadata={"a": [0, {None: 2}]})
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "metadata must hold lists, not tuples (JSON reads them back as lists), got one at metadata['shape']"
+        ),
+    ):
+        model.save(tmp_path / "m.npz", metadata={"shape": (2, 3)})
+    cycle = {"a": []}
+    cycle["a"].append(cycle)
+    with pytest.raises(ValueError, match="metadata must be JSON-serialisable"):  # refused, and no endless walk
+        model.save(tmp_path / "m.npz", metadata=cycle)
+    deep = current = {}
+    for _ in range(100_000):
+        current["a"] = current = {}
+    with pytest.raises(ValueError, match="metadata must be nested at most 100 deep, got more at metadata"):
+        model.save(tmp_path / "m.npz", metadata=deep)  # JSON's writer: RecursionError; its reader could not load it
     assert os.listdir(tmp_path) == []
     with pytest.raises(IsADirectoryError):
         model.save(tmp_path)

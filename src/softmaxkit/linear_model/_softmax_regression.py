@@ -541,6 +541,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def load(cls, path):
         """Read a model written by :meth:`save`; every field is checked, nothing is unpickled.
 
-        Raises :class:`ValueError` for a truncated, corrupt, foreign or newer-version file.
+        Raises :class:`softmaxkit.ModelFileError` (a :class:`ValueError`) for a truncated, corrupt,
+        foreign or newer-version file or one with an invalid field, :class:`OSError` for one that
+        cannot be opened.
         """
         return read_model(cls, path)
