@@ -48,12 +48,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     sum to 0, which changes no prediction). For soft labels :math:`y_i` (rows of class
     probabilities), the class weight of a sample is :math:`\sum_k y_{ik}\,\mathrm{class\_weight}_k`.
 
-    **Same problem as scikit-learn.** ``sklearn.linear_model.LogisticRegression(C=c)`` (multinomial,
-    L2) minimises ``c * sum_i s_i CE_i + ||W||^2 / 2``; scikit-learn 1.9 solves it internally as
+    **Same problem as scikit-learn.** ``sklearn.linear_model.LogisticRegression(C=c)`` (L2)
+    minimises ``c * sum_i s_i CE_i + ||W||^2 / 2``; scikit-learn 1.9 solves it internally as
     ``(1 / sum_i s_i) * sum_i s_i CE_i + ||W||^2 / (2 c sum_i s_i)`` (``l2_reg_strength = 1 / (C *
     sw_sum)`` with ``sw_sum`` the sum of sample weights after multiplying in ``class_weight``).
-    Both have the minimiser of ``L`` above with ``alpha = 1 / (c * sum_i s_i)``, and scikit-learn's
-    internal objective equals ``L``.
+    With three or more classes (the multinomial model, one row of ``W`` per class) that is ``L``
+    above with ``alpha = 1 / (c * sum_i s_i)``. With two classes scikit-learn fits the binomial
+    model, one coefficient vector ``w``, which is ``W_1 - W_0`` here; ``L``'s minimiser has
+    ``W_0 = -W_1``, so ``||W||_F^2 = ||w||^2 / 2``, and the same problem is
+    ``alpha = 2 / (c * sum_i s_i)``.
 
     Parameters
     ----------
