@@ -9,13 +9,8 @@ those of :func:`softmaxkit._numpy._softmax.stable_exp`, the NumPy reference they
 applied row by row: ``m = max(x)``; a finite ``m`` is the shift, a ``-inf`` one (an all ``-inf`` row)
 is shifted by 0; ``s = sum(exp(x - shift))``; an all ``-inf`` row (``s = 0``) is normalised by 1; a
 ``+inf`` maximum takes the limit (the ``+inf`` entries share the mass: ``exp`` is 1 there, 0 elsewhere,
-``s`` their count); a NaN anywhere makes ``s`` NaN and with it the whole row.
-
-Exactness: the sum of exponentials is accumulated in float64 for both dtypes (float32 rows in float32
-blocks of ``_BLOCK`` entries, then in float64, so its error does not grow with the number of classes),
-the log-probabilities are ``(x - shift) - log(s)``, never ``log(softmax)``, and the exponential is
-:func:`_exp32` / :func:`_exp64`, within 1 ulp of the correctly rounded value (measured against
-``np.exp`` on float64 and an exact float64 reference on float32).
+``s`` their count); a NaN anywhere makes ``s`` NaN and with it the whole row. The log-probabilities
+are ``(x - shift) - log(s)``, never ``log(softmax)``. The numerics are in :mod:`._jit_math`.
 """
 
 from __future__ import annotations
@@ -23,314 +18,37 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
-from numba.np.numpy_support import as_dtype
-
-# Row helpers may reorder their sums ("reassoc", so that they vectorise) and fuse multiply-adds;
-# nothing else of fast-math (no "nnan"/"ninf": the non-finite policy relies on IEEE semantics).
-# The exponential is compiled without "reassoc" (it would undo the range reduction), and LLVM keeps
-# each instruction's own flags when it inlines it into a caller.
-_SUM = {"cache": True, "error_model": "numpy", "fastmath": {"reassoc", "contract"}}
-_EXACT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
-_PARALLEL = {"cache": True, "error_model": "numpy", "parallel": True}
-
-# Sums run in the data's dtype over blocks of this many entries (vectorised: a few ulp of error per
-# block), then across blocks in float64 with Kahan's compensation (:func:`_add`), so their error does
-# not grow with the number of classes. For float32, a float64 accumulator in the exponential's loop
-# halves the vector width and took 1.8x as long (1e7 entries, one thread); per block, the sum is free.
-_BLOCK = 64
-
-
-# --------------------------------------------------------------------------- LLVM primitives
-
-
-def _bitcast_intrinsic(source, target, llvm_type):
-    @intrinsic
-    def bitcast(typingctx, value):
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], llvm_type)
-
-        return target(source), codegen
-
-    return bitcast
-
-
-_f32_from_bits = _bitcast_intrinsic(types.int32, types.float32, ir.FloatType())
-_f64_from_bits = _bitcast_intrinsic(types.int64, types.float64, ir.DoubleType())
-
-
-def _llvm_binary(name):
-    @intrinsic
-    def call(typingctx, a, b):
-        def codegen(context, builder, signature, args):
-            llvm_type = args[0].type
-            suffix = "f64" if isinstance(llvm_type, ir.DoubleType) else "f32"
-            function_type = ir.FunctionType(llvm_type, [llvm_type, llvm_type])
-            fn = cgutils.get_or_insert_function(builder.module, function_type, f"llvm.{name}.{suffix}")
-            return builder.call(fn, args)
-
-        return a(a, a), codegen
-
-    return call
-
-
-# IEEE maxNum / minNum: a NaN operand is ignored. A reduction with them vectorises (a compare-and-
-# select one does not, without "nnan"); a row's NaN is caught later, by its sum of exponentials.
-_maxnum = _llvm_binary("maxnum")
-_minnum = _llvm_binary("minnum")
-
-
-def _dtype_of(value):
-    """Typed-at-compile-time stub: the NumPy scalar type of ``value`` (an array's entries, or a scalar)."""
-
-
-@overload(_dtype_of)
-def _dtype_of_impl(value):
-    scalar = as_dtype(value.dtype if isinstance(value, types.Array) else value).type
-    return lambda value: scalar
-
-
-# --------------------------------------------------------------------------- the exponential
-# LLVM lowers math.exp to one libm call per entry (5 ns); numba's vectorised SVML needs an LLVM that
-# pip's llvmlite is not built with. So: exp(t) = 2^n exp(r), n = round(t / ln 2), r = t - n ln 2
-# (ln 2 split in two, the high part short enough that n * high is exact), exp(r) by its Taylor
-# polynomial on |r| <= ln(2) / 2 (truncation error below 0.05 ulp), 2^n built in the exponent bits
-# as two factors so that subnormal results are rounded once. Everything vectorises.
-
-
-def _taylor(degree, scalar):
-    return tuple(scalar(1.0 / math.factorial(k)) for k in range(degree + 1))
-
-
-_F32 = np.float32
-_LOG2E_32, _LN2_HI_32, _LN2_LO_32 = _F32(1.4426950408889634), _F32(0.693115234375), _F32(3.194618329871446e-05)
-_ROUND_32 = _F32(12582912.0)  # 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
-_LOW_32, _HIGH_32 = _F32(-104.0), _F32(89.0)  # exp is 0 below, +inf above
-_P32 = _taylor(7, _F32)  # r^8 / 8! < 6e-9 relative
-
-_LOG2E_64, _LN2_HI_64, _LN2_LO_64 = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
-_ROUND_64 = 6755399441055744.0  # 1.5 * 2^52
-_LOW_64, _HIGH_64 = -1080.0, 710.0
-_P64 = _taylor(13, float)  # r^14 / 14! < 5e-18 relative
-
-
-@njit(**_EXACT)
-def _exp32(t):
-    clamped = _minnum(_maxnum(t, _LOW_32), _HIGH_32)
-    n = (clamped * _LOG2E_32 + _ROUND_32) - _ROUND_32
-    r = (clamped - n * _LN2_HI_32) - n * _LN2_LO_32
-    p = _P32[7]
-    p = p * r + _P32[6]
-    p = p * r + _P32[5]
-    p = p * r + _P32[4]
-    p = p * r + _P32[3]
-    p = p * r + _P32[2]
-    p = p * r + _P32[1]
-    p = p * r + _P32[0]
-    k = np.int32(n)
-    half = k >> np.int32(1)
-    e = p * _f32_from_bits((half + np.int32(127)) << np.int32(23))
-    e = e * _f32_from_bits((k - half + np.int32(127)) << np.int32(23))
-    return e if t == t else t
-
-
-@njit(**_EXACT)
-def _exp64(t):
-    clamped = _minnum(_maxnum(t, _LOW_64), _HIGH_64)
-    n = (clamped * _LOG2E_64 + _ROUND_64) - _ROUND_64
-    r = (clamped - n * _LN2_HI_64) - n * _LN2_LO_64
-    p = _P64[13]
-    p = p * r + _P64[12]
-    p = p * r + _P64[11]
-    p = p * r + _P64[10]
-    p = p * r + _P64[9]
-    p = p * r + _P64[8]
-    p = p * r + _P64[7]
-    p = p * r + _P64[6]
-    p = p * r + _P64[5]
-    p = p * r + _P64[4]
-    p = p * r + _P64[3]
-    p = p * r + _P64[2]
-    p = p * r + _P64[1]
-    p = p * r + _P64[0]
-    k = np.int64(n)
-    half = k >> 1
-    e = p * _f64_from_bits((half + 1023) << 52)
-    e = e * _f64_from_bits((k - half + 1023) << 52)
-    return e if t == t else t
-
-
-def _exp(t):
-    """Typed-at-compile-time stub: ``exp(t)`` in ``t``'s own precision."""
-
-
-@overload(_exp)
-def _exp_impl(t):
-    if t == types.float32:
-        return lambda t: _exp32(t)
-    return lambda t: _exp64(t)
-
-
-@njit(**_EXACT)
-def exp_array(t, out):
-    """``out = exp(t)`` entry by entry (1-D arrays): the kernels' exponential, exposed for its tests."""
-    for j in range(t.size):
-        out[j] = _exp(t[j])
-
-
-# --------------------------------------------------------------------------- one row
-
-
-@njit(**_EXACT)
-def _row_max(x):
-    scalar = _dtype_of(x)
-    m = scalar(-np.inf)
-    for j in range(x.size):
-        m = _maxnum(m, x[j])
-    return m
-
-
-@njit(**_EXACT)
-def _shift_of(m):
-    """The shift of a row with maximum ``m`` (not +inf): ``m``, or 0 for an all ``-inf`` (or all NaN) row."""
-    return m if m > -np.inf else _dtype_of(m)(0)
-
-
-@njit(**_EXACT)
-def _add(total, compensation, value):
-    """Kahan's compensated ``total + value`` (``_EXACT``: a caller's "reassoc" would cancel the compensation)."""
-    y = value - compensation
-    t = total + y
-    return t, (t - total) - y
-
-
-@njit(**_SUM)
-def _exp_sum(x, shift):
-    """``sum(exp(x - shift))`` in float64."""
-    scalar = _dtype_of(x)
-    total, compensation = 0.0, 0.0
-    for start in range(0, x.size, _BLOCK):
-        part = scalar(0)
-        for j in range(start, min(start + _BLOCK, x.size)):
-            part += _exp(x[j] - shift)
-        total, compensation = _add(total, compensation, np.float64(part))
-    return total
-
-
-@njit(**_SUM)
-def _exp_store_sum(x, shift, out):
-    """``out = exp(x - shift)``; returns ``sum(out)`` in float64."""
-    scalar = _dtype_of(x)
-    total, compensation = 0.0, 0.0
-    for start in range(0, x.size, _BLOCK):
-        part = scalar(0)
-        for j in range(start, min(start + _BLOCK, x.size)):
-            e = _exp(x[j] - shift)
-            out[j] = e
-            part += e
-        total, compensation = _add(total, compensation, np.float64(part))
-    return total
-
-
-@njit(**_SUM)
-def _exp_in_place_sum(a, shift):
-    """``a = exp(a - shift)``; returns ``sum(a)`` in float64 (one array: no aliasing to check at run time)."""
-    scalar = _dtype_of(a)
-    total, compensation = 0.0, 0.0
-    for start in range(0, a.size, _BLOCK):
-        part = scalar(0)
-        for j in range(start, min(start + _BLOCK, a.size)):
-            e = _exp(a[j] - shift)
-            a[j] = e
-            part += e
-        total, compensation = _add(total, compensation, np.float64(part))
-    return total
-
-
-@njit(**_EXACT)
-def _limit_count(x):
-    """For a row whose maximum is +inf: the number of +inf entries (NaN if the row has a NaN)."""
-    count = 0.0
-    for j in range(x.size):
-        v = x[j]
-        if v != v:
-            return np.nan
-        if v == np.inf:
-            count += 1.0
-    return count
-
-
-@njit(**_EXACT)
-def _limit_store_count(x, out):
-    """For a row whose maximum is +inf: ``out`` = 1 at the +inf entries, else 0; returns their count.
-
-    ``out`` may be ``x`` itself (the count is taken first).
-    """
-    count = _limit_count(x)
-    for j in range(x.size):
-        out[j] = 1.0 if x[j] == np.inf else 0.0
-    return count
-
-
-@njit(**_EXACT)
-def _limit_shifted(v):
-    """The shifted logit of an entry of a row whose maximum is +inf: 0 for +inf, else ``-inf``."""
-    return 0.0 if v == np.inf else -np.inf
-
-
-@njit(**_EXACT)
-def _times(coef, value):
-    """``coef * value`` with ``0 * inf = 0 * nan = 0``: a term with coefficient 0 contributes nothing."""
-    return 0.0 if coef == 0 else coef * value
-
-
-@njit(**_EXACT)
-def _scale_row(out, factor):
-    for j in range(out.size):
-        out[j] = out[j] * factor
-
-
-@njit(**_SUM)
-def _dot(a, b):
-    """``sum(a * b)`` in float64 (blocks as in :func:`_exp_sum`)."""
-    scalar = _dtype_of(a)
-    total, compensation = 0.0, 0.0
-    for start in range(0, a.size, _BLOCK):
-        part = scalar(0)
-        for j in range(start, min(start + _BLOCK, a.size)):
-            part += a[j] * b[j]
-        total, compensation = _add(total, compensation, np.float64(part))
-    return total
-
-
-@njit(**_SUM)
-def _sum(a):
-    scalar = _dtype_of(a)
-    total, compensation = 0.0, 0.0
-    for start in range(0, a.size, _BLOCK):
-        part = scalar(0)
-        for j in range(start, min(start + _BLOCK, a.size)):
-            part += a[j]
-        total, compensation = _add(total, compensation, np.float64(part))
-    return total
-
-
-@njit(**_EXACT)
-def _has_nan(x):
-    for j in range(x.size):
-        if x[j] != x[j]:
-            return True
-    return False
-
-
-@njit(**_EXACT)
-def _at(values, i):
-    """``values[i]``, or ``values[0]`` for a single value shared by every row."""
-    return values[0] if values.size == 1 else values[i]
-
+from numba import njit, prange
+
+from softmaxkit._numpy._jit_math import (
+    _EXACT,
+    _PARALLEL,
+    _SHORT_ROW,
+    _SUM,
+    _TILE,
+    _at,
+    _dot,
+    _dtype_of,
+    _exp,
+    _exp_store_sum,
+    _exp_sum,
+    _flat_scale,
+    _has_nan,
+    _limit_count,
+    _limit_shifted,
+    _limit_store_count,
+    _row_exponentials,
+    _row_max,
+    _row_shift,
+    _scale_row,
+    _shift_of,
+    _shifted,
+    _sum,
+    _tile_count,
+    _tile_exponentials,
+    _tile_shifts,
+    _times,
+)
 
 # --------------------------------------------------------------------------- softmax and friends
 
@@ -370,18 +88,63 @@ def _logsumexp_row(x):
     return np.float64(shift) + math.log(s) if s != 0 else -np.inf
 
 
+@njit(**_EXACT)
+def _softmax_tile(x, out):
+    n_rows, n_classes = x.shape
+    expanded = np.empty(n_rows * n_classes, x.dtype)
+    shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
+    _tile_exponentials(x, expanded, out, False, plus, any_plus, sums)
+    for r in range(n_rows):
+        inverse = _dtype_of(x)(1.0 / (sums[r] if sums[r] != 0 else 1.0))
+        for j in range(n_classes):
+            expanded[r * n_classes + j] = inverse
+    _flat_scale(out.reshape(out.size), expanded)
+
+
+@njit(**_EXACT)
+def _log_softmax_tile(x, out):
+    n_rows, n_classes = x.shape
+    scalar = _dtype_of(x)
+    expanded, e = np.empty(n_rows * n_classes, x.dtype), np.empty((n_rows, n_classes), x.dtype)
+    shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
+    _tile_exponentials(x, expanded, e, False, plus, any_plus, sums)
+    for r in range(n_rows):
+        if plus[r]:
+            log_sum = math.log(sums[r])
+            for j in range(n_classes):
+                out[r, j] = _limit_shifted(x[r, j]) - log_sum
+            continue
+        log_sum = scalar(math.log(sums[r] if sums[r] != 0 else 1.0))
+        for j in range(n_classes):
+            out[r, j] = (x[r, j] - shifts[r]) - log_sum
+
+
 @njit(**_PARALLEL)
 def softmax_rows(x, out):
     """``out[i] = softmax(x[i])``."""
-    for i in prange(x.shape[0]):
-        _softmax_row(x[i], out[i])
+    n_rows = x.shape[0]
+    if x.shape[1] > _SHORT_ROW:
+        for i in prange(n_rows):
+            _softmax_row(x[i], out[i])
+        return
+    for t in prange(_tile_count(n_rows)):
+        start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+        _softmax_tile(x[start:stop], out[start:stop])
 
 
 @njit(**_PARALLEL)
 def log_softmax_rows(x, out):
     """``out[i] = log_softmax(x[i])``."""
-    for i in prange(x.shape[0]):
-        _log_softmax_row(x[i], out[i])
+    n_rows = x.shape[0]
+    if x.shape[1] > _SHORT_ROW:
+        for i in prange(n_rows):
+            _log_softmax_row(x[i], out[i])
+        return
+    for t in prange(_tile_count(n_rows)):
+        start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+        _log_softmax_tile(x[start:stop], out[start:stop])
 
 
 @njit(**_PARALLEL)
@@ -424,31 +187,6 @@ def log_softmax_backward_rows(grad, log_proba, out):
 # (``in_place``: ``grad`` is ``x``).
 
 
-@njit(**_EXACT)
-def _row_shift(x):
-    """``(shift, plus)``: the shift of the row, and whether its maximum is +inf (then the shift is unused)."""
-    m = _row_max(x)
-    if m == np.inf:
-        return _dtype_of(x)(0), True
-    return _shift_of(m), False
-
-
-@njit(**_EXACT)
-def _row_exponentials(x, shift, plus, out, store, in_place):
-    """``s = sum(exp(x - shift))`` (the limit for a ``plus`` row), the exponentials stored in ``out`` if
-    ``store`` (``out`` is ``x`` if ``in_place``)."""
-    if plus:
-        return _limit_store_count(x, out) if store else _limit_count(x)
-    if not store:
-        return _exp_sum(x, shift)
-    return _exp_in_place_sum(out, shift) if in_place else _exp_store_sum(x, shift, out)
-
-
-@njit(**_EXACT)
-def _shifted(v, shift, plus):
-    return _limit_shifted(v) if plus else np.float64(v) - np.float64(shift)
-
-
 @njit(**_SUM)
 def _weighted_shifted_sum(x, shift, plus, class_weight):
     """``sum_c w_c (x_c - shift)`` in float64, a zero weight contributing 0 even on a ``-inf`` entry."""
@@ -483,6 +221,61 @@ def _finish_gradient(g, factor, offset, class_weight):
             g[c] = g[c] * f - scalar(offset * class_weight[c])
 
 
+@njit(**_EXACT)
+def _index_row_finish(
+    i, y, s, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
+):
+    """The loss ``loss[i]`` of a row and, ``with_grad``, its gradient, written over its exponentials ``g``."""
+    target_coef, smooth_coef, scale = coefficients
+    tc, sc = _at(target_coef, i), _at(smooth_coef, i)
+    masked = s == 0
+    log_sum = 0.0 if masked else math.log(s)
+    value = _times(tc, log_sum - target_shifted)
+    if sc != 0:
+        value += _times(sc, total_weight * log_sum - smooth_sum)
+    loss[i] = value
+    if not with_grad:
+        return
+    if masked:  # a fully masked row takes no part: zero gradient
+        _scale_row(g, _dtype_of(g)(0))
+        return
+    row_scale = _at(scale, i)
+    factor = _times(tc + sc * total_weight, row_scale) / s
+    _finish_gradient(g, factor, _times(sc, row_scale), class_weight)
+    g[y] -= _times(tc, row_scale)
+
+
+@njit(**_EXACT)
+def _index_tile(x, target, coefficients, class_weight, total_weight, loss, grad, with_grad, in_place, first):
+    n_rows, n_classes = x.shape
+    smooth_coef = coefficients[1]
+    expanded = np.empty(n_rows * n_classes, x.dtype)
+    e = grad if with_grad else np.empty((n_rows, n_classes), x.dtype)
+    shifts, plus = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_)
+    sums, target_shifted, smooth_sums = np.empty(n_rows), np.empty(n_rows), np.zeros(n_rows)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
+    for r in range(n_rows):  # what reads the logits, before the exponentials may overwrite them
+        target_shifted[r] = _shifted(x[r, target[first + r]], shifts[r], plus[r])
+        if _at(smooth_coef, first + r) != 0:
+            smooth_sums[r] = _weighted_shifted_sum(x[r], shifts[r], plus[r], class_weight)
+    _tile_exponentials(x, expanded, e, in_place and with_grad, plus, any_plus, sums)
+    for r in range(n_rows):
+        i = first + r
+        _index_row_finish(
+            i,
+            target[i],
+            sums[r],
+            target_shifted[r],
+            smooth_sums[r],
+            coefficients,
+            class_weight,
+            total_weight,
+            loss,
+            e[r],
+            with_grad,
+        )
+
+
 @njit(**_PARALLEL)
 def cross_entropy_index_rows(
     x, target, target_coef, smooth_coef, class_weight, total_weight, scale, loss, grad, with_grad, in_place
@@ -494,29 +287,26 @@ def cross_entropy_index_rows(
     or none (all ones) and ``total_weight`` their sum. Without ``with_grad``, ``grad`` is unused;
     with ``in_place``, ``grad`` is ``x``.
     """
-    for i in prange(x.shape[0]):
+    n_rows = x.shape[0]
+    coefficients = (target_coef, smooth_coef, scale)
+    if x.shape[1] <= _SHORT_ROW:
+        for t in prange(_tile_count(n_rows)):
+            start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+            g = grad[start:stop] if with_grad else grad
+            _index_tile(
+                x[start:stop], target, coefficients, class_weight, total_weight, loss, g, with_grad, in_place, start
+            )
+        return
+    for i in prange(n_rows):
         row, y = x[i], target[i]
-        tc, sc = _at(target_coef, i), _at(smooth_coef, i)
         g = grad[i] if with_grad else grad[0]
         shift, plus = _row_shift(row)
         target_shifted = _shifted(row[y], shift, plus)
-        smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if sc != 0 else 0.0
+        smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if _at(smooth_coef, i) != 0 else 0.0
         s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
-        masked = s == 0
-        log_sum = 0.0 if masked else math.log(s)
-        value = _times(tc, log_sum - target_shifted)
-        if sc != 0:
-            value += _times(sc, total_weight * log_sum - smooth_sum)
-        loss[i] = value
-        if not with_grad:
-            continue
-        if masked:  # a fully masked row takes no part: zero gradient
-            _scale_row(g, _dtype_of(g)(0))
-            continue
-        row_scale = _at(scale, i)
-        factor = _times(tc + sc * total_weight, row_scale) / s
-        _finish_gradient(g, factor, _times(sc, row_scale), class_weight)
-        g[y] -= _times(tc, row_scale)
+        _index_row_finish(
+            i, y, s, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
+        )
 
 
 @njit(**_EXACT)
