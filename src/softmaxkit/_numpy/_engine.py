@@ -33,10 +33,16 @@ ENGINES = ("auto", "numpy", "kernel")
 # call (see benchmarks/bench_numerics.py).
 MIN_KERNEL_SIZE = 1 << 16
 
-# Below this many entries a kernel runs on one thread: starting the second costs more than it saves.
-# Measured on the 2-core machine (float32 softmax, 1 vs 2 numba threads): see PARALLEL_MIN_SIZE's
-# measurement in benchmarks/README.md ("Threads").
-PARALLEL_MIN_SIZE = 1 << 17
+# Below this many entries (about 1 ms of one thread's work) a kernel runs on one thread, above it on
+# numba's default (all the cores). A second thread saves at most half of that millisecond, and costs
+# several when the cores are busy: measured on the 2-core development machine under the load of other
+# jobs (load average 6), float32 softmax, median of 15 interleaved calls, 1 vs 2 threads:
+#   entries   2^12    2^14    2^16    2^18    2^20    2^22
+#   C = 10    0.08 vs 4.6 ms, 0.14 vs 4.6, 0.27 vs 5.1, 0.81 vs 5.0, 2.9 vs 7.1, 11.3 vs 14.2
+#   C = 1000  0.08 vs 7.1 ms, 0.10 vs 5.5, 0.18 vs 6.4, 0.47 vs 6.3, 1.7 vs 2.3, 6.0 vs 7.0
+# (the waits are the second thread's scheduling on busy cores, the issue's "35x slower with two threads";
+# on idle cores two threads halve the time of the large cases, bench_numerics.py's "threads" column).
+PARALLEL_MIN_SIZE = 1 << 20
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -86,23 +92,10 @@ def _kernels() -> ModuleType:
 
 
 def run(name: str, *args, n_entries: int) -> None:
-    """Call the kernel ``name`` of :mod:`._kernels`, on as many numba threads as ``n_entries`` warrants.
+    """Call the kernel ``name`` of :mod:`._kernels`, on one thread or numba's, as ``n_entries`` warrants.
 
-    The thread count is numba's own (``numba.set_num_threads`` from the calling thread, restored after
-    the call), at most what it was: a user's lower setting is kept, no other library's is touched.
+    The parallel kernel uses numba's threads (as many as ``numba.get_num_threads()``, so a user's lower
+    setting is kept); the one-thread one starts none. No library's thread setting is changed.
     """
     kernel = getattr(_kernels(), name)
-    if n_entries >= PARALLEL_MIN_SIZE:
-        kernel(*args)
-        return
-    import numba
-
-    previous = numba.get_num_threads()
-    if previous == 1:
-        kernel(*args)
-        return
-    numba.set_num_threads(1)
-    try:
-        kernel(*args)
-    finally:
-        numba.set_num_threads(previous)
+    (kernel if n_entries >= PARALLEL_MIN_SIZE else kernel.serial)(*args)

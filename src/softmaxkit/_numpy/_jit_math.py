@@ -26,6 +26,7 @@ from numba.np.numpy_support import as_dtype
 _SUM = {"cache": True, "error_model": "numpy", "fastmath": {"reassoc", "contract"}}
 _EXACT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
 _PARALLEL = {"cache": True, "error_model": "numpy", "parallel": True}
+_SERIAL = {"cache": True, "error_model": "numpy"}
 
 # Sums run in the data's dtype over blocks of this many entries (vectorised: a few ulp of error per
 # block), then across blocks in float64 with Kahan's compensation (:func:`_add`), so their error does

@@ -16,6 +16,7 @@ are ``(x - shift) - log(s)``, never ``log(softmax)``. The numerics are in :mod:`
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -23,6 +24,7 @@ from numba import njit, prange
 from softmaxkit._numpy._jit_math import (
     _EXACT,
     _PARALLEL,
+    _SERIAL,
     _SHORT_ROW,
     _SUM,
     _TILE,
@@ -49,6 +51,23 @@ from softmaxkit._numpy._jit_math import (
     _tile_shifts,
     _times,
 )
+
+# --------------------------------------------------------------------------- threads
+# Each kernel comes twice: parallel (numba's threads, as many as the calling thread's
+# numba.get_num_threads()) and ``.serial``, the same source compiled without threads, which
+# _engine.run calls for small problems (see PARALLEL_MIN_SIZE there). Not numba.set_num_threads around
+# the call: from Python it costs 15 us a call, and from compiled code it stops numba from caching it.
+
+
+def _rows_kernel(fn):
+    """``fn`` compiled in parallel, with its one-thread twin as ``.serial`` (cached under its own name)."""
+    twin = types.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_serial", fn.__defaults__)
+    twin.__qualname__ = f"{fn.__qualname__}_serial"
+    twin.__doc__ = fn.__doc__
+    kernel = njit(**_PARALLEL)(fn)
+    kernel.serial = njit(**_SERIAL)(twin)
+    return kernel
+
 
 # --------------------------------------------------------------------------- softmax and friends
 
@@ -121,40 +140,40 @@ def _log_softmax_tile(x, out):
             out[r, j] = (x[r, j] - shifts[r]) - log_sum
 
 
-@njit(**_PARALLEL)
+@_rows_kernel
 def softmax_rows(x, out):
     """``out[i] = softmax(x[i])``."""
     n_rows = x.shape[0]
     if x.shape[1] > _SHORT_ROW:
         for i in prange(n_rows):
             _softmax_row(x[i], out[i])
-        return
-    for t in prange(_tile_count(n_rows)):
-        start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
-        _softmax_tile(x[start:stop], out[start:stop])
+    else:
+        for t in prange(_tile_count(n_rows)):
+            start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+            _softmax_tile(x[start:stop], out[start:stop])
 
 
-@njit(**_PARALLEL)
+@_rows_kernel
 def log_softmax_rows(x, out):
     """``out[i] = log_softmax(x[i])``."""
     n_rows = x.shape[0]
     if x.shape[1] > _SHORT_ROW:
         for i in prange(n_rows):
             _log_softmax_row(x[i], out[i])
-        return
-    for t in prange(_tile_count(n_rows)):
-        start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
-        _log_softmax_tile(x[start:stop], out[start:stop])
+    else:
+        for t in prange(_tile_count(n_rows)):
+            start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+            _log_softmax_tile(x[start:stop], out[start:stop])
 
 
-@njit(**_PARALLEL)
+@_rows_kernel
 def logsumexp_rows(x, out):
     """``out[i] = logsumexp(x[i])`` (``out`` 1-D)."""
     for i in prange(x.shape[0]):
         out[i] = _logsumexp_row(x[i])
 
 
-@njit(**_PARALLEL)
+@_rows_kernel
 def softmax_backward_rows(grad, proba, out):
     """``out[i] = p (g - sum(g p))`` with ``g = grad[i]``, ``p = proba[i]``."""
     for i in prange(grad.shape[0]):
@@ -164,7 +183,7 @@ def softmax_backward_rows(grad, proba, out):
             o[j] = g[j] * p[j] - p[j] * d
 
 
-@njit(**_PARALLEL)
+@_rows_kernel
 def log_softmax_backward_rows(grad, log_proba, out):
     """``out[i] = g - exp(l) sum(g)`` with ``g = grad[i]``, ``l = log_proba[i]``; 0 for a fully masked row."""
     for i in prange(grad.shape[0]):
@@ -276,7 +295,7 @@ def _index_tile(x, target, coefficients, class_weight, total_weight, loss, grad,
         )
 
 
-@njit(**_PARALLEL)
+@_rows_kernel
 def cross_entropy_index_rows(
     x, target, target_coef, smooth_coef, class_weight, total_weight, scale, loss, grad, with_grad, in_place
 ):
@@ -296,17 +315,17 @@ def cross_entropy_index_rows(
             _index_tile(
                 x[start:stop], target, coefficients, class_weight, total_weight, loss, g, with_grad, in_place, start
             )
-        return
-    for i in prange(n_rows):
-        row, y = x[i], target[i]
-        g = grad[i] if with_grad else grad[0]
-        shift, plus = _row_shift(row)
-        target_shifted = _shifted(row[y], shift, plus)
-        smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if _at(smooth_coef, i) != 0 else 0.0
-        s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
-        _index_row_finish(
-            i, y, s, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
-        )
+    else:
+        for i in prange(n_rows):
+            row, y = x[i], target[i]
+            g = grad[i] if with_grad else grad[0]
+            shift, plus = _row_shift(row)
+            target_shifted = _shifted(row[y], shift, plus)
+            smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if _at(smooth_coef, i) != 0 else 0.0
+            s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
+            _index_row_finish(
+                i, y, s, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
+            )
 
 
 @njit(**_EXACT)
@@ -328,7 +347,7 @@ def _prob_terms(x, q, class_weight, eps, shift, plus):
     return total, dot
 
 
-@njit(**_PARALLEL)
+@_rows_kernel
 def cross_entropy_prob_rows(x, target, eps, class_weight, scale, loss, grad, with_grad, in_place):
     """Probability targets ``target`` (M x C): ``loss[i] = L_i`` and, ``with_grad``, the gradient rows
     (arguments as in :func:`cross_entropy_index_rows`)."""
