@@ -63,7 +63,7 @@ def _logits(shape, dtype, *parts, scale=3.0):
 def _no_less_accurate(kernel, numpy_path, oracle, dtype, *, what):
     """The kernel's error against the oracle is at most the NumPy path's, or a few units of rounding."""
     kernel_error = max_relative_error(kernel, oracle)
-    allowed = max(max_relative_error(numpy_path, oracle), 4 * EPS[dtype])
+    allowed = max(max_relative_error(numpy_path, oracle), 8 * EPS[dtype])
     assert kernel_error <= allowed, f"{what}: kernel error {kernel_error:.2e} > {allowed:.2e} (NumPy path)"
 
 
@@ -81,8 +81,8 @@ def test_exponential_is_within_one_ulp_everywhere(dtype, nonpositive):
     t = t.astype(dtype)
     out = np.empty_like(t)
     exp_array(t, out, nonpositive)
-    with np.errstate(over="ignore"):
-        exact = np.exp(t.astype(np.float64)) if dtype == np.float32 else np.exp(t)
+    with np.errstate(over="ignore"):  # the reference in a wider type (x86's 80-bit long double for float64)
+        exact = np.exp(t.astype(np.float64 if dtype == np.float32 else np.longdouble))
         rounded = exact.astype(dtype)
     finite = np.isfinite(rounded)
     ulp = np.spacing(np.abs(rounded[finite]))
