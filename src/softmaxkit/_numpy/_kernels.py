@@ -129,15 +129,24 @@ def _log_softmax_tile(x, out):
     shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
     any_plus = _tile_shifts(x, shifts, plus, expanded)
     _tile_exponentials(x, expanded, e, False, plus, any_plus, sums)
+    log_sums = e.reshape(e.size)  # the exponentials are summed: their room takes each row's log(s)
     for r in range(n_rows):
-        if plus[r]:
-            log_sum = math.log(sums[r])
-            for j in range(n_classes):
-                out[r, j] = _limit_shifted(x[r, j]) - log_sum
-            continue
         log_sum = scalar(math.log(sums[r] if sums[r] != 0 else 1.0))
         for j in range(n_classes):
-            out[r, j] = (x[r, j] - shifts[r]) - log_sum
+            log_sums[r * n_classes + j] = log_sum
+    _flat_log_softmax(x.reshape(x.size), expanded, log_sums, out.reshape(out.size))
+    if any_plus:
+        for r in range(n_rows):
+            if plus[r]:
+                log_sum = math.log(sums[r])
+                for j in range(n_classes):
+                    out[r, j] = _limit_shifted(x[r, j]) - log_sum
+
+
+@njit(**_EXACT)
+def _flat_log_softmax(x, shift, log_sum, out):
+    for k in range(x.size):
+        out[k] = (x[k] - shift[k]) - log_sum[k]
 
 
 @_rows_kernel
