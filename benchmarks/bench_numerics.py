@@ -216,12 +216,17 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per case (default 1)")
     parser.add_argument("--operations", nargs="+", choices=OPERATIONS, default=list(OPERATIONS))
     parser.add_argument(
+        "--shapes", nargs="+", default=None, metavar="NxC", help="shapes to run, e.g. 1000000x10 (a partial run)"
+    )
+    parser.add_argument(
         "--threads", nargs="+", type=int, default=None, help="thread counts to run (default: 1 and the default)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    if args.shapes:
+        shapes = [tuple(int(n) for n in shape.lower().split("x")) for shape in args.shapes]
     env = environment(("softmaxkit", "numpy", "scipy", "torch", "numba"))
     default_threads = numba.get_num_threads()
     env["torch_threads"] = torch.get_num_threads()
@@ -250,7 +255,7 @@ def main(argv=None) -> int:
         "load from other processes hits them alike",
         *target_lines,
     ]
-    name = "numerics-quick" if args.quick else "numerics"
+    name = "numerics-quick" if args.quick else "numerics-partial" if args.shapes else "numerics"
     paths = write_results(
         name,
         rows,

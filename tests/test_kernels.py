@@ -86,7 +86,9 @@ def test_exponential_is_within_one_ulp_everywhere(dtype, nonpositive):
         rounded = exact.astype(dtype)
     finite = np.isfinite(rounded)
     ulp = np.spacing(np.abs(rounded[finite]))
-    assert np.max(np.abs(out[finite] - rounded[finite]) / ulp) <= 1.0  # subnormal results included
+    # where long double is double (not x86), the reference is itself rounded: 1 ulp more
+    reference_ulp = 1.0 if dtype == np.float32 or np.finfo(np.longdouble).eps < 1e-18 else 2.0
+    assert np.max(np.abs(out[finite] - rounded[finite]) / ulp) <= reference_ulp  # subnormal results included
     assert np.array_equal(np.isinf(out), np.isinf(rounded))
     specials = np.array([-INF, NAN, 0.0, -0.0, -1e30, INF], dtype=dtype)[: 5 if nonpositive else 6]
     exp_array(specials, out[: specials.size], nonpositive)

@@ -26,11 +26,13 @@ import numpy as np
 
 ENGINES = ("auto", "numpy", "kernel")
 
-# Below this many entries the NumPy path is used: it takes under 0.1 ms there, and a process that
-# only ever meets small arrays (the CLI's demo on the digits, the doctests) then never imports numba
-# (0.3 s) nor loads the compiled kernels from their cache (0.4 s for the first, a few ms for each
-# further one; measured on the 2-core development machine). Above it the kernels are faster per
-# call (see benchmarks/bench_numerics.py).
+# Below this many entries the NumPy path is used: it takes well under a millisecond there, and a
+# process that only ever meets small arrays (the CLI's demo on the digits, the doctests) then never
+# imports numba nor loads a kernel. The first kernel call of a process costs about 1 s with the
+# kernels in numba's on-disk cache (numba's import, its threading layer, the cached code), and
+# about 7 s per kernel and dtype the very first time, when numba compiles it (measured on the
+# 2-core development machine under load 6: float32 softmax and cross_entropy_with_grad, 1e6
+# entries); later calls cost what bench_numerics.py reports.
 MIN_KERNEL_SIZE = 1 << 16
 
 # Below this many entries (about 1 ms of one thread's work) a kernel runs on one thread, above it on
@@ -41,7 +43,7 @@ MIN_KERNEL_SIZE = 1 << 16
 #   C = 10    0.08 vs 4.6 ms, 0.14 vs 4.6, 0.27 vs 5.1, 0.81 vs 5.0, 2.9 vs 7.1, 11.3 vs 14.2
 #   C = 1000  0.08 vs 7.1 ms, 0.10 vs 5.5, 0.18 vs 6.4, 0.47 vs 6.3, 1.7 vs 2.3, 6.0 vs 7.0
 # (the waits are the second thread's scheduling on busy cores, the "35x slower with two threads";
-# on idle cores two threads halve the time of the large cases, bench_numerics.py's "threads" column).
+# on idle cores a second thread can at best halve the large cases: bench_numerics.py times 1 and 2).
 PARALLEL_MIN_SIZE = 1 << 20
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
