@@ -95,6 +95,20 @@ def test_exponential_is_within_one_ulp_everywhere(dtype, nonpositive):
     assert_close(out[: specials.size], np.array([0.0, NAN, 1.0, 1.0, 0.0, INF], dtype=dtype)[: specials.size], rtol=0)
 
 
+def test_logarithm_of_the_sums_is_within_one_ulp():
+    from softmaxkit._numpy._kernels import log_array
+
+    s = np.concatenate([np.linspace(1.0, 3.0, 100_001), np.geomspace(1.0, 1e7, 100_001), [1.0, 2.0, NAN]])
+    out = np.empty_like(s)
+    log_array(s, out)
+    exact = np.log(s.astype(np.longdouble)).astype(np.float64)  # x86's 80-bit long double
+    finite = np.isfinite(exact)
+    ulp = np.spacing(np.maximum(np.abs(exact[finite]), np.finfo(np.float64).tiny))
+    reference_ulp = 1.0 if np.finfo(np.longdouble).eps < 1e-18 else 2.0
+    assert np.max(np.abs(out[finite] - exact[finite]) / ulp) <= reference_ulp
+    assert out[-3] == 0.0 and np.isnan(out[-1])
+
+
 # --------------------------------------------------------------------------- softmax and friends
 
 

@@ -67,6 +67,7 @@ def _bitcast_intrinsic(source, target, llvm_type):
 
 _f32_from_bits = _bitcast_intrinsic(types.int32, types.float32, ir.FloatType())
 _f64_from_bits = _bitcast_intrinsic(types.int64, types.float64, ir.DoubleType())
+_bits_of_f64 = _bitcast_intrinsic(types.float64, types.int64, ir.IntType(64))
 
 
 def _llvm_binary(name):
@@ -234,6 +235,59 @@ def exp_array(t, out, nonpositive):
     else:
         for j in range(t.size):
             out[j] = _exp(t[j])
+
+
+# log(s) of the sums of exponentials (s >= 1, or NaN), one per row: libm's log is a call per row,
+# which for short rows cost as much as all their exponentials (1e6 x 10 float32 log_softmax took
+# twice softmax's time). So: s = 2^k m, m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(f) with
+# f = (m - 1) / (m + 1), |f| < 0.172, by its series to f^21 (truncation below 1e-17), and k ln 2 in
+# two parts; a loop of them vectorises.
+_SQRT2 = 1.4142135623730951
+_ATANH = tuple(2.0 / (2 * k + 1) for k in range(11))  # 2 atanh(f) = sum_k 2 f^(2k+1) / (2k + 1)
+_MANTISSA = (1 << 52) - 1
+
+
+@njit(**_EXACT)
+def _log_of_sum(s):
+    bits = _bits_of_f64(s)
+    k = (bits >> 52) - 1023
+    m = _f64_from_bits((bits & _MANTISSA) | (1023 << 52))  # in [1, 2)
+    big = m > _SQRT2
+    m = m * 0.5 if big else m
+    k = k + 1 if big else k
+    d = m + 1.0
+    f = (m - 1.0) / d
+    # f's rounding (that of m + 1 and of the division) corrected: m + 1 = d + (m - (d - 1)) exactly,
+    # and the residual of the division by a fused multiply-add
+    correction = ((m - 1.0) - f * d - f * (m - (d - 1.0))) / d
+    f2 = f * f
+    q = _ATANH[10]  # log(m) = 2 f + f^3 q(f^2): the leading term exactly, the rest a small correction
+    q = q * f2 + _ATANH[9]
+    q = q * f2 + _ATANH[8]
+    q = q * f2 + _ATANH[7]
+    q = q * f2 + _ATANH[6]
+    q = q * f2 + _ATANH[5]
+    q = q * f2 + _ATANH[4]
+    q = q * f2 + _ATANH[3]
+    q = q * f2 + _ATANH[2]
+    q = q * f2 + _ATANH[1]
+    n = np.float64(k)
+    result = n * _LN2_HI_64 + (2.0 * f + (2.0 * correction + f * f2 * q + n * _LN2_LO_64))
+    return result if s == s else s
+
+
+@njit(**_EXACT)
+def _log_sums(sums, out):
+    """``out[r] = log(sums[r])``, 0 for a zero sum (an all ``-inf`` row, normalised by 1)."""
+    for r in range(sums.size):
+        s = sums[r]
+        out[r] = _log_of_sum(s if s != 0 else 1.0)
+
+
+@njit(**_EXACT)
+def log_array(s, out):
+    """``out = log(s)`` for ``s >= 1`` (1-D float64): the kernels' logarithm, exposed for its tests."""
+    _log_sums(s, out)
 
 
 # --------------------------------------------------------------------------- one row
@@ -557,9 +611,11 @@ def _log_softmax_tile(x, out):
     shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
     any_plus = _tile_shifts(x, shifts, plus, expanded)
     _tile_exponentials(x, expanded, e, False, plus, any_plus, sums)
+    row_logs = np.empty(n_rows)
+    _log_sums(sums, row_logs)
     log_sums = e.reshape(e.size)  # the exponentials are summed: their room takes each row's log(s)
     for r in range(n_rows):
-        log_sum = scalar(math.log(sums[r] if sums[r] != 0 else 1.0))
+        log_sum = scalar(row_logs[r])
         for j in range(n_classes):
             log_sums[r * n_classes + j] = log_sum
     _flat_log_softmax(x.reshape(x.size), expanded, log_sums, out.reshape(out.size))
@@ -679,13 +735,13 @@ def _finish_gradient(g, factor, offset, class_weight):
 
 @njit(**_EXACT)
 def _index_row_finish(
-    i, y, s, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
+    i, y, s, log_sum, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
 ):
-    """The loss ``loss[i]`` of a row and, ``with_grad``, its gradient, written over its exponentials ``g``."""
+    """The loss ``loss[i]`` of a row and, ``with_grad``, its gradient, written over its exponentials ``g``
+    (``log_sum``: ``log(s)``, 0 for ``s = 0``)."""
     target_coef, smooth_coef, scale = coefficients
     tc, sc = _at(target_coef, i), _at(smooth_coef, i)
     masked = s == 0
-    log_sum = 0.0 if masked else math.log(s)
     value = _times(tc, log_sum - target_shifted)
     if sc != 0:
         value += _times(sc, total_weight * log_sum - smooth_sum)
@@ -715,12 +771,15 @@ def _index_tile(x, target, coefficients, class_weight, total_weight, loss, grad,
         if _at(smooth_coef, first + r) != 0:
             smooth_sums[r] = _weighted_shifted_sum(x[r], shifts[r], plus[r], class_weight)
     _tile_exponentials(x, expanded, e, in_place and with_grad, plus, any_plus, sums)
+    log_sums = np.empty(n_rows)
+    _log_sums(sums, log_sums)
     for r in range(n_rows):
         i = first + r
         _index_row_finish(
             i,
             target[i],
             sums[r],
+            log_sums[r],
             target_shifted[r],
             smooth_sums[r],
             coefficients,
@@ -760,8 +819,20 @@ def cross_entropy_index_rows(
             target_shifted = _shifted(row[y], shift, plus)
             smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if _at(smooth_coef, i) != 0 else 0.0
             s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
+            log_sum = math.log(s) if s != 0 else 0.0
             _index_row_finish(
-                i, y, s, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
+                i,
+                y,
+                s,
+                log_sum,
+                target_shifted,
+                smooth_sum,
+                coefficients,
+                class_weight,
+                total_weight,
+                loss,
+                g,
+                with_grad,
             )
 
 
