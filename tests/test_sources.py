@@ -400,6 +400,11 @@ def test_svmlight_and_array_errors(tmp_path):
         ArraySource(X, np.zeros(4))
     with pytest.raises(DataError, match="does not exist"):
         CsvSource(tmp_path / "missing.csv")
+    with pytest.raises(DataError, match=r"t\.csv has no data rows"):
+        list(CsvSource(write(tmp_path, "a,b,y\n")))
+    with pytest.raises(DataError, match=r"t\.csv is empty"):
+        CsvSource(write(tmp_path, ""))
+    assert repr(SvmlightSource(path)) == "SvmlightSource('t.svm', ? x ?, max_bytes=67108864)"
 
 
 # --------------------------------------------------------------------------------------------

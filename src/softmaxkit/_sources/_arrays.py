@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,17 +20,23 @@ from softmaxkit._sources._base import (
 )
 from softmaxkit._sources._columns import check_finite, check_weights, to_labels
 from softmaxkit._sources._errors import DataError, one_line
+from softmaxkit._sources._raw import RawArray, npy_array
 
 
 def _open(array, *, role: str):
-    """An array as given, or a ``.npy`` file (a path) opened memory-mapped, read-only."""
+    """An array as given, or a ``.npy`` file (a path) to be read by explicit reads (a :class:`RawArray`).
+
+    Explicit reads keep a pass's memory at one batch (see :mod:`softmaxkit._sources._raw`); a file
+    they cannot read (Fortran order) is opened memory-mapped instead.
+    """
     if isinstance(array, str | Path):
         path = Path(array)
         if not path.is_file():
             raise DataError(f"{role} file {path} does not exist")
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False), path.name
-        except (ValueError, OSError) as error:
+            raw = npy_array(path)
+            return (raw if raw is not None else np.load(path, mmap_mode="r", allow_pickle=False)), path.name
+        except (ValueError, OSError, EOFError) as error:
             raise DataError(f"cannot read {path.name} as npy: {one_line(error)}") from None
     import scipy.sparse as sp
 
@@ -44,8 +51,9 @@ class ArraySource(Source):
     Parameters
     ----------
     X : array-like of shape (n_rows, n_features), scipy sparse matrix, or path of a ``.npy`` file
-        The features; a path is opened with ``np.load(mmap_mode="r")``, so only the rows of one
-        batch are read into memory at a time.
+        The features; a file is read one batch at a time (by explicit reads: the page cache holds
+        the file, not the process). An ``np.memmap`` given here is read through its map, whose
+        touched pages count in the process's resident memory.
     y : array-like of shape (n_rows,), path of a ``.npy`` file, or None
         The labels (whole numbers or names), or none.
     sample_weight : array-like of shape (n_rows,), path, or None
@@ -67,7 +75,7 @@ class ArraySource(Source):
         self.max_bytes = check_max_bytes(max_bytes)
         self._X, self.name = _open(X, role="X")
         self.sparse = hasattr(self._X, "indptr")
-        if self._X.ndim != 2:
+        if len(self._X.shape) != 2:
             raise DataError(f"{self.name}: X must be a 2-D array (samples x features), got shape {self._X.shape}")
         if not self.sparse and not (np.issubdtype(self._X.dtype, np.number) or self._X.dtype == np.bool_):
             raise DataError(f"{self.name}: X must be numeric, got dtype {self._X.dtype}")
@@ -85,7 +93,7 @@ class ArraySource(Source):
         if values is None:
             return None
         array, _ = _open(values, role=role)
-        if array.ndim != 1 or array.shape[0] != n:
+        if len(array.shape) != 1 or array.shape[0] != n:
             raise DataError(
                 f"{self.name}: {role} must be a 1-D array with one value per row of X ({n}), got shape {array.shape}"
             )
@@ -111,18 +119,27 @@ class ArraySource(Source):
         if self.sparse:
             yield from self._sparse_batches()
             return
-        for start in range(0, self.n_rows, self.batch_rows):
-            stop = min(start + self.batch_rows, self.n_rows)
-            X = np.array(self._X[start:stop], dtype=self.dtype, order="C")
-            check_finite(X, None, source=self.name, first_row=start + 1)
-            yield self._batch(X, start, stop)
+        with contextlib.ExitStack() as stack:
+            parts = [p for p in (self._X, self._y, self._w) if isinstance(p, RawArray)]
+            handles = {id(p): stack.enter_context(open(p.path, "rb")) for p in parts}
 
-    def _batch(self, X, start: int, stop: int) -> Batch:
+            def rows(part, start, stop):
+                if isinstance(part, RawArray):
+                    return part.read(handles[id(part)], start, stop)
+                return part[start:stop]
+
+            for start in range(0, self.n_rows, self.batch_rows):
+                stop = min(start + self.batch_rows, self.n_rows)
+                X = np.array(rows(self._X, start, stop), dtype=self.dtype, order="C")
+                check_finite(X, None, source=self.name, first_row=start + 1)
+                yield self._batch(X, start, stop, rows)
+
+    def _batch(self, X, start: int, stop: int, rows=lambda part, start, stop: part[start:stop]) -> Batch:
         y = w = None
         if self._y is not None:
-            y = to_labels(np.asarray(self._y[start:stop]), name="y", source=self.name, first_row=start + 1)
+            y = to_labels(np.asarray(rows(self._y, start, stop)), name="y", source=self.name, first_row=start + 1)
         if self._w is not None:
-            w = np.array(self._w[start:stop], dtype=np.float64)
+            w = np.array(rows(self._w, start, stop), dtype=np.float64)
             check_weights(w, name="sample_weight", source=self.name, first_row=start + 1)
         return Batch(X, y, w)
 

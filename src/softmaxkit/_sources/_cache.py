@@ -1,4 +1,4 @@
-"""An on-disk cache of a source's parsed rows (``np.memmap``), so that repeated passes do not re-parse text.
+"""An on-disk cache of a source's parsed rows, so that repeated passes do not re-parse text.
 
 :func:`cache_source` reads a source once and writes, in a folder:
 
@@ -6,6 +6,9 @@
 * ``labels.bin``: int32 codes into the classes (listed in the manifest), and ``weights.bin`` (float64);
 * ``manifest.json``: shapes, dtypes, classes, feature names and the source's fingerprint (its files'
   paths, sizes and modification times, and its options).
+
+Each data file is a raw C-ordered array that ``np.memmap`` maps as it is; the cache reads them with
+explicit reads (:mod:`softmaxkit._sources._raw`), so that a pass holds one batch, not the file.
 
 Every file goes through softmaxkit's one atomic writer, the manifest last: a cache whose pass was
 interrupted has no manifest and is never read. A cache in a given folder is reused when its
@@ -36,8 +39,9 @@ from softmaxkit._sources._base import (
     split_to_budget,
 )
 from softmaxkit._sources._errors import DataError
+from softmaxkit._sources._raw import RawArray
 
-_FORMAT = 1  # the manifest's layout version
+_FORMAT = 2  # the manifest's layout version
 
 
 def _fingerprint(source: Source) -> dict | None:
@@ -82,26 +86,23 @@ class CachedSource(Source):
         self._classes = None if codes_classes is None else np.array(codes_classes)
         self.classes = None if self._classes is None else np.sort(self._classes)
         n, d = self._n_rows, self._n_features
-
-        def open_map(name, dtype, shape):
-            return np.memmap(self.directory / name, dtype=dtype, mode="r", shape=shape)
-
+        folder = self.directory
+        # Read by explicit reads, not np.memmap, so that a pass holds one batch, not the file (see _raw).
         if self.sparse:
-            self._indptr = open_map("indptr.bin", np.int64, (n + 1,))
-            nnz = int(self._indptr[-1])
-            index_dtype = np.dtype(manifest["index_dtype"])
-            self._data = open_map("data.bin", self.dtype, (nnz,)) if nnz else np.empty(0, self.dtype)
-            self._indices = open_map("indices.bin", index_dtype, (nnz,)) if nnz else np.empty(0, index_dtype)
+            self._indptr = RawArray(folder / "indptr.bin", np.dtype(np.int64), (n + 1,))
+            self._data = RawArray(folder / "data.bin", self.dtype, (manifest["nnz"],))
+            self._indices = RawArray(folder / "indices.bin", np.dtype(manifest["index_dtype"]), (manifest["nnz"],))
             self._X = None
         else:
-            self._X = open_map("X.bin", self.dtype, (n, d))
-            self._indptr = None
-        self._codes = open_map("labels.bin", np.int32, (n,)) if self._classes is not None else None
-        self._w = open_map("weights.bin", np.float64, (n,)) if manifest["weights"] else None
+            self._X = RawArray(folder / "X.bin", self.dtype, (n, d))
+            self._indptr = self._data = self._indices = None
+        self._codes = RawArray(folder / "labels.bin", np.dtype(np.int32), (n,)) if self._classes is not None else None
+        self._w = RawArray(folder / "weights.bin", np.dtype(np.float64), (n,)) if manifest["weights"] else None
         self._label_bytes = self._classes.itemsize if self._classes is not None else 0
         row_bytes = (d * self.dtype.itemsize if not self.sparse else 0) + self._label_bytes
         row_bytes += 8 if self._w is not None else 0
         self.batch_rows = rows_per_batch(max(row_bytes, 1), max_bytes, source=self.name) if not self.sparse else None
+        self._closed = False
         self._finalizer = (
             weakref.finalize(self, shutil.rmtree, str(self.directory), ignore_errors=True) if temporary else None
         )
@@ -127,8 +128,8 @@ class CachedSource(Source):
         return self._w is not None
 
     def close(self) -> None:
-        """Drop the memory maps, and remove the folder if it is a temporary one."""
-        self._X = self._data = self._indices = self._indptr = self._codes = self._w = None
+        """Remove the folder if it is a temporary one; the source cannot be read after."""
+        self._closed = True
         if self._finalizer is not None:
             self._finalizer()
 
@@ -138,35 +139,44 @@ class CachedSource(Source):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _extras(self, start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        y = None if self._codes is None else self._classes[np.asarray(self._codes[start:stop])]
-        w = None if self._w is None else np.array(self._w[start:stop])
-        return y, w
-
     def iter_batches(self) -> Iterator[Batch]:
-        if self._indptr is None and self._X is None:
+        if self._closed:
             raise ValueError(f"the cache of {self.name} is closed")
-        if not self.sparse:
-            for start in range(0, self._n_rows, self.batch_rows):
-                stop = min(start + self.batch_rows, self._n_rows)
-                yield Batch(np.array(self._X[start:stop]), *self._extras(start, stop))
-            return
+        with contextlib.ExitStack() as stack:
+            parts = [self._X, self._data, self._indices, self._indptr, self._codes, self._w]
+            handles = {id(p): stack.enter_context(open(p.path, "rb")) for p in parts if p is not None}
+
+            def read(part, start, stop):
+                return None if part is None else part.read(handles[id(part)], start, stop)
+
+            def extras(start, stop):
+                codes = read(self._codes, start, stop)
+                return (None if codes is None else self._classes[codes]), read(self._w, start, stop)
+
+            if not self.sparse:
+                for start in range(0, self._n_rows, self.batch_rows):
+                    stop = min(start + self.batch_rows, self._n_rows)
+                    yield Batch(read(self._X, start, stop), *extras(start, stop))
+                return
+            yield from self._sparse_batches(read, extras)
+
+    def _sparse_batches(self, read, extras) -> Iterator[Batch]:
         import scipy.sparse as sp
 
-        indptr = np.asarray(self._indptr)
-        per_row = np.diff(indptr) * (self.dtype.itemsize + self._indices.itemsize) + 8
-        per_row += self._label_bytes + (8 if self._w is not None else 0)
-        cumulative = np.concatenate([[0], np.cumsum(per_row)])
+        item = self.dtype.itemsize + self._indices.dtype.itemsize
+        extra = self._label_bytes + (8 if self._w is not None else 0) + 8  # labels, weights and indptr per row
+        window = max(self.max_bytes // 8, 1)  # rows of indptr looked at per batch, itself within the budget
         start = 0
         while start < self._n_rows:
-            stop = int(np.searchsorted(cumulative, cumulative[start] + self.max_bytes - 8, side="right")) - 1
-            stop = max(stop, start + 1)
-            a, b = int(indptr[start]), int(indptr[stop])
+            indptr = read(self._indptr, start, min(start + window, self._n_rows) + 1)
+            cumulative = (indptr - indptr[0]) * item + np.arange(indptr.shape[0]) * extra
+            stop = start + max(int(np.searchsorted(cumulative, self.max_bytes - 8, side="right")) - 1, 1)
+            a, b = int(indptr[0]), int(indptr[stop - start])
             X = sp.csr_matrix(
-                (np.array(self._data[a:b]), np.array(self._indices[a:b]), indptr[start : stop + 1] - a),
+                (read(self._data, a, b), read(self._indices, a, b), indptr[: stop - start + 1] - a),
                 shape=(stop - start, self._n_features),
             )
-            yield from split_to_budget(Batch(X, *self._extras(start, stop)), self.max_bytes, source=self.name)
+            yield from split_to_budget(Batch(X, *extras(start, stop)), self.max_bytes, source=self.name)
             start = stop
 
 
@@ -256,6 +266,7 @@ def _write(source: Source, folder: Path, *, dtype: np.dtype) -> dict:
         "n_features": int(source.n_features),
         "feature_names": None if source.feature_names is None else list(source.feature_names),
         "index_dtype": index_dtype.name,
+        "nnz": nnz,
         "classes": list(codes) if source.has_target else None,
         "weights": bool(source.has_weights),
     }

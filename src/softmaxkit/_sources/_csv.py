@@ -27,8 +27,8 @@ from softmaxkit._sources._columns import LABEL_TYPES, plan_columns
 from softmaxkit._sources._errors import DataError, one_line
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-_SAMPLE_BYTES = 1 << 16
-_BLOCK_BYTES = 1 << 16  # the head of the file from which the text width of a row is estimated
+_SAMPLE_BYTES = 1 << 16  # the head of the file, from which the column names and the longest row are read
+_BLOCK_MIN, _BLOCK_MAX = 1 << 16, 1 << 20  # the bounds of pyarrow's block of text (see CsvSource.__init__)
 
 
 def open_text(path: Path):
@@ -121,11 +121,12 @@ class CsvSource(Source):
         row_bytes = len(self.plan.features) * self.dtype.itemsize
         row_bytes += (LABEL_BYTES if self.plan.target else 0) + (8 if self.plan.weight else 0)
         self.batch_rows = rows_per_batch(row_bytes, self.max_bytes, source=self.name)
-        # Small blocks of text, whatever the budget: pyarrow's reader holds ~30 blocks' worth of buffers at
-        # its peak (measured: 1 MiB blocks, 29 MiB; 100 kB, 3 MiB) and parses 64 KiB blocks fastest (2.5e6
-        # rows/s of 9 columns against 1.7e6 with 1 MiB, one thread); assemble_batches joins them into batches. A
-        # block must hold a whole row: 16 times the longest row of the head of the file.
-        self._block_size = int(max(_BLOCK_BYTES, 16 * longest_row))
+        # Blocks of text of max_bytes / 16, within [64 KiB, 1 MiB]: pyarrow's reader holds ~30 blocks' worth of
+        # buffers at its peak (measured: 1 MiB blocks, 29 MiB; 100 kB, 3 MiB), so that stays near 2 budgets,
+        # while large blocks parse wide rows faster (50 columns: 1 MiB blocks 2.4e5 rows/s, 64 KiB 1.1e5;
+        # benchmarks/bench_sources.py). assemble_batches joins the blocks into batches. A block must hold
+        # a whole row: at least 16 times the longest row of the head of the file.
+        self._block_size = int(max(16 * longest_row, min(_BLOCK_MAX, max(_BLOCK_MIN, self.max_bytes // 16))))
         self._n_rows: int | None = None
 
     @property
@@ -201,6 +202,8 @@ class CsvSource(Source):
             raise self._explain(error, first_row=row) from None
         except (OSError, EOFError) as error:
             raise DataError(f"cannot read {self.name} as csv: {one_line(error)}") from None
+        if row == 1:
+            raise DataError(f"{self.name} has no data rows")
         self._n_rows = row - 1
 
     def _explain(self, error, *, first_row: int) -> DataError:

@@ -59,9 +59,9 @@ class ParquetSource(Source):
 
     Notes
     -----
-    ``n_rows`` is known at once (from the files' metadata). pyarrow decodes a row group at a time:
-    the memory beside the batches is about one row group (pyarrow writes up to 1,048,576 rows per
-    group by default; write smaller groups, ``row_group_size=``, to read them under a small budget).
+    ``n_rows`` is known at once (from the files' metadata). Row groups are read one at a time: the
+    memory beside the batches is about two row groups' columns (pyarrow writes up to 1,048,576 rows
+    per group by default; write smaller groups, ``row_group_size=``, to read under a small budget).
     """
 
     def __init__(
@@ -126,6 +126,22 @@ class ParquetSource(Source):
     def has_weights(self) -> bool:
         return self.plan.weight is not None
 
+    def _row_groups(self, columns: list[str]) -> Iterator:
+        """The record batches of one row group after another, in the files' order, one group in memory at a time.
+
+        Through the dataset's fragments, row group by row group, without pre-buffering: the dataset's
+        own scanner (``to_batches``, even with ``batch_readahead=1``) read far ahead, measured on
+        400,000 x 51 float64 in row groups of 65,536: +303 MB of peak memory against +122 MB here.
+        """
+        import pyarrow.dataset as ds
+
+        options = ds.ParquetFragmentScanOptions(pre_buffer=False)
+        for fragment in self._dataset.get_fragments():
+            for group in fragment.split_by_row_group():
+                table = group.to_table(columns=columns, fragment_scan_options=options)
+                yield from table.to_batches()
+                del table
+
     def iter_batches(self) -> Iterator[Batch]:
         import pyarrow as pa
 
@@ -134,14 +150,12 @@ class ParquetSource(Source):
         kind = LabelKind(self.label_type)
         limit = RowLimit(self.batch_rows, self.max_bytes)
         row = 1
-        # One batch and one fragment read ahead (pyarrow's defaults, 16 and 4, would hold many batches at once);
-        # to_batches keeps the files' and row groups' order.
-        scanned = self._dataset.to_batches(
-            columns=wanted, batch_size=self.batch_rows, batch_readahead=1, fragment_readahead=1
-        )
+        scanned = self._row_groups(wanted)
         try:
             for batch in assemble_batches(scanned, plan, limit=limit, dtype=self.dtype, source=self.name, kind=kind):
                 yield from split_to_budget(batch, self.max_bytes, source=self.name, first_row=row)
                 row += batch.X.shape[0]
         except (pa.ArrowInvalid, OSError) as error:
             raise DataError(f"cannot read {self.name} as parquet near data row {row}: {one_line(error)}") from None
+        if row == 1:
+            raise DataError(f"{self.name} has no data rows")

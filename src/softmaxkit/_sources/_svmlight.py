@@ -136,6 +136,11 @@ class SvmlightSource(Source):
     def n_rows(self) -> int | None:
         return self._n_rows
 
+    def __repr__(self) -> str:  # without the scan that n_features may need
+        rows = self._n_rows if self._n_rows is not None else "?"
+        features = self._n_features if self._n_features is not None else "?"
+        return f"SvmlightSource({self.name!r}, {rows} x {features}, max_bytes={self.max_bytes})"
+
     def _blocks(self) -> Iterator[bytes]:
         try:
             yield from line_blocks(self.path, self._block_bytes)
