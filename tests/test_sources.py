@@ -474,3 +474,25 @@ def test_streaming_memory_is_bounded_by_the_budget(tmp_path):
     mib = 1 << 20
     assert after_large - after_small < 4 * mib, report  # four times the rows, (almost) no more memory
     assert after_second - base < 16 * mib, report  # measured 6.6 MB: a few MB of buffers + ~1.6 budgets
+
+
+def test_import_is_light():
+    """The core does not require pyarrow or pandas: importing the sources loads neither (nor scikit-learn)."""
+    code = "import sys, softmaxkit.sources; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout.replace("'", '"')))
+    assert "softmaxkit" in loaded and not loaded & {"pyarrow", "pandas", "sklearn", "torch"}
+
+
+def test_sparse_arrays_fortran_npy_and_closed_cache(tmp_path):
+    X = sp.random(400, 30, density=0.2, format="csr", random_state=10)
+    batches = list(ArraySource(X, np.arange(400) % 2, max_bytes=3000))
+    assert len(batches) > 3 and all(batch_nbytes(b) <= 3000 for b in batches)
+    assert (concat(batches)[0] != X).nnz == 0
+    dense = np.asfortranarray(np.arange(60.0).reshape(20, 3))
+    np.save(tmp_path / "F.npy", dense)
+    assert_bitwise(concat(list(ArraySource(tmp_path / "F.npy", max_bytes=48)))[0], np.ascontiguousarray(dense))
+    cached = cache_source(ArraySource(dense, np.zeros(20)))
+    cached.close()
+    with pytest.raises(ValueError, match="is closed"):
+        list(cached)
