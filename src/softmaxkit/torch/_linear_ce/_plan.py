@@ -10,15 +10,17 @@ for a gradient. Nothing here computes a logit.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, NamedTuple
 
 import torch
 
-from softmaxkit._validation import _describe, check_ignore_index, check_label_smoothing, check_reduction
+from softmaxkit._validation import _describe, check_label_smoothing, check_reduction
 from softmaxkit.torch._checks import (
     check_class_indices,
     check_finite_real,
+    check_ignore_index64,
     check_linear_class_weight,
     check_linear_target,
     check_linear_tensors,
@@ -149,12 +151,12 @@ def make_problem(
     check_linear_tensors(input, weight, bias)
     reduction = check_reduction(reduction)
     label_smoothing = check_label_smoothing(label_smoothing)
-    ignore_index = check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index64(ignore_index)
     z_loss = check_finite_real(z_loss, "z_loss", low=0.0)
     softcap = check_finite_real(softcap, "softcap", low=0.0, allow_none=True)
     d, v = input.shape[-1], weight.shape[0]
     batch = tuple(input.shape[:-1])
-    x2 = input.reshape(-1, d)
+    x2 = input.reshape(math.prod(batch), d)  # not -1: with d = 0 the row count would be ambiguous
     max_memory = check_max_memory(
         max_memory, input.device, logits_elements=x2.shape[0] * v, weight_bytes=weight.numel() * weight.element_size()
     )
