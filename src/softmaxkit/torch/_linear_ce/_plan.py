@@ -166,13 +166,13 @@ def make_problem(
 
     class_weight = check_linear_class_weight(class_weight, v)
     cw = None if class_weight is None else class_weight.detach().to(device=device, dtype=acc)
-    total_weight = float(cw.sum()) if cw is not None else float(v)
+    # In float64, so that sum_{c != arg} w_c = total_weight - w_arg stays exact when w_arg dominates.
+    total_weight = float(class_weight.detach().double().sum()) if cw is not None else float(v)
 
     if check_linear_target(target, batch, v):
         probs = target.detach().reshape(n, v).to(device)
         eps = label_smoothing
-        mass = probs @ cw.to(probs.dtype) if cw is not None else probs.sum(1)
-        total_coef = (1.0 - eps) * mass.to(acc) + eps / v * total_weight
+        total_coef = (1.0 - eps) * target_mass(probs, cw, acc, max_memory) + eps / v * total_weight
         kind, tgt, valid, target_coef, smooth_coef = "prob", probs, None, None, None
         ce_denominator, n_kept = float(n), n
     else:
@@ -242,12 +242,101 @@ def make_lse_problem(input, weight, bias, *, softcap, max_memory) -> tuple[torch
     return x2, problem, batch
 
 
+def target_mass(probs: torch.Tensor, cw: torch.Tensor | None, acc: torch.dtype, max_memory: int) -> torch.Tensor:
+    """``sum_c w_c t_nc`` per token, summed in ``acc`` (float32 or wider) whatever the target's dtype.
+
+    In chunks of rows converted to ``acc`` within ``max_memory``: a bfloat16 target summed in
+    bfloat16 is off by 1e-3 relative, and so would be the gradient.
+    """
+    n, v = probs.shape
+    out = torch.empty(n, dtype=acc, device=probs.device)
+    rows = max(1, max_memory // max(1, v * (torch.finfo(acc).bits // 8)))
+    for r0 in range(0, n, rows):
+        chunk = probs[r0 : r0 + rows].to(acc)
+        out[r0 : r0 + rows] = chunk @ cw if cw is not None else chunk.sum(1)
+    return out
+
+
+class RowStats(NamedTuple):
+    """Each token's softmax as the engines keep it (the forms of :mod:`softmaxkit.torch._stable`).
+
+    With ``m`` the largest logit, at column ``arg``, and ``S' = sum_{c != arg} exp(z_c - m)``:
+    ``lse = m + log1p(S')``, ``p_c = exp(z_c - m) / (1 + S')`` and ``1 - p_arg = S' / (1 + S')``,
+    each with full relative accuracy however confident the token and whatever the logits' magnitude.
+    """
+
+    m: torch.Tensor  # (N,) the largest logit
+    arg: torch.Tensor  # (N,) int64, its column
+    rest: torch.Tensor  # (N,) S'
+    rest_coef: torch.Tensor | None  # (N,) A' = sum_{c != arg} a_nc for probability targets (else from arg)
+
+    @property
+    def lse(self) -> torch.Tensor:
+        return self.m + torch.log1p(self.rest)
+
+    def rows(self, rows: slice) -> RowStats:
+        return RowStats(
+            self.m[rows], self.arg[rows], self.rest[rows], None if self.rest_coef is None else self.rest_coef[rows]
+        )
+
+
 class LogitStats(NamedTuple):
     """What the loss needs from the logits ``z``, per token: an engine's forward result."""
 
-    lse: torch.Tensor  # (N,) log-sum-exp
+    row: RowStats
     zt: torch.Tensor  # (N,) the target's logit (index targets)
-    zs: torch.Tensor  # (N,) sum_c w_c z_nc (index targets), sum_c a_nc z_nc (probability targets)
+    # (N,) D = sum_c a_c (m - z_nc) >= 0: with the class weights a_c = w_c (index targets with label
+    # smoothing), the target coefficients a_nc (probability targets); 0 otherwise. Accumulated from
+    # the shifted logits, so the loss terms built from it do not cancel at large |z|.
+    zs: torch.Tensor
+
+
+class TileCoefs(NamedTuple):
+    """The per-token coefficients of a gradient tile, already scaled by the upstream gradient.
+
+    ``g_nc = p_nc total_n - [c == y_n] target_n - smooth_n w_c`` (index targets; probability targets
+    subtract ``ce_scale_n a_nc`` instead), except at the top column ``arg_n``, where
+    ``g = top_n = A'_n ce_n - A_n ce_n S'/(1 + S') + extra_n / (1 + S')`` replaces the cancelling
+    ``p_top total_n - a_top``.
+    """
+
+    total: torch.Tensor
+    target: torch.Tensor | None
+    smooth: torch.Tensor | None
+    top: torch.Tensor
+    ce: torch.Tensor  # the cross-entropy scale itself (probability targets scale their tile by it)
+
+
+def _times(coef: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``coef * scale`` with ``0 * nan = 0``: a token with zero coefficients has a zero gradient even when
+    ``"mean"`` divides by a zero total weight (:func:`softmaxkit.torch.cross_entropy`'s policy)."""
+    return torch.where(coef == 0, 0.0, coef * scale)
+
+
+def scaled_coefs(p: Problem, rows: slice, row: RowStats, scales: RowScales) -> TileCoefs:
+    """:class:`TileCoefs` of the tokens ``rows`` (``row`` their :class:`RowStats`)."""
+    ce, extra = scales.at(rows, row.lse)
+    p_top = 1 / (1 + row.rest)
+    complement = row.rest * p_top  # 1 - p_top
+    if p.kind == "lse":
+        zeros = torch.zeros_like(extra)
+        return TileCoefs(extra, zeros, zeros, extra * p_top, zeros)
+    a_total = _times(p.total_coef[rows], ce)
+    target = smooth = None
+    if p.kind == "index":
+        target_coef, smooth_coef = p.target_coef[rows], p.smooth_coef[rows]
+        target, smooth = _times(target_coef, ce), _times(smooth_coef, ce)
+        rest_coef = torch.where(p.target[rows] != row.arg, target_coef, torch.zeros_like(target_coef))
+        if p.label_smoothing > 0.0:
+            if p.class_weight is None:
+                others = float(p.v - 1)
+            else:
+                others = (p.total_weight - p.class_weight[row.arg].double()).to(p.acc)
+            rest_coef = rest_coef + smooth_coef * others
+    else:
+        rest_coef = row.rest_coef
+    top = _times(rest_coef, ce) - a_total * complement + extra * p_top
+    return TileCoefs(a_total + extra, target, smooth, top, ce)
 
 
 class RowScales:
