@@ -170,6 +170,10 @@ def make_problem(
     total_weight = float(class_weight.detach().double().sum()) if cw is not None else float(v)
 
     if check_linear_target(target, batch, v):
+        if ignore_index >= 0:  # as cross_entropy (and PyTorch) with probability targets
+            raise ValueError(
+                f"ignore_index must be negative (unused) with class-probability targets, got {ignore_index}"
+            )
         probs = target.detach().reshape(n, v).to(device)
         eps = label_smoothing
         total_coef = (1.0 - eps) * target_mass(probs, cw, acc, max_memory) + eps / v * total_weight
