@@ -512,3 +512,26 @@ def test_half_precision_no_worse_than_float32_rounded_once(dtype, op, family):
     (ours_value, ours_grad), (naive_value, naive_grad) = results
     assert float(np.max(ours_value)) <= float(np.max(naive_value)) + 1.0, (np.max(ours_value), np.max(naive_value))
     assert float(np.max(ours_grad)) <= float(np.max(naive_grad)) + 1.0, (np.max(ours_grad), np.max(naive_grad))
+
+
+# --------------------------------------------------------------------------- the accuracy benchmark
+
+
+def test_bench_accuracy_quick(tmp_path):
+    """``benchmarks/bench_accuracy.py --quick`` runs and reports softmaxkit.torch within the bound (the table cannot rot)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_accuracy.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "accuracy-quick.json").read_text())["rows"]
+    assert {r["impl"] for r in rows} == {"softmaxkit.torch", "softmaxkit numpy", "torch", "scipy"}
+    ours = [r for r in rows if r["impl"] == "softmaxkit.torch"]
+    assert ours and all(r[q] <= BOUND for r in ours for q in ("log_softmax", "ce_loss", "ce_grad_at_target"))
+    # ... where PyTorch loses all relative accuracy on the confident rows.
+    assert max(r["log_softmax"] for r in rows if r["impl"] == "torch" and r["family"] == "gaps") > 1e15

@@ -111,15 +111,14 @@ class LinearCrossEntropy(Function):
         ce, zl = _per_token_loss(stats, p)
         loss = _reduce(ce, zl, p)
         row = stats.row
-        saved_coef = () if row.rest_coef is None else (row.rest_coef,)
-        ctx.save_for_backward(x2, weight, bias, row.m, row.arg, row.rest, *saved_coef)
+        ctx.save_for_backward(x2, weight, bias, row.m, row.arg, row.rest)
         return loss.to(torch.float64 if p.acc == torch.float64 else torch.float32)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
-        x2, weight, bias, m, arg, rest, *saved_coef = ctx.saved_tensors
-        row = RowStats(m, arg, rest, saved_coef[0] if saved_coef else None)
+        x2, weight, bias, m, arg, rest = ctx.saved_tensors
+        row = RowStats(m, arg, rest)
         p, needs = ctx.p, ctx.needs
         if ctx.pre is not None:
             dx, dw, db = ctx.pre
@@ -154,7 +153,7 @@ class LinearLogSumExp(Function):
     @once_differentiable
     def backward(ctx, grad_lse):
         x2, weight, bias, m, arg, rest = ctx.saved_tensors
-        row = RowStats(m, arg, rest, None)
+        row = RowStats(m, arg, rest)
         p = ctx.p
         zeros = torch.zeros(p.n, dtype=p.acc, device=x2.device)
         scales = RowScales(zeros, zeros, grad_lse.to(p.acc).reshape(p.n), p)

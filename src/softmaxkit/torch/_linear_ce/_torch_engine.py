@@ -33,7 +33,15 @@ import math
 
 import torch
 
-from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales, RowStats, TileCoefs, scaled_coefs
+from softmaxkit.torch._linear_ce._plan import (
+    CONFIDENT,
+    LogitStats,
+    Problem,
+    RowScales,
+    RowStats,
+    TileCoefs,
+    scaled_coefs,
+)
 
 __all__ = ["forward", "gradients", "logsumexp"]
 
@@ -123,11 +131,15 @@ def _logits(x_c, weight, bias, j0, j1, p: Problem, s: _Scratch) -> torch.Tensor:
 def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
     """Add this tile's contribution to the online statistics (:class:`RowStats`, the target terms).
 
-    Per token: the running maximum ``m`` and its column, ``S'`` (the exponentials of the other
-    columns, rescaled when the maximum moves; the new top's own ``exp(0) = 1`` is never added), and
-    ``D = sum_c a_c (m - z_c)`` (rescaled by ``(m_new - m_old)`` times the coefficients seen so far:
-    every term is non-negative). Consumes the tile: on return ``z`` holds ``exp(z - m)`` with ``m``
-    the running maximum, which a one-block pass turns into probabilities by ``/ (1 + S')``.
+    Per token: the running maximum ``m``, ``S'`` (the exponentials of the other columns, rescaled
+    when the maximum moves) and ``D = sum_c a_c (m - z_c)`` (rescaled by ``(m_new - m_old)`` times
+    the coefficients seen so far: every term is non-negative). ``S'`` is the tile's sum minus the
+    new top's ``exp(0) = 1`` where that cannot cancel (``S' >= CONFIDENT``, ``p_top <= 0.8``); for
+    a confident token the top column is found (``argmax`` on those rows only: along the tile's
+    strided axis PyTorch's argmax costs as much as the logits product) and left out of the sum
+    exactly, and kept in ``arg`` for the gradient (``-1``: not needed). Consumes the tile: on return
+    ``z`` holds ``exp(z - m)`` with ``m`` the running maximum, which a one-block pass turns into
+    probabilities by ``/ (1 + S')``.
     """
     n, v = z.shape
     rows = slice(r0, r0 + n)
@@ -138,20 +150,17 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
             local = (t - j0).clamp(0, v - 1)
             picked = z.gather(1, local[:, None])[:, 0]
             stats["zt"][rows] += torch.where(inside, picked, torch.zeros_like(picked))
-    tile_max, tile_arg = z.max(1)
+    tile_max = z.amax(1)
     m_old = stats["m"][rows]
     new_top = tile_max > m_old
     m_new = torch.maximum(m_old, tile_max)  # NaN (from non-finite input) stays NaN
     z.sub_(m_new[:, None])  # z - m <= 0, one rounding each, whatever the magnitude of z
     if p.kind == "prob":
         prob_coef = _prob_coef_tile(p, rows, j0, s.view(s.prob_coef, n, v))
-        seen = stats["a_rest"][rows] + stats["a_top"][rows]
-        a_at = prob_coef.gather(1, tile_arg[:, None])[:, 0]
-        a_rest_tile = _sum_without(prob_coef, tile_arg, new_top)
-        # A new top hands its predecessor's coefficient to the rest; otherwise the whole tile is rest.
-        stats["a_rest"][rows] += torch.where(new_top, stats["a_top"][rows], 0.0) + a_rest_tile
-        stats["a_top"][rows] = torch.where(new_top, a_at, stats["a_top"][rows])
+        seen = stats["seen"][rows]  # a view: updated in place after its use
+        tile_coef = prob_coef.sum(1)
         stats["zs"][rows] += _times_gap(seen, m_new - m_old) - (prob_coef.mul_(z)).sum(1)
+        seen += tile_coef
     elif p.kind == "index" and p.label_smoothing > 0.0:
         if p.class_weight is not None:
             seen = float(p.class_weight[:j0].double().sum())
@@ -160,21 +169,20 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
             seen, weighted = float(j0), z.sum(1)
         stats["zs"][rows] += (seen * (m_new - m_old) if seen else 0.0) - weighted
     z.exp_()
+    total = z.sum(1)
+    rest = torch.where(new_top, total - 1.0, total)
+    arg = stats["arg"][rows]
+    arg.masked_fill_(new_top, -1)
+    confident = (new_top & (rest < CONFIDENT)).nonzero()[:, 0]
+    if confident.numel():
+        sub = z[confident]  # a (k, v) copy, rows contiguous
+        local = sub.argmax(1)
+        sub[torch.arange(len(confident), device=z.device), local] = 0.0
+        rest[confident] = sub.sum(1)
+        arg[confident] = local + j0
     scale_old = torch.exp(m_old - m_new)  # 0 for the first tile (m_old = -inf)
-    rest = _sum_without(z, tile_arg, new_top)
     stats["rest"][rows] = stats["rest"][rows] * scale_old + torch.where(new_top, scale_old, 0.0) + rest
     stats["m"][rows] = m_new
-    stats["arg"][rows] = torch.where(new_top, tile_arg + j0, stats["arg"][rows])
-
-
-def _sum_without(tile: torch.Tensor, col: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """Row sums of ``tile`` without the entry at ``col`` in the rows where ``drop`` (never ``sum - entry``)."""
-    index = col[:, None]
-    kept = tile.gather(1, index)
-    tile.scatter_(1, index, torch.where(drop[:, None], 0.0, kept))
-    out = tile.sum(1)
-    tile.scatter_(1, index, kept)
-    return out
 
 
 def _times_gap(coef: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
@@ -221,7 +229,7 @@ def _tile_grad(z, r0, j0, row: RowStats, coefs: TileCoefs, p: Problem, s: _Scrat
         prob_coef = _prob_coef_tile(p, rows, j0, s.view(s.prob_coef, n, v))
         prob_coef.mul_(coefs.ce[:, None])
         z.sub_(prob_coef)
-    top = ((row.arg >= j0) & (row.arg < j0 + v)).nonzero()[:, 0]
+    top = ((row.arg >= j0) & (row.arg < j0 + v)).nonzero()[:, 0]  # arg = -1 (not confident): no fix needed
     if top.numel():
         z[top, row.arg[top] - j0] = coefs.top[top]
     if p.softcap is not None:
@@ -242,15 +250,13 @@ def _new_stats(p: Problem, device) -> dict:
         "zt": torch.zeros(p.n, dtype=p.acc, device=device),
         "zs": torch.zeros(p.n, dtype=p.acc, device=device),
     }
-    if p.kind == "prob":  # the target coefficient at the running top column, and the sum of the others
-        stats["a_top"] = torch.zeros(p.n, dtype=p.acc, device=device)
-        stats["a_rest"] = torch.zeros(p.n, dtype=p.acc, device=device)
+    if p.kind == "prob":  # the target coefficients of the columns swept so far
+        stats["seen"] = torch.zeros(p.n, dtype=p.acc, device=device)
     return stats
 
 
 def _row_stats(stats: dict, rows: slice, p: Problem) -> RowStats:
-    rest_coef = stats["a_rest"][rows] if p.kind == "prob" else None
-    return RowStats(stats["m"][rows], stats["arg"][rows], stats["rest"][rows], rest_coef)
+    return RowStats(stats["m"][rows], stats["arg"][rows], stats["rest"][rows])
 
 
 def _token_pass(

@@ -291,14 +291,14 @@ def _precision(x: torch.Tensor) -> str:
 def forward(x2, weight, bias, p: Problem, scales: RowScales | None, needs: tuple[bool, bool, bool]):
     """``(stats, grads)``: the loss statistics and, with ``scales``, ``(dx, dw, db)`` (else None)."""
     out = _stats_pass(x2, weight, bias, p)
-    stats = LogitStats(RowStats(out["m"], out["arg"], out["rest"], None), out["zt"], out["zs"])
+    stats = LogitStats(RowStats(out["m"], out["arg"], out["rest"]), out["zt"], out["zs"])
     return stats, None if scales is None else gradients(x2, weight, bias, p, stats.row, scales, needs)
 
 
 def logsumexp(x2, weight, bias, p: Problem) -> RowStats:
     """The per-token softmax statistics of the logits (``.lse`` is the log-sum-exp)."""
     out = _stats_pass(x2, weight, bias, p)
-    return RowStats(out["m"], out["arg"], out["rest"], None)
+    return RowStats(out["m"], out["arg"], out["rest"])
 
 
 def _stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p: Problem) -> dict:
