@@ -8,6 +8,9 @@ The oracle (NumPy, float64):
   (shifted by the maximum; meant for finite input, no non-finite policy).
 * ``cross_entropy_ref``, ``nll_loss_ref``: the loss from one-hot (index targets) or
   probability targets, in float64, as in the issue's formula.
+* ``softmax_policy_ref``, ``log_softmax_policy_ref``, ``logsumexp_policy_ref``: the README's table of
+  non-finite values applied row by row in float64 (NaN row, ``+inf`` entries sharing the mass, a
+  fully masked row, ``-inf`` entries), for any input.
 * ``numerical_vjp``: a fourth-order central difference of ``sum(g * f(x))``, independent of
   :func:`softmaxkit.gradcheck`.
 
@@ -150,6 +153,89 @@ def nll_loss_ref(input, target, *, weight=None, ignore_index=-100, reduction="me
         return np.asarray(np.sum(losses))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.asarray(np.sum(losses) / np.sum(one_hot @ w))
+
+
+# --------------------------------------------------------------------------- the non-finite policy
+
+
+def _policy_rows(x, axis):
+    """``(rows, restore)``: ``x`` in float64 with the reduced axis (or axes) flattened last, and the way back."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 0:
+        return x.reshape(1, 1), lambda out: out.reshape(())
+    axes = tuple(range(x.ndim)) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+    axes = tuple(a % x.ndim for a in axes)
+    moved = np.moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim)))
+    kept = moved.shape[: x.ndim - len(axes)]
+    rows = moved.reshape(kept + (int(np.prod(moved.shape[len(kept) :])),))
+    return rows, lambda out: np.moveaxis(out.reshape(moved.shape), tuple(range(x.ndim - len(axes), x.ndim)), axes)
+
+
+def softmax_policy_ref(x, axis=-1) -> np.ndarray:
+    """softmax by the README's table: a NaN makes the row NaN; ``+inf`` entries share the mass equally;
+    a row of ``-inf`` is all 0; otherwise exp/sum over the finite entries, ``-inf`` giving exactly 0."""
+    rows, restore = _policy_rows(x, axis)
+    out = np.zeros_like(rows)
+    for index in np.ndindex(rows.shape[:-1]):
+        row = rows[index]
+        if row.size == 0:
+            continue
+        if np.isnan(row).any():
+            out[index] = np.nan
+        elif np.isposinf(row).any():
+            out[index] = np.where(np.isposinf(row), 1.0 / np.count_nonzero(np.isposinf(row)), 0.0)
+        elif np.isfinite(row).any():
+            finite = np.isfinite(row)
+            e = np.where(finite, np.exp(np.where(finite, row, 0.0) - row[finite].max()), 0.0)
+            out[index] = e / e.sum()
+    return restore(out)
+
+
+def log_softmax_policy_ref(x, axis=-1) -> np.ndarray:
+    """log_softmax by the README's table: NaN row; ``-log k`` on the ``k`` ``+inf`` entries and ``-inf``
+    elsewhere; a row of ``-inf`` stays ``-inf``; otherwise ``x - logsumexp`` over the finite entries."""
+    rows, restore = _policy_rows(x, axis)
+    out = np.full_like(rows, -np.inf)
+    for index in np.ndindex(rows.shape[:-1]):
+        row = rows[index]
+        if row.size == 0:
+            continue
+        if np.isnan(row).any():
+            out[index] = np.nan
+        elif np.isposinf(row).any():
+            out[index] = np.where(np.isposinf(row), -np.log(np.count_nonzero(np.isposinf(row))), -np.inf)
+        elif np.isfinite(row).any():
+            finite = np.isfinite(row)
+            m = row[finite].max()
+            lse = m + np.log(np.sum(np.exp(row[finite] - m)))
+            out[index] = np.where(finite, row - lse, -np.inf)
+    return restore(out)
+
+
+def logsumexp_policy_ref(x, axis=-1, keepdims=False) -> np.ndarray:
+    """logsumexp by the README's table: NaN if any NaN; ``+inf`` if any ``+inf``; ``-inf`` for an empty or
+    fully masked reduction; otherwise ``m + log(sum(exp(x - m)))`` over the finite entries."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 0:
+        return x.copy()
+    axes = tuple(range(x.ndim)) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+    axes = tuple(sorted(a % x.ndim for a in axes))
+    moved = np.moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim)))
+    kept = moved.shape[: x.ndim - len(axes)]
+    rows = moved.reshape(kept + (int(np.prod(moved.shape[len(kept) :])),))
+    out = np.full(kept, -np.inf)
+    for index in np.ndindex(kept):
+        row = rows[index]
+        if np.isnan(row).any():
+            out[index] = np.nan
+        elif np.isposinf(row).any():
+            out[index] = np.inf
+        elif np.isfinite(row).any():
+            finite = row[np.isfinite(row)]
+            out[index] = finite.max() + np.log(np.sum(np.exp(finite - finite.max())))
+    if keepdims:
+        out = out.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
+    return out
 
 
 # --------------------------------------------------------------------------- finite differences

@@ -7,6 +7,10 @@
   beside others under ``pytest -n``); torch test modules use it with ``pytest.mark.usefixtures``.
 * Tests marked ``@pytest.mark.cuda`` are skipped, with a reason, where PyTorch sees no CUDA device.
 * The conformance suite's sample counts are printed at the end of the session.
+* Hypothesis profiles for the property-based (fuzz) tests, both derandomised so a run is
+  reproducible: ``softmaxkit`` (loaded here; a small budget, seconds in all) and ``fuzz`` (the
+  large budget of ``make fuzz``, chosen with ``--hypothesis-profile fuzz``). Tests that cost more
+  per example take a fraction of the budget (``tests/_fuzz.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,21 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_DIR = REPO_ROOT.parent / "shared" / "datasets"
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the test extra brings it; without it only the fuzz tests cannot run
+    pass
+else:
+    _FUZZ_SETTINGS = dict(
+        derandomize=True,  # the examples follow from each test's name: the same in every run, on every machine
+        deadline=None,  # timing belongs to the benchmarks; the suite runs beside others under pytest -n
+        database=None,  # nothing written into the work tree
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.register_profile("softmaxkit", max_examples=20, **_FUZZ_SETTINGS)
+    settings.register_profile("fuzz", max_examples=600, **_FUZZ_SETTINGS)
+    settings.load_profile("softmaxkit")  # --hypothesis-profile, read later by hypothesis' plugin, wins
 
 
 @pytest.fixture(scope="session")
