@@ -174,13 +174,20 @@ def check_class_weight(weight: Any, x: torch.Tensor, n_classes: int) -> torch.Te
     if tuple(weight.shape) != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},), one entry per class, got shape {tuple(weight.shape)}")
     check_same_device(weight, x, "weight")
+    _check_weight_values(weight, "weight")
+    return weight
+
+
+def _check_weight_values(weight: torch.Tensor, name: str) -> None:
+    """Class weights are finite and non-negative (a meta tensor has no values to check)."""
+    if weight.device.type == "meta":
+        return
     if not bool(torch.isfinite(weight).all()):
         bad = torch.nonzero(~torch.isfinite(weight)).flatten().tolist()
-        raise ValueError(f"weight must be finite, got non-finite entries at {bad}")
+        raise ValueError(f"{name} must be finite, got non-finite entries at {bad}")
     if bool((weight < 0).any()):
         bad = torch.nonzero(weight < 0).flatten().tolist()
-        raise ValueError(f"weight must be non-negative, got negative entries at {bad}")
-    return weight
+        raise ValueError(f"{name} must be non-negative, got negative entries at {bad}")
 
 
 def check_loss_args(input, target, weight, ignore_index, reduction):
@@ -254,6 +261,7 @@ def check_linear_class_weight(class_weight: Any, v: int) -> torch.Tensor | None:
         )
     if class_weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("class_weight must not require grad (no gradient flows to it), got requires_grad=True")
+    _check_weight_values(class_weight, "class_weight")
     return class_weight
 
 

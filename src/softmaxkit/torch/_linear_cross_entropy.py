@@ -106,7 +106,8 @@ def linear_cross_entropy(
         tokens (by N for probability targets); the z-loss part by the number of kept tokens.
     label_smoothing : float in [0, 1], default 0.0
     class_weight : torch.Tensor, shape (V,), optional
-        PyTorch's ``weight=`` of ``cross_entropy`` (renamed: ``weight`` is the projection here).
+        PyTorch's ``weight=`` of ``cross_entropy`` (renamed: ``weight`` is the projection here);
+        finite and non-negative, as :func:`cross_entropy`'s (PyTorch takes negative weights).
     z_loss : float >= 0, default 0.0
         Coefficient of :math:`\operatorname{lse}^2` per kept token.
     softcap : float > 0, optional
