@@ -820,26 +820,47 @@ def test_every_help_has_examples(command, capsys):
     assert "examples:" in text and f"softmaxkit {command}" in text
 
 
-def test_usage_errors_exit_2(capsys):
+def usage_error(capsys, *args) -> str:
+    """Run ``main(args)``: it must stop with argparse's exit status 2; the error line is returned."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--test-size", "half"])
+        main([str(a) for a in args])
     assert exit_info.value.code == 2
-    assert "invalid float value: 'half'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: softmaxkit ") and "Traceback" not in err
+    return err.strip().splitlines()[-1]
 
 
-def test_argument_conflicts_are_one_line_errors(tmp_path, capsys):
-    assert main(["train", "--dataset", "wine", "--test-size", "1.5", "--out", str(tmp_path / "a")]) == 1
-    assert (
-        capsys.readouterr().err.strip() == "softmaxkit train: error: --test-size must be a fraction in (0, 1), got 1.5"
-    )
-    assert main(["train", "x.csv", "--dataset", "wine"]) == 1
-    assert "either DATA or --dataset" in capsys.readouterr().err
-    assert main(["train", "--dataset", "mnist"]) == 1
-    assert "dataset must be one of digits, iris, wine" in capsys.readouterr().err
-    assert main(["train", "--dataset", "iris", "--backend", "jax", "--quiet", "--out", str(tmp_path / "b")]) == 1
-    error = capsys.readouterr().err.strip()
-    assert error.startswith("softmaxkit train: error: The 'backend' parameter") and "\n" not in error
-    assert not (tmp_path / "b").exists()
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--test-size", "half"], "argument --test-size: must be a fraction in (0, 1), got 'half'"),
+        (["train", "--dataset", "wine", "--test-size", "1.5"], "argument --test-size: must be a fraction in (0, 1)"),
+        (["train", "x.csv", "--dataset", "wine"], "argument --dataset: not allowed with argument DATA"),
+        (["train", "a.csv", "--test", "b.csv", "--test-size", "0.3"], "argument --test-size: not allowed with"),
+        (["train", "--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
+        (["train", "--target", "y"], "--target applies to a data file"),
+        (["train", "--dataset", "iris", "--backend", "jax"], "The 'backend' parameter of SoftmaxRegression must be"),
+        (["train", "--dataset", "iris", "--device", "cuda"], "device must be None with backend='numpy'"),
+        (["train", "--dataset", "iris", "--alpha", "-1"], "The 'alpha' parameter"),
+    ],
+)
+def test_usage_errors_exit_2(args, message, tmp_path, capsys):
+    line = usage_error(capsys, *args, "--quiet", "--out", tmp_path / "run")
+    assert line.startswith("softmaxkit train: error: ") and message in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_only_the_documented_user_errors_are_one_line_messages(tmp_path, capsys, monkeypatch):
+    """A ValueError from inside the library is a bug: it keeps its traceback (main does not catch it)."""
+    from softmaxkit.linear_model import SoftmaxRegression
+
+    def broken_fit(self, X, y, sample_weight=None):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(SoftmaxRegression, "fit", broken_fit)
+    with pytest.raises(ValueError, match="an internal inconsistency"):
+        main(["train", "--dataset", "iris", "--quiet", "--no-plots", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
 
 
 def test_console_script_is_installed():

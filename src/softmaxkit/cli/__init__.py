@@ -10,12 +10,16 @@ exit   meaning
 =====  ====================================================================
 0      success
 1      a problem with the user's input (missing file, bad column, foreign model, ...)
-2      bad command-line arguments (argparse's own usage errors)
+2      bad command-line arguments (argparse's usage errors, conflicting options included)
 130    interrupted with Ctrl-C (SIGINT); nothing half-written is left behind
 143    terminated with SIGTERM; nothing half-written is left behind
 =====  ====================================================================
 
-``--traceback`` shows the full traceback of an input error instead of the one-line message.
+Only the documented user errors become one line on stderr: :class:`~softmaxkit.cli._common.CLIError`
+(a mistake the command found), :class:`~softmaxkit.sources.DataError` (a data file's problem), an
+``OSError`` (a file that cannot be read or written: missing, permissions, a full disk) and a missing
+optional package. Anything else is a bug and keeps its traceback; ``--traceback`` shows the traceback
+of a user error too (for bug reports).
 
 Nothing left behind: every file is written through :mod:`softmaxkit._atomic` (a temporary file,
 renamed when complete, removed on any exception). ``SIGTERM`` is turned into an exception here, as
@@ -35,9 +39,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from softmaxkit._sources._errors import DataError
 from softmaxkit._version import __version__
 from softmaxkit.cli import _datasets, _evaluate, _predict, _train
-from softmaxkit.cli._common import CLIError, HelpFormatter
+from softmaxkit.cli._common import CLIError, HelpFormatter, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -108,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_raises():
             return int(args.run(args) or 0)
+    except UsageError as error:
+        args.parser.error(str(error))  # exits with status 2 and the subcommand's usage line
     except KeyboardInterrupt:
         print("softmaxkit: interrupted; no partial model or output file was left behind", file=sys.stderr)
         return 130
@@ -128,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (CLIError, ValueError, OSError) as error:
+    except (CLIError, DataError, OSError) as error:
         if args.traceback:
             raise
         message = " ".join(str(error).split()) or type(error).__name__

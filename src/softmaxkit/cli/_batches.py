@@ -112,9 +112,9 @@ def iter_feature_batches(
     source = path.name
     if fmt in ("npz", "svmlight"):
         if fmt == "npz":
-            data = read_npz(path, source=source, require_y=False)
+            data = read_npz(path, source=source, require_y=False, task="predicting")
         else:
-            data = read_svmlight(path, source=source, n_features=layout.n_features)
+            data = read_svmlight(path, source=source, n_features=layout.n_features, task="predicting")
         if data.n_features != layout.n_features:
             raise DataError(f"{source} has {data.n_features} features, the model expects {layout.n_features}")
         for start in range(0, data.X.shape[0], batch_size):
@@ -142,7 +142,7 @@ def _parquet_batches(path: Path, layout: FeatureLayout, *, source: str, batch_si
             return
         if batch.num_rows:
             frame = batch.to_pandas()[selected]
-            yield features_to_array(frame, source=source, first_row=row)
+            yield features_to_array(frame, source=source, first_row=row, task="predicting")
             row += len(frame)
 
 
@@ -165,7 +165,7 @@ def _csv_batches(path: Path, layout: FeatureLayout, *, fmt: str, header: bool, s
             if len(chunk) == 0:  # a header-only file: no rows, reported by the caller as such
                 continue
             chunk.columns = [str(c) for c in chunk.columns]
-            yield features_to_array(chunk[selected], source=source, first_row=row)
+            yield features_to_array(chunk[selected], source=source, first_row=row, task="predicting")
             row += len(chunk)
     finally:
         reader.close()

@@ -12,7 +12,7 @@ import numpy as np
 
 from softmaxkit._atomic import atomic_write, is_temporary, remove_stale_temporaries
 from softmaxkit.cli._batches import FeatureLayout, match_by_name, no_shared_names
-from softmaxkit.cli._formats import DataError, one_line
+from softmaxkit.cli._formats import DataError, one_line, short_list
 from softmaxkit.cli._read import Dataset, read_dataset, table_columns
 
 MODEL_FILE = "model.npz"
@@ -21,6 +21,14 @@ METRICS_FILE = "metrics.json"
 
 class CLIError(Exception):
     """A user's mistake, reported as one line on stderr with exit status 1 (no traceback)."""
+
+
+class UsageError(CLIError):
+    """Command-line arguments that do not go together (or a value out of range): argparse's usage error, exit 2.
+
+    For the conflicts argparse cannot see by itself, found once the run has started (an estimator
+    option its own parameter check refuses, ``--target`` with a bundled dataset).
+    """
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -54,19 +62,33 @@ def add_data_options(parser: argparse.ArgumentParser, *, target: str | None) -> 
     )
 
 
-def read_labelled(
-    path: str, args: argparse.Namespace, *, default_target: str | None = None, n_features: int | None = None
-) -> Dataset:
-    """Read a labelled file with the options of :func:`add_data_options`.
+def read_labelled(path: str, args: argparse.Namespace, layout: FeatureLayout) -> Dataset:
+    """Read a labelled file to score a model with (``layout``), with the options of :func:`add_data_options`.
 
-    Without ``--target``, use ``default_target`` (the model's target column) when the file has
-    it, else the last column.
+    Without ``--target``, the model's target column when the file has it, else the last column,
+    unless the file's columns are just the model's features: then it has no target, and saying so
+    beats blaming the feature that the last column would have taken away.
     """
-    options = dict(header=args.header, fmt=args.fmt, n_features=n_features)
     target = getattr(args, "target", None)
-    if target is None and default_target is not None and default_target in _columns(path, args):
-        target = default_target
-    return read_dataset(path, target=target, **options)
+    if target is None:
+        columns = _columns(path, args)
+        if layout.target is not None and layout.target in columns:
+            target = layout.target
+        elif columns and _only_features(columns, layout, header=args.header):
+            expected = f"the model's target column {layout.target!r}" if layout.target else "a target column"
+            raise CLIError(
+                f"{Path(path).name} has no target column: its {len(columns)} columns are the model's features, "
+                f"without {expected}; add the labels as a column (and name it with --target if it is not the last)"
+            )
+    return read_dataset(
+        path, target=target, header=args.header, fmt=args.fmt, n_features=layout.n_features, task="evaluating"
+    )
+
+
+def _only_features(columns: Sequence[str], layout: FeatureLayout, *, header: bool) -> bool:
+    if header and layout.feature_names is not None:
+        return set(columns) <= set(layout.feature_names)
+    return len(columns) == layout.n_features
 
 
 def _columns(path: str, args: argparse.Namespace) -> list[str]:
@@ -92,7 +114,29 @@ def align_features(data: Dataset, layout: FeatureLayout) -> np.ndarray:
         )
     if by_name:
         raise CLIError(str(no_shared_names(data.feature_names, layout, source=data.name)))
+    if data.feature_names is None and data.target_index is not None:  # a table read with --no-header
+        warn_positional_match(layout, header=False, fmt="csv", data=data.name)
     return X
+
+
+def warn_positional_match(layout: FeatureLayout, *, header: bool, fmt: str | None, data: str) -> None:
+    """A warning on stderr when a model trained on named columns reads a table without a header.
+
+    Its columns are then matched to the model's features by position, as ``--no-header`` asks; the
+    warning says so, since a file of another layout with as many columns would be labelled silently.
+    """
+    if header or layout.feature_names is None:
+        return
+    from softmaxkit.cli._formats import detect_format
+
+    if detect_format(Path(data), fmt) not in ("csv", "tsv"):
+        return
+    print(
+        f"warning: {Path(data).name} is read without a header row, so its columns are taken for the model's "
+        f"{layout.n_features} named features ({short_list(layout.feature_names, 3)}) by position; check that "
+        "they are in the order the model was trained on",
+        file=sys.stderr,
+    )
 
 
 # --------------------------------------------------------------------------------------------

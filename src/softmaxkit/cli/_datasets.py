@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:

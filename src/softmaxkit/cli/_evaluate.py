@@ -52,7 +52,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     layout = model_layout(estimator, metadata)
     if args.out is not None:
         check_out_dir(args.out, overwrite=args.overwrite, ours=(METRICS_FILE, "confusion_matrix.png"))
-    data = read_labelled(args.data, args, default_target=layout.target, n_features=layout.n_features)
+    data = read_labelled(args.data, args, layout)
     X = align_features(data, layout)
     metrics = classification_metrics(estimator, X, data.y, source=data.name)
 

@@ -25,9 +25,14 @@ import bz2
 import gzip
 import lzma
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# The sources' error type and message helpers, the CLI's too (re-exported for its modules).
+from softmaxkit._sources._errors import DataError as DataError
+from softmaxkit._sources._errors import one_line as one_line
+from softmaxkit._sources._errors import short_list as short_list
 
 FORMATS = ("csv", "tsv", "parquet", "npz", "svmlight")
 
@@ -46,10 +51,6 @@ _SUFFIX_FORMATS = {
 }
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip")
 _SNIFFED_SUFFIXES = (".data", ".txt")
-
-
-class DataError(ValueError):
-    """A problem with a user's data file, described in one line."""
 
 
 def detect_format(path: str | Path, fmt: str | None = None) -> str:
@@ -153,15 +154,3 @@ def check_exists(path: Path) -> None:
         raise DataError(f"data file {path} does not exist")
     if path.is_dir():
         raise DataError(f"data file {path} is a directory, not a file")
-
-
-def short_list(names: Sequence[object], limit: int = 8) -> str:
-    """The first ``limit`` names, quoted, for a message (``'a', 'b' (and 3 more)``)."""
-    shown = ", ".join(repr(str(n)) for n in names[:limit])
-    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
-
-
-def one_line(error: BaseException) -> str:
-    """A library's error message on one line of at most 200 characters."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= 200 else text[:197] + "..."

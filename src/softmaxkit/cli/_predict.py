@@ -13,10 +13,12 @@ from softmaxkit.cli._batches import iter_feature_batches
 from softmaxkit.cli._common import (
     CLIError,
     HelpFormatter,
+    UsageError,
     add_data_options,
     clear_stale_temporaries,
     load_model,
     model_layout,
+    warn_positional_match,
 )
 
 EPILOG = """\
@@ -28,8 +30,8 @@ examples:
 The data may hold the model's target column (it is ignored).  Columns are matched by name
 when the model was trained on named columns and the file has a header (a file that has none
 of the model's column names is refused), else by position (--no-header).  The output has a column
-`prediction` and, with --proba, one column `proba_<class>` per class; .parquet/.pq output is
-written as Parquet, anything else as CSV.  The file is written under a temporary name and
+`prediction` and, with --proba, one column `proba_<class>` per class; the --out file's extension
+names its format: .csv (or .txt), .tsv, .parquet (or .pq); any other is refused.  The file is written under a temporary name and
 renamed when complete, so an interrupted run leaves no partial output.
 """
 
@@ -50,12 +52,49 @@ def add_parser(subparsers) -> None:
         "--out",
         metavar="FILE",
         type=Path,
-        help="where the predictions go (.csv, .tsv or .parquet); default: stdout as CSV",
+        help="where the predictions go (.csv, .txt, .tsv, .parquet or .pq); default: stdout as CSV",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--proba", action="store_true", help="add the probability of each class")
-    parser.add_argument("--batch-size", type=int, default=65536, metavar="N", help="rows per batch (default 65536)")
-    parser.set_defaults(run=run)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=65536, metavar="N", help="rows per batch (default 65536)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(run=run, parser=parser)
+
+
+# The output formats by the --out file's extension.
+OUTPUT_FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1.
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def output_format(out: Path) -> str:
+    """The format the ``--out`` file's extension names; any other extension is a usage error.
+
+    >>> output_format(Path("p.PQ"))
+    'parquet'
+    """
+    suffix = out.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"--out {out}: cannot write predictions as {suffix or 'a file without an extension'}; "
+            f"name the file with one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    return OUTPUT_FORMATS[suffix]
 
 
 def _frames(estimator, batches, *, proba: bool):
@@ -77,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     layout = model_layout(estimator, metadata)
     out: Path | None = args.out
     if out is not None:
+        fmt = output_format(out)
         if out.is_dir():
             raise CLIError(f"--out {out} is a folder; give a file name")
         if out.exists() and not args.overwrite:
@@ -84,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if not out.parent.exists():
             raise CLIError(f"the folder of --out {out} does not exist")
         clear_stale_temporaries(out.parent, target=out.name)
+    warn_positional_match(layout, header=args.header, fmt=args.fmt, data=args.data)
     batches = iter_feature_batches(args.data, layout, header=args.header, fmt=args.fmt, batch_size=args.batch_size)
     frames = _frames(estimator, batches, proba=args.proba)
     no_rows = f"{Path(args.data).name} has no data rows to predict"
@@ -91,12 +132,12 @@ def run(args: argparse.Namespace) -> int:
         n = _write_csv(frames, sys.stdout, sep=",", no_rows=no_rows)
         print(f"predicted {n} rows", file=sys.stderr)
         return 0
-    if out.suffix.lower() in (".parquet", ".pq"):
+    if fmt == "parquet":
         with atomic_path(out, overwrite=args.overwrite) as temporary:  # pyarrow opens the file itself
             n = _write_parquet(frames, str(temporary), no_rows=no_rows)
     else:
         with atomic_write(out, "w", overwrite=args.overwrite, newline="") as stream:
-            n = _write_csv(frames, stream, sep="\t" if out.suffix.lower() == ".tsv" else ",", no_rows=no_rows)
+            n = _write_csv(frames, stream, sep="\t" if fmt == "tsv" else ",", no_rows=no_rows)
     print(f"wrote {n} predictions to {out}", file=sys.stderr)
     return 0
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from softmaxkit._sources._columns import check_finite as _check_finite
+from softmaxkit._sources._columns import resolve_target
 from softmaxkit.cli._formats import (
     DataError,
     check_exists,
@@ -67,39 +69,11 @@ class Dataset:
 # columns
 
 
-def resolve_target(columns: Sequence[str], target: str | int | None, *, source: str) -> str:
-    """The name of the target column: ``target`` by name, else by (possibly negative) position.
-
-    ``None`` means the last column.
-
-    Examples
-    --------
-    >>> resolve_target(["a", "b", "label"], None, source="f.csv")
-    'label'
-    >>> resolve_target(["0", "1", "2"], "0", source="f.csv")
-    '0'
-    >>> resolve_target(["a", "b", "c"], -2, source="f.csv")
-    'b'
-    """
-    columns = [str(c) for c in columns]
-    if len(columns) < 2:
-        raise DataError(f"{source} must have at least two columns (features and a target), got {len(columns)}")
-    if target is None:
-        return columns[-1]
-    text = str(target)
-    if text in columns:
-        return text
-    if re.fullmatch(r"-?\d+", text):
-        index = int(text)
-        if -len(columns) <= index < len(columns):
-            return columns[index]
-    raise DataError(f"target column {text!r} is not in {source}; its columns are {short_list(columns)}")
-
-
-def features_to_array(frame, *, source: str, first_row: int = 0) -> np.ndarray:
+def features_to_array(frame, *, source: str, first_row: int = 0, task: str = "training") -> np.ndarray:
     """A pandas DataFrame of features as a float64 array; non-numeric or missing values are errors.
 
-    ``first_row`` is the 1-based data row number of the frame's first row, for messages.
+    ``first_row`` is the 1-based data row number of the frame's first row, for messages; ``task``
+    (``"training"``, ``"evaluating"``, ``"predicting"``) what the values are read for.
     """
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
@@ -118,27 +92,23 @@ def features_to_array(frame, *, source: str, first_row: int = 0) -> np.ndarray:
             )
         raise DataError(
             f"{source}: non-numeric feature {noun} {short_list(bad)}{example}; features must be "
-            "numbers (encode categories as numbers, e.g. one-hot columns, before training)"
+            f"numbers (encode categories as numbers, e.g. one-hot columns, before {task})"
         )
     X = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-    check_finite(X, [str(c) for c in frame.columns], source=source, first_row=first_row)
+    check_finite(X, [str(c) for c in frame.columns], source=source, first_row=first_row, task=task)
     return np.ascontiguousarray(X)
 
 
-def check_finite(X: np.ndarray, names: Sequence[str] | None, *, source: str, first_row: int = 1) -> None:
-    finite = np.isfinite(X)
-    if finite.all():
-        return
-    nan = np.isnan(X)
-    bad = nan if nan.any() else ~finite
-    column = int(np.flatnonzero(bad.any(axis=0))[0])
-    rows = np.flatnonzero(bad[:, column])
-    name = repr(names[column]) if names is not None else f"{column}"
-    what = "missing (NaN) values" if nan.any() else "infinite values"
-    raise DataError(
-        f"{source}: feature column {name} has {rows.size} {what} "
-        f"(first at data row {first_row + int(rows[0])}); fill or drop them before training"
-    )
+def check_finite(
+    X: np.ndarray, names: Sequence[str] | None, *, source: str, first_row: int = 1, task: str = "training"
+) -> None:
+    """The sources' finite check (:func:`softmaxkit._sources._columns.check_finite`), its advice for ``task``."""
+    try:
+        _check_finite(X, names, source=source, first_row=first_row)
+    except DataError as error:
+        if task == "training":
+            raise
+        raise DataError(str(error).replace("before training", f"before {task}")) from None
 
 
 def labels(values, *, name: str, source: str) -> np.ndarray:
@@ -190,6 +160,7 @@ def read_dataset(
     header: bool = True,
     fmt: str | None = None,
     n_features: int | None = None,
+    task: str = "training",
 ) -> Dataset:
     """Read a labelled dataset: features ``X`` and labels ``y``.
 
@@ -208,6 +179,8 @@ def read_dataset(
     n_features : int, optional
         For svmlight only: the number of features (a sparse file does not say when its last
         features are all zero); default the largest index in the file.
+    task : str, default "training"
+        What the data is read for (``"training"``, ``"evaluating"``), for the advice in messages.
 
     Returns
     -------
@@ -223,25 +196,83 @@ def read_dataset(
     fmt = detect_format(path, fmt)
     source = path.name
     if fmt == "npz":
-        return read_npz(path, source=source, require_y=True)
+        return read_npz(path, source=source, require_y=True, task=task)
     if fmt == "svmlight":
-        return read_svmlight(path, source=source, n_features=n_features)
+        return read_svmlight(path, source=source, n_features=n_features, task=task)
     frame = _read_frame(path, fmt=fmt, header=header)
     if len(frame) == 0:
         raise DataError(f"{source} has no data rows")
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
-    name = resolve_target(columns, target, source=source)
-    features = frame.drop(columns=[name])
-    X = features_to_array(features, source=source, first_row=1)
-    y = labels(frame[name], name=name, source=source)
+    named = header or fmt == "parquet"
+    hint = header_hint(columns) if header and fmt != "parquet" else ""
+    try:
+        if named:
+            check_unambiguous_target(columns, target, source=source)
+        name = resolve_target(columns, target, source=source)
+        features = frame.drop(columns=[name])
+        X = features_to_array(features, source=source, first_row=1, task=task)
+        y = labels(frame[name], name=name, source=source)
+    except DataError as error:
+        if not hint:
+            raise
+        raise DataError(f"{error}; {hint}") from None
     return Dataset(
         X=X,
         y=y,
-        feature_names=tuple(features.columns) if header or fmt == "parquet" else None,
+        feature_names=tuple(features.columns) if named else None,
         target=name,
         target_index=columns.index(name),
         name=source,
+    )
+
+
+def header_looks_like_data(columns: Sequence[str]) -> bool:
+    """Whether most of a header row's names are numbers (as the first row of a file without a header is).
+
+    >>> header_looks_like_data(["T", "2", "8", "3"]), header_looks_like_data(["a", "b", "1"])
+    (True, False)
+    """
+    numbers = 0
+    for name in columns:
+        try:
+            float(name)
+        except ValueError:
+            continue
+        numbers += 1
+    return numbers * 2 > len(columns)
+
+
+def header_hint(columns: Sequence[str]) -> str:
+    """The advice for a file whose header row looks like data ('' if it does not)."""
+    if not header_looks_like_data(columns):
+        return ""
+    shown = ", ".join(str(c) for c in columns[:6]) + (", ..." if len(columns) > 6 else "")
+    return f"its header row ({shown}) looks like data: if the file has no header row, pass --no-header"
+
+
+def check_unambiguous_target(columns: Sequence[str], target: str | int | None, *, source: str) -> None:
+    """A :class:`DataError` when a numeric ``target`` is both a column's name and another column's position.
+
+    ``resolve_target`` takes the name first; a header row of numbers (a file without a header read
+    with one) makes ``--target 0`` name some column "0" rather than the first column, silently.
+
+    >>> check_unambiguous_target(["y", "1", "b"], "1", source="f.csv")  # "1" is column 1 either way
+    >>> check_unambiguous_target(["a", "0", "b"], "0", source="f.csv")
+    Traceback (most recent call last):
+    softmaxkit._sources._errors.DataError: --target '0' is ambiguous in f.csv: it names the column at position 1 and is the position of column 'a'
+    """
+    if target is None:
+        return
+    text = str(target)
+    if text not in columns or not re.fullmatch(r"-?\d+", text):
+        return
+    index = int(text)
+    if not -len(columns) <= index < len(columns) or columns[index] == text:
+        return
+    raise DataError(
+        f"--target {text!r} is ambiguous in {source}: it names the column at position {columns.index(text)} and is "
+        f"the position of column {columns[index]!r}"
     )
 
 
@@ -257,7 +288,7 @@ def _read_frame(path: Path, *, fmt: str, header: bool):
         return pd.read_csv(path, **csv_options(path, fmt, header=header))
 
 
-def read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
+def read_npz(path: Path, *, source: str, require_y: bool, task: str = "training") -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -277,7 +308,7 @@ def read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
     if require_y and X.shape[0] == 0:
         raise DataError(f"{source} has no data rows")
     X = np.ascontiguousarray(X, dtype=np.float64)
-    check_finite(X, None, source=source)
+    check_finite(X, None, source=source, task=task)
     if y is not None:
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise DataError(
@@ -287,7 +318,7 @@ def read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
     return Dataset(X=X, y=y, feature_names=None, target="y" if y is not None else None, target_index=None, name=source)
 
 
-def read_svmlight(path: Path, *, source: str, n_features: int | None = None) -> Dataset:
+def read_svmlight(path: Path, *, source: str, n_features: int | None = None, task: str = "training") -> Dataset:
     from sklearn.datasets import load_svmlight_file
 
     try:
@@ -295,7 +326,7 @@ def read_svmlight(path: Path, *, source: str, n_features: int | None = None) -> 
     except (ValueError, OSError) as error:
         raise DataError(f"cannot read {source} as svmlight: {one_line(error)}") from None
     X = np.ascontiguousarray(X.toarray(), dtype=np.float64)
-    check_finite(X, None, source=source)
+    check_finite(X, None, source=source, task=task)
     return Dataset(
         X=X,
         y=labels(y, name="label", source=source),

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli._bundled import DEFAULT_DATASET, load_bundled
+from softmaxkit.cli._bundled import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import (
     METRICS_FILE,
     MODEL_FILE,
     CLIError,
     HelpFormatter,
+    UsageError,
     add_data_options,
     check_out_dir,
     classification_metrics,
@@ -52,17 +53,24 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "data", nargs="?", metavar="DATA", help="training data (csv, tsv, parquet, npz, svmlight); default: --dataset"
     )
-    parser.add_argument(
-        "--dataset", metavar="NAME", help=f"a bundled dataset (see `softmaxkit datasets`); default {DEFAULT_DATASET}"
+    source.add_argument(
+        "--dataset",
+        metavar="NAME",
+        choices=tuple(BUNDLED_DATASETS),
+        help=f"a bundled dataset: {', '.join(BUNDLED_DATASETS)} (see `softmaxkit datasets`); default {DEFAULT_DATASET}",
     )
     add_data_options(parser, target="the last column")
-    split = parser.add_argument_group("test set")
+    split = parser.add_argument_group("test set (one of)").add_mutually_exclusive_group()
     split.add_argument("--test", metavar="DATA", help="a separate test file, read like DATA")
     split.add_argument(
-        "--test-size", type=float, metavar="F", help="fraction of DATA held out for testing, stratified (default 0.2)"
+        "--test-size",
+        type=fraction,
+        metavar="F",
+        help="fraction of DATA held out for testing, stratified (default 0.2)",
     )
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -132,7 +140,22 @@ def add_parser(subparsers) -> None:
     model.add_argument("--backend", help=f"where the loss is computed (default {default['backend']})")
     model.add_argument("--device", help="device of the backend, e.g. cpu or cuda")
     model.add_argument("--seed", type=int, default=0, help="seed of the test split and the estimator (default 0)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, parser=parser)
+
+
+def fraction(text: str) -> float:
+    """An argparse ``type``: a number strictly between 0 and 1.
+
+    >>> fraction("0.25")
+    0.25
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,10 +231,21 @@ def estimator_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def check_estimator_options(args: argparse.Namespace) -> None:
+    """The estimator's own parameter check, before any data is read: a value it refuses is a usage error.
+
+    (``_check_params`` checks the parameters only, so each of its ``ValueError`` is about an option.)
+    """
+    from softmaxkit.linear_model import SoftmaxRegression
+
+    try:
+        SoftmaxRegression(**estimator_options(args))._check_params()
+    except ValueError as error:
+        raise UsageError(" ".join(str(error).split())) from None
+
+
 def _split(data: Dataset, args: argparse.Namespace):
     if args.test is not None:
-        if args.test_size is not None:
-            raise CLIError("use either --test or --test-size, not both")
         test = read_dataset(
             args.test,
             target=args.target if args.target is not None else data.target,
@@ -227,8 +261,6 @@ def _split(data: Dataset, args: argparse.Namespace):
     from sklearn.model_selection import train_test_split
 
     size = 0.2 if args.test_size is None else args.test_size
-    if not 0.0 < size < 1.0:
-        raise CLIError(f"--test-size must be a fraction in (0, 1), got {size}")
     _, counts = np.unique(data.y, return_counts=True)
     n_test = int(np.ceil(size * len(data.y)))
     stratify = data.y if counts.min() >= 2 and len(counts) <= n_test <= len(data.y) - len(counts) else None
@@ -279,6 +311,7 @@ def _curve(estimator, name: str) -> list[float] | None:
 def run(args: argparse.Namespace) -> int:
     if args.plots:
         import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
+    check_estimator_options(args)
     data, source = _load(args)
     out = args.out if args.out is not None else _default_out(data.name)
     check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE) + PLOT_FILES)
@@ -343,17 +376,15 @@ def run(args: argparse.Namespace) -> int:
         _plot(
             out, estimator, report, fit["trained_coef"], image_shape, data.feature_names, standardized=args.standardize
         )
-    _print_summary(out, report, estimator.solver, fit["notes"], plots=args.plots)
+    _print_summary(out, report, solver_of(estimator), fit["notes"], plots=args.plots)
     return 0
 
 
 def _load(args: argparse.Namespace) -> tuple[Dataset, str]:
     """The training data and a description of where it came from."""
-    if args.data is not None and args.dataset is not None:
-        raise CLIError("give either DATA or --dataset, not both")
     if args.data is None:
         if args.target is not None:
-            raise CLIError("--target applies to a data file; bundled datasets have their own labels")
+            raise UsageError("--target applies to a data file; bundled datasets have their own labels")
         data = load_bundled(args.dataset or DEFAULT_DATASET)
         return data, f"bundled dataset {data.name}"
     return read_dataset(args.data, target=args.target, header=args.header, fmt=args.fmt), str(args.data)
@@ -382,11 +413,14 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
         estimator.fit(Z_train, y_train)
     fit_time = time.perf_counter() - started
     notes = []
+    converged = True
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
-            notes.append(f"note: {' '.join(str(warning.message).split())}")
+            converged = False
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if not converged:
+        notes.append(convergence_note(estimator, standardized=bool(args.standardize)))
     trained_coef = np.array(estimator.coef_, dtype=np.float64)
     if args.standardize:
         dtype = np.asarray(estimator.coef_).dtype
@@ -396,12 +430,31 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
         estimator.coef_, estimator.intercept_ = coef.astype(dtype), intercept.astype(dtype)
     return {
         "estimator": estimator,
+        "converged": converged,
         "trained_coef": trained_coef,
         "mean": mean,
         "scale": scale,
         "time": fit_time,
         "notes": notes,
     }
+
+
+def solver_of(estimator) -> str:
+    """The solver a fit used (``solver_`` where the estimator resolves one, else ``solver``)."""
+    return str(getattr(estimator, "solver_", estimator.solver))
+
+
+def convergence_note(estimator, *, standardized: bool) -> str:
+    """The note printed when the solver stopped at ``max_iter``: what to change, in the command's options.
+
+    Standardising is advised only when the features were not standardised already.
+    """
+    solver = solver_of(estimator)
+    unit = "epochs" if solver in ("sgd", "adam") else "iterations"
+    advice = "raise --max-iter or --tol"
+    if not standardized:
+        advice += ", or drop --no-standardize (features on very different scales slow the solver)"
+    return f"note: the {solver} solver did not converge in --max-iter {estimator.max_iter} {unit}; {advice}"
 
 
 def _print_summary(out: Path, report: dict, solver: str, notes: list[str], *, plots: bool) -> None:
@@ -430,7 +483,7 @@ def _plot(out: Path, estimator, report: dict, trained_coef, image_shape, feature
         report["loss_curve"] or [],
         validation_loss=validation,
         final_test_loss=None if validation else report["test"]["log_loss"],
-        xlabel="epoch" if estimator.solver in ("sgd", "adam") else "iteration",
+        xlabel="epoch" if solver_of(estimator) in ("sgd", "adam") else "iteration",
         title=f"Training objective, {report['dataset']['name']}",
     )
     _plots.plot_confusion_matrix(
