@@ -81,7 +81,13 @@ def read_labelled(path: str, args: argparse.Namespace, layout: FeatureLayout) ->
                 f"without {expected}; add the labels as a column (and name it with --target if it is not the last)"
             )
     return read_dataset(
-        path, target=target, header=args.header, fmt=args.fmt, n_features=layout.n_features, task="evaluating"
+        path,
+        target=target,
+        header=args.header,
+        fmt=args.fmt,
+        n_features=layout.n_features,
+        task="evaluating",
+        show_progress=not getattr(args, "quiet", False),
     )
 
 

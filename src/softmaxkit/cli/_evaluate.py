@@ -52,6 +52,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(run=run, parser=parser)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from softmaxkit._atomic import atomic_path, atomic_write
+from softmaxkit._progress import progress
 from softmaxkit.cli._batches import iter_feature_batches
 from softmaxkit.cli._common import (
     CLIError,
@@ -59,7 +60,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=65536, metavar="N", help="rows per batch (default 65536)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--quiet", action="store_true", help="nothing on stderr but errors (no progress, no summary)")
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -97,11 +98,12 @@ def output_format(out: Path) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def _frames(estimator, batches, *, proba: bool):
+def _frames(estimator, batches, *, proba: bool, display):
     import pandas as pd
 
     classes = np.asarray(estimator.classes_)
     for X in batches:
+        display.update(X.shape[0])
         if proba:
             probabilities = np.asarray(estimator.predict_proba(X))
             columns = {"prediction": classes[np.argmax(probabilities, axis=1)]}
@@ -126,19 +128,27 @@ def run(args: argparse.Namespace) -> int:
         clear_stale_temporaries(out.parent, target=out.name)
     warn_positional_match(layout, header=args.header, fmt=args.fmt, data=args.data)
     batches = iter_feature_batches(args.data, layout, header=args.header, fmt=args.fmt, batch_size=args.batch_size)
-    frames = _frames(estimator, batches, proba=args.proba)
+    display = progress(
+        total=None,
+        desc=f"predicting {Path(args.data).name}",
+        unit="rows",
+        unit_scale=True,
+        summary=False,
+        enabled=not args.quiet,
+    )
+    frames = _frames(estimator, batches, proba=args.proba, display=display)
     no_rows = f"{Path(args.data).name} has no data rows to predict"
-    if out is None:
-        n = _write_csv(frames, sys.stdout, sep=",", no_rows=no_rows)
-        print(f"predicted {n} rows", file=sys.stderr)
-        return 0
-    if fmt == "parquet":
-        with atomic_path(out, overwrite=args.overwrite) as temporary:  # pyarrow opens the file itself
-            n = _write_parquet(frames, str(temporary), no_rows=no_rows)
-    else:
-        with atomic_write(out, "w", overwrite=args.overwrite, newline="") as stream:
-            n = _write_csv(frames, stream, sep="\t" if fmt == "tsv" else ",", no_rows=no_rows)
-    print(f"wrote {n} predictions to {out}", file=sys.stderr)
+    with display:
+        if out is None:
+            n = _write_csv(frames, sys.stdout, sep=",", no_rows=no_rows)
+        elif fmt == "parquet":
+            with atomic_path(out, overwrite=args.overwrite) as temporary:  # pyarrow opens the file itself
+                n = _write_parquet(frames, str(temporary), no_rows=no_rows)
+        else:
+            with atomic_write(out, "w", overwrite=args.overwrite, newline="") as stream:
+                n = _write_csv(frames, stream, sep="\t" if fmt == "tsv" else ",", no_rows=no_rows)
+    if not args.quiet:
+        print(f"predicted {n} rows" if out is None else f"wrote {n} predictions to {out}", file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ target column may hold numbers or strings (class names).  The formats and their 
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -161,6 +162,7 @@ def read_dataset(
     fmt: str | None = None,
     n_features: int | None = None,
     task: str = "training",
+    show_progress: bool = False,
 ) -> Dataset:
     """Read a labelled dataset: features ``X`` and labels ``y``.
 
@@ -181,6 +183,8 @@ def read_dataset(
         features are all zero); default the largest index in the file.
     task : str, default "training"
         What the data is read for (``"training"``, ``"evaluating"``), for the advice in messages.
+    show_progress : bool, default False
+        Show the progress of reading a csv/tsv file on stderr (see :mod:`softmaxkit._progress`).
 
     Returns
     -------
@@ -199,7 +203,7 @@ def read_dataset(
         return read_npz(path, source=source, require_y=True, task=task)
     if fmt == "svmlight":
         return read_svmlight(path, source=source, n_features=n_features, task=task)
-    frame = _read_frame(path, fmt=fmt, header=header)
+    frame = _read_frame(path, fmt=fmt, header=header, show_progress=show_progress)
     if len(frame) == 0:
         raise DataError(f"{source} has no data rows")
     columns = [str(c) for c in frame.columns]
@@ -276,7 +280,7 @@ def check_unambiguous_target(columns: Sequence[str], target: str | int | None, *
     )
 
 
-def _read_frame(path: Path, *, fmt: str, header: bool):
+def _read_frame(path: Path, *, fmt: str, header: bool, show_progress: bool = False):
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -284,8 +288,37 @@ def _read_frame(path: Path, *, fmt: str, header: bool):
             return pq.read_table(path).to_pandas()
     import pandas as pd
 
-    with strict_csv(path, fmt):
-        return pd.read_csv(path, **csv_options(path, fmt, header=header))
+    options = csv_options(path, fmt, header=header)
+    compression = _COMPRESSION.get(path.suffix.lower(), "zip" if path.suffix.lower() == ".zip" else None)
+    if not show_progress or compression == "zip":  # a zip archive is read by seeking, not in order
+        with strict_csv(path, fmt):
+            return pd.read_csv(path, **options)
+    from softmaxkit._progress import progress
+
+    display = progress(total=path.stat().st_size, desc=f"reading {path.name}", unit="B", unit_scale=True, summary=False)
+    with display, strict_csv(path, fmt), _CountingFile(path, display.update) as handle:
+        return pd.read_csv(handle, compression=compression, **options)
+
+
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
+
+
+class _CountingFile(io.FileIO):
+    """A file read in binary that reports the bytes read (of the file as stored: compressed if it is)."""
+
+    def __init__(self, path: Path, on_read):
+        super().__init__(path, "rb")
+        self.on_read = on_read
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.on_read(len(data))
+        return data
+
+    def readinto(self, buffer):
+        n = super().readinto(buffer)
+        self.on_read(n or 0)
+        return n
 
 
 def read_npz(path: Path, *, source: str, require_y: bool, task: str = "training") -> Dataset:

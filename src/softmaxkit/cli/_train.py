@@ -84,7 +84,7 @@ def add_parser(subparsers) -> None:
         "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
     )
     output.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
-    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    output.add_argument("--quiet", action="store_true", help="no progress output (reading, fitting)")
     model = parser.add_argument_group("estimator (SoftmaxRegression's options and defaults)")
     default = _estimator_defaults()
     model.add_argument("--no-standardize", dest="standardize", action="store_false", help="train on the raw features")
@@ -252,6 +252,7 @@ def _split(data: Dataset, args: argparse.Namespace):
             header=args.header,
             fmt=args.fmt,
             n_features=data.n_features,
+            show_progress=not args.quiet,
         )
         if test.n_features != data.n_features:
             raise CLIError(
@@ -387,7 +388,8 @@ def _load(args: argparse.Namespace) -> tuple[Dataset, str]:
             raise UsageError("--target applies to a data file; bundled datasets have their own labels")
         data = load_bundled(args.dataset or DEFAULT_DATASET)
         return data, f"bundled dataset {data.name}"
-    return read_dataset(args.data, target=args.target, header=args.header, fmt=args.fmt), str(args.data)
+    data = read_dataset(args.data, target=args.target, header=args.header, fmt=args.fmt, show_progress=not args.quiet)
+    return data, str(args.data)
 
 
 def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> dict:

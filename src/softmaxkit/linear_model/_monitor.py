@@ -31,7 +31,9 @@ class Monitor:
     dtype : numpy.dtype
         The working precision the point ``x`` is evaluated in.
     progress : dict or None
-        ``tqdm`` options (``total``, ``desc``, ``unit``) for a progress bar; None shows none.
+        :func:`softmaxkit._progress.progress` options (``total``, ``desc``, ``unit``) for a progress
+        display on stderr (a bar in a terminal, plain lines in a log, ending at the iterations run);
+        None shows none.
 
     Attributes
     ----------
@@ -66,9 +68,9 @@ class Monitor:
         self.best_score, self.best_x, self.bad = -np.inf, None, 0
         self.bar = None
         if progress is not None:
-            from tqdm.auto import tqdm
+            from softmaxkit._progress import progress as progress_display
 
-            self.bar = tqdm(**progress)
+            self.bar = progress_display(**progress)
 
     def __call__(self, x, f) -> bool:
         stop = False
@@ -99,10 +101,9 @@ class Monitor:
             stop = self.bad >= self.n_iter_no_change
             postfix["val_acc"] = f"{score:.4f}"
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(postfix)
+            self.bar.update(1, postfix)
         return stop
 
-    def close(self):
+    def close(self, *, failed: bool = False):
         if self.bar is not None:
-            self.bar.close()
+            self.bar.close(failed=failed)
