@@ -94,6 +94,7 @@ def check_metrics_document(metrics: dict, *, n_classes: int, n_features: int) ->
     assert len(metrics["loss_curve"]) >= 1 and metrics["standardized"] is True
     assert metrics["files"] == {
         "model": "model.npz",
+        "report": "report.html",
         "plots": ["loss_curve.png", "confusion_matrix.png", "weights.png"],
     }
 
@@ -540,7 +541,7 @@ def test_a_train_killed_during_its_save_can_be_rerun(tmp_path, capsys):
     assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots"]) == 0
     err = capsys.readouterr().err
     assert f"note: removed {stale}, the temporary file of an interrupted run" in err
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.npz", "report.html"]
 
 
 def test_overwrite_removes_stale_temporaries_and_ignores_live_ones(tmp_path, capsys):
@@ -553,10 +554,10 @@ def test_overwrite_removes_stale_temporaries_and_ignores_live_ones(tmp_path, cap
     live.write_bytes(b"being written")  # another running process's file: not ours to remove
     capsys.readouterr()
     assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots"]) == 1
-    assert "already holds an earlier run (metrics.json, model.npz)" in capsys.readouterr().err  # no .tmp listed
+    assert "already holds an earlier run (metrics.json, model.npz, report.html)" in capsys.readouterr().err  # no .tmp
     assert not stale.exists()  # removed even by the refused run
     assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots", "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(["metrics.json", "model.npz", live.name])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["metrics.json", "model.npz", "report.html", live.name])
 
 
 def test_predict_removes_the_stale_temporary_of_its_output(digits_run, tmp_path, capsys):

@@ -260,7 +260,7 @@ def test_a_killed_train_can_be_rerun(prediction_job, forkserver, tmp_path_factor
     if out.exists():
         check_leftovers(out)
         completed = visible(out)
-        assert set(completed) <= {"model.npz", "metrics.json"}
+        assert set(completed) <= {"model.npz", "metrics.json", "report.html"}
         if "model.npz" in completed:
             SoftmaxRegression.load(out / "model.npz")  # complete
     else:
@@ -273,4 +273,4 @@ def test_a_killed_train_can_be_rerun(prediction_job, forkserver, tmp_path_factor
         assert main([*argv, "--overwrite"]) == 0
     else:
         assert main(argv) == 0  # a temporary file of the killed run is no earlier run
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.npz"]
+    assert sorted(os.listdir(out)) == ["metrics.json", "model.npz", "report.html"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from softmaxkit.cli import _report
 from softmaxkit.cli._common import (
     METRICS_FILE,
     HelpFormatter,
@@ -29,11 +30,12 @@ examples:
   softmaxkit evaluate model.npz test.parquet --target species --out runs/eval
   softmaxkit evaluate model.npz letter.data.gz --no-header --target 0
 
-The confusion matrix is printed for up to 15 classes; --out DIR also writes metrics.json and
-confusion_matrix.png.
+The confusion matrix is printed for up to 15 classes; --out DIR also writes metrics.json,
+confusion_matrix.png and report.html (all of it in one file that opens offline).
 """
 
 _PRINTED_CLASSES = 15
+PLOT_FILE = "confusion_matrix.png"
 
 
 def add_parser(subparsers) -> None:
@@ -57,10 +59,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = _report.now()
     estimator, metadata = load_model(args.model)
     layout = model_layout(estimator, metadata)
     if args.out is not None:
-        check_out_dir(args.out, overwrite=args.overwrite, ours=(METRICS_FILE, "confusion_matrix.png"))
+        check_out_dir(args.out, overwrite=args.overwrite, ours=(METRICS_FILE, PLOT_FILE, _report.REPORT_FILE))
     data = read_labelled(args.data, args, layout)
     X = align_features(data, layout)
     metrics = classification_metrics(estimator, X, data.y, source=data.name)
@@ -84,12 +87,15 @@ def run(args: argparse.Namespace) -> int:
         from softmaxkit.cli import _plots
 
         args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / METRICS_FILE, {"model": str(args.model), "data": str(args.data), **metrics})
         _plots.plot_confusion_matrix(
-            args.out / "confusion_matrix.png",
+            args.out / PLOT_FILE,
             np.asarray(metrics["confusion_matrix"]),
             estimator.classes_,
             title=f"Confusion matrix, {data.name} (accuracy {metrics['accuracy']:.3f})",
         )
-        print(f"\nwrote {args.out / METRICS_FILE} and {args.out / 'confusion_matrix.png'}")
+        document = {"model": str(args.model), "data": str(args.data), **metrics}
+        document["run"] = _report.run_record(args.argv, started, _report.now())
+        write_json(args.out / METRICS_FILE, document)
+        _report.write_report(args.out, document, title=f"softmaxkit evaluate: {data.name}", plots=(PLOT_FILE,))
+        print(f"\nwrote {args.out / METRICS_FILE}, {args.out / PLOT_FILE} and {args.out / _report.REPORT_FILE}")
     return 0

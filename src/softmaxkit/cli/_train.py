@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from softmaxkit.cli import _report
 from softmaxkit.cli._bundled import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import (
     METRICS_FILE,
@@ -39,8 +40,9 @@ examples:
 
 Features are standardised with the training set's mean and standard deviation unless
 --no-standardize; the transform is folded into the saved model's weights, so `predict` and
-`evaluate` take raw features.  The output folder gets model.npz, metrics.json and the plots
-loss_curve.png, confusion_matrix.png and weights.png.
+`evaluate` take raw features.  The output folder gets model.npz, metrics.json (with convergence,
+versions, command line and times), the plots loss_curve.png, confusion_matrix.png and weights.png,
+and report.html: all of it in one file that opens offline.
 """
 
 
@@ -310,12 +312,13 @@ def _curve(estimator, name: str) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = _report.now()
     if args.plots:
         import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
     check_estimator_options(args)
     data, source = _load(args)
     out = args.out if args.out is not None else _default_out(data.name)
-    check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE) + PLOT_FILES)
+    check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE, _report.REPORT_FILE) + PLOT_FILES)
     X_train, y_train, X_test, y_test, test_note = _split(data, args)
     n_classes = len(np.unique(y_train))
     if n_classes < 2:
@@ -347,15 +350,24 @@ def run(args: argparse.Namespace) -> int:
             "n_train": len(y_train),
             "n_test": len(y_test),
         },
-        "estimator": _jsonable(estimator.get_params()),
+        # The options of the fit; verbose only shows progress (the command's --quiet), so it is left out.
+        "estimator": _jsonable({k: v for k, v in estimator.get_params().items() if k != "verbose"}),
         "standardized": bool(args.standardize),
         "fit_time_s": fit["time"],
         "n_iter": int(np.max(estimator.n_iter_)),
+        "fit": {
+            "solver": solver_of(estimator),
+            **_report.stopping(estimator, converged=fit["converged"], solver=solver_of(estimator)),
+        },
         "train": train_metrics,
         "test": test_metrics,
         "loss_curve": _curve(estimator, "loss_curve_"),
         "validation_loss_curve": _curve(estimator, "validation_loss_curve_"),
-        "files": {"model": MODEL_FILE, "plots": list(PLOT_FILES) if args.plots else []},
+        "files": {
+            "model": MODEL_FILE,
+            "report": _report.REPORT_FILE,
+            "plots": list(PLOT_FILES) if args.plots else [],
+        },
     }
     metadata = {
         "dataset": data.name,
@@ -372,11 +384,13 @@ def run(args: argparse.Namespace) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     estimator.save(out / MODEL_FILE, overwrite=args.overwrite, metadata=metadata)
-    write_json(out / METRICS_FILE, report)
     if args.plots:
         _plot(
             out, estimator, report, fit["trained_coef"], image_shape, data.feature_names, standardized=args.standardize
         )
+    report["run"] = _report.run_record(args.argv, started, _report.now())
+    write_json(out / METRICS_FILE, report)
+    _report.write_report(out, report, title=f"softmaxkit train: {data.name}", plots=PLOT_FILES if args.plots else ())
     _print_summary(out, report, solver_of(estimator), fit["notes"], plots=args.plots)
     return 0
 
@@ -472,6 +486,7 @@ def _print_summary(out: Path, report: dict, solver: str, notes: list[str], *, pl
         print(note)
     print(f"model    {out / MODEL_FILE}")
     print(f"metrics  {out / METRICS_FILE}")
+    print(f"report   {out / _report.REPORT_FILE}")
     if plots:
         print("plots    " + "\n         ".join(str(out / p) for p in PLOT_FILES))
 
