@@ -124,7 +124,7 @@ def test_train_default_digits(digits_run):
     assert f"train     1437    {metrics['train']['accuracy']:.4f}" in stdout
     assert f"model    {out / 'model.npz'}" in stdout
     assert "plots    " in stdout and str(out / "weights.png") in stdout
-    assert "SoftmaxRegression[lbfgs]" in result.stderr  # the progress bar
+    assert "SoftmaxRegression[newton-cg]" in result.stderr  # the progress bar (solver="auto" chose newton-cg)
     # The plots decode, with their documented sizes (digits: 10 classes as 8 x 8 images).
     assert png_size(out / "loss_curve.png") == (800, 500)
     assert png_size(out / "confusion_matrix.png") == (700, 700)

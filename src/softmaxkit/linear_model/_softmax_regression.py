@@ -14,6 +14,7 @@ import warnings
 from typing import ClassVar
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -22,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _loss, _solvers
+from softmaxkit.linear_model._auto import choose_solver
 from softmaxkit.linear_model._inputs import (
     check_classes,
     check_sample_weight,
@@ -34,8 +36,14 @@ from softmaxkit.linear_model._model_file import read_model, write_model
 from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
 from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
+from softmaxkit.linear_model._threads import blas_threads, limit_blas_threads
 
 __all__ = ["SoftmaxRegression"]
+
+
+def _nnz(X) -> int:
+    """Stored entries of ``X`` (all of them when dense)."""
+    return int(X.nnz) if scipy.sparse.issparse(X) else int(np.prod(X.shape))
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -177,7 +185,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
-        "solver": [StrOptions(set(SOLVERS))],
+        "solver": [StrOptions({"auto", *SOLVERS})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -202,9 +210,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         *,
         alpha=1e-4,
         fit_intercept=True,
-        solver="lbfgs",
+        solver="auto",
         max_iter=200,
-        tol=1e-4,
+        tol=1e-5,
         batch_size="auto",
         learning_rate="auto",
         learning_rate_schedule="constant",
@@ -245,6 +253,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True
         tags.classifier_tags.multi_class = True
         tags.non_deterministic = False
         return tags
@@ -262,8 +271,18 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         dtype = self._check_params()
         return default_dtype(self.backend, self.device) if dtype is None else dtype
 
-    def _validate_X(self, X, *, reset: bool, dtype) -> np.ndarray:
-        return validate_data(self, X, reset=reset, dtype=dtype, order="C", ensure_all_finite=True, ensure_min_samples=1)
+    def _validate_X(self, X, *, reset: bool, dtype):
+        """``X`` as a C-contiguous array or a CSR matrix (CSC and sparse arrays converted, never densified)."""
+        return validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=dtype,
+            order="C",
+            accept_sparse="csr",
+            ensure_all_finite=True,
+            ensure_min_samples=1,
+        )
 
     # ------------------------------------------------------------------ fitting
 
@@ -281,30 +300,31 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             dtype=dtype,
         )
 
-    def _initial_coef(self, n_classes, n_features, target, s, dtype, warm):
+    def _initial_theta(self, n_classes, n_features, target, s, warm):
+        """The start in the solvers' layout (``theta`` of :mod:`._loss`, flat): the previous fit, or intercept-only."""
         if warm:
-            coef = self.coef_
+            theta = self.coef_.T
             if self.fit_intercept:
-                coef = np.hstack([coef, self.intercept_[:, None]])
-            return np.asarray(coef, dtype=np.float64).ravel()
-        coef = np.zeros((n_classes, n_features + int(self.fit_intercept)))
+                theta = np.vstack([theta, self.intercept_[None, :]])
+            return np.asarray(theta, dtype=np.float64).ravel()
+        theta = np.zeros((n_features + int(self.fit_intercept), n_classes))
         if self.fit_intercept:
-            coef[:, -1] = _loss.intercept_only(target, s, n_classes)
-        return coef.ravel()
+            theta[n_features] = _loss.intercept_only(target, s, n_classes)
+        return theta.ravel()
 
     def _set_coef(self, x, n_classes, n_features, dtype):
-        coef = np.asarray(x, dtype=np.float64).reshape(n_classes, n_features + int(self.fit_intercept))
-        self.coef_ = np.ascontiguousarray(coef[:, :n_features], dtype=dtype)
+        theta = np.asarray(x, dtype=np.float64).reshape(n_features + int(self.fit_intercept), n_classes)
+        self.coef_ = np.ascontiguousarray(theta[:n_features].T, dtype=dtype)
         if self.fit_intercept:
-            b = coef[:, n_features]
+            b = theta[n_features]
             self.intercept_ = (b - b.mean()).astype(dtype)
         else:
             self.intercept_ = np.zeros(n_classes, dtype=dtype)
 
-    def _auto_learning_rate(self, X):
+    def _auto_learning_rate(self, X, solver):
         if self.learning_rate != "auto":
             return float(self.learning_rate)
-        if self.solver == "adam":
+        if solver == "adam":
             return 1e-2
         # 1 / L, L a bound on the objective's curvature (+ 1e-12: finite for zero data and alpha=0)
         return 1.0 / (_loss.curvature_bound(X, self.alpha, fit_intercept=self.fit_intercept) + 1e-12)
@@ -320,6 +340,49 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             "schedule": self.learning_rate_schedule,
             "momentum": float(self.momentum),
         }
+
+    def _resolve_solver(self, X, n_classes) -> str:
+        """``solver``, with "auto" replaced by the rule of :func:`._auto.choose_solver`."""
+        if self.solver != "auto":
+            return self.solver
+        n_samples, n_features = X.shape
+        return choose_solver(
+            n_samples=n_samples,
+            n_features=n_features,
+            n_classes=n_classes,
+            nnz=_nnz(X),
+            sparse=scipy.sparse.issparse(X),
+        )
+
+    def _run_solver(self, solver, objective, x0, X, n_samples, warm, rng, monitor):
+        if solver == "lbfgs":
+            return _solvers.minimize_lbfgs(
+                objective.loss_gradient, x0, max_iter=self.max_iter, tol=self.tol, callback=monitor
+            )
+        if solver == "newton-cg":
+            return _solvers.minimize_newton_cg(
+                objective.loss_gradient_hessp, x0, max_iter=self.max_iter, tol=self.tol, callback=monitor
+            )
+        if not (warm and getattr(self, "_stochastic_state", None) is not None):
+            self._stochastic_state = _solvers.StochasticState(
+                method=solver, learning_rate=self._auto_learning_rate(X, solver)
+            )
+        state = self._stochastic_state
+        generator = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
+        return _solvers.minimize_stochastic(
+            objective.batch_loss_gradient,
+            x0,
+            n_samples,
+            state,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            rng=generator,
+            callback=monitor,
+            **self._epoch_options(
+                n_samples, state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
+            ),
+        )
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to ``X`` and labels (or class probabilities) ``y``.
@@ -360,9 +423,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             X, X_val, target, t_val, s, s_val = split_validation(X, target, hard, s, self.validation_fraction, rng)
             n_samples = X.shape[0]
+        solver = self._resolve_solver(X, n_classes)
+        self.solver_ = solver
         objective = self._objective(X, target, s, n_classes, dtype)
-        x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm)
-        unit = "epoch" if self.solver in STOCHASTIC_SOLVERS else "iter"
+        x0 = self._initial_theta(n_classes, n_features, target, s, warm)
+        unit = "epoch" if solver in STOCHASTIC_SOLVERS else "iter"
         monitor = Monitor(
             X_val,
             t_val if X_val is not None else None,
@@ -374,40 +439,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             dtype=dtype,
-            progress={"total": self.max_iter, "desc": f"SoftmaxRegression[{self.solver}]", "unit": unit}
+            progress={"total": self.max_iter, "desc": f"SoftmaxRegression[{solver}]", "unit": unit}
             if self.verbose
             else None,
         )
         try:
-            if self.solver == "lbfgs":
-                result = _solvers.minimize_lbfgs(
-                    objective.loss_gradient, x0, max_iter=self.max_iter, tol=self.tol, callback=monitor
-                )
-            elif self.solver == "newton-cg":
-                result = _solvers.minimize_newton_cg(
-                    objective.loss_gradient_hessp, x0, max_iter=self.max_iter, tol=self.tol, callback=monitor
-                )
-            else:
-                if not (warm and getattr(self, "_stochastic_state", None) is not None):
-                    self._stochastic_state = _solvers.StochasticState(
-                        method=self.solver, learning_rate=self._auto_learning_rate(X)
-                    )
-                state = self._stochastic_state
-                generator = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
-                result = _solvers.minimize_stochastic(
-                    objective.batch_loss_gradient,
-                    x0,
-                    n_samples,
-                    state,
-                    max_iter=self.max_iter,
-                    tol=self.tol,
-                    n_iter_no_change=self.n_iter_no_change,
-                    rng=generator,
-                    callback=monitor,
-                    **self._epoch_options(
-                        n_samples, state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
-                    ),
-                )
+            with limit_blas_threads(blas_threads(nnz=_nnz(X), n_classes=n_classes)):
+                result = self._run_solver(solver, objective, x0, X, n_samples, warm, rng, monitor)
         finally:
             monitor.close()
         x = monitor.best_x if monitor.best_x is not None else result.x
@@ -424,8 +462,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                     delattr(self, name)
         if not result.converged:
             warnings.warn(
-                f"{type(self).__name__} (solver={self.solver!r}) did not converge in max_iter={self.max_iter} "
-                f"{'epochs' if self.solver in STOCHASTIC_SOLVERS else 'iterations'}; increase max_iter or tol, or "
+                f"{type(self).__name__} (solver={solver!r}) did not converge in max_iter={self.max_iter} "
+                f"{'epochs' if solver in STOCHASTIC_SOLVERS else 'iterations'}; increase max_iter or tol, or "
                 "standardise the features",
                 ConvergenceWarning,
                 stacklevel=2,
@@ -475,23 +513,24 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             self.n_iter_ = 0
             self.loss_curve_ = []
             self._stochastic_state = _solvers.StochasticState(
-                method=self.solver, learning_rate=self._auto_learning_rate(X)
+                method=self.solver, learning_rate=self._auto_learning_rate(X, self.solver)
             )
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
         objective = self._objective(X, target, s, n_classes, dtype)
         state = self._stochastic_state
-        x0 = self._initial_coef(n_classes, n_features, target, s, dtype, warm=True)
+        x0 = self._initial_theta(n_classes, n_features, target, s, warm=True)
         lr = state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
         if getattr(self, "_partial_fit_rng", None) is None:
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        x, f = _solvers.stochastic_epoch(
-            objective.batch_loss_gradient,
-            x0,
-            n_samples,
-            state,
-            rng=self._partial_fit_rng,
-            **self._epoch_options(n_samples, lr),
-        )
+        with limit_blas_threads(blas_threads(nnz=_nnz(X), n_classes=n_classes)):
+            x, f = _solvers.stochastic_epoch(
+                objective.batch_loss_gradient,
+                x0,
+                n_samples,
+                state,
+                rng=self._partial_fit_rng,
+                **self._epoch_options(n_samples, lr),
+            )
         if not np.isfinite(f):
             raise FloatingPointError(f"the objective diverged to {f}; lower learning_rate")
         self._set_coef(x, n_classes, n_features, dtype)
