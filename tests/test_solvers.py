@@ -85,10 +85,10 @@ class _Logistic:
 class _Operator:
     """A Hessian offering exactly the HessianOperator protocol (no ``diagonal``, nothing else)."""
 
-    __slots__ = ("_H", "_full_cost", "requested")
+    __slots__ = ("_H", "_block_cost", "_full_cost", "requested")
 
-    def __init__(self, H, *, full_cost=1.0, requested=None):
-        self._H, self._full_cost = H, full_cost
+    def __init__(self, H, *, full_cost=1.0, block_cost=np.inf, requested=None):
+        self._H, self._full_cost, self._block_cost = H, full_cost, block_cost
         self.requested = [] if requested is None else requested
 
     def __call__(self, v):
@@ -99,12 +99,17 @@ class _Operator:
         if kind == "diagonal":
             d = np.diag(self._H).copy()
             return lambda r: r / d
+        if kind == "block":  # the two diagonal halves
+            half = len(self._H) // 2
+            blocks = np.zeros_like(self._H)
+            blocks[:half, :half], blocks[half:, half:] = self._H[:half, :half], self._H[half:, half:]
+            return lambda r: np.linalg.solve(blocks, r)
         assert kind == "full"
         factor = np.linalg.cholesky(self._H)
         return lambda r: np.linalg.solve(factor.T, np.linalg.solve(factor, r))
 
     def preconditioner_cost(self, kind):
-        return 0.5 if kind == "diagonal" else self._full_cost
+        return {"diagonal": 0.5, "full": self._full_cost, "block": self._block_cost}[kind]
 
 
 def _problems(rng):
@@ -240,11 +245,28 @@ def test_newton_cg_builds_the_full_preconditioner_only_when_cg_struggles_and_it_
         def with_hessian(x, full_cost=full_cost, requested=requested):
             return problem.with_hessian(x, full_cost=full_cost, requested=requested)
 
-        result = _solvers.minimize_newton_cg(with_hessian, np.zeros(N_PARAMS), max_iter=100, tol=1e-8)
+        result = _solvers.minimize_newton_cg(with_hessian, np.zeros(N_PARAMS), max_iter=100, tol=1e-12)
         assert result.converged
         np.testing.assert_allclose(result.x, problem.minimiser, rtol=1e-6, atol=1e-8)
         assert requested[0] == "diagonal"
         assert ("full" in requested) is expect_full
+        assert "block" not in requested  # (its cost is infinite here: not affordable)
+
+
+def test_newton_cg_takes_the_block_factorisation_when_the_full_one_is_not_affordable(rng):
+    problem = _Quadratic(rng, condition=1e6)
+    for full_cost, block_cost, expected in [(np.inf, 1.0, "block"), (1.0, 1.0, "full"), (1e4, 1.0, None)]:
+        requested = []
+
+        def with_hessian(x, full_cost=full_cost, block_cost=block_cost, requested=requested):
+            return problem.with_hessian(x, full_cost=full_cost, block_cost=block_cost, requested=requested)
+
+        result = _solvers.minimize_newton_cg(with_hessian, np.zeros(N_PARAMS), max_iter=200, tol=1e-12)
+        assert result.converged
+        np.testing.assert_allclose(result.x, problem.minimiser, rtol=1e-6, atol=1e-8)
+        factorisations = set(requested) - {"diagonal"}
+        # "full" is preferred whenever affordable: at cost 1e4 it never pays, and "block" is not taken instead
+        assert factorisations == ({expected} if expected else set()), requested
 
 
 # ------------------------------------------------------------------------------- the stochastic solver
