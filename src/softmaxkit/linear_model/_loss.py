@@ -180,6 +180,7 @@ class LinearLoss:
         else:
             self.block_rows = max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(self.n_features, 1))
         self._squared = None
+        self._ones = np.ones(min(self.block_rows, max(self.n_samples, 1)), dtype=self.dtype)
 
     # -------------------------------------------------------------- the parts
 
@@ -230,8 +231,8 @@ class LinearLoss:
             np.matmul(Xb.T, rows, out=out[:d])  # (out is zero before the only block)
         else:
             out[:d] += Xb.T @ rows
-        if self.fit_intercept:
-            out[d] += rows.sum(axis=0)
+        if self.fit_intercept:  # the column sums as a product with ones: NumPy's sum over axis 0 is 10x slower here
+            out[d] += self._ones[: rows.shape[0]] @ rows
 
     def squared(self):
         """``X ** 2`` for sparse ``X`` (kept: the Hessian's diagonal needs it at every Newton iteration)."""
