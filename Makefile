@@ -13,7 +13,7 @@ MIN_STAMP := $(MIN_VENV)/.installed
 # pip as a user's machine has it: the public index only, none of this machine's configuration.
 PUBLIC_PIP := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null
 
-.PHONY: demo test test-slow test-min lint format check-resolve sdist-check bench venv clean
+.PHONY: demo test test-slow test-min fuzz lint format check-resolve sdist-check bench venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ test: $(TEST_STAMP)
 
 test-slow: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -m slow
+
+# The property-based tests with the large budget: hypothesis profile "fuzz" (tests/conftest.py), 30 times
+# the suite's examples: over 10,000 generated inputs checked against the oracles, over 1,000 corrupted or
+# hostile model files, 30 or more killed saves, predictions and training runs each.
+FUZZ_TESTS := tests/test_fuzz_numpy.py tests/test_fuzz_torch.py tests/test_fuzz_estimator.py tests/test_fuzz_cli.py \
+	tests/test_model_files_hostile.py tests/test_kill.py
+
+fuzz: $(TEST_STAMP)
+	$(BIN)/python -m pytest -n 2 --hypothesis-profile fuzz --hypothesis-show-statistics -p no:cacheprovider $(FUZZ_TESTS)
 
 $(MIN_STAMP): pyproject.toml .ci/minimum_versions.py
 	rm -rf $(MIN_VENV)

@@ -8,6 +8,10 @@ The whole API:
   time, and the median CPU time of this process, all threads) per name. On a shared machine the
   CPU time of single-threaded code is the steadier number; wall time is what users wait for.
 * ``environment()``: machine, CPU, thread settings, library versions and the date, as a dict.
+* ``copy_references(x)``: the memory-bandwidth references for a kernel that reads ``x`` and writes an
+  array of its size: ``"copy"`` (``x.copy()``: the same bytes read and written, into a fresh array as
+  every such function returns, page faults included) and ``"copyto"`` (``np.copyto`` into an array
+  written before: the bandwidth alone); time them in the same ``measure`` rounds as the kernels.
 * ``write_results(name, rows, env, *, title, columns, notes=())``: writes ``results/<name>.csv``,
   ``results/<name>.json`` and ``results/<name>.md`` (a Markdown table under a header with ``env``).
   Existing result files of the same name are replaced: they are this script's own output.
@@ -72,6 +76,15 @@ def measure(candidates: Mapping[str, Callable[[], object]], *, repeats: int = 5,
         )
         for name, s in samples.items()
     }
+
+
+def copy_references(x) -> dict[str, Callable[[], object]]:
+    """``{"copy": x.copy(), "copyto": np.copyto into a preallocated array}``: see the module docstring."""
+    import numpy as np
+
+    target = np.empty_like(x)
+    target[...] = 0  # written once, so that no page fault is left for the timed copies
+    return {"copy": lambda: x.copy(), "copyto": lambda: np.copyto(target, x)}
 
 
 def _cpu_model() -> str:
@@ -166,4 +179,4 @@ def write_results(
     return paths
 
 
-__all__ = ["RESULTS_DIR", "Timing", "environment", "measure", "write_results"]
+__all__ = ["RESULTS_DIR", "Timing", "copy_references", "environment", "measure", "write_results"]

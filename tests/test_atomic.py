@@ -203,3 +203,105 @@ def test_bad_mode_and_missing_folder(tmp_path):
         with atomic_write(tmp_path / "no" / "x"):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------
+# temporary files of dead writers
+
+
+def _dead_pid() -> int:
+    """The process id of a process that has exited (and been reaped)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _temporary_name(target: str, pid: int, host: str | None = None) -> str:
+    return f".{target}.{pid}-{host or _atomic._host_tag()}.{'0123456789abcdef'}.tmp"
+
+
+def test_the_temporary_name_records_the_writer(tmp_path):
+    path = tmp_path / "out.bin"
+    seen = []
+    with atomic_write(path) as stream:
+        stream.write(b"x")
+        seen = _leftovers(tmp_path)
+    (name,) = seen
+    assert _atomic.is_temporary(name)
+    assert name.startswith(f".out.bin.{os.getpid()}-{_atomic._host_tag()}.")
+    assert _atomic.find_temporaries(tmp_path / "missing") == []
+
+
+def test_a_running_writer_is_never_stale(tmp_path):
+    path = tmp_path / "out.bin"
+    with atomic_write(path) as stream:
+        stream.write(b"x")
+        (found,) = _atomic.find_temporaries(tmp_path)
+        assert found.target == "out.bin" and found.pid == os.getpid() and not found.stale
+        assert _atomic.remove_stale_temporaries(tmp_path) == []
+        assert len(_leftovers(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("how", WRITERS)
+def test_a_stale_temporary_is_removed_by_the_next_write_of_its_target(tmp_path, how):
+    pid = _dead_pid()
+    stale = tmp_path / _temporary_name("out.bin", pid)
+    stale.write_bytes(b"half a model")
+    other = tmp_path / _temporary_name("other.bin", pid)  # another target: left for its own writer
+    other.write_bytes(b"half")
+    (found, _) = sorted(_atomic.find_temporaries(tmp_path), key=lambda t: t.target != "out.bin")
+    assert found.path == stale and found.pid == pid and found.stale
+    _write(tmp_path / "out.bin", b"new", how=how)
+    assert not stale.exists() and other.exists()
+    assert (tmp_path / "out.bin").read_bytes() == b"new"
+    assert [t.path for t in _atomic.remove_stale_temporaries(tmp_path)] == [other]
+    assert _leftovers(tmp_path) == []
+
+
+def test_temporaries_that_cannot_be_judged_stay(tmp_path):
+    pid = _dead_pid()
+    names = [
+        _temporary_name("a.bin", os.getppid()),  # a live process
+        _temporary_name("b.bin", pid, host="00000000" if _atomic._host_tag() != "00000000" else "11111111"),
+        ".c.bin.0123456789abcdef.tmp",  # an older release's name: no process id
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    found = _atomic.find_temporaries(tmp_path)
+    assert sorted(t.path.name for t in found) == sorted(names)
+    assert not any(t.stale for t in found)
+    assert _atomic.remove_stale_temporaries(tmp_path) == []
+    assert sorted(_leftovers(tmp_path)) == sorted(names)
+    assert [t.pid for t in found if t.target == "c.bin"] == [None]
+
+
+@pytest.mark.skipif(_atomic.fcntl is None, reason="no flock on this platform")
+def test_a_locked_temporary_is_not_stale_even_when_its_pid_is_gone(tmp_path):
+    """Another PID namespace (a container with the same host name): the lock tells what the pid cannot."""
+    stale = tmp_path / _temporary_name("out.bin", _dead_pid())
+    stale.write_bytes(b"x")
+    descriptor = os.open(stale, os.O_RDONLY)
+    try:
+        _atomic.fcntl.flock(descriptor, _atomic.fcntl.LOCK_EX)
+        assert [t.stale for t in _atomic.find_temporaries(tmp_path)] == [False]
+    finally:
+        os.close(descriptor)
+    assert [t.stale for t in _atomic.find_temporaries(tmp_path)] == [True]
+
+
+@pytest.mark.skipif(_atomic.fcntl is None, reason="no flock on this platform")
+def test_the_writer_holds_the_lock_while_it_writes(tmp_path):
+    with atomic_write(tmp_path / "out.bin") as stream:
+        stream.write(b"x")
+        (name,) = _leftovers(tmp_path)
+        assert not _atomic._unlocked(tmp_path / name)
+
+
+def test_is_temporary():
+    assert _atomic.is_temporary(".model.npz.12-0a1b2c3d.0123456789abcdef.tmp")
+    assert _atomic.is_temporary(".model.npz.0123456789abcdef.tmp")
+    assert _atomic.is_temporary("..hidden.12-0a1b2c3d.0123456789abcdef.tmp")
+    for name in ("model.npz", ".model.npz", ".model.npz.tmp", "model.npz.0123456789abcdef.tmp", ".x.12-0a1b.ff.tmp"):
+        assert not _atomic.is_temporary(name), name

@@ -521,6 +521,208 @@ def test_predict_never_overwrites(digits_run, tmp_path, capsys):
     assert target.read_text().split()[0] == "prediction" and len(target.read_text().split()) == 8
 
 
+def _stale_temporary(folder: Path, target: str) -> Path:
+    """A temporary file as a writer killed with SIGKILL leaves it (its process gone)."""
+    from softmaxkit._atomic import _host_tag
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    path = folder / f".{target}.{child.pid}-{_host_tag()}.0123456789abcdef.tmp"
+    path.write_bytes(b"PK\x03\x04 half a model")
+    return path
+
+
+def test_a_train_killed_during_its_save_can_be_rerun(tmp_path, capsys):
+    """The killed run left only its temporary model file: no earlier run; it is removed, with a note."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = _stale_temporary(out, "model.npz")
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: removed {stale}, the temporary file of an interrupted run" in err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.npz"]
+
+
+def test_overwrite_removes_stale_temporaries_and_ignores_live_ones(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    stale = _stale_temporary(out, "metrics.json")
+    live = (
+        out / f".model.npz.{os.getppid()}-{__import__('softmaxkit._atomic')._atomic._host_tag()}.00000000000000aa.tmp"
+    )
+    live.write_bytes(b"being written")  # another running process's file: not ours to remove
+    capsys.readouterr()
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots"]) == 1
+    assert "already holds an earlier run (metrics.json, model.npz)" in capsys.readouterr().err  # no .tmp listed
+    assert not stale.exists()  # removed even by the refused run
+    assert main(["train", "--dataset", "iris", "--out", str(out), "--quiet", "--no-plots", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(["metrics.json", "model.npz", live.name])
+
+
+def test_predict_removes_the_stale_temporary_of_its_output(digits_run, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    np.savez(tmp_path / "x.npz", X=load_digits().data[:7])
+    stale = _stale_temporary(tmp_path, "labels.csv")
+    other = _stale_temporary(tmp_path, "other.csv")  # another output's: left to the run that writes it
+    out = tmp_path / "labels.csv"
+    assert main(["predict", str(digits_run[0] / "model.npz"), str(tmp_path / "x.npz"), "--out", str(out)]) == 0
+    assert f"note: removed {stale}" in capsys.readouterr().err
+    assert not stale.exists() and other.exists() and len(out.read_text().split()) == 8
+
+
+def test_sigterm_is_an_interrupt_that_cleans_up(tmp_path):
+    """SIGTERM while fitting: exit 143, one line, nothing left (SIGINT's test above, for SIGTERM)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 30))
+    np.savez(tmp_path / "big.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "softmaxkit.cli", "train", str(tmp_path / "big.npz"), "--out", str(out)]
+    command += ["--solver", "sgd", "--max-iter", "100000", "--n-iter-no-change", "100000", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SINGLE_THREAD)
+    try:
+        assert process.stdout.readline().startswith("training on")
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines() == ["softmaxkit: terminated; no partial model or output file was left behind"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz"]
+
+
+def test_sigterm_handler_is_restored(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["datasets"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+# ------------------------------------------------------------------------------------------
+# no silent wrong answers from the data files
+
+
+def test_huge_float_labels_stay_distinct(tmp_path, capsys):
+    """Labels 0, 1e19 and 3e19 (floats beyond int64): three exact classes, not two wrapped int64 values."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 2))
+    labels = np.array([0.0, 1e19, 3e19])[np.arange(60) % 3]
+    X[:, 0] += np.arange(60) % 3
+    lines = ["a,b,label"] + [f"{float(x0)!r},{float(x1)!r},{float(label)!r}" for (x0, x1), label in zip(X, labels)]
+    (tmp_path / "big.csv").write_text("\n".join(lines) + "\n")
+    assert main(["train", str(tmp_path / "big.csv"), "--out", str(tmp_path / "run"), "--quiet", "--no-plots"]) == 0
+    model = SoftmaxRegression.load(tmp_path / "run" / "model.npz")
+    assert model.classes_.tolist() == ["0", "10000000000000000000", "30000000000000000000"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"]["n_classes"] == 3
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run" / "model.npz"), str(tmp_path / "big.csv")]) == 0
+    predicted = capsys.readouterr().out.split()[1:]
+    assert set(predicted) == {"0", "10000000000000000000", "30000000000000000000"}
+
+
+def test_labels_that_are_not_whole_numbers_are_refused(tmp_path, capsys):
+    (tmp_path / "half.csv").write_text("a,label\n1,0\n2,0.5\n3,1\n")
+    line = in_process_error(capsys, "train", tmp_path / "half.csv", "--out", tmp_path / "run")
+    assert line.endswith(
+        "target column 'label' holds numbers that are not whole (0.5 at data row 2); class labels must be whole numbers or names"
+    )
+
+
+def test_a_feature_of_huge_values_is_standardised_like_any_other(tmp_path, capsys):
+    """Values near 1e300 (squares overflow): the column is standardised exactly as its rescaled twin."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 2))
+    y = np.arange(60) % 3
+    X[:, 1] += y
+    runs = {}
+    for name, factor in (("plain", 1.0), ("huge", 1e299)):
+        rows = [f"{a!r},{b * factor!r},{t}" for (a, b), t in zip(X.tolist(), y)]
+        (tmp_path / f"{name}.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+        argv = ["train", str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / name), "--quiet", "--no-plots"]
+        assert main(argv) == 0, capsys.readouterr().err
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert runs["huge"]["test"]["accuracy"] == runs["plain"]["test"]["accuracy"]
+    assert runs["huge"]["test"]["log_loss"] == pytest.approx(runs["plain"]["test"]["log_loss"], rel=1e-9)
+
+
+def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
+    from softmaxkit.cli._common import write_json
+
+    write_json(tmp_path / "m.json", {"log_loss": float("inf"), "curve": [1.0, float("nan")], "n": 3})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"log_loss": None, "curve": [1.0, None], "n": 3}
+
+
+def test_infinite_labels_are_refused(tmp_path, capsys):
+    (tmp_path / "inf.csv").write_text("a,label\n1,0\n2,inf\n3,1\n")
+    line = in_process_error(capsys, "train", tmp_path / "inf.csv", "--out", tmp_path / "run")
+    assert line.endswith("inf.csv: target column 'label' has 1 infinite values (first at data row 2)")
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+@pytest.mark.parametrize(
+    "rows",
+    [["1,2,0", "3,4,5,1", "5,6,0"], ["1,2,0,9", "3,4,1,9", "5,6,0,9"]],
+    ids=["one row with an extra field", "every row with an extra field"],
+)
+def test_rows_with_extra_fields_are_refused(digits_run, tmp_path, capsys, command, rows):
+    """pandas would take the first column for an index (every row) or drop the field (usecols): never."""
+    path = tmp_path / "extra.csv"
+    path.write_text("\n".join(["a,b,label", *rows]) + "\n")
+    if command == "train":
+        args = ["train", path, "--out", tmp_path / "run"]
+    else:
+        assert main(["train", "--dataset", "iris", "--out", str(tmp_path / "m"), "--quiet", "--no-plots"]) == 0
+        path.write_text(
+            "\n".join(
+                ["sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)"] + [r + ",1" for r in rows]
+            )
+            + "\n"
+        )
+        capsys.readouterr()
+        args = ["predict", tmp_path / "m" / "model.npz", path]
+    line = in_process_error(capsys, *args)
+    assert "cannot read extra.csv as csv" in line, line
+    assert "fields" in line
+
+
+def test_a_trailing_delimiter_is_no_extra_field(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2},\n" for i in range(40)))
+    assert main(["train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "run"), "--quiet", "--no-plots"]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"]["n_features"] == 2
+
+
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory):
+    from sklearn.datasets import load_iris
+
+    folder = tmp_path_factory.mktemp("iris-run")
+    assert main(["train", "--dataset", "iris", "--out", str(folder / "run"), "--quiet", "--no-plots"]) == 0
+    X, y = load_iris(return_X_y=True)
+    return folder / "run" / "model.npz", X, y
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_file_without_any_of_the_models_column_names_is_refused(iris_run, tmp_path, capsys, command):
+    """Same column count, other names: another data set, never matched silently by position."""
+    model, X, y = iris_run
+    path = tmp_path / "other.csv"
+    path.write_text("w,x,y,z,label\n" + "".join(",".join(map(str, r)) + f",{t}\n" for r, t in zip(X[:9], y[:9])))
+    line = in_process_error(capsys, command, model, path)
+    assert "other.csv has none of the model's feature columns" in line
+    assert "'sepal length (cm)'" in line and "'w', 'x'" in line and "--no-header" in line
+    headerless = tmp_path / "headerless.csv"
+    headerless.write_text("".join(",".join(map(str, r)) + f",{t}\n" for r, t in zip(X[:9], y[:9])))
+    assert main([command, str(model), str(headerless), "--no-header"]) == 0  # by position, on request
+
+
+def test_a_header_only_file_has_no_rows_to_predict(iris_run, tmp_path, capsys):
+    model, _, _ = iris_run
+    path = tmp_path / "empty.csv"
+    path.write_text("sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n")
+    assert in_process_error(capsys, "predict", model, path).endswith("empty.csv has no data rows to predict")
+
+
 # ------------------------------------------------------------------------------------------
 # every input format, the same answer
 

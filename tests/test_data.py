@@ -400,3 +400,53 @@ def test_svmlight_with_the_model_width(tmp_path):
     dump_svmlight_file(X, [0, 1], str(tmp_path / "p.svm"))
     assert read_dataset(tmp_path / "p.svm").n_features == 2  # the file cannot tell
     np.testing.assert_array_equal(read_dataset(tmp_path / "p.svm", n_features=3).X, X)
+
+
+# ------------------------------------------------------------------------------------------
+# no silent wrong answers
+
+
+def test_labels_are_exact():
+    from softmaxkit.cli._read import labels
+
+    small = labels(np.array([0.0, 2.0**53, -3.0]), name="y", source="f")
+    assert small.dtype == np.int64 and small.tolist() == [0, 2**53, -3]
+    big = labels(np.array([0.0, 1e19, 3e19]), name="y", source="f")  # int64 would wrap these onto one another
+    assert big.tolist() == ["0", "10000000000000000000", "30000000000000000000"]
+    assert labels(np.array([0, 2**63], dtype=np.uint64), name="y", source="f").tolist() == [0, 2**63]
+    with pytest.raises(DataError, match=r"f: target column 'y' has 2 infinite values \(first at data row 2\)"):
+        labels(np.array([1.0, np.inf, -np.inf]), name="y", source="f")
+    with pytest.raises(DataError, match=r"holds numbers that are not whole \(2\.5 at data row 3\)"):
+        labels(np.array([1.0, 2.0, 2.5]), name="y", source="f")
+
+
+def test_batches_refuse_rows_with_extra_fields(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,c\n1,2,3\n4,5,6,7\n")
+    with pytest.raises(DataError, match=r"cannot read x\.csv as csv: .*Expected 3 fields"):
+        list(iter_feature_batches(path, FeatureLayout(3, ("a", "b", "c"))))
+    path.write_text("a,b,c\n1,2,3,9\n4,5,6,9\n")  # pandas alone would shift every value one column
+    with pytest.raises(DataError, match=r"its rows have more fields than its header row has names"):
+        list(iter_feature_batches(path, FeatureLayout(3, ("a", "b", "c"))))
+    with pytest.raises(DataError, match=r"its rows have more fields than its header row has names"):
+        read_dataset(path)
+
+
+def test_batches_refuse_a_table_with_none_of_the_models_names(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("p,q,r\n1,2,3\n")
+    with pytest.raises(
+        DataError,
+        match=r"x\.csv has none of the model's feature columns \(the model expects 'a', 'b', 'c'; the file has 'p', 'q', 'r'\)",
+    ):
+        list(iter_feature_batches(path, FeatureLayout(3, ("a", "b", "c"))))
+    path.write_text("1,2,3\n")
+    np.testing.assert_array_equal(
+        np.concatenate(list(iter_feature_batches(path, FeatureLayout(3, ("a", "b", "c")), header=False))), [[1, 2, 3]]
+    )
+
+
+def test_a_header_only_table_yields_no_batches(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,c\n")
+    assert list(iter_feature_batches(path, FeatureLayout(3, ("a", "b", "c")))) == []

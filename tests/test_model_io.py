@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from softmaxkit._model_io import FORMAT_VERSION, load_model_file, save_model_file
+from softmaxkit._model_io import FORMAT_VERSION, ModelFileError, load_model_file, save_model_file
 from softmaxkit.linear_model import SoftmaxRegression, read_model_metadata
 
 
@@ -106,6 +107,29 @@ def test_save_errors(tmp_path):
         model.save(tmp_path / "m.npz", metadata={"bad": float("nan")})
     with pytest.raises(ValueError, match="metadata must be a dict"):
         model.save(tmp_path / "m.npz", metadata=["a"])
+    # What JSON would read back as something else: keys that are not strings, tuples.
+    with pytest.raises(
+        ValueError, match=re.escape("metadata must have string keys (JSON's) at every depth, got the key 1 in metadata")
+    ):
+        model.save(tmp_path / "m.npz", metadata={1: 2})
+    with pytest.raises(ValueError, match=re.escape("got the key None in metadata['a'][1]")):
+        model.save(tmp_path / "m.npz", metadata={"a": [0, {None: 2}]})
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "metadata must hold lists, not tuples (JSON reads them back as lists), got one at metadata['shape']"
+        ),
+    ):
+        model.save(tmp_path / "m.npz", metadata={"shape": (2, 3)})
+    cycle = {"a": []}
+    cycle["a"].append(cycle)
+    with pytest.raises(ValueError, match="metadata must be JSON-serialisable"):  # refused, and no endless walk
+        model.save(tmp_path / "m.npz", metadata=cycle)
+    deep = current = {}
+    for _ in range(100_000):
+        current["a"] = current = {}
+    with pytest.raises(ValueError, match="metadata must be nested at most 100 deep, got more at metadata"):
+        model.save(tmp_path / "m.npz", metadata=deep)  # JSON's writer: RecursionError; its reader could not load it
     assert os.listdir(tmp_path) == []
     with pytest.raises(IsADirectoryError):
         model.save(tmp_path)
@@ -156,11 +180,17 @@ def test_foreign_files(tmp_path):
 
 
 def _rewrite(path, *, metadata_update=None, arrays_update=None, raw_metadata=None):
+    """Rewrite a model file with changes, its array_specs kept consistent with its members (as a writer would)."""
     with np.load(path, allow_pickle=False) as archive:
         members = {name: archive[name] for name in archive.files}
     meta = json.loads(members["__softmaxkit_metadata__"].tobytes())
-    meta.update(metadata_update or {})
     members.update(arrays_update or {})
+    meta["array_specs"] = {
+        name: {"dtype": np.lib.format.dtype_to_descr(a.dtype), "shape": list(a.shape)}
+        for name, a in members.items()
+        if name in meta["arrays"]
+    }
+    meta.update(metadata_update or {})
     text = raw_metadata if raw_metadata is not None else json.dumps(meta).encode()
     members["__softmaxkit_metadata__"] = np.frombuffer(text, dtype=np.uint8)
     with open(path, "wb") as handle:
@@ -202,7 +232,7 @@ def test_tampered_files(saved, change, message):
 
 def test_pickled_member_is_refused(saved):
     _rewrite(saved, arrays_update={"classes": np.array([0, "a", 2.0], dtype=object)})
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ModelFileError, match="array 'classes' has dtype object; model files hold numbers and strings"):
         SoftmaxRegression.load(saved)
 
 
@@ -224,3 +254,41 @@ def test_saved_file_has_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (os.stat(path).st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_the_record_declares_each_array(saved):
+    """array_specs: what the reader checks every member's .npy header against before reading it."""
+    meta = read_model_metadata(saved)
+    arrays, _ = load_model_file(saved, estimator="SoftmaxRegression")
+    assert sorted(meta["array_specs"]) == sorted(meta["arrays"]) == sorted(arrays)
+    for name, array in arrays.items():
+        assert meta["array_specs"][name] == {
+            "dtype": np.lib.format.dtype_to_descr(array.dtype),
+            "shape": list(array.shape),
+        }
+
+
+@pytest.mark.parametrize(
+    "array", [np.array([1, 2], dtype="M8[D]"), np.array([1], dtype="m8[s]"), np.zeros(2, dtype=[("a", "<f8")])]
+)
+def test_save_refuses_what_load_would_refuse(tmp_path, array):
+    with pytest.raises(ValueError, match="must have a numeric or string dtype"):
+        save_model_file(tmp_path / "x.npz", {"a": array}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_bad_content_is_one_exception_type(saved):
+    """Truncated, corrupt, foreign, newer: all ModelFileError (and still ValueError, as documented before)."""
+    data = saved.read_bytes()
+    cases = {"truncated": data[: len(data) // 2], "flipped": data[:100] + bytes([data[100] ^ 0x10]) + data[101:]}
+    for content in cases.values():
+        saved.write_bytes(content)
+        with pytest.raises(ModelFileError):
+            SoftmaxRegression.load(saved)
+    saved.write_bytes(data)
+    _rewrite(saved, metadata_update={"format_version": FORMAT_VERSION + 1})
+    with pytest.raises(ModelFileError, match="newer than this softmaxkit"):
+        SoftmaxRegression.load(saved)
+    _rewrite(saved, metadata_update={"format_version": 1, "estimator": "Other"})
+    with pytest.raises(ModelFileError, match="holds a 'Other' model"):
+        SoftmaxRegression.load(saved)

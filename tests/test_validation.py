@@ -211,6 +211,13 @@ def test_unknown_reduction(name, value):
         ALL_LOSS_FORMS[name](X, Y, reduction=value)
 
 
+@pytest.mark.parametrize("value", [np.array(["mean"]), np.array(["mean", "sum"]), ["mean"]], ids=["one", "two", "list"])
+def test_reduction_must_be_a_string(value):
+    # Not compared elementwise (an array of "mean" was accepted, two entries an ambiguous truth value).
+    with pytest.raises(ValueError, match=re.escape("reduction must be one of ('none', 'mean', 'sum'), got ")):
+        sk.cross_entropy(X, Y, reduction=value)
+
+
 def test_unknown_reduction_torch_too():
     compare_with_torch(*_ce_pair(Y, reduction="avg"), X, error=re.escape("reduction must be one of"))
 
@@ -293,6 +300,59 @@ def test_axis_out_of_range(name, axis):
 def test_backward_axis_out_of_range(name):
     with pytest.raises(ValueError, match=re.escape("axis must be in [-2, 2) for an input with 2 dimensions, got 2")):
         getattr(sk, name)(X, X, axis=2)
+
+
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+def test_backward_axis_out_of_range_for_scalar_output(name):
+    # A 0-d output has one axis, as in the forward pass: axis 0 and -1 are fine, 1 is not.
+    for axis in (0, -1):
+        assert getattr(sk, name)(np.float64(1.0), np.float64(0.0), axis=axis) == 0
+    with pytest.raises(ValueError, match=re.escape("axis must be in [-1, 1) for an input with 1 dimensions, got 1")):
+        getattr(sk, name)(np.float64(1.0), np.float64(0.0), axis=1)
+
+
+# --------------------------------------------------------------------------- dates, durations, ragged lists
+
+
+@pytest.mark.parametrize("dtype", ["m8[s]", "M8[D]"])
+def test_dates_and_durations_are_not_numbers(dtype):
+    # NumPy counts timedelta64 among the integers: without as_array they passed for logits and indices.
+    values = np.array([0, 1], dtype=dtype)
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            f"x must be a real floating, integer or boolean array, got an array of shape (2,) and dtype {values.dtype}"
+        ),
+    ):
+        sk.softmax(values)
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            f"target must be integer class indices or floating class probabilities, got an array of shape (2,) and dtype {values.dtype}"
+        ),
+    ):
+        sk.cross_entropy(X[:2], values)
+    with pytest.raises(TypeError, match=re.escape("target must be integer class indices, got")):
+        sk.nll_loss(X[:2], values)
+    with pytest.raises(TypeError, match=re.escape("weight must be a real array of shape (3,), got")):
+        sk.cross_entropy(X, Y, weight=np.array([0, 1, 2], dtype=dtype))
+
+
+@pytest.mark.parametrize("argument", ["x", "grad_output", "output"])
+def test_ragged_lists_are_named(argument):
+    ragged = [[1.0, 2.0], [3.0]]
+    calls = {
+        "x": lambda: sk.softmax(ragged),
+        "grad_output": lambda: sk.softmax_backward(ragged, X[:2, :2]),
+        "output": lambda: sk.log_softmax_backward(X[:2, :2], ragged),
+    }
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{argument} must be an array or a nested sequence of equal lengths, got [[1.0, 2.0], [3.0]] ("
+        ),
+    ):
+        calls[argument]()
 
 
 @pytest.mark.parametrize("axis", [1, -2])

@@ -5,6 +5,7 @@ has the same functions on tensors. Importing :mod:`softmaxkit` never imports PyT
 """
 
 from softmaxkit._gradcheck import GradcheckResult, gradcheck
+from softmaxkit._model_io import ModelFileError
 from softmaxkit._numpy._cross_entropy import (
     cross_entropy,
     cross_entropy_backward,
@@ -23,6 +24,7 @@ from softmaxkit._version import __version__
 
 __all__ = [
     "GradcheckResult",
+    "ModelFileError",
     "SoftmaxRegression",
     "__version__",
     "cross_entropy",

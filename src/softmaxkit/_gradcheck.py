@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from softmaxkit._validation import _describe, as_float_array
 
 
 @dataclass(frozen=True)
@@ -89,23 +93,45 @@ def gradcheck(
     >>> bool(gradcheck(softmax, lambda g, x: g, x))  # a wrong backward is caught
     False
     """
-    wrt = tuple(int(i) for i in wrt)
-    if not wrt or any(not 0 <= i < len(inputs) for i in wrt):
-        raise ValueError(f"wrt must list positions in [0, {len(inputs)}), got {wrt}")
-    point = [np.array(x, dtype=np.float64) if i in wrt else x for i, x in enumerate(inputs)]
-    output = np.asarray(fn(*point), dtype=np.float64)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {_describe(fn)}")
+    if not callable(backward):
+        raise TypeError(f"backward must be callable, got {_describe(backward)}")
+    wrt = _check_wrt(wrt, len(inputs))
+    eps = _check_real(eps, "eps", positive=True)
+    atol = _check_real(atol, "atol")
+    rtol = _check_real(rtol, "rtol")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise TypeError(f"seed must be a non-negative integer, got {_describe(seed)}")
+    point = [
+        np.array(as_float_array(x, name=f"inputs[{i}]")[0], dtype=np.float64) if i in wrt else x
+        for i, x in enumerate(inputs)
+    ]
+
+    def evaluate(args) -> np.ndarray:
+        values, _ = as_float_array(fn(*args), name="the output of fn")
+        return values.astype(np.float64, copy=False)
+
+    output = evaluate(point)
     rng = np.random.default_rng(seed)
     upstream = rng.standard_normal(output.shape)
     finite = np.isfinite(output)
 
     def projected(args) -> float:
-        values = np.asarray(fn(*args), dtype=np.float64)
+        values = evaluate(args)
+        if values.shape != output.shape:
+            raise ValueError(f"the output of fn must keep its shape {output.shape}, got shape {values.shape}")
         return float(np.sum(np.where(finite, upstream * np.where(finite, values, 0), 0)))
 
     analytic = backward(upstream, *point)
     if isinstance(analytic, np.ndarray) or np.isscalar(analytic):
         analytic = (analytic,)
-    analytic = [np.asarray(a, dtype=np.float64) for a in analytic]
+    if not isinstance(analytic, Sequence):
+        raise TypeError(f"backward must return an array or a sequence of arrays, got {_describe(analytic)}")
+    analytic = [
+        as_float_array(a, name=f"the gradient {k} returned by backward")[0].astype(np.float64, copy=False)
+        for k, a in enumerate(analytic)
+    ]
     if len(analytic) != len(wrt):
         raise ValueError(f"backward must return {len(wrt)} gradient(s), one per entry of wrt, got {len(analytic)}")
 
@@ -152,3 +178,28 @@ def gradcheck(
         analytic=worst[4],
         numerical=worst[5],
     )
+
+
+def _check_wrt(wrt, n_inputs: int) -> tuple[int, ...]:
+    """``wrt`` as a tuple of distinct input positions, or a clear error."""
+    if isinstance(wrt, (str, bytes)) or not isinstance(wrt, Sequence):
+        raise TypeError(f"wrt must be a sequence of input positions, got {_describe(wrt)}")
+    for i in wrt:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"wrt must hold integer positions, got {_describe(i)} in {_describe(wrt)}")
+    positions = tuple(int(i) for i in wrt)
+    if not positions or any(not 0 <= i < n_inputs for i in positions):
+        raise ValueError(f"wrt must list positions in [0, {n_inputs}), got {positions}")
+    if len(set(positions)) != len(positions):
+        raise ValueError(f"wrt must not repeat a position, got {positions}")
+    return positions
+
+
+def _check_real(value, name: str, *, positive: bool = False) -> float:
+    """A finite real ``value`` >= 0 (> 0 with ``positive``), as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {number}")
+    return number

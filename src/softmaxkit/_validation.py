@@ -29,22 +29,43 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def as_array(x: Any, *, name: str, what: str) -> np.ndarray:
+    """``np.asarray(x)``, refusing the two things NumPy gets wrong for an argument ``name``.
+
+    A ragged nested sequence (``[[1, 2], [3]]``) is a ``ValueError`` that names ``name`` (NumPy's own
+    says "inhomogeneous shape" and names nothing). Dates and durations (``datetime64``,
+    ``timedelta64``) are a ``TypeError`` saying that ``name`` must be ``what``: NumPy counts
+    ``timedelta64`` among the integers (``np.issubdtype(np.timedelta64, np.integer)`` is True), so
+    every later dtype check would take them for numbers.
+    """
+    try:
+        array = np.asarray(x)
+    except ValueError as error:
+        raise ValueError(
+            f"{name} must be an array or a nested sequence of equal lengths, got {_describe(x)} ({error})"
+        ) from None
+    if array.dtype.kind in "mM":
+        raise TypeError(f"{name} must be {what}, got {_describe(array)}")
+    return array
+
+
 def as_float_array(x: Any, *, name: str) -> tuple[np.ndarray, np.dtype]:
     """Return ``(work, out_dtype)``: ``x`` as a floating array to compute with, and the dtype to return.
 
     float16, float32 and float64 keep their dtype in the output; float16 is computed in float32.
     Integer and boolean input is promoted to float64, as NumPy's own ``np.exp`` does.
-    Anything else (complex, strings, objects) is a ``TypeError``.
+    Anything else (complex, strings, objects, dates and durations) is a ``TypeError``.
     """
-    array = np.asarray(x)
+    what = "a real floating, integer or boolean array"
+    array = as_array(x, name=name, what=what)
     dtype = array.dtype
     if dtype == np.float16:
         return array.astype(np.float32), dtype
     if dtype in (np.float32, np.float64):
         return array, dtype
-    if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
+    if dtype.kind in "biu":
         return array.astype(np.float64), np.dtype(np.float64)
-    raise TypeError(f"{name} must be a real floating, integer or boolean array, got {_describe(array)}")
+    raise TypeError(f"{name} must be {what}, got {_describe(array)}")
 
 
 def normalize_axis(axis: Any, ndim: int) -> int:
@@ -70,7 +91,8 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
 
 
 def check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
+    # A string first: ``in`` would compare an array elementwise (accepted, or an ambiguous truth value).
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {_describe(reduction)}")
     return reduction
 
@@ -94,9 +116,10 @@ def check_class_weight(weight: Any, n_classes: int, dtype: np.dtype) -> np.ndarr
     """Validate a per-class weight vector of shape ``(n_classes,)``: finite and non-negative."""
     if weight is None:
         return None
-    array = np.asarray(weight)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"weight must be a real array of shape ({n_classes},), got {_describe(array)}")
+    what = f"a real array of shape ({n_classes},)"
+    array = as_array(weight, name="weight", what=what)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"weight must be {what}, got {_describe(array)}")
     if array.shape != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},), one entry per class, got shape {array.shape}")
     if not np.all(np.isfinite(array)):

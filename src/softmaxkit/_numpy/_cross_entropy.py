@@ -16,6 +16,11 @@ functions, :mod:`softmaxkit.torch`'s ``cross_entropy`` and ``nll_loss``, the fus
 * ``total_coef`` (per sample): ``A_n = sum_c a_nc``, for index targets
   ``target_coef + smooth_coef * total_weight`` with ``total_weight = sum_c w_c``;
 * ``denominator``: ``W``, what ``"mean"`` divides by.
+
+The index-target coefficients are computed once, by :func:`_index_coefficients`, for both
+implementations: the NumPy path (the reference) and the compiled row kernels of :mod:`._kernels`,
+between which :mod:`._engine` chooses (each public function here calls :func:`_evaluate` with
+``engine="auto"``).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from softmaxkit._numpy._engine import as_rows, run, use_kernel
 from softmaxkit._numpy._softmax import stable_exp
 from softmaxkit._validation import (
     _describe,
+    as_array,
     as_float_array,
     check_class_indices,
     check_class_weight,
@@ -86,7 +93,8 @@ def _prepare(
     work_dtype = logits.dtype
     weight = check_class_weight(weight, n_classes, work_dtype)
 
-    target = np.asarray(target)
+    kinds = "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
+    target = as_array(target, name="target", what=kinds)
     if np.issubdtype(target.dtype, np.integer):
         if target.shape != batch_shape:
             raise ValueError(
@@ -114,9 +122,6 @@ def _prepare(
         rows_target = _to_rows(target.astype(work_dtype, copy=False), class_axis)
         is_index = False
     else:
-        kinds = (
-            "integer class indices or floating class probabilities" if allow_probabilities else "integer class indices"
-        )
         raise TypeError(f"target must be {kinds}, got {_describe(target)}")
     return _Rows(
         logits=_to_rows(logits, class_axis),
@@ -156,6 +161,34 @@ def _times(coef: np.ndarray, value: np.ndarray) -> np.ndarray:
         return np.where(coef == 0, 0, coef * value)
 
 
+class _IndexCoefficients(NamedTuple):
+    """The coefficients of index targets (module docstring); one value shared by every row, or one per row."""
+
+    safe_target: np.ndarray  # (M,) the target class, 0 for an ignored sample
+    target_coef: np.ndarray  # (M,) or (1,): (1 - eps) w_y v
+    smooth_coef: np.ndarray  # (M,) or (1,): eps / C * v (0 without smoothing)
+    total_weight: float  # sum_c w_c
+    denominator: float  # W = sum_n w_{y_n} v_n
+
+
+def _index_coefficients(rows: _Rows) -> _IndexCoefficients:
+    valid, weight, eps = rows.valid, rows.weight, rows.label_smoothing
+    dtype = rows.logits.dtype
+    n_classes = rows.logits.shape[1]
+    all_valid = bool(valid.all())  # then one shared value stands for M equal ones
+    safe_target = rows.target if all_valid else np.where(valid, rows.target, 0)
+    if weight is None:
+        target_weight = np.ones(1, dtype) if all_valid else valid.astype(dtype)
+        denominator = float(np.count_nonzero(valid))
+    else:
+        target_weight = weight[safe_target] if all_valid else np.where(valid, weight[safe_target], 0)
+        denominator = float(np.sum(target_weight, dtype=np.float64))
+    smooth = dtype.type(eps / n_classes)
+    smooth_coef = np.full(1, smooth) if all_valid else smooth * valid.astype(dtype)
+    total_weight = float(n_classes) if weight is None else float(weight.sum())
+    return _IndexCoefficients(safe_target, (1.0 - eps) * target_weight, smooth_coef, total_weight, denominator)
+
+
 class _Terms(NamedTuple):
     """Per-row loss and what the gradient needs: ``a`` and ``A`` under the names of the module docstring."""
 
@@ -172,26 +205,22 @@ def _loss_terms(rows: _Rows, parts) -> _Terms:
     n_samples, n_classes = logits.shape
     log_sum = np.log(parts.sum_exp[:, 0])
     if rows.is_index:
-        valid = rows.valid
-        safe_target = np.where(valid, rows.target, 0)
-        target_weight = valid.astype(logits.dtype) if weight is None else np.where(valid, weight[safe_target], 0)
-        target_coef = (1.0 - eps) * target_weight
-        picked_log_prob = parts.shifted[np.arange(n_samples), safe_target] - log_sum
-        loss = _times(target_coef, -picked_log_prob)
-        total_coef = target_coef
+        coef = _index_coefficients(rows)
+        picked_log_prob = parts.shifted[np.arange(n_samples), coef.safe_target] - log_sum
+        loss = _times(coef.target_coef, -picked_log_prob)
+        total_coef = coef.target_coef
         smooth_coef = None
         if eps > 0:
-            smooth_coef = (eps / n_classes) * valid.astype(logits.dtype)
+            smooth_coef = coef.smooth_coef
             if weight is None:
-                weighted_sum, total_weight = parts.shifted.sum(axis=1), float(n_classes)
+                weighted_sum = parts.shifted.sum(axis=1)
             else:
-                weighted_sum, total_weight = _row_dot(parts.shifted, weight), float(weight.sum())
+                weighted_sum = _row_dot(parts.shifted, weight)
             # sum_c w_c l_nc, using l = shifted - log_sum
-            smooth_sum = weighted_sum - total_weight * log_sum
+            smooth_sum = weighted_sum - coef.total_weight * log_sum
             loss = loss + _times(smooth_coef, -smooth_sum)
-            total_coef = target_coef + smooth_coef * total_weight
-        denominator = float(np.sum(target_weight, dtype=np.float64))
-        return _Terms(loss, denominator, target_coef, smooth_coef, None, total_coef)
+            total_coef = coef.target_coef + smooth_coef * coef.total_weight
+        return _Terms(loss, coef.denominator, coef.target_coef, smooth_coef, None, total_coef)
     prob_coef = rows.target
     if eps > 0:
         prob_coef = (1.0 - eps) * prob_coef + eps / n_classes
@@ -202,18 +231,19 @@ def _loss_terms(rows: _Rows, parts) -> _Terms:
     return _Terms(loss, float(n_samples), None, None, prob_coef, total_coef)
 
 
-def _reduce(rows: _Rows, terms: _Terms) -> np.ndarray:
+def _reduce(rows: _Rows, loss: np.ndarray, denominator: float) -> np.ndarray:
+    """The per-row losses ``loss`` reduced as ``rows.reduction`` asks."""
     if rows.reduction == "none":
-        return terms.loss.astype(rows.out_dtype).reshape(rows.batch_shape)
-    total = np.sum(terms.loss)
+        return loss.astype(rows.out_dtype).reshape(rows.batch_shape)
+    total = np.sum(loss)
     if rows.reduction == "mean":
         with np.errstate(invalid="ignore", divide="ignore"):
-            total = total / total.dtype.type(terms.denominator)  # 0 / 0 = NaN, as in PyTorch
+            total = total / total.dtype.type(denominator)  # 0 / 0 = NaN, as in PyTorch
     return np.asarray(total, dtype=rows.out_dtype)
 
 
-def _row_scale(rows: _Rows, terms: _Terms, grad_output) -> np.ndarray:
-    """The upstream gradient of each row's loss, shape ``(M,)``."""
+def _row_scale(rows: _Rows, denominator: float, grad_output) -> np.ndarray:
+    """The upstream gradient of each row's loss: shape ``(M,)``, or ``(1,)`` when every row shares it."""
     dtype = rows.logits.dtype
     grad_output, _ = as_float_array(grad_output, name="grad_output")
     n_samples = rows.logits.shape[0]
@@ -223,15 +253,17 @@ def _row_scale(rows: _Rows, terms: _Terms, grad_output) -> np.ndarray:
                 f"grad_output must be a scalar or have the loss's shape {rows.batch_shape} with reduction='none', "
                 f"got shape {grad_output.shape}"
             )
-        return np.broadcast_to(grad_output.astype(dtype), rows.batch_shape).reshape(n_samples)
+        if grad_output.shape == ():
+            return grad_output.astype(dtype).reshape(1)
+        return grad_output.astype(dtype).reshape(n_samples)
     if grad_output.size != 1:
         raise ValueError(
             f"grad_output must be a scalar with reduction={rows.reduction!r}, got shape {grad_output.shape}"
         )
     scale = float(grad_output.reshape(()))
     if rows.reduction == "mean":
-        scale = scale / terms.denominator if terms.denominator != 0 else np.nan
-    return np.full(n_samples, scale, dtype=dtype)
+        scale = scale / denominator if denominator != 0 else np.nan
+    return np.full(1, scale, dtype=dtype)
 
 
 def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarray:
@@ -244,17 +276,46 @@ def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarra
             grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.target_coef, scale)
             if terms.smooth_coef is not None:
                 per_class = 1.0 if rows.weight is None else rows.weight[None, :]
-                grad -= _times(terms.smooth_coef, scale)[:, None] * per_class
+                grad -= _times(terms.smooth_coef[:, None] * per_class, scale[:, None])  # 0 where w_c = 0
         else:
             grad -= terms.prob_coef * scale[:, None]
     masked_rows = np.isneginf(parts.log_sum_exp[:, 0])
     if masked_rows.any():  # a fully masked row takes no part: zero gradient, not NaN
         grad[masked_rows] = 0
-    return _from_rows(grad.astype(rows.out_dtype, copy=False), rows.input_shape, rows.class_axis)
+    return grad
 
 
-def _forward(input, target, weight, ignore_index, reduction, label_smoothing):
-    """Validate a cross-entropy problem and make the one pass over its logits."""
+def _kernel_loss_and_grad(rows: _Rows, grad_output, want_loss: bool, want_grad: bool, *, out=None):
+    """``(per-row losses in float64, denominator, gradient rows or None)`` from the compiled row kernels.
+
+    ``out``: where the gradient rows go (``rows.logits`` itself is allowed); a fresh array by default.
+    """
+    logits = rows.logits
+    n_samples, n_classes = logits.shape
+    loss = np.empty(n_samples)
+    grad = (np.empty_like(logits) if out is None else out) if want_grad else np.empty((1, n_classes), logits.dtype)
+    in_place = out is logits
+    class_weight = np.empty(0) if rows.weight is None else rows.weight.astype(np.float64)
+    if rows.is_index:
+        coef = _index_coefficients(rows)
+        denominator = coef.denominator
+        scale = _row_scale(rows, denominator, grad_output) if want_grad else np.zeros(1)
+        args = (coef.safe_target, coef.target_coef.astype(np.float64), coef.smooth_coef.astype(np.float64))
+        args += (class_weight, coef.total_weight)
+        name = "cross_entropy_index_rows"
+    else:
+        denominator = float(n_samples)
+        scale = _row_scale(rows, denominator, grad_output) if want_grad else np.zeros(1)
+        args, name = (rows.target, rows.label_smoothing, class_weight), "cross_entropy_prob_rows"
+    run(name, logits, *args, scale.astype(np.float64), loss, grad, want_grad, in_place, n_entries=logits.size)
+    return loss, denominator, grad if want_grad else None
+
+
+def _evaluate(
+    input, target, grad_output, *, weight, ignore_index, reduction, label_smoothing, want_loss, want_grad, engine
+):
+    """``(loss, gradient)`` of a cross-entropy problem from one pass over its logits, computed by ``engine``
+    (see :mod:`._engine`); each is None unless asked for. The public functions call this."""
     rows = _prepare(
         input,
         target,
@@ -264,8 +325,17 @@ def _forward(input, target, weight, ignore_index, reduction, label_smoothing):
         label_smoothing=label_smoothing,
         allow_probabilities=True,
     )
-    parts = stable_exp(rows.logits, (1,))
-    return rows, parts, _loss_terms(rows, parts)
+    if use_kernel(engine, as_rows(rows.logits, (1,))):
+        per_row, denominator, grad = _kernel_loss_and_grad(rows, grad_output, want_loss, want_grad)
+    else:
+        parts = stable_exp(rows.logits, (1,))
+        terms = _loss_terms(rows, parts)
+        per_row, denominator = terms.loss, terms.denominator
+        grad = _gradient(rows, parts, terms, _row_scale(rows, denominator, grad_output)) if want_grad else None
+    loss = _reduce(rows, per_row, denominator) if want_loss else None
+    if grad is not None:
+        grad = _from_rows(grad.astype(rows.out_dtype, copy=False), rows.input_shape, rows.class_axis)
+    return loss, grad
 
 
 def cross_entropy(
@@ -351,8 +421,8 @@ def cross_entropy(
     >>> cross_entropy(logits, np.array([0, 1]), reduction="none", label_smoothing=0.1)
     array([0.51369668, 0.29921724])
     """
-    rows, _, terms = _forward(input, target, weight, ignore_index, reduction, label_smoothing)
-    return _reduce(rows, terms)
+    options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    return _evaluate(input, target, None, **options, want_loss=True, want_grad=False, engine="auto")[0]
 
 
 def cross_entropy_backward(
@@ -377,8 +447,8 @@ def cross_entropy_backward(
     >>> cross_entropy_backward(np.array([2.0, 1.0, 0.1]), np.array(0))  # softmax minus one-hot
     array([-0.34099886,  0.24243297,  0.09856589])
     """
-    rows, parts, terms = _forward(input, target, weight, ignore_index, reduction, label_smoothing)
-    return _gradient(rows, parts, terms, _row_scale(rows, terms, grad_output))
+    options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    return _evaluate(input, target, grad_output, **options, want_loss=False, want_grad=True, engine="auto")[1]
 
 
 def cross_entropy_with_grad(
@@ -403,20 +473,14 @@ def cross_entropy_with_grad(
     >>> loss, grad
     (array(0.41703002), array([[-0.34099886,  0.24243297,  0.09856589]]))
     """
-    rows, parts, terms = _forward(input, target, weight, ignore_index, reduction, label_smoothing)
-    loss = _reduce(rows, terms)  # before _gradient, which overwrites parts.exp_shifted
-    return loss, _gradient(rows, parts, terms, _row_scale(rows, terms, 1.0))
+    options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    return _evaluate(input, target, 1.0, **options, want_loss=True, want_grad=True, engine="auto")
 
 
 def _nll_terms(rows: _Rows) -> _Terms:
-    n_samples = rows.logits.shape[0]
-    valid = rows.valid
-    safe_target = np.where(valid, rows.target, 0)
-    target_coef = (
-        valid.astype(rows.logits.dtype) if rows.weight is None else np.where(valid, rows.weight[safe_target], 0)
-    )
-    loss = _times(target_coef, -rows.logits[np.arange(n_samples), safe_target])
-    return _Terms(loss, float(np.sum(target_coef, dtype=np.float64)), target_coef, None, None, target_coef)
+    coef = _index_coefficients(rows)  # label_smoothing is 0: target_coef = w_y v
+    loss = _times(coef.target_coef, -rows.logits[np.arange(rows.logits.shape[0]), coef.safe_target])
+    return _Terms(loss, coef.denominator, coef.target_coef, None, None, coef.target_coef)
 
 
 def nll_loss(input, target, *, weight=None, ignore_index: int = -100, reduction: str = "mean") -> np.ndarray:
@@ -443,7 +507,8 @@ def nll_loss(input, target, *, weight=None, ignore_index: int = -100, reduction:
         label_smoothing=0.0,
         allow_probabilities=False,
     )
-    return _reduce(rows, _nll_terms(rows))
+    terms = _nll_terms(rows)
+    return _reduce(rows, terms.loss, terms.denominator)
 
 
 def nll_loss_backward(
@@ -471,7 +536,7 @@ def nll_loss_backward(
         allow_probabilities=False,
     )
     terms = _nll_terms(rows)
-    scale = _row_scale(rows, terms, grad_output)
+    scale = _row_scale(rows, terms.denominator, grad_output)
     grad = np.zeros_like(rows.logits)
     n_samples = grad.shape[0]
     with np.errstate(invalid="ignore"):

@@ -17,6 +17,10 @@ The functions return the mathematical limit wherever one exists, where PyTorch a
 
 Dtypes: float16, float32 and float64 are preserved (float16 is computed in float32);
 integer and boolean input is promoted to float64.
+
+Two implementations compute each function: the NumPy path below (:func:`stable_exp`), the
+reference, and the compiled row kernels of :mod:`._kernels`; :mod:`._engine` chooses between them
+(each public function here is its private twin called with ``engine="auto"``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from softmaxkit._numpy._engine import as_rows, run, use_kernel
 from softmaxkit._validation import as_float_array, normalize_axes, normalize_axis
 
 
@@ -134,14 +139,28 @@ def softmax(x, axis: int = -1) -> np.ndarray:
     array([[0., 0.],
            [1., 0.]])
     """
+    return _softmax(x, axis, log=False, engine="auto")
+
+
+def _softmax(x, axis: int, *, log: bool, engine: str) -> np.ndarray:
+    """:func:`softmax` (or, with ``log``, :func:`log_softmax`) computed by ``engine`` (see :mod:`._engine`)."""
     work, out_dtype = as_float_array(x, name="x")
     work, axis = _unit_axis(work, axis)
     if work.shape[axis] == 0:
         return np.empty(np.shape(x), dtype=out_dtype)
-    parts = stable_exp(work, (axis,))
-    probabilities = parts.exp_shifted
-    probabilities /= parts.sum_exp
-    return probabilities.astype(out_dtype, copy=False).reshape(np.shape(x))
+    rows = as_rows(work, (axis,))
+    if use_kernel(engine, rows):
+        result = np.empty_like(work)
+        run("log_softmax_rows" if log else "softmax_rows", rows, result.reshape(rows.shape), n_entries=rows.size)
+    elif log:
+        parts = stable_exp(work, (axis,))
+        result = parts.shifted
+        result -= np.log(parts.sum_exp)
+    else:
+        parts = stable_exp(work, (axis,))
+        result = parts.exp_shifted
+        result /= parts.sum_exp
+    return result.astype(out_dtype, copy=False).reshape(np.shape(x))
 
 
 def log_softmax(x, axis: int = -1) -> np.ndarray:
@@ -160,14 +179,7 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
     >>> log_softmax(np.array([0.0, 1000.0]))
     array([-1000.,     0.])
     """
-    work, out_dtype = as_float_array(x, name="x")
-    work, axis = _unit_axis(work, axis)
-    if work.shape[axis] == 0:
-        return np.empty(np.shape(x), dtype=out_dtype)
-    parts = stable_exp(work, (axis,))
-    log_probabilities = parts.shifted
-    log_probabilities -= np.log(parts.sum_exp)
-    return log_probabilities.astype(out_dtype, copy=False).reshape(np.shape(x))
+    return _softmax(x, axis, log=True, engine="auto")
 
 
 def logsumexp(x, axis=-1, keepdims: bool = False) -> np.ndarray:
@@ -187,14 +199,24 @@ def logsumexp(x, axis=-1, keepdims: bool = False) -> np.ndarray:
     >>> logsumexp(np.zeros((2, 3)), axis=None)
     array(1.79175947)
     """
+    return _logsumexp(x, axis, keepdims, engine="auto")
+
+
+def _logsumexp(x, axis, keepdims: bool, *, engine: str) -> np.ndarray:
+    """:func:`logsumexp` computed by ``engine`` (see :mod:`._engine`)."""
     work, out_dtype = as_float_array(x, name="x")
     if work.ndim == 0:
         normalize_axes(axis, 1)  # only validates: the log-sum-exp of one entry is that entry
         return work.astype(out_dtype)
     axes = normalize_axes(axis, work.ndim)
+    reduced_shape = tuple(1 if i in axes else n for i, n in enumerate(work.shape))
+    rows = as_rows(work, axes)
     if any(work.shape[a] == 0 for a in axes):
-        reduced_shape = tuple(1 if i in axes else n for i, n in enumerate(work.shape))
         result = np.full(reduced_shape, -np.inf, dtype=work.dtype)
+    elif use_kernel(engine, rows):
+        result = np.empty(rows.shape[0], dtype=work.dtype)
+        run("logsumexp_rows", rows, result, n_entries=rows.size)
+        result = result.reshape(reduced_shape)
     else:
         result = stable_exp(work, axes).log_sum_exp
     if not keepdims:
@@ -219,15 +241,34 @@ def softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
     >>> softmax_backward(np.array([1.0, 0.0, 0.0]), p)
     array([ 0.22471864, -0.1597636 , -0.06495503])
     """
+    return _softmax_backward(grad_output, output, axis, log=False, engine="auto")
+
+
+def _backward_rows(grad: np.ndarray, output: np.ndarray, axis: int):
+    """The ``(M, C)`` views of ``grad`` and ``output`` for a backward kernel, or None."""
+    rows, output_rows = as_rows(grad, (axis,)), as_rows(output, (axis,))
+    return None if rows is None or output_rows is None or grad.dtype != output.dtype else (rows, output_rows)
+
+
+def _softmax_backward(grad_output, output, axis: int, *, log: bool, engine: str) -> np.ndarray:
+    """:func:`softmax_backward` (or, with ``log``, :func:`log_softmax_backward`) computed by ``engine``."""
     grad, out_dtype = as_float_array(grad_output, name="grad_output")
-    probabilities, _ = as_float_array(output, name="output")
-    _check_same_shape(grad, probabilities)
-    if probabilities.ndim == 0:
+    output, _ = as_float_array(output, name="output")
+    _check_same_shape(grad, output)
+    axis = normalize_axis(axis, max(output.ndim, 1))  # a 0-d array has one axis, as in the forward pass
+    if output.ndim == 0:
         return np.zeros((), dtype=out_dtype)
-    axis = normalize_axis(axis, probabilities.ndim)
-    weighted = grad * probabilities
-    weighted -= probabilities * np.sum(weighted, axis=axis, keepdims=True)
-    return weighted.astype(out_dtype, copy=False)
+    pair = _backward_rows(grad, output, axis)
+    if use_kernel(engine, None if pair is None else pair[0]):
+        result = np.empty_like(grad)
+        name = "log_softmax_backward_rows" if log else "softmax_backward_rows"
+        run(name, *pair, result.reshape(pair[0].shape), n_entries=grad.size)
+    elif log:
+        result = _log_softmax_backward_numpy(grad, output, axis)
+    else:
+        result = grad * output
+        result -= output * np.sum(result, axis=axis, keepdims=True)
+    return result.astype(out_dtype, copy=False)
 
 
 def log_softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
@@ -248,12 +289,10 @@ def log_softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
     >>> log_softmax_backward(np.array([-1.0, 0.0, 0.0]), out)  # the gradient of -log p_0
     array([-0.34099886,  0.24243297,  0.09856589])
     """
-    grad, out_dtype = as_float_array(grad_output, name="grad_output")
-    log_probabilities, _ = as_float_array(output, name="output")
-    _check_same_shape(grad, log_probabilities)
-    if log_probabilities.ndim == 0:
-        return np.zeros((), dtype=out_dtype)
-    axis = normalize_axis(axis, log_probabilities.ndim)
+    return _softmax_backward(grad_output, output, axis, log=True, engine="auto")
+
+
+def _log_softmax_backward_numpy(grad: np.ndarray, log_probabilities: np.ndarray, axis: int) -> np.ndarray:
     result = np.exp(log_probabilities)
     # A log-softmax row always has an entry >= -log(C), so its exp sums to 0 only when fully masked.
     masked_rows = ~np.any(result, axis=axis, keepdims=True)
@@ -261,7 +300,7 @@ def log_softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
     result += grad
     if masked_rows.any():
         result = np.where(masked_rows, 0, result)
-    return result.astype(out_dtype, copy=False)
+    return result
 
 
 def _check_same_shape(grad: np.ndarray, output: np.ndarray) -> None:

@@ -11,18 +11,29 @@ exit   meaning
 0      success
 1      a problem with the user's input (missing file, bad column, foreign model, ...)
 2      bad command-line arguments (argparse's own usage errors)
-130    interrupted with Ctrl-C; nothing half-written is left behind
+130    interrupted with Ctrl-C (SIGINT); nothing half-written is left behind
+143    terminated with SIGTERM; nothing half-written is left behind
 =====  ====================================================================
 
 ``--traceback`` shows the full traceback of an input error instead of the one-line message.
+
+Nothing left behind: every file is written through :mod:`softmaxkit._atomic` (a temporary file,
+renamed when complete, removed on any exception). ``SIGTERM`` is turned into an exception here, as
+Python already does with ``SIGINT``, so that removal runs; a process killed with ``SIGKILL`` runs
+nothing, and the next run that writes the same file, or into the same ``--out`` folder, removes
+the temporary file it left (with a note). A file-size limit (``RLIMIT_FSIZE``) makes writes fail
+with an error (Python ignores ``SIGXFSZ``), which is reported and cleaned up like any other.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from softmaxkit._version import __version__
 from softmaxkit.cli import _datasets, _evaluate, _predict, _train
@@ -69,15 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """``SIGTERM`` arrived: raised where the program is, like ``KeyboardInterrupt``, so cleanup runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the block runs, ``SIGTERM`` raises :class:`Terminated` (in the main thread; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with _sigterm_raises():
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("softmaxkit: interrupted; no partial model or output file was left behind", file=sys.stderr)
         return 130
+    except Terminated:
+        print("softmaxkit: terminated; no partial model or output file was left behind", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         # The reader of our stdout went away (e.g. `| head`); stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli._formats import DataError, check_exists, detect_format, field_separator, one_line, short_list
+from softmaxkit.cli._formats import DataError, check_exists, csv_options, detect_format, reading, short_list, strict_csv
 from softmaxkit.cli._read import features_to_array, read_npz, read_svmlight, table_columns
 
 
@@ -26,19 +26,49 @@ class FeatureLayout:
     target_index: int | None = None
 
 
+def match_by_name(columns: Sequence[str], layout: FeatureLayout, *, source: str) -> list[str] | None:
+    """The model's feature names when all are among a table's ``columns``; ``None`` when none is.
+
+    The one rule for matching a table's named columns to a model trained on named columns (used by
+    ``predict`` and ``evaluate``): every feature name must be there, and some missing is a
+    :class:`DataError` naming them. When none is there the caller checks the column count and
+    then raises :func:`no_shared_names`: never a silent fall-back to matching by position, which
+    would label a different data set with as many columns without a word (and a warning on
+    stderr is lost when the predictions go to a pipe). Matching by position stays available,
+    explicitly: a file without a header row, read with ``--no-header``.
+    """
+    columns = [str(c) for c in columns]
+    names = list(layout.feature_names)
+    missing = [n for n in names if n not in columns]
+    if not missing:
+        return names
+    if len(missing) < len(names):
+        raise DataError(
+            f"{source} lacks the model's feature columns {short_list(missing)} "
+            f"(the model expects {layout.n_features} features)"
+        )
+    return None
+
+
+def no_shared_names(columns: Sequence[str], layout: FeatureLayout, *, source: str) -> DataError:
+    """The error for a table that has as many columns as the model needs but none of its feature names."""
+    return DataError(
+        f"{source} has none of the model's feature columns (the model expects "
+        f"{short_list(layout.feature_names, 4)}; the file has {short_list(list(columns), 4)}): is it the data "
+        "the model was trained for? Rename its columns to the model's feature names, or match them by "
+        "position: a file without a header row, read with --no-header"
+    )
+
+
 def _select_columns(columns: Sequence[str], layout: FeatureLayout, *, header: bool, source: str) -> list[str]:
     """The columns of a table, in the model's order, that hold the model's features."""
     columns = [str(c) for c in columns]
     d = layout.n_features
-    if header and layout.feature_names is not None:
-        missing = [n for n in layout.feature_names if n not in columns]
-        if not missing:
-            return list(layout.feature_names)
-        if len(missing) < len(layout.feature_names):
-            raise DataError(
-                f"{source} lacks the model's feature columns {short_list(missing)} (the model expects {d} features)"
-            )
-        # Not one name matches: the table names its columns its own way; go by position.
+    by_name = header and layout.feature_names is not None
+    if by_name:
+        matched = match_by_name(columns, layout, source=source)
+        if matched is not None:
+            return matched
     candidates = list(columns)
     if len(candidates) == d + 1:
         if header and layout.target in candidates:
@@ -49,6 +79,8 @@ def _select_columns(columns: Sequence[str], layout: FeatureLayout, *, header: bo
         raise DataError(
             f"{source} has {len(columns)} columns, the model expects {d} features (plus, optionally, the target column)"
         )
+    if by_name:
+        raise no_shared_names(columns, layout, source=source)
     return candidates
 
 
@@ -97,33 +129,43 @@ def iter_feature_batches(
 def _parquet_batches(path: Path, layout: FeatureLayout, *, source: str, batch_size: int):
     import pyarrow.parquet as pq
 
-    try:
+    with reading(path, "parquet"):
         parquet = pq.ParquetFile(path)
-    except Exception as error:  # pyarrow.ArrowInvalid and friends
-        raise DataError(f"cannot read {source} as parquet: {one_line(error)}") from None
-    selected = _select_columns(parquet.schema_arrow.names, layout, header=True, source=source)
+        names = parquet.schema_arrow.names
+    selected = _select_columns(names, layout, header=True, source=source)
     row = 1
-    for batch in parquet.iter_batches(batch_size=batch_size, columns=selected):
-        frame = batch.to_pandas()[selected]
-        yield features_to_array(frame, source=source, first_row=row)
-        row += len(frame)
+    batches = parquet.iter_batches(batch_size=batch_size, columns=selected)
+    while True:
+        with reading(path, "parquet"):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        if batch.num_rows:
+            frame = batch.to_pandas()[selected]
+            yield features_to_array(frame, source=source, first_row=row)
+            row += len(frame)
 
 
 def _csv_batches(path: Path, layout: FeatureLayout, *, fmt: str, header: bool, source: str, batch_size: int):
     import pandas as pd
 
-    options = dict(sep=field_separator(path, fmt), header=0 if header else None, skipinitialspace=True)
     columns = table_columns(path, header=header, fmt=fmt)
     selected = _select_columns(columns, layout, header=header, source=source)
-    usecols = selected if header else [int(c) for c in selected]
     row = 1
+    # Every column is parsed (no usecols, with which pandas would drop a row's extra fields unseen),
+    # and the reader is advanced inside strict_csv so each chunk is checked as it is read.
+    with strict_csv(path, fmt):
+        reader = pd.read_csv(path, chunksize=batch_size, **csv_options(path, fmt, header=header))
     try:
-        reader = pd.read_csv(path, usecols=usecols, chunksize=batch_size, **options)
-        for chunk in reader:
+        while True:
+            with strict_csv(path, fmt):
+                chunk = next(reader, None)
+            if chunk is None:
+                return
+            if len(chunk) == 0:  # a header-only file: no rows, reported by the caller as such
+                continue
             chunk.columns = [str(c) for c in chunk.columns]
             yield features_to_array(chunk[selected], source=source, first_row=row)
             row += len(chunk)
-    except DataError:
-        raise
-    except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read {path.name} as {fmt}: {one_line(error)}") from None
+    finally:
+        reader.close()

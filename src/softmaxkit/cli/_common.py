@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from softmaxkit._atomic import atomic_write
-from softmaxkit.cli._batches import FeatureLayout
+from softmaxkit._atomic import atomic_write, is_temporary, remove_stale_temporaries
+from softmaxkit.cli._batches import FeatureLayout, match_by_name, no_shared_names
+from softmaxkit.cli._formats import DataError, one_line
 from softmaxkit.cli._read import Dataset, read_dataset, table_columns
 
 MODEL_FILE = "model.npz"
@@ -75,22 +77,21 @@ def _columns(path: str, args: argparse.Namespace) -> list[str]:
 def align_features(data: Dataset, layout: FeatureLayout) -> np.ndarray:
     """``data.X`` with its columns in the model's order (by name when both sides have names)."""
     X = data.X
-    if layout.feature_names is not None and data.feature_names is not None:
+    by_name = layout.feature_names is not None and data.feature_names is not None
+    if by_name:
         names = list(data.feature_names)
-        if set(layout.feature_names) <= set(names):
-            return X[:, [names.index(n) for n in layout.feature_names]]
-        missing = [n for n in layout.feature_names if n not in names]
-        if len(missing) < len(layout.feature_names):
-            shown = ", ".join(repr(n) for n in missing[:8])
-            more = f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""
-            raise CLIError(
-                f"{data.name} lacks the model's feature columns {shown}{more} "
-                f"(the model expects {layout.n_features} features)"
-            )
+        try:
+            matched = match_by_name(names, layout, source=data.name)
+        except DataError as error:
+            raise CLIError(str(error)) from None
+        if matched is not None:
+            return X[:, [names.index(n) for n in matched]]
     if X.shape[1] != layout.n_features:
         raise CLIError(
             f"{data.name} has {X.shape[1]} feature columns besides the target, the model expects {layout.n_features}"
         )
+    if by_name:
+        raise CLIError(str(no_shared_names(data.feature_names, layout, source=data.name)))
     return X
 
 
@@ -101,8 +102,10 @@ def align_features(data: Dataset, layout: FeatureLayout) -> np.ndarray:
 def load_model(path: str):
     """Load a model saved by ``softmaxkit train``; returns ``(estimator, metadata)``.
 
-    Anything that is not such a file (missing, foreign, truncated) is a :class:`CLIError`.
+    Anything that is not such a file (missing, unreadable, foreign, truncated, corrupt, hostile)
+    is a :class:`CLIError` with a one-line message.
     """
+    from softmaxkit._model_io import ModelFileError
     from softmaxkit.linear_model import SoftmaxRegression
 
     model_path = Path(path)
@@ -116,10 +119,14 @@ def load_model(path: str):
     try:
         estimator = SoftmaxRegression.load(model_path)
         metadata = estimator.saved_metadata_
-    except (ValueError, OSError, KeyError, EOFError) as error:
-        reason = " ".join(str(error).split())
+    except (ModelFileError, OSError) as error:  # their messages name the file and say what is wrong
+        raise CLIError(str(error)) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        # The estimator's own checks of the record's values: every one of them is about the file,
+        # the only input of load.
+        reason = one_line(error)
         if "model file" not in reason:
-            reason = f"{path} is not a softmaxkit model file ({reason})"
+            reason = f"{path} is not a valid softmaxkit model file ({reason})"
         raise CLIError(reason) from None
     if not isinstance(metadata, dict):
         metadata = {}
@@ -197,13 +204,17 @@ def check_out_dir(path: Path, *, overwrite: bool, ours: Sequence[str]) -> None:
     """Refuse an output folder that already holds files, unless ``overwrite``.
 
     With ``overwrite`` only the files this run writes (``ours``) are replaced; anything else in
-    the folder is left alone.
+    the folder is left alone. Temporary files of the atomic writer are no earlier run: those of
+    interrupted runs are removed (with a note), those of running ones ignored.
     """
     if path.exists() and not path.is_dir():
         raise CLIError(f"--out {path} is a file, not a folder")
-    if overwrite or not path.exists():
+    if not path.exists():
         return
-    existing = sorted(p.name for p in path.iterdir())
+    clear_stale_temporaries(path)
+    if overwrite:
+        return
+    existing = sorted(p.name for p in path.iterdir() if not is_temporary(p.name))
     if existing:
         shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
         raise CLIError(
@@ -211,11 +222,38 @@ def check_out_dir(path: Path, *, overwrite: bool, ours: Sequence[str]) -> None:
         )
 
 
+def clear_stale_temporaries(folder: Path, *, target: str | None = None) -> None:
+    """Remove the temporary files that killed runs left in ``folder`` (for ``target`` only), with a note on stderr.
+
+    See :mod:`softmaxkit._atomic` for how a temporary file is known to be stale.
+    """
+    for temporary in remove_stale_temporaries(folder, target=target):
+        print(
+            f"note: removed {temporary.path}, the temporary file of an interrupted run "
+            f"(process {temporary.pid} no longer exists)",
+            file=sys.stderr,
+        )
+
+
 def write_json(path: Path, document: dict) -> None:
-    """Write ``document`` as indented JSON, atomically (see :mod:`softmaxkit._atomic`)."""
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    """Write ``document`` as indented JSON, atomically (see :mod:`softmaxkit._atomic`).
+
+    A non-finite number (an infinite log-loss: a true class given probability 0) is written as
+    ``null``: JSON has no infinity, and ``Infinity`` is not JSON that other tools read.
+    """
+    text = json.dumps(_finite_or_null(document), indent=2, allow_nan=False) + "\n"
     with atomic_write(path) as stream:
         stream.write(text.encode())
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------------------------

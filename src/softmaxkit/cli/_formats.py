@@ -24,7 +24,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 FORMATS = ("csv", "tsv", "parquet", "npz", "svmlight")
@@ -98,6 +100,51 @@ def field_separator(path: Path, fmt: str) -> str:
         if sep in line:
             return sep
     return r"\s+"
+
+
+def csv_options(path: Path, fmt: str, *, header: bool) -> dict:
+    """The :func:`pandas.read_csv` options of a csv/tsv file, the same for whole files and batches.
+
+    ``index_col=False``: pandas would otherwise take the first column for the index when every row
+    has one more field than the header, shifting every value one column over. Use it with
+    :func:`strict_csv`, which turns the warning pandas then gives into an error.
+    """
+    return dict(sep=field_separator(path, fmt), header=0 if header else None, skipinitialspace=True, index_col=False)
+
+
+@contextmanager
+def reading(path: Path, fmt: str) -> Iterator[None]:
+    """Reading ``path`` as ``fmt``: the readers' and the OS's errors become one-line :class:`DataError`."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError) as error:  # UnicodeDecodeError and pyarrow.ArrowInvalid included
+        raise DataError(f"cannot read {path.name} as {fmt}: {one_line(error)}") from None
+    except Exception as error:  # pandas' and pyarrow's parser errors have no common base beyond Exception
+        if type(error).__module__.split(".")[0] in ("pandas", "pyarrow"):
+            raise DataError(f"cannot read {path.name} as {fmt}: {one_line(error)}") from None
+        raise
+
+
+@contextmanager
+def strict_csv(path: Path, fmt: str) -> Iterator[None]:
+    """:func:`reading` a csv/tsv file, where also a row with more fields than the header is a :class:`DataError`.
+
+    (A trailing delimiter at the end of every row is no extra field: pandas drops it.)
+    """
+    from pandas.errors import ParserWarning
+
+    with reading(path, fmt):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ParserWarning)
+                yield
+        except ParserWarning:
+            raise DataError(
+                f"cannot read {path.name} as {fmt}: its rows have more fields than its header row has names "
+                "(check the delimiter and the header)"
+            ) from None
 
 
 def check_exists(path: Path) -> None:

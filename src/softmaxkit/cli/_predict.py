@@ -14,6 +14,7 @@ from softmaxkit.cli._common import (
     CLIError,
     HelpFormatter,
     add_data_options,
+    clear_stale_temporaries,
     load_model,
     model_layout,
 )
@@ -25,7 +26,8 @@ examples:
   softmaxkit predict model.npz huge.csv.gz --out labels.csv --batch-size 100000
 
 The data may hold the model's target column (it is ignored).  Columns are matched by name
-when the model was trained on named columns, else by position.  The output has a column
+when the model was trained on named columns and the file has a header (a file that has none
+of the model's column names is refused), else by position (--no-header).  The output has a column
 `prediction` and, with --proba, one column `proba_<class>` per class; .parquet/.pq output is
 written as Parquet, anything else as CSV.  The file is written under a temporary name and
 renamed when complete, so an interrupted run leaves no partial output.
@@ -81,33 +83,35 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--out {out} already exists; choose another name or pass --overwrite")
         if not out.parent.exists():
             raise CLIError(f"the folder of --out {out} does not exist")
+        clear_stale_temporaries(out.parent, target=out.name)
     batches = iter_feature_batches(args.data, layout, header=args.header, fmt=args.fmt, batch_size=args.batch_size)
     frames = _frames(estimator, batches, proba=args.proba)
+    no_rows = f"{Path(args.data).name} has no data rows to predict"
     if out is None:
-        n = _write_csv(frames, sys.stdout, sep=",")
+        n = _write_csv(frames, sys.stdout, sep=",", no_rows=no_rows)
         print(f"predicted {n} rows", file=sys.stderr)
         return 0
     if out.suffix.lower() in (".parquet", ".pq"):
         with atomic_path(out, overwrite=args.overwrite) as temporary:  # pyarrow opens the file itself
-            n = _write_parquet(frames, str(temporary))
+            n = _write_parquet(frames, str(temporary), no_rows=no_rows)
     else:
         with atomic_write(out, "w", overwrite=args.overwrite, newline="") as stream:
-            n = _write_csv(frames, stream, sep="\t" if out.suffix.lower() == ".tsv" else ",")
+            n = _write_csv(frames, stream, sep="\t" if out.suffix.lower() == ".tsv" else ",", no_rows=no_rows)
     print(f"wrote {n} predictions to {out}", file=sys.stderr)
     return 0
 
 
-def _write_csv(frames, stream, *, sep: str) -> int:
+def _write_csv(frames, stream, *, sep: str, no_rows: str) -> int:
     n = 0
     for frame in frames:
         frame.to_csv(stream, sep=sep, header=n == 0, index=False)
         n += len(frame)
     if n == 0:
-        raise CLIError("the data file has no rows to predict")
+        raise CLIError(no_rows)
     return n
 
 
-def _write_parquet(frames, path: str) -> int:
+def _write_parquet(frames, path: str, *, no_rows: str) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -124,5 +128,5 @@ def _write_parquet(frames, path: str) -> int:
         if writer is not None:
             writer.close()
     if n == 0:
-        raise CLIError("the data file has no rows to predict")
+        raise CLIError(no_rows)
     return n

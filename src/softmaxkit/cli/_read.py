@@ -19,10 +19,12 @@ import numpy as np
 from softmaxkit.cli._formats import (
     DataError,
     check_exists,
+    csv_options,
     detect_format,
-    field_separator,
     one_line,
+    reading,
     short_list,
+    strict_csv,
 )
 
 
@@ -140,7 +142,7 @@ def check_finite(X: np.ndarray, names: Sequence[str] | None, *, source: str, fir
 
 
 def labels(values, *, name: str, source: str) -> np.ndarray:
-    """Target values as an int, float or str array; missing labels are an error."""
+    """Target values as an int or str array (numbers must be whole); missing or infinite labels are an error."""
     import pandas as pd
 
     series = pd.Series(values)
@@ -155,8 +157,25 @@ def labels(values, *, name: str, source: str) -> np.ndarray:
     if is_bool_dtype(series) or not is_numeric_dtype(series):
         return series.astype(str).to_numpy(dtype=str)
     array = series.to_numpy()
-    if np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array)):
-        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.floating):
+        infinite = ~np.isfinite(array)
+        if infinite.any():
+            raise DataError(
+                f"{source}: target column {name!r} has {int(infinite.sum())} infinite values "
+                f"(first at data row {int(np.flatnonzero(infinite)[0]) + 1})"
+            )
+        whole = array == np.round(array)
+        if not whole.all():
+            first = int(np.flatnonzero(~whole)[0])
+            raise DataError(
+                f"{source}: target column {name!r} holds numbers that are not whole ({float(array[first])!r} at data "
+                f"row {first + 1}); class labels must be whole numbers or names"
+            )
+        if np.all(np.abs(array) <= 2.0**53):  # where every whole float is an exact int64
+            return array.astype(np.int64)
+        # Beyond: int64 ends at 2**63 and would wrap 1e19 and 3e19 onto one value. The exact
+        # integers instead, as names, as pandas itself gives integers written beyond int64.
+        return np.array([str(int(v)) for v in array])
     return array
 
 
@@ -213,9 +232,9 @@ def read_dataset(
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     name = resolve_target(columns, target, source=source)
-    y = labels(frame[name], name=name, source=source)
     features = frame.drop(columns=[name])
     X = features_to_array(features, source=source, first_row=1)
+    y = labels(frame[name], name=name, source=source)
     return Dataset(
         X=X,
         y=y,
@@ -227,25 +246,15 @@ def read_dataset(
 
 
 def _read_frame(path: Path, *, fmt: str, header: bool):
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with reading(path, fmt):
+            return pq.read_table(path).to_pandas()
     import pandas as pd
 
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pandas()
-        return pd.read_csv(
-            path,
-            sep=field_separator(path, fmt),
-            header=0 if header else None,
-            skipinitialspace=True,
-        )
-    except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read {path.name} as {fmt}: {one_line(error)}") from None
-    except Exception as error:  # pyarrow's and pandas' parser errors have no common base
-        if type(error).__module__.split(".")[0] in ("pandas", "pyarrow"):
-            raise DataError(f"cannot read {path.name} as {fmt}: {one_line(error)}") from None
-        raise
+    with strict_csv(path, fmt):
+        return pd.read_csv(path, **csv_options(path, fmt, header=header))
 
 
 def read_npz(path: Path, *, source: str, require_y: bool) -> Dataset:
@@ -307,22 +316,15 @@ def table_columns(path: str | Path, *, header: bool = True, fmt: str | None = No
     fmt = detect_format(path, fmt)
     if fmt in ("npz", "svmlight"):
         return []
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
 
+        with reading(path, fmt):
             return [str(c) for c in pq.read_schema(path).names]
-        import pandas as pd
+    import pandas as pd
 
-        head = pd.read_csv(
-            path,
-            nrows=0 if header else 1,
-            sep=field_separator(path, fmt),
-            header=0 if header else None,
-            skipinitialspace=True,
-        )
-    except Exception as error:  # pandas', pyarrow's and the OS's errors have no common base
-        raise DataError(f"cannot read {path.name} as {fmt}: {one_line(error)}") from None
+    with strict_csv(path, fmt):
+        head = pd.read_csv(path, nrows=0 if header else 1, **csv_options(path, fmt, header=header))
     return [str(c) for c in head.columns]
 
 

@@ -140,9 +140,19 @@ def add_parser(subparsers) -> None:
 
 
 def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and scales (population standard deviations; 1 where a column is constant)."""
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
+    """Column means and scales (population standard deviations; 1 where a column is constant).
+
+    Computed on each column divided by its largest magnitude, so finite features of any size give
+    finite results (the squares of values beyond about 1e154 overflow: a feature with a value of
+    1e300 would get an infinite scale and be silently ignored by the model).
+
+    >>> standardization(np.array([[1e300], [-1e300]]))
+    (array([0.]), array([1.e+300]))
+    """
+    size = np.max(np.abs(X), axis=0, initial=0.0)
+    size[size == 0] = 1.0
+    mean = (X / size).mean(axis=0) * size
+    scale = (X / size).std(axis=0) * size
     scale[scale <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
     return mean, scale
 

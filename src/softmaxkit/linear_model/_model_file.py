@@ -13,16 +13,18 @@ import numbers
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from softmaxkit._model_io import load_model_file, save_model_file
+from softmaxkit._model_io import ModelFileError, load_model_file, save_model_file
 from softmaxkit.linear_model._objective import check_dtype
 from softmaxkit.linear_model._solvers import SOLVERS
 
-__all__ = ["read_model", "write_model"]
+__all__ = ["check_metadata", "read_model", "write_model"]
 
 
 def write_model(model, path, *, overwrite=False, metadata=None) -> None:
     """Write the fitted ``model`` to ``path`` (see ``SoftmaxRegression.save``)."""
     check_is_fitted(model)
+    if metadata is not None:
+        check_metadata(metadata)
     params = model.get_params()
     if params["dtype"] is not None:
         params["dtype"] = np.dtype(params["dtype"]).name
@@ -45,13 +47,54 @@ def write_model(model, path, *, overwrite=False, metadata=None) -> None:
     arrays["classes"], record["classes_object"] = _to_plain(model.classes_, "classes_")
     if hasattr(model, "feature_names_in_"):
         arrays["feature_names"], _ = _to_plain(model.feature_names_in_, "feature_names_in_")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
     save_model_file(path, arrays, record, overwrite=overwrite)
 
 
+# How deep metadata may nest: far beyond any real record, far below the recursion limit that JSON's
+# reader and writer run into (about 1000 levels; a record nested deeper would not load).
+MAX_METADATA_DEPTH = 100
+
+
+def check_metadata(metadata) -> None:
+    """``metadata`` must read back as it was given: a dict, string keys at every depth, no tuples, nested at most 100 deep.
+
+    JSON would store ``{1: 2}`` as ``{"1": 2}`` and a tuple as a list, and read back something else
+    without a word. What JSON cannot hold at all (objects, NaN, cycles) is refused when the record
+    is written.
+    """
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
+    pending, seen = [(metadata, "metadata", 1)], set()
+    while pending:  # iterative: a deep structure is no RecursionError here
+        value, where, depth = pending.pop()
+        if not isinstance(value, (dict, list, tuple)):
+            continue
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata must be nested at most {MAX_METADATA_DEPTH} deep, got more at {where[:80]}...")
+        if id(value) in seen:  # a cycle, which the JSON writer refuses
+            continue
+        seen.add(id(value))
+        if isinstance(value, tuple):
+            raise ValueError(
+                f"metadata must hold lists, not tuples (JSON reads them back as lists), got one at {where}"
+            )
+        if isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+            continue
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(
+                    f"metadata must have string keys (JSON's) at every depth, got the key {key!r} in {where}"
+                )
+            pending.append((item, f"{where}[{key!r}]", depth + 1))
+
+
 def read_model(cls, path):
-    """A ``cls`` estimator rebuilt from the file ``path``, every field checked (see ``SoftmaxRegression.load``)."""
+    """A ``cls`` estimator rebuilt from the file ``path``, every field checked (see ``SoftmaxRegression.load``).
+
+    Every way the record or the arrays can be wrong is a :class:`~softmaxkit.ModelFileError`, as
+    for the file itself (:func:`softmaxkit._model_io.load_model_file`).
+    """
     arrays, meta = load_model_file(path, estimator=cls.__name__)
     where = f"model file {str(path)!r}"
     try:
@@ -68,44 +111,70 @@ def read_model(cls, path):
         coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
         n_iter, curve, extra = meta["n_iter"], meta["loss_curve"], meta["extra_metadata"]
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ValueError(f"{where} has invalid metadata: {error!r}") from None
+        raise ModelFileError(f"{where} has invalid metadata: {error!r}") from None
     n_classes = classes.shape[0] if classes.ndim == 1 else -1
-    if not (isinstance(n_features, int) and n_features >= 1):
-        raise ValueError(f"{where} has an invalid n_features_in {n_features!r}")
+    if not (_is_int(n_features) and n_features >= 1):
+        raise ModelFileError(f"{where} has an invalid n_features_in {_short(n_features)}")
     if n_classes < 2:
-        raise ValueError(f"{where} must hold at least two classes, got shape {classes.shape}")
+        raise ModelFileError(f"{where} must hold at least two classes, got shape {classes.shape}")
     if coef.shape != (n_classes, n_features) or coef.dtype != dtype:
-        raise ValueError(
+        raise ModelFileError(
             f"{where} must hold coef of shape {(n_classes, n_features)} and dtype {dtype}, "
             f"got shape {coef.shape} and dtype {coef.dtype}"
         )
     if intercept.shape != (n_classes,) or intercept.dtype != dtype:
-        raise ValueError(
+        raise ModelFileError(
             f"{where} must hold intercept of shape ({n_classes},) and dtype {dtype}, "
             f"got shape {intercept.shape} and dtype {intercept.dtype}"
         )
     if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
-        raise ValueError(f"{where} holds non-finite coefficients")
+        raise ModelFileError(f"{where} holds non-finite coefficients")
     if len(np.unique(classes)) != n_classes:
-        raise ValueError(f"{where} holds repeated classes")
-    if not isinstance(extra, dict) or not isinstance(curve, list) or not isinstance(n_iter, int):
-        raise ValueError(f"{where} has invalid metadata fields")
+        raise ModelFileError(f"{where} holds repeated classes")
+    if not (_is_int(n_iter) and n_iter >= 0):
+        raise ModelFileError(f"{where} has an invalid n_iter {_short(n_iter)}")
+    loss_curve = _floats(curve)
+    if loss_curve is None:
+        raise ModelFileError(f"{where} has an invalid loss_curve (a list of numbers expected): {_short(curve)}")
+    if not isinstance(extra, dict):
+        raise ModelFileError(f"{where} has an invalid extra_metadata (a dict expected): {_short(extra)}")
+    if not isinstance(meta.get("classes_object", False), bool):
+        raise ModelFileError(f"{where} has an invalid classes_object {_short(meta['classes_object'])}")
     model.classes_ = classes.astype(object) if meta.get("classes_object") else classes
     model.coef_, model.intercept_ = coef, intercept
     model.n_features_in_ = n_features
     if "feature_names" in arrays:
         names = arrays["feature_names"]
         if names.shape != (n_features,) or names.dtype.kind != "U":
-            raise ValueError(f"{where} holds feature names of shape {names.shape}, expected ({n_features},)")
+            raise ModelFileError(f"{where} holds feature names of shape {names.shape}, expected ({n_features},)")
         model.feature_names_in_ = names.astype(object)
-    model.n_iter_, model.loss_curve_ = n_iter, [float(v) for v in curve]
+    model.n_iter_, model.loss_curve_ = n_iter, loss_curve
     solver = meta.get("solver")  # the solver that ran (files written before solver="auto" have none)
     if solver is not None:
         if solver not in SOLVERS:
-            raise ValueError(f"{where} names an unknown solver {solver!r}")
+            raise ModelFileError(f"{where} names an unknown solver {solver!r}")
         model.solver_ = solver
     model.saved_metadata_ = extra
     return model
+
+
+def _floats(values) -> list[float] | None:
+    """``values`` as a list of floats if it is a list of numbers (not booleans, not beyond float), else None."""
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    try:
+        return [float(v) for v in values]
+    except OverflowError:  # an integer beyond float's range
+        return None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _to_plain(values, name):

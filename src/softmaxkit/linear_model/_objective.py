@@ -26,7 +26,7 @@ def check_dtype(dtype) -> np.dtype:
         resolved = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):  # dtype('f8') == None
         raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dtype!r}")
     return resolved
 

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from sklearn.utils.validation import check_is_fitted, check_random_state
 
 from softmaxkit._numpy._softmax import log_softmax, softmax
 from softmaxkit.linear_model import _solvers
@@ -31,14 +31,7 @@ from softmaxkit.linear_model._fitting import (
     resolve_solver,
     run_full_batch,
 )
-from softmaxkit.linear_model._inputs import (
-    check_classes,
-    check_sample_weight,
-    class_weights,
-    combine_weights,
-    encode_target,
-    split_validation,
-)
+from softmaxkit.linear_model._inputs import check_classes, encode_target, sample_weights, split_validation, validate_X
 from softmaxkit.linear_model._model_file import read_model, write_model
 from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
@@ -65,12 +58,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     sum to 0, which changes no prediction). For soft labels :math:`y_i` (rows of class
     probabilities), the class weight of a sample is :math:`\sum_k y_{ik}\,\mathrm{class\_weight}_k`.
 
-    **Same problem as scikit-learn.** ``sklearn.linear_model.LogisticRegression(C=c)`` (multinomial,
-    L2) minimises ``c * sum_i s_i CE_i + ||W||^2 / 2``; scikit-learn 1.9 solves it internally as
+    **Same problem as scikit-learn.** ``sklearn.linear_model.LogisticRegression(C=c)`` (L2)
+    minimises ``c * sum_i s_i CE_i + ||W||^2 / 2``; scikit-learn 1.9 solves it internally as
     ``(1 / sum_i s_i) * sum_i s_i CE_i + ||W||^2 / (2 c sum_i s_i)`` (``l2_reg_strength = 1 / (C *
     sw_sum)`` with ``sw_sum`` the sum of sample weights after multiplying in ``class_weight``).
-    Both have the minimiser of ``L`` above with ``alpha = 1 / (c * sum_i s_i)``, and scikit-learn's
-    internal objective equals ``L``.
+    With three or more classes (the multinomial model, one row of ``W`` per class) that is ``L``
+    above with ``alpha = 1 / (c * sum_i s_i)``. With two classes scikit-learn fits the binomial
+    model, one coefficient vector ``w``, which is ``W_1 - W_0`` here; ``L``'s minimiser has
+    ``W_0 = -W_1``, so ``||W||_F^2 = ||w||^2 / 2``, and the same problem is
+    ``alpha = 2 / (c * sum_i s_i)``.
 
     **Sparse X.** Every method takes SciPy sparse matrices and arrays (CSR, or CSC converted to
     CSR) and keeps them sparse, for every solver and on both backends; the products with ``X`` are
@@ -296,7 +292,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def _validate_X(self, X, *, reset: bool, dtype):
         """``X`` as a C-contiguous array or a CSR matrix (CSC and sparse arrays converted, never densified)."""
-        return validate_data(
+        return validate_X(
             self,
             X,
             reset=reset,
@@ -394,11 +390,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         )
         if warm and (len(classes) != len(self.classes_) or n_features != self.coef_.shape[1]):
             warm = False
-        sw = check_sample_weight(sample_weight, n_samples, dtype)
-        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes)
-        s = combine_weights(target, sw, cw, dtype)
-        if s is not None and not s.sum() > 0:
-            raise ValueError("sample_weight must have a positive sum, got all weights zero (after class weights)")
+        s = sample_weights(sample_weight, self.class_weight, target, classes, dtype)
         self.classes_ = classes
         n_classes = len(classes)
         rng = check_random_state(self.random_state)
@@ -486,9 +478,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         classes, target, _ = encode_target(
             y, n_samples, dtype, classes=classes if first else self.classes_, estimator_name=type(self).__name__
         )
-        sw = check_sample_weight(sample_weight, n_samples, dtype)
-        cw = class_weights(self.class_weight, target, sw, len(classes), dtype, classes, allow_balanced=False)
-        s = combine_weights(target, sw, cw, dtype)
+        s = sample_weights(sample_weight, self.class_weight, target, classes, dtype, allow_balanced=False)
         n_classes = len(classes)
         if first:
             self.classes_ = classes
@@ -574,6 +564,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def load(cls, path):
         """Read a model written by :meth:`save`; every field is checked, nothing is unpickled.
 
-        Raises :class:`ValueError` for a truncated, corrupt, foreign or newer-version file.
+        Raises :class:`softmaxkit.ModelFileError` (a :class:`ValueError`) for a truncated, corrupt,
+        foreign or newer-version file or one with an invalid field, :class:`OSError` for one that
+        cannot be opened.
         """
         return read_model(cls, path)

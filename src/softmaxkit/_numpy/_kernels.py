@@ -1,0 +1,881 @@
+"""Compiled row kernels (numba) behind the NumPy functions: one fused pass per row, rows in parallel.
+
+Private, and imported on first use by :mod:`softmaxkit._numpy._engine` (never at ``import softmaxkit``):
+numba compiles each kernel lazily, for the dtypes it meets, and caches the machine code on disk.
+
+Every kernel takes C-contiguous 2-D float32 or float64 arrays with one sample per row and the classes
+along axis 1, and writes into outputs the caller allocated. The math and the non-finite policy are
+those of :func:`softmaxkit._numpy._softmax.stable_exp`, the NumPy reference they are tested against,
+applied row by row: ``m = max(x)``; a finite ``m`` is the shift, a ``-inf`` one (an all ``-inf`` row)
+is shifted by 0; ``s = sum(exp(x - shift))``; an all ``-inf`` row (``s = 0``) is normalised by 1; a
+``+inf`` maximum takes the limit (the ``+inf`` entries share the mass: ``exp`` is 1 there, 0 elsewhere,
+``s`` their count); a NaN anywhere makes ``s`` NaN and with it the whole row. The log-probabilities
+are ``(x - shift) - log(s)``, never ``log(softmax)``.
+
+Exactness: the sum of exponentials is accumulated in float64 for both dtypes (in the data's dtype
+over blocks of ``_BLOCK`` entries, then in float64 with compensation, so its error does not grow
+with the number of classes), and the exponential is :func:`_exp32` / :func:`_exp64` (and their
+``t <= 0`` forms), within 1 ulp of the correctly rounded value (tests/test_kernels.py checks it over
+the whole range, subnormals included).
+
+Longer than 600 lines because numba's on-disk cache of a kernel is invalidated only by a change of
+the file that defines it, not of the files its callees come from: the kernels and everything they
+call live in this one file, so that no edit can leave stale machine code in the cache.
+"""
+
+from __future__ import annotations
+
+import math
+from types import FunctionType
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
+
+# Row helpers may reorder their sums ("reassoc", so that they vectorise) and fuse multiply-adds;
+# nothing else of fast-math (no "nnan"/"ninf": the non-finite policy relies on IEEE semantics).
+# The exponential is compiled without "reassoc" (it would undo the range reduction), and LLVM keeps
+# each instruction's own flags when it inlines it into a caller.
+_SUM = {"cache": True, "error_model": "numpy", "fastmath": {"reassoc", "contract"}}
+_EXACT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
+_PARALLEL = {"cache": True, "error_model": "numpy", "parallel": True}
+_SERIAL = {"cache": True, "error_model": "numpy"}
+
+# Sums run in the data's dtype over blocks of this many entries (vectorised: a few ulp of error per
+# block), then across blocks in float64 with Kahan's compensation (:func:`_add`), so their error does
+# not grow with the number of classes. For float32, a float64 accumulator in the exponential's loop
+# halves the vector width and took 1.8x as long (1e7 entries, one thread); per block, the sum is free.
+_BLOCK = 64
+
+
+# --------------------------------------------------------------------------- LLVM primitives
+
+
+def _bitcast_intrinsic(source, target, llvm_type):
+    @intrinsic
+    def bitcast(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_type)
+
+        return target(source), codegen
+
+    return bitcast
+
+
+_f32_from_bits = _bitcast_intrinsic(types.int32, types.float32, ir.FloatType())
+_f64_from_bits = _bitcast_intrinsic(types.int64, types.float64, ir.DoubleType())
+_bits_of_f64 = _bitcast_intrinsic(types.float64, types.int64, ir.IntType(64))
+
+
+def _llvm_binary(name):
+    @intrinsic
+    def call(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            llvm_type = args[0].type
+            suffix = "f64" if isinstance(llvm_type, ir.DoubleType) else "f32"
+            function_type = ir.FunctionType(llvm_type, [llvm_type, llvm_type])
+            fn = cgutils.get_or_insert_function(builder.module, function_type, f"llvm.{name}.{suffix}")
+            return builder.call(fn, args)
+
+        return a(a, a), codegen
+
+    return call
+
+
+# IEEE maxNum / minNum: a NaN operand is ignored. A reduction with them vectorises (a compare-and-
+# select one does not, without "nnan"); a row's NaN is caught later, by its sum of exponentials.
+_maxnum = _llvm_binary("maxnum")
+_minnum = _llvm_binary("minnum")
+
+
+def _dtype_of(value):
+    """Typed-at-compile-time stub: the NumPy scalar type of ``value`` (an array's entries, or a scalar)."""
+
+
+@overload(_dtype_of)
+def _dtype_of_impl(value):
+    scalar = as_dtype(value.dtype if isinstance(value, types.Array) else value).type
+    return lambda value: scalar
+
+
+# --------------------------------------------------------------------------- the exponential
+# LLVM lowers math.exp to one libm call per entry (5 ns); numba's vectorised SVML needs an LLVM that
+# pip's llvmlite is not built with. So: exp(t) = 2^n exp(r), n = round(t / ln 2), r = t - n ln 2
+# (ln 2 split in two, the high part short enough that n * high is exact), exp(r) by its Taylor
+# polynomial on |r| <= ln(2) / 2 (truncation error below 0.05 ulp), 2^n built in the exponent bits
+# as two factors so that subnormal results are rounded once. Everything vectorises.
+
+
+def _taylor(degree, scalar):
+    return tuple(scalar(1.0 / math.factorial(k)) for k in range(degree + 1))
+
+
+_F32 = np.float32
+_LOG2E_32, _LN2_HI_32, _LN2_LO_32 = _F32(1.4426950408889634), _F32(0.693115234375), _F32(3.194618329871446e-05)
+_ROUND_32 = _F32(12582912.0)  # 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
+_LOW_32, _HIGH_32 = _F32(-104.0), _F32(89.0)  # exp is 0 below, +inf above
+_P32 = _taylor(7, _F32)  # r^8 / 8! < 6e-9 relative
+
+_LOG2E_64, _LN2_HI_64, _LN2_LO_64 = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
+_ROUND_64 = 6755399441055744.0  # 1.5 * 2^52
+_LOW_64, _HIGH_64 = -1080.0, 710.0
+_P64 = _taylor(13, float)  # r^14 / 14! < 5e-18 relative
+
+
+@njit(**_EXACT)
+def _poly32(r):
+    p = _P32[7]
+    p = p * r + _P32[6]
+    p = p * r + _P32[5]
+    p = p * r + _P32[4]
+    p = p * r + _P32[3]
+    p = p * r + _P32[2]
+    p = p * r + _P32[1]
+    return p * r + _P32[0]
+
+
+@njit(**_EXACT)
+def _poly64(r):
+    p = _P64[13]
+    p = p * r + _P64[12]
+    p = p * r + _P64[11]
+    p = p * r + _P64[10]
+    p = p * r + _P64[9]
+    p = p * r + _P64[8]
+    p = p * r + _P64[7]
+    p = p * r + _P64[6]
+    p = p * r + _P64[5]
+    p = p * r + _P64[4]
+    p = p * r + _P64[3]
+    p = p * r + _P64[2]
+    p = p * r + _P64[1]
+    return p * r + _P64[0]
+
+
+@njit(**_EXACT)
+def _exp32(t):
+    clamped = _minnum(_maxnum(t, _LOW_32), _HIGH_32)
+    n = (clamped * _LOG2E_32 + _ROUND_32) - _ROUND_32
+    p = _poly32((clamped - n * _LN2_HI_32) - n * _LN2_LO_32)
+    k = np.int32(n)
+    half = k >> np.int32(1)
+    e = p * _f32_from_bits((half + np.int32(127)) << np.int32(23))
+    e = e * _f32_from_bits((k - half + np.int32(127)) << np.int32(23))
+    return e if t == t else t
+
+
+@njit(**_EXACT)
+def _exp64(t):
+    clamped = _minnum(_maxnum(t, _LOW_64), _HIGH_64)
+    n = (clamped * _LOG2E_64 + _ROUND_64) - _ROUND_64
+    p = _poly64((clamped - n * _LN2_HI_64) - n * _LN2_LO_64)
+    k = np.int64(n)
+    half = k >> 1
+    e = p * _f64_from_bits((half + 1023) << 52)
+    e = e * _f64_from_bits((k - half + 1023) << 52)
+    return e if t == t else t
+
+
+# exp(t) for t <= 0 (or -inf, or NaN): what every softmax-like sum needs (t = x - max). Then
+# 2^n (n <= 0) is one multiply by 2^(n + k), a normal number, and one by the constant 2^-k, the
+# only rounding of a subnormal result. About 20 % faster than the full range's two variable factors.
+_NONPOSITIVE_LOW_32, _UNBIAS_32 = _F32(-104.0), _F32(2.0**-24)  # n >= -150
+_NONPOSITIVE_LOW_64, _UNBIAS_64 = -746.0, 2.0**-64  # n >= -1077
+
+
+@njit(**_EXACT)
+def _exp_nonpositive32(t):
+    clamped = _maxnum(t, _NONPOSITIVE_LOW_32)
+    n = (clamped * _LOG2E_32 + _ROUND_32) - _ROUND_32
+    p = _poly32((clamped - n * _LN2_HI_32) - n * _LN2_LO_32)
+    e = p * _f32_from_bits((np.int32(n) + np.int32(127 + 24)) << np.int32(23)) * _UNBIAS_32
+    return e if t == t else t
+
+
+@njit(**_EXACT)
+def _exp_nonpositive64(t):
+    clamped = _maxnum(t, _NONPOSITIVE_LOW_64)
+    n = (clamped * _LOG2E_64 + _ROUND_64) - _ROUND_64
+    p = _poly64((clamped - n * _LN2_HI_64) - n * _LN2_LO_64)
+    e = p * _f64_from_bits((np.int64(n) + (1023 + 64)) << 52) * _UNBIAS_64
+    return e if t == t else t
+
+
+def _exp(t):
+    """Typed-at-compile-time stub: ``exp(t)`` in ``t``'s own precision."""
+
+
+@overload(_exp)
+def _exp_impl(t):
+    if t == types.float32:
+        return lambda t: _exp32(t)
+    return lambda t: _exp64(t)
+
+
+def _exp_nonpositive(t):
+    """Typed-at-compile-time stub: ``exp(t)`` for ``t <= 0``, in ``t``'s own precision."""
+
+
+@overload(_exp_nonpositive)
+def _exp_nonpositive_impl(t):
+    if t == types.float32:
+        return lambda t: _exp_nonpositive32(t)
+    return lambda t: _exp_nonpositive64(t)
+
+
+@njit(**_EXACT)
+def exp_array(t, out, nonpositive):
+    """``out = exp(t)`` entry by entry (1-D arrays; ``nonpositive``: ``t <= 0``): for the tests."""
+    if nonpositive:
+        for j in range(t.size):
+            out[j] = _exp_nonpositive(t[j])
+    else:
+        for j in range(t.size):
+            out[j] = _exp(t[j])
+
+
+# log(s) of the sums of exponentials (s >= 1, or NaN), one per row: libm's log is a call per row,
+# which for short rows cost as much as all their exponentials (1e6 x 10 float32 log_softmax took
+# twice softmax's time). So: s = 2^k m, m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(f) with
+# f = (m - 1) / (m + 1), |f| < 0.172, by its series to f^21 (truncation below 1e-17), and k ln 2 in
+# two parts; a loop of them vectorises.
+_SQRT2 = 1.4142135623730951
+_ATANH = tuple(2.0 / (2 * k + 1) for k in range(11))  # 2 atanh(f) = sum_k 2 f^(2k+1) / (2k + 1)
+_MANTISSA = (1 << 52) - 1
+
+
+@njit(**_EXACT)
+def _log_of_sum(s):
+    bits = _bits_of_f64(s)
+    k = (bits >> 52) - 1023
+    m = _f64_from_bits((bits & _MANTISSA) | (1023 << 52))  # in [1, 2)
+    big = m > _SQRT2
+    m = m * 0.5 if big else m
+    k = k + 1 if big else k
+    d = m + 1.0
+    f = (m - 1.0) / d
+    # f's rounding (that of m + 1 and of the division) corrected: m + 1 = d + (m - (d - 1)) exactly,
+    # and the residual of the division by a fused multiply-add
+    correction = ((m - 1.0) - f * d - f * (m - (d - 1.0))) / d
+    f2 = f * f
+    q = _ATANH[10]  # log(m) = 2 f + f^3 q(f^2): the leading term exactly, the rest a small correction
+    q = q * f2 + _ATANH[9]
+    q = q * f2 + _ATANH[8]
+    q = q * f2 + _ATANH[7]
+    q = q * f2 + _ATANH[6]
+    q = q * f2 + _ATANH[5]
+    q = q * f2 + _ATANH[4]
+    q = q * f2 + _ATANH[3]
+    q = q * f2 + _ATANH[2]
+    q = q * f2 + _ATANH[1]
+    n = np.float64(k)
+    result = n * _LN2_HI_64 + (2.0 * f + (2.0 * correction + f * f2 * q + n * _LN2_LO_64))
+    return result if s == s else s
+
+
+@njit(**_EXACT)
+def _log_sums(sums, out):
+    """``out[r] = log(sums[r])``, 0 for a zero sum (an all ``-inf`` row, normalised by 1)."""
+    for r in range(sums.size):
+        s = sums[r]
+        out[r] = _log_of_sum(s if s != 0 else 1.0)
+
+
+@njit(**_EXACT)
+def log_array(s, out):
+    """``out = log(s)`` for ``s >= 1`` (1-D float64): the kernels' logarithm, exposed for its tests."""
+    _log_sums(s, out)
+
+
+# --------------------------------------------------------------------------- one row
+
+
+@njit(**_EXACT)
+def _row_max(x):
+    scalar = _dtype_of(x)
+    m = scalar(-np.inf)
+    for j in range(x.size):
+        m = _maxnum(m, x[j])
+    return m
+
+
+@njit(**_EXACT)
+def _shift_of(m):
+    """The shift of a row with maximum ``m`` (not +inf): ``m``, or 0 for an all ``-inf`` (or all NaN) row."""
+    return m if m > -np.inf else _dtype_of(m)(0)
+
+
+@njit(**_EXACT)
+def _add(total, compensation, value):
+    """Kahan's compensated ``total + value`` (``_EXACT``: a caller's "reassoc" would cancel the compensation)."""
+    y = value - compensation
+    t = total + y
+    return t, (t - total) - y
+
+
+@njit(**_SUM)
+def _exp_sum(x, shift):
+    """``sum(exp(x - shift))`` in float64."""
+    scalar = _dtype_of(x)
+    total, compensation = 0.0, 0.0
+    for start in range(0, x.size, _BLOCK):
+        part = scalar(0)
+        for j in range(start, min(start + _BLOCK, x.size)):
+            part += _exp_nonpositive(x[j] - shift)
+        total, compensation = _add(total, compensation, np.float64(part))
+    return total
+
+
+@njit(**_SUM)
+def _exp_store_sum(x, shift, out):
+    """``out = exp(x - shift)``; returns ``sum(out)`` in float64."""
+    scalar = _dtype_of(x)
+    total, compensation = 0.0, 0.0
+    for start in range(0, x.size, _BLOCK):
+        part = scalar(0)
+        for j in range(start, min(start + _BLOCK, x.size)):
+            e = _exp_nonpositive(x[j] - shift)
+            out[j] = e
+            part += e
+        total, compensation = _add(total, compensation, np.float64(part))
+    return total
+
+
+@njit(**_SUM)
+def _exp_in_place_sum(a, shift):
+    """``a = exp(a - shift)``; returns ``sum(a)`` in float64 (one array: no aliasing to check at run time)."""
+    scalar = _dtype_of(a)
+    total, compensation = 0.0, 0.0
+    for start in range(0, a.size, _BLOCK):
+        part = scalar(0)
+        for j in range(start, min(start + _BLOCK, a.size)):
+            e = _exp_nonpositive(a[j] - shift)
+            a[j] = e
+            part += e
+        total, compensation = _add(total, compensation, np.float64(part))
+    return total
+
+
+@njit(**_EXACT)
+def _limit_count(x):
+    """For a row whose maximum is +inf: the number of +inf entries (NaN if the row has a NaN)."""
+    count = 0.0
+    for j in range(x.size):
+        v = x[j]
+        if v != v:
+            return np.nan
+        if v == np.inf:
+            count += 1.0
+    return count
+
+
+@njit(**_EXACT)
+def _limit_store_count(x, out):
+    """For a row whose maximum is +inf: ``out`` = 1 at the +inf entries, else 0; returns their count.
+
+    ``out`` may be ``x`` itself (the count is taken first).
+    """
+    count = _limit_count(x)
+    for j in range(x.size):
+        out[j] = 1.0 if x[j] == np.inf else 0.0
+    return count
+
+
+@njit(**_EXACT)
+def _limit_shifted(v):
+    """The shifted logit of an entry of a row whose maximum is +inf: 0 for +inf, else ``-inf``."""
+    return 0.0 if v == np.inf else -np.inf
+
+
+@njit(**_EXACT)
+def _times(coef, value):
+    """``coef * value`` with ``0 * inf = 0 * nan = 0``: a term with coefficient 0 contributes nothing."""
+    return 0.0 if coef == 0 else coef * value
+
+
+@njit(**_EXACT)
+def _scale_row(out, factor):
+    for j in range(out.size):
+        out[j] = out[j] * factor
+
+
+@njit(**_SUM)
+def _dot(a, b):
+    """``sum(a * b)`` in float64 (blocks as in :func:`_exp_sum`)."""
+    scalar = _dtype_of(a)
+    total, compensation = 0.0, 0.0
+    for start in range(0, a.size, _BLOCK):
+        part = scalar(0)
+        for j in range(start, min(start + _BLOCK, a.size)):
+            part += a[j] * b[j]
+        total, compensation = _add(total, compensation, np.float64(part))
+    return total
+
+
+@njit(**_SUM)
+def _sum(a):
+    scalar = _dtype_of(a)
+    total, compensation = 0.0, 0.0
+    for start in range(0, a.size, _BLOCK):
+        part = scalar(0)
+        for j in range(start, min(start + _BLOCK, a.size)):
+            part += a[j]
+        total, compensation = _add(total, compensation, np.float64(part))
+    return total
+
+
+@njit(**_EXACT)
+def _has_nan(x):
+    for j in range(x.size):
+        if x[j] != x[j]:
+            return True
+    return False
+
+
+@njit(**_EXACT)
+def _at(values, i):
+    """``values[i]``, or ``values[0]`` for a single value shared by every row."""
+    return values[0] if values.size == 1 else values[i]
+
+
+@njit(**_EXACT)
+def _row_shift(x):
+    """``(shift, plus)``: the shift of the row, and whether its maximum is +inf (then the shift is unused)."""
+    m = _row_max(x)
+    if m == np.inf:
+        return _dtype_of(x)(0), True
+    return _shift_of(m), False
+
+
+@njit(**_EXACT)
+def _row_exponentials(x, shift, plus, out, store, in_place):
+    """``s = sum(exp(x - shift))`` (the limit for a ``plus`` row), the exponentials stored in ``out`` if
+    ``store`` (``out`` is ``x`` if ``in_place``)."""
+    if plus:
+        return _limit_store_count(x, out) if store else _limit_count(x)
+    if not store:
+        return _exp_sum(x, shift)
+    return _exp_in_place_sum(out, shift) if in_place else _exp_store_sum(x, shift, out)
+
+
+@njit(**_EXACT)
+def _shifted(v, shift, plus):
+    return _limit_shifted(v) if plus else np.float64(v) - np.float64(shift)
+
+
+# --------------------------------------------------------------------------- tiles of short rows
+# A row of a few classes is too short to vectorise (C = 10: one vector of 8 and 2 scalar
+# exponentials, which cost as much again). Rows of at most _SHORT_ROW classes are therefore taken
+# _TILE at a time: the row maxima, then one flat vectorised loop of exponentials over the whole
+# tile, then the row sums. Measured (float32 softmax, one thread, 2e6 entries, ns per entry, row by
+# row vs tiles, on the shared 2-core machine under load 3-4): C = 10: 6.4 vs 3.7, 16: 4.7 vs 3.1,
+# 24: 4.4 vs 3.0, 32: 2.8 vs 2.2, 50: 3.0 vs 3.2, 64: 2.1 vs 2.1, 100: 2.2 vs 2.2 (log_softmax alike).
+_SHORT_ROW = 32
+_TILE = 1024
+
+
+@njit(**_EXACT)
+def _tile_count(n_rows):
+    return (n_rows + _TILE - 1) // _TILE
+
+
+@njit(**_EXACT)
+def _tile_shifts(x, shifts, plus, expanded):
+    """Each row's shift and +inf flag (see :func:`_row_shift`), the shifts repeated over the row's
+    entries in ``expanded``; returns whether any row's maximum is +inf."""
+    n_classes = x.shape[1]
+    any_plus = False
+    for r in range(x.shape[0]):
+        shift, row_plus = _row_shift(x[r])
+        shifts[r], plus[r] = shift, row_plus
+        any_plus = any_plus or row_plus
+        for j in range(n_classes):
+            expanded[r * n_classes + j] = shift
+    return any_plus
+
+
+@njit(**_EXACT)
+def _flat_exp(x, shift, out):
+    for k in range(x.size):
+        out[k] = _exp_nonpositive(x[k] - shift[k])
+
+
+@njit(**_EXACT)
+def _flat_exp_in_place(a, shift):
+    for k in range(a.size):
+        a[k] = _exp_nonpositive(a[k] - shift[k])
+
+
+@njit(**_EXACT)
+def _tile_exponentials(x, expanded, e, in_place, plus, any_plus, sums):
+    """``e = exp(x - shift)`` row by row as one flat loop (the limit on the +inf rows) and ``sums`` its
+    row sums in float64; ``in_place``: ``e`` is ``x``."""
+    n_rows, n_classes = x.shape
+    if in_place and any_plus:  # the +inf rows become their limit's shifted logits (shift 0), NaN kept
+        for r in range(n_rows):
+            if plus[r]:
+                for j in range(n_classes):
+                    v = x[r, j]
+                    x[r, j] = v if v != v else _limit_shifted(v)
+    if in_place:
+        _flat_exp_in_place(e.reshape(e.size), expanded)
+    else:
+        _flat_exp(x.reshape(x.size), expanded, e.reshape(e.size))
+    for r in range(n_rows):
+        sums[r] = _limit_store_count(x[r], e[r]) if plus[r] and not in_place else _sum(e[r])
+
+
+@njit(**_EXACT)
+def _flat_scale(a, factor):
+    for k in range(a.size):
+        a[k] = a[k] * factor[k]
+
+
+# --------------------------------------------------------------------------- threads
+# Each kernel comes twice: parallel (numba's threads, as many as the calling thread's
+# numba.get_num_threads()) and ``.serial``, the same source compiled without threads, which
+# _engine.run calls for small problems (see PARALLEL_MIN_SIZE there). Not numba.set_num_threads around
+# the call: from Python it costs 15 us a call, and from compiled code it stops numba from caching it.
+
+
+def _rows_kernel(fn):
+    """``fn`` compiled in parallel, with its one-thread twin as ``.serial`` (cached under its own name)."""
+    twin = FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_serial", fn.__defaults__)
+    twin.__qualname__ = f"{fn.__qualname__}_serial"
+    twin.__doc__ = fn.__doc__
+    kernel = njit(**_PARALLEL)(fn)
+    kernel.serial = njit(**_SERIAL)(twin)
+    return kernel
+
+
+# --------------------------------------------------------------------------- softmax and friends
+
+
+@njit(**_EXACT)
+def _softmax_row(x, out):
+    m = _row_max(x)
+    s = _limit_store_count(x, out) if m == np.inf else _exp_store_sum(x, _shift_of(m), out)
+    if s == 0:  # all -inf: out is 0 already
+        s = 1.0
+    _scale_row(out, _dtype_of(x)(1.0 / s))
+
+
+@njit(**_EXACT)
+def _log_softmax_row(x, out):
+    scalar = _dtype_of(x)
+    m = _row_max(x)
+    if m == np.inf:
+        log_sum = math.log(_limit_count(x))
+        for j in range(x.size):
+            out[j] = _limit_shifted(x[j]) - log_sum
+        return
+    shift = _shift_of(m)
+    s = _exp_sum(x, shift)
+    log_sum = scalar(math.log(s if s != 0 else 1.0))
+    for j in range(x.size):
+        out[j] = (x[j] - shift) - log_sum
+
+
+@njit(**_EXACT)
+def _logsumexp_row(x):
+    m = _row_max(x)
+    if m == np.inf:
+        return np.inf if _limit_count(x) == _limit_count(x) else np.nan
+    shift = _shift_of(m)
+    s = _exp_sum(x, shift)
+    return np.float64(shift) + math.log(s) if s != 0 else -np.inf
+
+
+@njit(**_EXACT)
+def _softmax_tile(x, out):
+    n_rows, n_classes = x.shape
+    expanded = np.empty(n_rows * n_classes, x.dtype)
+    shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
+    _tile_exponentials(x, expanded, out, False, plus, any_plus, sums)
+    for r in range(n_rows):
+        inverse = _dtype_of(x)(1.0 / (sums[r] if sums[r] != 0 else 1.0))
+        for j in range(n_classes):
+            expanded[r * n_classes + j] = inverse
+    _flat_scale(out.reshape(out.size), expanded)
+
+
+@njit(**_EXACT)
+def _log_softmax_tile(x, out):
+    n_rows, n_classes = x.shape
+    scalar = _dtype_of(x)
+    expanded, e = np.empty(n_rows * n_classes, x.dtype), np.empty((n_rows, n_classes), x.dtype)
+    shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
+    _tile_exponentials(x, expanded, e, False, plus, any_plus, sums)
+    row_logs = np.empty(n_rows)
+    _log_sums(sums, row_logs)
+    log_sums = e.reshape(e.size)  # the exponentials are summed: their room takes each row's log(s)
+    for r in range(n_rows):
+        log_sum = scalar(row_logs[r])
+        for j in range(n_classes):
+            log_sums[r * n_classes + j] = log_sum
+    _flat_log_softmax(x.reshape(x.size), expanded, log_sums, out.reshape(out.size))
+    if any_plus:
+        for r in range(n_rows):
+            if plus[r]:
+                log_sum = math.log(sums[r])
+                for j in range(n_classes):
+                    out[r, j] = _limit_shifted(x[r, j]) - log_sum
+
+
+@njit(**_EXACT)
+def _flat_log_softmax(x, shift, log_sum, out):
+    for k in range(x.size):
+        out[k] = (x[k] - shift[k]) - log_sum[k]
+
+
+@_rows_kernel
+def softmax_rows(x, out):
+    """``out[i] = softmax(x[i])``."""
+    n_rows = x.shape[0]
+    if x.shape[1] > _SHORT_ROW:
+        for i in prange(n_rows):
+            _softmax_row(x[i], out[i])
+    else:
+        for t in prange(_tile_count(n_rows)):
+            start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+            _softmax_tile(x[start:stop], out[start:stop])
+
+
+@_rows_kernel
+def log_softmax_rows(x, out):
+    """``out[i] = log_softmax(x[i])``."""
+    n_rows = x.shape[0]
+    if x.shape[1] > _SHORT_ROW:
+        for i in prange(n_rows):
+            _log_softmax_row(x[i], out[i])
+    else:
+        for t in prange(_tile_count(n_rows)):
+            start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+            _log_softmax_tile(x[start:stop], out[start:stop])
+
+
+@_rows_kernel
+def logsumexp_rows(x, out):
+    """``out[i] = logsumexp(x[i])`` (``out`` 1-D)."""
+    for i in prange(x.shape[0]):
+        out[i] = _logsumexp_row(x[i])
+
+
+@_rows_kernel
+def softmax_backward_rows(grad, proba, out):
+    """``out[i] = p (g - sum(g p))`` with ``g = grad[i]``, ``p = proba[i]``."""
+    for i in prange(grad.shape[0]):
+        g, p, o = grad[i], proba[i], out[i]
+        d = _dtype_of(g)(_dot(g, p))
+        for j in range(g.size):
+            o[j] = g[j] * p[j] - p[j] * d
+
+
+@_rows_kernel
+def log_softmax_backward_rows(grad, log_proba, out):
+    """``out[i] = g - exp(l) sum(g)`` with ``g = grad[i]``, ``l = log_proba[i]``; 0 for a fully masked row."""
+    for i in prange(grad.shape[0]):
+        g, logp, o = grad[i], log_proba[i], out[i]
+        if _exp(_row_max(logp)) == 0 and not _has_nan(logp):  # every exp(l) is 0: fully masked
+            for j in range(g.size):
+                o[j] = 0
+            continue
+        total = _dtype_of(g)(_sum(g))
+        for j in range(g.size):
+            o[j] = g[j] - _exp(logp[j]) * total
+
+
+# --------------------------------------------------------------------------- cross-entropy
+# The coefficients are those of softmaxkit._numpy._cross_entropy (its module docstring); they are
+# computed there, once, and passed in: per row (an array of M values) or shared (an array of one).
+# Each row: L = A log(s) - sum_c a_c (x_c - shift), and the gradient scale (p A - a), written over
+# the exponentials that the pass stored in the gradient row. Everything that reads the logits
+# beyond the exponentials is read before them, so that the gradient may overwrite the logits
+# (``in_place``: ``grad`` is ``x``).
+
+
+@njit(**_SUM)
+def _weighted_shifted_sum(x, shift, plus, class_weight):
+    """``sum_c w_c (x_c - shift)`` in float64, a zero weight contributing 0 even on a ``-inf`` entry."""
+    total = 0.0
+    if plus:
+        for c in range(x.size):
+            w = 1.0 if class_weight.size == 0 else class_weight[c]
+            total += _times(w, _limit_shifted(x[c]))
+    elif class_weight.size == 0:
+        for c in range(x.size):
+            total += np.float64(x[c]) - np.float64(shift)
+    else:
+        for c in range(x.size):
+            w = class_weight[c]
+            total += 0.0 if w == 0 else w * (np.float64(x[c]) - np.float64(shift))
+    return total
+
+
+@njit(**_EXACT)
+def _finish_gradient(g, factor, offset, class_weight):
+    """``g = g * factor - offset * w_c`` (``w_c = 1`` without class weights)."""
+    scalar = _dtype_of(g)
+    f = scalar(factor)
+    if offset == 0:
+        _scale_row(g, f)
+    elif class_weight.size == 0:
+        off = scalar(offset)
+        for c in range(g.size):
+            g[c] = g[c] * f - off
+    else:
+        for c in range(g.size):
+            g[c] = g[c] * f - scalar(offset * class_weight[c])
+
+
+@njit(**_EXACT)
+def _index_row_finish(
+    i, y, s, log_sum, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
+):
+    """The loss ``loss[i]`` of a row and, ``with_grad``, its gradient, written over its exponentials ``g``
+    (``log_sum``: ``log(s)``, 0 for ``s = 0``)."""
+    target_coef, smooth_coef, scale = coefficients
+    tc, sc = _at(target_coef, i), _at(smooth_coef, i)
+    masked = s == 0
+    value = _times(tc, log_sum - target_shifted)
+    if sc != 0:
+        value += _times(sc, total_weight * log_sum - smooth_sum)
+    loss[i] = value
+    if not with_grad:
+        return
+    if masked:  # a fully masked row takes no part: zero gradient
+        _scale_row(g, _dtype_of(g)(0))
+        return
+    row_scale = _at(scale, i)
+    factor = _times(tc + sc * total_weight, row_scale) / s
+    _finish_gradient(g, factor, _times(sc, row_scale), class_weight)
+    g[y] -= _times(tc, row_scale)
+
+
+@njit(**_EXACT)
+def _index_tile(x, target, coefficients, class_weight, total_weight, loss, grad, with_grad, in_place, first):
+    n_rows, n_classes = x.shape
+    smooth_coef = coefficients[1]
+    expanded = np.empty(n_rows * n_classes, x.dtype)
+    e = grad if with_grad else np.empty((n_rows, n_classes), x.dtype)
+    shifts, plus = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_)
+    sums, target_shifted, smooth_sums = np.empty(n_rows), np.empty(n_rows), np.zeros(n_rows)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
+    for r in range(n_rows):  # what reads the logits, before the exponentials may overwrite them
+        target_shifted[r] = _shifted(x[r, target[first + r]], shifts[r], plus[r])
+        if _at(smooth_coef, first + r) != 0:
+            smooth_sums[r] = _weighted_shifted_sum(x[r], shifts[r], plus[r], class_weight)
+    _tile_exponentials(x, expanded, e, in_place and with_grad, plus, any_plus, sums)
+    log_sums = np.empty(n_rows)
+    _log_sums(sums, log_sums)
+    for r in range(n_rows):
+        i = first + r
+        _index_row_finish(
+            i,
+            target[i],
+            sums[r],
+            log_sums[r],
+            target_shifted[r],
+            smooth_sums[r],
+            coefficients,
+            class_weight,
+            total_weight,
+            loss,
+            e[r],
+            with_grad,
+        )
+
+
+@_rows_kernel
+def cross_entropy_index_rows(
+    x, target, target_coef, smooth_coef, class_weight, total_weight, scale, loss, grad, with_grad, in_place
+):
+    """Index targets: ``loss[i] = L_i`` (float64) and, ``with_grad``, ``grad[i] = scale_i (p_i A_i - a_i)``.
+
+    ``target`` holds valid class indices (ignored samples: any index, with coefficients 0);
+    ``target_coef``, ``smooth_coef`` and ``scale`` hold M values or one; ``class_weight`` C values
+    or none (all ones) and ``total_weight`` their sum. Without ``with_grad``, ``grad`` is unused;
+    with ``in_place``, ``grad`` is ``x``.
+    """
+    n_rows = x.shape[0]
+    coefficients = (target_coef, smooth_coef, scale)
+    if x.shape[1] <= _SHORT_ROW:
+        for t in prange(_tile_count(n_rows)):
+            start, stop = t * _TILE, min(n_rows, (t + 1) * _TILE)
+            g = grad[start:stop] if with_grad else grad
+            _index_tile(
+                x[start:stop], target, coefficients, class_weight, total_weight, loss, g, with_grad, in_place, start
+            )
+    else:
+        for i in prange(n_rows):
+            row, y = x[i], target[i]
+            g = grad[i] if with_grad else grad[0]
+            shift, plus = _row_shift(row)
+            target_shifted = _shifted(row[y], shift, plus)
+            smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if _at(smooth_coef, i) != 0 else 0.0
+            s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
+            log_sum = math.log(s) if s != 0 else 0.0
+            _index_row_finish(
+                i,
+                y,
+                s,
+                log_sum,
+                target_shifted,
+                smooth_sum,
+                coefficients,
+                class_weight,
+                total_weight,
+                loss,
+                g,
+                with_grad,
+            )
+
+
+@njit(**_EXACT)
+def _prob_coef(q, w, eps, inv_classes):
+    """``a_c = w_c ((1 - eps) q_c + eps / C)``, the probability-target coefficient."""
+    a = np.float64(q) if eps == 0 else (1.0 - eps) * np.float64(q) + eps * inv_classes
+    return a * w
+
+
+@njit(**_SUM)
+def _prob_terms(x, q, class_weight, eps, shift, plus):
+    """``(A, D)``: ``sum_c a_c`` and ``sum_c a_c (x_c - shift)`` (a zero ``a_c`` contributing 0)."""
+    inv_classes = 1.0 / x.size
+    total, dot = 0.0, 0.0
+    for c in range(x.size):
+        a = _prob_coef(q[c], 1.0 if class_weight.size == 0 else class_weight[c], eps, inv_classes)
+        total += a
+        dot += 0.0 if a == 0 else a * _shifted(x[c], shift, plus)
+    return total, dot
+
+
+@_rows_kernel
+def cross_entropy_prob_rows(x, target, eps, class_weight, scale, loss, grad, with_grad, in_place):
+    """Probability targets ``target`` (M x C): ``loss[i] = L_i`` and, ``with_grad``, the gradient rows
+    (arguments as in :func:`cross_entropy_index_rows`)."""
+    for i in prange(x.shape[0]):
+        row, q = x[i], target[i]
+        g = grad[i] if with_grad else grad[0]
+        shift, plus = _row_shift(row)
+        total, dot = _prob_terms(row, q, class_weight, eps, shift, plus)
+        s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
+        masked = s == 0
+        loss[i] = total * (0.0 if masked else math.log(s)) - dot
+        if not with_grad:
+            continue
+        if masked:
+            _scale_row(g, _dtype_of(g)(0))
+            continue
+        row_scale = _at(scale, i)
+        scalar = _dtype_of(g)
+        factor = scalar(_times(total, row_scale) / s)
+        inv_classes = 1.0 / row.size
+        for c in range(g.size):
+            w = 1.0 if class_weight.size == 0 else class_weight[c]
+            g[c] = g[c] * factor - scalar(_prob_coef(q[c], w, eps, inv_classes) * row_scale)
