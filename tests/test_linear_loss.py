@@ -293,3 +293,38 @@ def test_errors(rng):
         _loss.loss(np.zeros((2, 4)), X, target, np.ones(9))
     with pytest.raises(ValueError, match="sample_weight must have a positive sum"):
         _loss.loss(np.zeros((2, 4)), X, target, np.zeros(10))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("soft", [False, True])
+def test_the_fused_row_kernel_equals_its_numpy_path(rng, dtype, soft):
+    """The one cross-entropy call (the compiled kernel above 2**16 entries) against the NumPy reference path."""
+    m, k = 20_000, 7  # 140,000 entries: the compiled path
+    z = (3 * rng.normal(size=(m, k))).astype(dtype)
+    target = rng.dirichlet(np.ones(k), size=m) if soft else rng.integers(0, k, size=m)
+    weights = rng.uniform(0, 2, size=m)
+    weights[::17] = 0.0  # absent samples: zero rows, zero terms
+    weights = (weights / weights.sum()).astype(dtype)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for label_smoothing in (0.0, 0.2):
+        kernel, reference = z.copy(), z.copy()
+        value = _loss._cross_entropy_rows(kernel, target, weights, label_smoothing, engine="kernel")
+        expected = _loss._cross_entropy_rows(reference, target, weights, label_smoothing, engine="numpy")
+        assert value == pytest.approx(expected, rel=rtol)
+        np.testing.assert_allclose(kernel, reference, rtol=rtol, atol=rtol * np.abs(reference).max())
+        assert not kernel[::17].any()
+
+
+def test_the_linear_loss_on_the_numpy_path_equals_the_kernel(rng, monkeypatch):
+    X, target, sw = _problem(rng, 12_000, 9, 6, soft=False, weighted=True)  # 72,000 logits: the compiled path
+    coef = rng.normal(size=(6, 10))
+    value, grad = _loss.loss_gradient(coef, X, target, sw, 0.1)
+    numpy_path = _loss.weighted_cross_entropy_rows
+
+    def on_numpy(*args, **options):
+        return numpy_path(*args, **{**options, "engine": "numpy"})
+
+    monkeypatch.setattr(_loss, "weighted_cross_entropy_rows", on_numpy)
+    ref_value, ref_grad = _loss.loss_gradient(coef, X, target, sw, 0.1)
+    assert value == pytest.approx(ref_value, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)

@@ -67,7 +67,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from softmaxkit._numpy._cross_entropy import cross_entropy_with_grad
+from softmaxkit._numpy._engine import MIN_KERNEL_SIZE
+from softmaxkit._numpy._weighted_rows import weighted_cross_entropy_rows
 from softmaxkit.linear_model import _preconditioners
 
 __all__ = [
@@ -90,17 +91,18 @@ _BLOCK_ELEMENTS = 2**17
 _MIN_BLOCK_ROWS = 256
 
 
-def _cross_entropy_rows(logits: np.ndarray, target: np.ndarray, weights: np.ndarray, label_smoothing: float) -> float:
+def _cross_entropy_rows(
+    logits: np.ndarray, target: np.ndarray, weights: np.ndarray, label_smoothing: float, *, engine: str = "auto"
+) -> float:
     """``sum_i w_i CE_i`` (float64), leaving ``w_i dCE_i/dz_i`` in ``logits`` (overwritten in place).
 
     ``logits`` is ``(m, n_classes)``, C-contiguous, float32 or float64; ``target`` ``(m,)`` class
     indices or ``(m, n_classes)`` class probabilities; ``weights`` ``(m,)`` the normalised sample
-    weights of these rows. This is the contract of the fused row kernel of :mod:`softmaxkit._numpy`;
-    this function is the one place that calls the cross-entropy.
+    weights of these rows. The fused row kernel of :mod:`softmaxkit._numpy._weighted_rows` (one
+    compiled pass, nothing allocated at the size of ``logits``); ``engine="numpy"`` is its NumPy
+    reference path. This function is the one place that calls the cross-entropy.
     """
-    per_sample, grad = cross_entropy_with_grad(logits, target, reduction="none", label_smoothing=label_smoothing)
-    np.multiply(grad, weights[:, None], out=logits)
-    return float(np.dot(weights.astype(np.float64), per_sample.astype(np.float64)))
+    return weighted_cross_entropy_rows(logits, target, weights, label_smoothing=label_smoothing, engine=engine)
 
 
 def _add_smoothed_target(rows: np.ndarray, target: np.ndarray, weights: np.ndarray, label_smoothing: float) -> None:
@@ -172,13 +174,19 @@ class LinearLoss:
         self.row_weights = np.full(self.n_samples, 1.0 / max(self.n_samples, 1), dtype=self.dtype)
         if weights is not None:
             self.row_weights = weights
-        with np.errstate(divide="ignore"):
-            inverse = np.where(self.row_weights > 0, 1.0 / self.row_weights, 0.0)
+        # (a weight below 1 / max float, of a total of 1, counts as 0 here: its inverse would overflow, and its
+        # row's share of the Hessian is below the smallest normal number anyway)
+        with np.errstate(divide="ignore", over="ignore"):
+            tiny = 1.0 / np.finfo(self.dtype).max
+            inverse = np.where(self.row_weights > tiny, 1.0 / np.maximum(self.row_weights, tiny), 0.0)
         self.inverse_weights = inverse.astype(self.dtype)
         if self.sparse:
             self.block_rows = max(self.n_samples, 1)
         else:
             self.block_rows = max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(self.n_features, 1))
+        # The compiled row kernel for every block once the whole N x C block is past the kernels' threshold: the
+        # blocks (of about 2**17 numbers of X) are often below it, and the kernel's one-off load is paid per fit.
+        self.engine = "kernel" if self.n_samples * self.n_classes >= MIN_KERNEL_SIZE else "auto"
         self._squared = None
         self._ones = np.ones(min(self.block_rows, max(self.n_samples, 1)), dtype=self.dtype)
 
@@ -261,7 +269,9 @@ class LinearLoss:
                 out = scratch[: stop - start]
             z = self.logits(W, b, start, stop, out=out)
             target = self.target[start:stop]
-            value += _cross_entropy_rows(z, target, self.row_weights[start:stop], self.label_smoothing)
+            value += _cross_entropy_rows(
+                z, target, self.row_weights[start:stop], self.label_smoothing, engine=self.engine
+            )
             self.add_product(grad, z, start, stop)
         if self.alpha:
             grad[: self.n_features] += self.alpha * W
