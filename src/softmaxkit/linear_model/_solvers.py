@@ -162,7 +162,8 @@ def _pcg(hessp, b, precondition, tol, max_iter):
             break
         Hp = hessp(p)
         curvature = float(np.dot(p, Hp))
-        if curvature <= 0:  # flat or negative direction (round-off only, the objective is convex)
+        if not curvature > 0 or not np.isfinite(curvature):  # flat or negative (round-off: it is convex), or
+            # beyond the working dtype's range (a preconditioned direction of almost no curvature)
             if not x.any():
                 x = b.copy()
             break
@@ -237,7 +238,8 @@ def minimize_newton_cg(
             precondition = H.preconditioner(cheap)
 
         def hessp(v, H=H):
-            return np.asarray(H(v), dtype=np.float64).ravel()
+            with np.errstate(over="ignore", invalid="ignore"):  # (out of range: see _pcg's curvature test)
+                return np.asarray(H(v), dtype=np.float64).ravel()
 
         step, cg_used = _pcg(hessp, -g, precondition, min(0.5, max(np.sqrt(g_norm), _FORCING_FLOOR)) * g_norm, n_cg)
         slope = float(np.dot(g, step))
@@ -247,7 +249,10 @@ def minimize_newton_cg(
         t = 1.0
         rounding = -0.5 * slope <= 1e3 * np.finfo(float).eps * abs(f)  # the decrease is below f's rounding
         for _ in range(60):
-            f_new, g_new, H_new = loss_gradient_hessp(x + t * step)
+            # A trial may leave the working dtype's range (a direction of no curvature: the intercept of a
+            # class of weight 0 in float32): its objective is then inf or NaN, and the step is halved.
+            with np.errstate(over="ignore", invalid="ignore"):
+                f_new, g_new, H_new = loss_gradient_hessp(x + t * step)
             if rounding:  # Armijo cannot see a decrease this small: |g| decides, and this step is the last
                 if np.linalg.norm(g_new) < g_norm:
                     close = True
