@@ -1,75 +1,93 @@
-"""Time to scikit-learn's optimum: SoftmaxRegression vs LogisticRegression(lbfgs) and SGDClassifier(log_loss).
+"""Time to scikit-learn's optimum, defaults against defaults, and peak memory: SoftmaxRegression vs LogisticRegression.
 
-Usage: ``python benchmarks/bench_fit.py [--quick] [--threads N] [--datasets a,b] [--cs 1,100]``
+Usage: ``python benchmarks/bench_fit.py [--quick] [--datasets a,b] [--threads 1,default] [--solvers ...] [--extra]``
 
-For each dataset (standardised ``letter``, ``pendigits``, ``satimage``, ``covtype`` from
-``../shared/datasets`` and ``make_classification(200_000, 100, n_informative=50, n_classes=20,
-random_state=0)``) and each ``C``:
+Cases (``--datasets``): the standardised ``letter``, ``pendigits``, ``satimage`` and ``covtype`` of
+``../shared/datasets`` and scikit-learn's ``digits`` (C in ``--cs``, default 1 and 100); ``news20``
+(sparse word counts, ``../shared/datasets/news20``, a stratified 75/25 split, C in 1 and 10);
+``synthetic`` = ``make_classification(200_000, 100, n_informative=50, n_classes=20)`` and ``wide`` =
+``make_classification(50_000, 500, n_informative=100, n_classes=10)`` (80/20 splits, standardised,
+C = 1). ``--extra`` adds shapes the package was not tuned on (few features and many classes, many
+features, an unstandardised set, a sparse one-hot set; see ``EXTRA``).
 
-1. the reference optimum ``f*`` is the objective ``L`` (see ``SoftmaxRegression``) of
-   ``LogisticRegression(C=C, tol=1e-10, max_iter=100_000)``, with ``alpha = 1 / (C n)``;
-2. for each method, fits with ``tol`` = 1e-3, 1e-4, ... (from scratch each time) until the
-   objective is within 1e-6 (relative) of ``f*``; the first such ``tol`` is the one timed;
-3. that fit is repeated (``--repeats``; the synthetic set uses fewer) and the median wall time is
-   reported with the iterations, the relative gap ``(f - f*) / f*`` and the test accuracy.
+For each case and each BLAS thread setting (``--threads``: 1 and the library default, 2 on the
+development machine):
 
-The default run writes ``results/fit.{csv,json,md}``; any other selection (``--quick``,
-``--datasets``, ...) writes ``results/fit-partial.*`` (not tracked by git), leaving the full table alone.
+1. ``f*`` is the objective ``L`` (see ``SoftmaxRegression``) of ``LogisticRegression(C=C, tol=1e-10,
+   max_iter=100_000)``, with ``alpha = 1 / (C n)`` (computed once per case);
+2. **time to the optimum**: each competitor climbs its tol ladder (1e-2, 1e-3, ..., from scratch
+   each time) until its objective is within 1e-6 (relative) of ``f*``; then the competitors' chosen
+   fits run in interleaved rounds (one fit of each per round, the ladder's last fit being the warm-up)
+   and the median wall time is reported. Competitors: scikit-learn lbfgs (its tol ladder), the default
+   ``SoftmaxRegression(alpha=...)`` (``solver="auto"``, its tol ladder) and each of ``--solvers``;
+3. **defaults against defaults**: ``LogisticRegression(C=C)`` and ``SoftmaxRegression(alpha=1 / (C n))``
+   at their default ``tol`` and ``max_iter``, interleaved: time, objective gap and test accuracy;
+4. **peak memory** (one thread only): each default fit in a forked child process, its peak resident
+   memory above what it started with (``getrusage`` ``ru_maxrss``), beside the size of ``X``.
 
-SGDClassifier is one-vs-rest (a different model): it cannot reach the multinomial optimum. It
-runs once at its defaults with the same ``alpha``; its time and accuracy are shown for scale.
-
-BLAS threads are limited to ``--threads`` (default 1) for every method alike: on a shared
-machine multithreaded BLAS contends and the timings become noise.
+Results: ``results/fit.{csv,json,md}`` (time to optimum), ``results/fit_defaults.*`` and
+``results/fit_memory.*`` (the conventions of ``_common.write_results``); any other selection than
+the default run (``--quick``, ``--datasets``, ...) writes ``*-partial.*`` instead, leaving the full
+tables alone. The machine is shared: timings are noisy, so read the ratios of interleaved rounds.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
+import multiprocessing
 import os
-import platform
-import statistics
+import resource
 import sys
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import scipy
-import sklearn
+import scipy.sparse
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-import softmaxkit
 from softmaxkit.linear_model import SoftmaxRegression, _loss
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _datasets import load_real_dataset  # noqa: E402  (the test suite's reader of ../shared/datasets)
+from _common import environment, measure, write_results  # noqa: E402
+from _datasets import GENERATED, REAL_DATASETS, load_generated, load_news20, load_real_dataset  # noqa: E402
 
 DATASETS = HERE.parent.parent / "shared" / "datasets"
 RESULTS = HERE / "results"
 TARGET_GAP = 1e-6
-TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
+TOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
+DEFAULT_DATASETS = ("letter", "pendigits", "satimage", "covtype", "digits", "news20", "synthetic", "wide")
+# Shapes beyond the benchmark's own (--extra): name -> (n_samples, n_features, n_informative, n_classes, how)
+EXTRA = {
+    "few-features-many-classes": (60_000, 8, 8, 50, "standardised"),
+    "many-features": (5_000, 2_000, 200, 5, "standardised"),
+    "unstandardised": (30_000, 40, 20, 8, "raw, feature scales 1e-3 to 1e3"),
+    "sparse-onehot": (50_000, 2_000, 0, 12, "sparse one-hot of 20 categorical columns"),
+}
 
 
-def load_dataset(name: str, root: Path = DATASETS):
-    """Standardised ``(X_train, X_test, y_train, y_test)`` (scaler fitted on the training part).
-
-    The real datasets are read by the test suite's ``_datasets.load_real_dataset``, so the benchmark
-    times exactly the problems whose optimum ``tests/test_sklearn_optimum.py`` checks.
-    """
-    if name != "synthetic":
-        return load_real_dataset(name, root)
-    X, y = make_classification(n_samples=200_000, n_features=100, n_informative=50, n_classes=20, random_state=0)
+def _extra_dataset(name):
+    n, d, informative, k, _ = EXTRA[name]
+    if name == "sparse-onehot":
+        rng = np.random.default_rng(0)
+        codes = rng.zipf(1.5, size=(n, 20)) % (d // 20)  # skewed category frequencies
+        columns = (codes + np.arange(20) * (d // 20)).ravel()
+        X = scipy.sparse.csr_matrix((np.ones(n * 20), (np.repeat(np.arange(n), 20), columns)), shape=(n, d))
+        w = rng.normal(size=(d, k))
+        y = np.argmax(X @ w + rng.gumbel(size=(n, k)), axis=1)
+        return train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
+    X, y = make_classification(n, d, n_informative=informative, n_redundant=0, n_classes=k, random_state=0)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
+    if name == "unstandardised":
+        scales = np.logspace(-3, 3, d)
+        return np.ascontiguousarray(X_train * scales), np.ascontiguousarray(X_test * scales), y_train, y_test
     scaler = StandardScaler().fit(X_train)
     return (
         np.ascontiguousarray(scaler.transform(X_train)),
@@ -79,293 +97,321 @@ def load_dataset(name: str, root: Path = DATASETS):
     )
 
 
-def objective(coef, intercept, X, codes, alpha):
-    return _loss.loss(np.hstack([coef, intercept[:, None]]), X, codes, None, alpha)
+def load_dataset(name: str, root: Path = DATASETS):
+    """``(X_train, X_test, y_train, y_test)``: dense standardised, or sparse (news20, sparse-onehot)."""
+    if name in REAL_DATASETS:
+        return load_real_dataset(name, root)
+    if name == "news20":
+        return load_news20(root)
+    if name == "digits" or name in GENERATED:
+        return load_generated(name)
+    if name in EXTRA:
+        return _extra_dataset(name)
+    raise ValueError(f"dataset must be one of {', '.join(DEFAULT_DATASETS + tuple(EXTRA))}, got {name!r}")
 
 
-def _timed_fit(make, X, y):
+def case_cs(name: str, cs: list[float]) -> list[float]:
+    if name == "news20":
+        return [1.0, 10.0]
+    if name in ("synthetic", "wide") or name in EXTRA:
+        return cs[:1]
+    return cs
+
+
+def objective(model, X, codes, alpha) -> float:
+    return _loss.loss(np.hstack([model.coef_, model.intercept_[:, None]]).astype(np.float64), X, codes, None, alpha)
+
+
+def _fit(make, X, y):
     model = make()
     start = time.perf_counter()
-    model.fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
     return model, time.perf_counter() - start
 
 
-def _n_iter(model):
-    return int(np.max(model.n_iter_))
-
-
-def time_to_optimum(make, X, y, X_test, y_test, f_star, evaluate, repeats):
-    """Climb the tol ladder until the gap is reached; then repeat that fit. Returns a result dict."""
-    tried = []
+def climb(make, X, y, gap_of):
+    """The first tol of :data:`TOLS` whose fit is within the target; ``(tol, model, gap, ladder)``."""
+    ladder = []
     for tol in TOLS:
-        model, seconds = _timed_fit(lambda: make(tol), X, y)
-        gap = (evaluate(model) - f_star) / f_star
-        tried.append((tol, seconds, gap))
+        model, seconds = _fit(lambda: make(tol), X, y)
+        gap = gap_of(model)
+        ladder.append({"tol": tol, "seconds": seconds, "gap": gap})
         if gap <= TARGET_GAP:
-            times = [seconds] + [_timed_fit(lambda: make(tol), X, y)[1] for _ in range(repeats - 1)]
-            return {
-                "tol": tol,
-                "seconds": statistics.median(times),
-                "seconds_min": min(times),
-                "seconds_max": max(times),
-                "repeats": len(times),
-                "n_iter": _n_iter(model),
-                "gap": gap,
-                "test_accuracy": float(model.score(X_test, y_test)),
-                "reached": True,
-                "ladder": [{"tol": t, "seconds": s, "gap": g} for t, s, g in tried],
-            }
-    return {
-        "tol": TOLS[-1],
-        "seconds": tried[-1][1],
-        "seconds_min": tried[-1][1],
-        "seconds_max": tried[-1][1],
-        "repeats": 1,
-        "n_iter": _n_iter(model),
-        "gap": tried[-1][2],
-        "test_accuracy": float(model.score(X_test, y_test)),
-        "reached": False,
-        "ladder": [{"tol": t, "seconds": s, "gap": g} for t, s, g in tried],
-    }
+            return tol, model, gap, ladder
+    return TOLS[-1], model, gap, ladder
 
 
-def run_case(name, C, data, repeats, solvers, backends=("numpy",)):
-    X, X_test, y, y_test = data
-    classes = np.unique(y)
-    codes = np.searchsorted(classes, y)
-    n = X.shape[0]
-    alpha = 1.0 / (C * n)
-
-    def evaluate(model):
-        return objective(model.coef_, model.intercept_, X, codes, alpha)
-
-    start = time.perf_counter()
-    reference = LogisticRegression(C=C, tol=1e-10, max_iter=100_000).fit(X, y)
-    reference_seconds = time.perf_counter() - start
-    f_star = evaluate(reference)
-    rows = []
-    base = {
-        "dataset": name,
-        "C": C,
-        "alpha": alpha,
-        "n_train": n,
-        "n_features": X.shape[1],
-        "n_classes": len(classes),
-        "f_star": f_star,
-        "reference_seconds": reference_seconds,
-    }
-
-    def sklearn_lbfgs(tol):
-        return LogisticRegression(C=C, tol=tol, max_iter=100_000)
-
-    result = time_to_optimum(sklearn_lbfgs, X, y, X_test, y_test, f_star, evaluate, repeats)
-    rows.append({**base, "method": "sklearn LogisticRegression(lbfgs)", **result})
-    sklearn_seconds = result["seconds"]
-    for backend in backends:
-        for solver in solvers:
-
-            def ours(tol, solver=solver, backend=backend):
-                device = {"device": "cpu"} if backend == "torch" else {}
-                return SoftmaxRegression(
-                    alpha=alpha, solver=solver, tol=tol, max_iter=100_000, backend=backend, **device
-                )
-
-            result = time_to_optimum(ours, X, y, X_test, y_test, f_star, evaluate, repeats)
-            label = solver if backend == "numpy" else f"{solver}, backend=torch cpu"
-            rows.append(
-                {
-                    **base,
-                    "method": f"softmaxkit SoftmaxRegression({label})",
-                    **result,
-                    "ratio_to_sklearn": result["seconds"] / sklearn_seconds,
-                }
-            )
-    # on the large synthetic set one-vs-rest SGD takes minutes: capped at 10 epochs there (noted in fit.md)
-    sgd_options = {"max_iter": 10} if name == "synthetic" else {}
-    sgd, seconds = _timed_fit(lambda: SGDClassifier(loss="log_loss", alpha=alpha, random_state=0, **sgd_options), X, y)
-    rows.append(
-        {
-            **base,
-            "method": "sklearn SGDClassifier(log_loss, one-vs-rest)",
-            "tol": sgd.tol,
-            "seconds": seconds,
-            "seconds_min": seconds,
-            "seconds_max": seconds,
-            "repeats": 1,
-            "n_iter": _n_iter(sgd),
-            "gap": (evaluate(sgd) - f_star) / f_star,
-            "test_accuracy": float(sgd.score(X_test, y_test)),
-            "reached": False,
-            "ratio_to_sklearn": seconds / sklearn_seconds,
-            "ladder": [],
-        }
+def _competitors(C, alpha, solvers):
+    """name -> make(tol) for the time-to-optimum race; the first is the reference scikit-learn fit."""
+    makers = {"sklearn LogisticRegression(lbfgs)": lambda tol: LogisticRegression(C=C, tol=tol, max_iter=100_000)}
+    makers["softmaxkit SoftmaxRegression() default (auto)"] = lambda tol: SoftmaxRegression(
+        alpha=alpha, tol=tol, max_iter=100_000
     )
+    for solver in solvers:
+        label = solver if ":" not in solver else solver.replace(":", ", backend=") + " cpu"
+        name, _, backend = solver.partition(":")
+        device = {"backend": "torch", "device": "cpu"} if backend == "torch" else {}
+        makers[f"softmaxkit SoftmaxRegression({label})"] = lambda tol, name=name, device=device: SoftmaxRegression(
+            alpha=alpha, solver=name, tol=tol, max_iter=100_000, **device
+        )
+    return makers
+
+
+def time_to_optimum(name, C, data, f_star, threads, repeats, solvers):
+    X, X_test, y, y_test = data
+    codes = np.searchsorted(np.unique(y), y)
+    alpha = 1.0 / (C * X.shape[0])
+
+    def gap_of(model):
+        return (objective(model, X, codes, alpha) - f_star) / f_star
+
+    chosen, rows = {}, []
+    for method, make in _competitors(C, alpha, solvers).items():
+        tol, model, gap, ladder = climb(make, X, y, gap_of)
+        chosen[method] = lambda make=make, tol=tol: make(tol).fit(X, y)
+        rows.append(
+            {
+                "dataset": name,
+                "C": C,
+                "threads": threads,
+                "method": method,
+                "tol": tol,
+                "n_iter": int(np.max(model.n_iter_)),
+                "gap": gap,
+                "reached": gap <= TARGET_GAP,
+                "test_accuracy": float(model.score(X_test, y_test)),
+                "solver_used": getattr(model, "solver_", "lbfgs"),
+                "ladder": ladder,
+            }
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        timings = measure(chosen, repeats=repeats, warmup=0)  # the ladder's last fit was the warm-up
+    reference = timings["sklearn LogisticRegression(lbfgs)"].median
+    for row in rows:
+        timing = timings[row["method"]]
+        row.update(seconds=timing.median, seconds_min=timing.min, seconds_max=timing.max, repeats=timing.repeats)
+        row["ratio_to_sklearn"] = timing.median / reference
     return rows
 
 
-def machine_description(threads):
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("n/a",)
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
-        "load_average_at_start": [round(v, 2) for v in load] if isinstance(load[0], float) else load,
-        "blas_threads": threads,
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__,
-            "softmaxkit": softmaxkit.__version__,
-        },
+def defaults(name, C, data, f_star, threads, repeats):
+    X, X_test, y, y_test = data
+    codes = np.searchsorted(np.unique(y), y)
+    alpha = 1.0 / (C * X.shape[0])
+    makers = {
+        "sklearn LogisticRegression()": lambda: LogisticRegression(C=C),
+        "softmaxkit SoftmaxRegression()": lambda: SoftmaxRegression(alpha=alpha),
     }
-
-
-def write_results(rows, info, args, stem="fit", out=RESULTS):
-    out.mkdir(parents=True, exist_ok=True)
-    fields = [
-        "dataset",
-        "C",
-        "method",
-        "tol",
-        "seconds",
-        "seconds_min",
-        "seconds_max",
-        "repeats",
-        "n_iter",
-        "gap",
-        "test_accuracy",
-        "reached",
-        "ratio_to_sklearn",
-        "f_star",
-        "reference_seconds",
-        "alpha",
-        "n_train",
-        "n_features",
-        "n_classes",
-    ]
-    with open(out / f"{stem}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(out / f"{stem}.json", "w") as handle:
-        json.dump({"info": info, "command": " ".join(sys.argv), "rows": rows}, handle, indent=1)
-    lines = [
-        "# Fit benchmark: time to scikit-learn's optimum",
-        "",
-        f"Command: `python benchmarks/bench_fit.py {' '.join(sys.argv[1:])}`".replace("  ", " "),
-        "",
-        f"Date: {info['date']}. Machine: {info['machine']}; load average at start "
-        f"{info['load_average_at_start']} (the machine is shared, so timings are noisy). "
-        f"BLAS threads: {info['blas_threads']} for every method. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-        + ".",
-        "",
-        "Target: the objective within 1e-6 (relative) of `LogisticRegression(tol=1e-10)`'s `f*`. Each method "
-        "climbs the tol ladder 1e-3, 1e-4, ... from scratch and the first fit that reaches the target is timed "
-        "(median over the repeats). `ratio` is the time over scikit-learn lbfgs's time (target: at most 0.5). "
-        "SGDClassifier is one-vs-rest, a different model: it never reaches the multinomial optimum; it runs "
-        "once at its defaults with the same alpha, for scale (on the synthetic set capped at 10 epochs, "
-        "`max_iter=10`, to keep the whole run near 10 minutes).",
-        "",
-        "| dataset | C | method | tol | time (s) | ratio | iterations | gap (f - f*)/f* | test accuracy (%) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        ratio = row.get("ratio_to_sklearn")
-        lines.append(
-            f"| {row['dataset']} | {row['C']:g} | {row['method']} | {row['tol']:g} | "
-            f"{row['seconds']:.3f} [{row['seconds_min']:.3f}-{row['seconds_max']:.3f}, n={row['repeats']}] | "
-            f"{'' if ratio is None else f'{ratio:.2f}'} | {row['n_iter']} | {row['gap']:.1e}"
-            f"{'' if row['reached'] or 'SGD' in row['method'] else ' (not reached)'} | "
-            f"{100 * row['test_accuracy']:.2f} |"
+    rows = []
+    for method, make in makers.items():
+        model, _ = _fit(make, X, y)  # (the warm-up)
+        rows.append(
+            {
+                "dataset": name,
+                "C": C,
+                "threads": threads,
+                "method": method,
+                "tol": model.tol,
+                "n_iter": int(np.max(model.n_iter_)),
+                "gap": (objective(model, X, codes, alpha) - f_star) / f_star,
+                "test_accuracy": float(model.score(X_test, y_test)),
+                "solver_used": getattr(model, "solver_", "lbfgs"),
+            }
         )
-    ours = [r for r in rows if r["method"].startswith("softmaxkit")]
-    met = [r for r in ours if r["reached"] and r["ratio_to_sklearn"] <= 0.5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        timings = measure({m: lambda make=make: make().fit(X, y) for m, make in makers.items()}, repeats=repeats)
+    reference = timings["sklearn LogisticRegression()"].median
+    for row in rows:
+        row.update(seconds=timings[row["method"]].median, ratio_to_sklearn=timings[row["method"]].median / reference)
+    return rows
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_child(make, X, y, queue):
+    start = _rss_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        make().fit(X, y)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start)
+
+
+def peak_memory(name, C, data):
+    """Peak resident memory of each default fit above its start, in a forked child (one BLAS thread)."""
+    X, _, y, _ = data
+    alpha = 1.0 / (C * X.shape[0])
+    x_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes if scipy.sparse.issparse(X) else X.nbytes
+    context = multiprocessing.get_context("fork")
+    rows = []
+    makers = {
+        "sklearn LogisticRegression()": lambda: LogisticRegression(C=C),
+        "softmaxkit SoftmaxRegression()": lambda: SoftmaxRegression(alpha=alpha),
+    }
+    for method, make in makers.items():
+        queue = context.Queue()
+        child = context.Process(target=_peak_child, args=(make, X, y, queue))
+        child.start()
+        extra = queue.get()
+        child.join()
+        rows.append(
+            {"dataset": name, "C": C, "method": method, "X_MiB": x_bytes / 2**20, "peak_extra_MiB": extra / 2**20}
+        )
+    sklearn_extra = rows[0]["peak_extra_MiB"]
+    for row in rows:
+        row["over_sklearn_in_X"] = (row["peak_extra_MiB"] - sklearn_extra) / max(row["X_MiB"], 1e-9)
+    return rows
+
+
+def _summary(rows, key="ratio_to_sklearn"):
+    ours = [r for r in rows if r["method"].startswith("softmaxkit SoftmaxRegression() default")]
+    met = [r for r in ours if r["reached"] and r[key] <= 0.5]
     missed = [r for r in ours if r not in met]
-    lines += [
-        "",
-        f"Target (at most 0.5x scikit-learn's time, at the same optimum) met in {len(met)} of {len(ours)} "
-        "cases"
-        + (
-            "."
-            if not missed
-            else "; not met: "
-            + "; ".join(
-                f"{r['dataset']} C={r['C']:g} {r['method'].split('(')[1][:-1]} (ratio {r['ratio_to_sklearn']:.2f}"
-                f"{'' if r['reached'] else ', gap not reached'})"
-                for r in missed
-            )
-            + "."
-        ),
-    ]
-    lines += [
-        "",
-        "Reference fits (`LogisticRegression(tol=1e-10)`): "
-        + "; ".join(sorted({f"{r['dataset']} C={r['C']:g}: {r['reference_seconds']:.1f} s" for r in rows}))
-        + ".",
-    ]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    text = f"target (default solver at most 0.5x scikit-learn's time, at the same optimum) met in {len(met)} of {len(ours)}"
+    if missed:
+        text += "; not met: " + "; ".join(
+            f"{r['dataset']} C={r['C']:g} threads={r['threads']} (ratio {r[key]:.2f}"
+            f"{'' if r['reached'] else ', gap not reached'})"
+            for r in missed
+        )
+    return text
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="letter,pendigits,satimage,covtype,synthetic")
-    parser.add_argument("--cs", default="1,100", help="values of C (the synthetic set uses only the first)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--synthetic-repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads for every method (default 1)")
-    parser.add_argument("--solvers", default="newton-cg", help="ours to time, e.g. newton-cg,lbfgs")
-    parser.add_argument("--backends", default="numpy,torch", help="ours: numpy and/or torch (the latter on the CPU)")
-    parser.add_argument("--quick", action="store_true", help="pendigits, C=1, one repeat (a smoke run)")
-    parser.add_argument("--render", action="store_true", help="rewrite fit.md from results/fit.json only")
+    parser.add_argument("--datasets", default=",".join(DEFAULT_DATASETS))
+    parser.add_argument("--cs", default="1,100", help="values of C for the dense real sets (news20: 1, 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds (heavy cases: 1)")
+    parser.add_argument("--threads", default="1,default", help="BLAS thread settings: numbers and/or 'default'")
+    parser.add_argument(
+        "--solvers", default="newton-cg,lbfgs", help="ours beside the default, e.g. newton-cg,lbfgs,newton-cg:torch"
+    )
+    parser.add_argument("--extra", action="store_true", help="add the shapes of EXTRA (not tuned on)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory fits")
+    parser.add_argument("--quick", action="store_true", help="pendigits, C=1, one thread, one round (a smoke run)")
+    parser.add_argument("--backends", default="numpy", help="(kept for compatibility) numpy, or numpy,torch")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
-    if args.render:
-        saved = json.loads((RESULTS / "fit.json").read_text())
-        sys.argv = saved["command"].split()
-        write_results(saved["rows"], saved["info"], args)
-        return 0
-    # Only the default run writes results/fit.*; a subset (or --quick) writes results/fit-partial.*,
-    # so trying one dataset never overwrites the full table.
-    options = ("datasets", "cs", "repeats", "synthetic_repeats", "threads", "solvers", "backends", "quick")
-    stem = "fit" if all(getattr(args, k) == parser.get_default(k) for k in options) else "fit-partial"
+    options = ("datasets", "cs", "repeats", "threads", "solvers", "extra", "no_memory", "quick", "backends")
+    suffix = "" if all(getattr(args, k) == parser.get_default(k) for k in options) else "-partial"
     if args.quick:
-        args.datasets, args.cs, args.repeats = "pendigits", "1", 1
-    names = [n for n in args.datasets.split(",") if n]
-    if any(n != "synthetic" for n in names) and not DATASETS.is_dir():
-        print(f"datasets not found at {DATASETS}; run with --datasets synthetic")
+        args.datasets, args.cs, args.repeats, args.threads, args.no_memory = "pendigits", "1", 1, "1", True
+    names = [n for n in args.datasets.split(",") if n] + (list(EXTRA) if args.extra else [])
+    if any(n in REAL_DATASETS or n == "news20" for n in names) and not DATASETS.is_dir():
+        print(f"datasets not found at {DATASETS}; run with --datasets digits,synthetic,wide")
         return 2
     cs = [float(c) for c in args.cs.split(",")]
     solvers = [s for s in args.solvers.split(",") if s]
-    backends = [b for b in args.backends.split(",") if b]
-    if "torch" in backends:
+    if "torch" in args.backends.split(","):
+        solvers += [f"{s}:torch" for s in solvers if ":" not in s]
+    threads_settings = [None if t == "default" else int(t) for t in args.threads.split(",")]
+    if any(":torch" in s for s in solvers):
         import torch
 
-        torch.set_num_threads(args.threads)
-    info = machine_description(args.threads)
-    rows = []
-    warnings.simplefilter("ignore", ConvergenceWarning)
-    with threadpool_limits(args.threads):
-        for name in names:
-            data = load_dataset(name)
-            for C in cs[:1] if name == "synthetic" else cs:
-                repeats = args.synthetic_repeats if name == "synthetic" else args.repeats
-                case_rows = run_case(name, C, data, repeats, solvers, backends)
-                for row in case_rows:
+        torch.set_num_threads(1 if threads_settings == [1] else torch.get_num_threads())
+    env = environment(("softmaxkit", "numpy", "scipy", "scikit-learn", "threadpoolctl", "numba"))
+    race, plain, memory = [], [], []
+    for name in names:
+        data = load_dataset(name)
+        X, _, y, _ = data
+        for C in case_cs(name, cs):
+            codes = np.searchsorted(np.unique(y), y)
+            alpha = 1.0 / (C * X.shape[0])
+            with threadpool_limits(1), warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                start = time.perf_counter()
+                reference = LogisticRegression(C=C, tol=1e-10, max_iter=100_000).fit(X, y)
+                print(f"{name} C={C:g}: reference fit {time.perf_counter() - start:.1f} s", flush=True)
+            f_star = objective(reference, X, codes, alpha)
+            heavy = X.shape[0] * X.shape[1] > 10**7 or scipy.sparse.issparse(X)
+            repeats = 1 if heavy else args.repeats
+            for threads in threads_settings:
+                label = "default" if threads is None else str(threads)
+                with threadpool_limits(threads):
+                    rows = time_to_optimum(name, C, data, f_star, label, repeats, solvers)
+                    rows_defaults = defaults(name, C, data, f_star, label, repeats)
+                for row in rows + rows_defaults:
+                    row["f_star"] = f_star
                     print(
-                        f"{name:10s} C={C:<5g} {row['method']:62s} tol={row['tol']:<6g} {row['seconds']:8.3f}s "
-                        f"it={row['n_iter']:<6d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
-                        f"ratio={row.get('ratio_to_sklearn', float('nan')):.2f}",
+                        f"  threads={label:7s} {row['method']:50s} tol={row['tol']:<6g} {row['seconds']:8.3f}s "
+                        f"it={row['n_iter']:<5d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
+                        f"ratio={row['ratio_to_sklearn']:.2f}",
                         flush=True,
                     )
-                rows += case_rows
-                write_results(rows, info, args, stem, args.out)
-    print(f"results written to {args.out / stem}.{{csv,json,md}}")
+                race += rows
+                plain += rows_defaults
+            if not args.no_memory:
+                with threadpool_limits(1):
+                    memory += peak_memory(name, C, data)
+                for row in memory[-2:]:
+                    print(f"  memory {row['method']:50s} +{row['peak_extra_MiB']:.1f} MiB (X {row['X_MiB']:.1f} MiB)")
+            _write(race, plain, memory, env, suffix, args)
+    print(_summary(race))
+    print(f"results written to {args.out}/fit{suffix}.* (and fit_defaults{suffix}.*, fit_memory{suffix}.*)")
     return 0
+
+
+def _write(race, plain, memory, env, suffix, args):
+    command = f"python benchmarks/bench_fit.py {' '.join(sys.argv[1:])}".strip()
+    common = [f"command: `{command}`", "machine shared with other jobs: read the ratios of interleaved rounds"]
+    write_results(
+        f"fit{suffix}",
+        race,
+        env,
+        title="Fit benchmark: time to scikit-learn's optimum (within 1e-6 of LogisticRegression(tol=1e-10))",
+        columns=[
+            "dataset",
+            "C",
+            "threads",
+            "method",
+            "solver_used",
+            "tol",
+            "seconds",
+            "ratio_to_sklearn",
+            "n_iter",
+            "gap",
+            "test_accuracy",
+        ],
+        notes=common + [_summary(race)] if race else common,
+        results_dir=args.out,
+    )
+    write_results(
+        f"fit_defaults{suffix}",
+        plain,
+        env,
+        title="Fit benchmark: defaults against defaults (LogisticRegression(C) vs SoftmaxRegression(alpha=1/(C n)))",
+        columns=[
+            "dataset",
+            "C",
+            "threads",
+            "method",
+            "solver_used",
+            "tol",
+            "seconds",
+            "ratio_to_sklearn",
+            "n_iter",
+            "gap",
+            "test_accuracy",
+        ],
+        notes=common,
+        results_dir=args.out,
+    )
+    if memory:
+        write_results(
+            f"fit_memory{suffix}",
+            memory,
+            env,
+            title="Fit benchmark: peak memory of the default fits (above the process's start, one BLAS thread)",
+            columns=["dataset", "C", "method", "X_MiB", "peak_extra_MiB", "over_sklearn_in_X"],
+            notes=common + ["over_sklearn_in_X: (ours - scikit-learn's) peak extra memory, in units of X's size"],
+            results_dir=args.out,
+        )
 
 
 if __name__ == "__main__":

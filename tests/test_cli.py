@@ -125,7 +125,7 @@ def test_train_default_digits(digits_run):
     assert f"train     1437    {metrics['train']['accuracy']:.4f}" in stdout
     assert f"model    {out / 'model.npz'}" in stdout
     assert "plots    " in stdout and str(out / "weights.png") in stdout
-    assert "SoftmaxRegression[lbfgs]" in result.stderr  # the progress bar
+    assert "SoftmaxRegression[newton-cg]" in result.stderr  # the progress bar (solver="auto" chose newton-cg)
     # The plots decode, with their documented sizes (digits: 10 classes as 8 x 8 images).
     assert png_size(out / "loss_curve.png") == (800, 500)
     assert png_size(out / "confusion_matrix.png") == (700, 700)
@@ -149,8 +149,10 @@ def test_saved_model_equals_scaler_plus_model_pipeline(digits_run):
     np.testing.assert_allclose(metadata["mean"], scaler.mean_, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(metadata["scale"], scaler.scale_, rtol=1e-13)
     reference = SoftmaxRegression(random_state=0).fit(scaler.transform(X_train), y_train)
+    # Both fits stop at the default tol (an estimated relative gap of 1e-5) from inputs that differ in
+    # rounding: their probabilities agree to 6e-7 (measured), far from a wrong fold (1e-2 and more).
     np.testing.assert_allclose(
-        model.predict_proba(X_test), reference.predict_proba(scaler.transform(X_test)), rtol=1e-7, atol=1e-10
+        model.predict_proba(X_test), reference.predict_proba(scaler.transform(X_test)), rtol=0, atol=1e-5
     )
     np.testing.assert_array_equal(model.predict(X), reference.predict(scaler.transform(X)))
     assert metadata["feature_names"][:2] == ["pixel_0_0", "pixel_0_1"] and metadata["image_shape"] == [8, 8]

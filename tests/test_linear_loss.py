@@ -68,7 +68,7 @@ def test_loss_gradient_hvp_match_torch(rng, n, d, k, fit_intercept, soft, weight
     ref_value, ref_grad, ref_hvp = _torch_reference(coef, X, target, sw, alpha, fit_intercept, v)
     assert value == pytest.approx(ref_value, rel=1e-13)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)
-    np.testing.assert_allclose(hessp(v), ref_hvp, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(hessp(v.T).T, ref_hvp, rtol=1e-10, atol=1e-13)
     # the three entry points agree exactly with each other
     assert _loss.loss(coef, X, target, sw, alpha, fit_intercept=fit_intercept) == value
     np.testing.assert_array_equal(_loss.gradient(coef, X, target, sw, alpha, fit_intercept=fit_intercept), grad)
@@ -92,7 +92,7 @@ def test_label_smoothing_matches_cross_entropy(rng, label_smoothing, soft):
     _, ref_grad, ref_hvp = _torch_reference(coef, X, target, None, 0.2, True, v, label_smoothing)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)
     _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, None, 0.2, label_smoothing=label_smoothing)
-    np.testing.assert_allclose(hessp(v), ref_hvp, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(hessp(v.T).T, ref_hvp, rtol=1e-10, atol=1e-13)
 
 
 def test_gradient_and_hvp_by_finite_differences(rng):
@@ -118,7 +118,7 @@ def test_gradient_and_hvp_by_finite_differences(rng):
         return _loss.gradient(c, X, target, sw, alpha)
 
     numeric_hvp = (-g(coef + 2 * h * v) + 8 * g(coef + h * v) - 8 * g(coef - h * v) + g(coef - 2 * h * v)) / (12 * h)
-    np.testing.assert_allclose(hessp(v), numeric_hvp, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(hessp(v.T).T, numeric_hvp, rtol=1e-7, atol=1e-9)
 
 
 def test_one_hot_soft_labels_equal_hard_labels(rng):
@@ -143,8 +143,9 @@ def test_integer_weights_equal_repeated_samples(rng):
 
 
 def _explicit_hessian(hessp, shape):
+    """The Hessian as a matrix, in the solvers' (feature-major) layout of ``hessp``."""
     size = int(np.prod(shape))
-    return np.stack([np.asarray(hessp(np.eye(size)[j].reshape(shape))).ravel() for j in range(size)], axis=1)
+    return np.stack([np.asarray(hessp(np.eye(size)[j])).ravel() for j in range(size)], axis=1)
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
@@ -170,9 +171,25 @@ def test_full_preconditioner_inverts_the_hessian(rng, fit_intercept):
     else:
         np.testing.assert_allclose(solve(H @ v), v, rtol=1e-7)  # (the ridge of 1e-10 x the mean diagonal)
     # from a subset of the rows (rescaled): the Hessian of those rows, not the exact one
-    p, wp = _loss.weighted_proba(hessp._logits, None)
-    approx = _preconditioners.full(X, p, wp, None, alpha=0.2, fit_intercept=fit_intercept, max_rows=20)
+    approx = _preconditioners.full(
+        X, hessp.proba(), hessp.weighted_proba, alpha=0.2, fit_intercept=fit_intercept, max_rows=20
+    )
     assert not np.allclose(approx(H @ v), solve(H @ v), rtol=1e-3)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_block_preconditioner_inverts_the_class_blocks(rng, fit_intercept):
+    X, target, sw = _problem(rng, 45, 3, 4, weighted=True)
+    coef = rng.normal(size=(4, 3 + int(fit_intercept)))
+    _, _, hessp = _loss.loss_gradient_hessp(coef, X, target, sw, 0.2, fit_intercept=fit_intercept)
+    H = _explicit_hessian(hessp, coef.shape)
+    blocks = np.zeros_like(H)  # the class blocks of the explicit Hessian, the couplings between classes dropped
+    for k in range(4):  # (feature-major: the entries of class k are k, k + 4, k + 8, ...)
+        blocks[k::4, k::4] = H[k::4, k::4]
+    v = rng.normal(size=H.shape[0])
+    solve = hessp.preconditioner("block")
+    np.testing.assert_allclose(solve(blocks @ v), v, rtol=1e-7)
+    assert not np.allclose(solve(H @ v), v, rtol=1e-2)  # not the inverse of the whole Hessian
 
 
 def test_jacobi_divides_by_the_floored_diagonal():
@@ -184,14 +201,22 @@ def test_preconditioner_kinds_and_costs(rng):
     X, target, _ = _problem(rng, 1000, 9, 5)
     _, _, hessp = _loss.loss_gradient_hessp(rng.normal(size=(5, 10)), X, target)
     assert hessp.preconditioner_cost("diagonal") == 0.5
-    # 50 parameters: the Hessian from max(2 * 50, 480 * 1000 // 50) = 1000 rows costs 10 / 4 + 1000 * 50 / 8000
+    # 5 classes x 10: the Hessian from min(1000, max(2 * 50, 480 * 1000 // 50)) = 1000 rows:
+    # (C m s^2 + m P^2 / 2 + P^3 / 3) / (4 n d C) Hessian-vector products
     assert _preconditioners.full_rows(1000, 50) == 1000
-    assert hessp.preconditioner_cost("full") == pytest.approx(2.5 + 6.25)
+    hessp_flops = 4 * 1000 * 9 * 5
+    expected_full = (5 * 1000 * 100 + 1000 * 50**2 / 2 + 50**3 / 3) / hessp_flops
+    assert hessp.preconditioner_cost("full") == pytest.approx(expected_full)
     assert _preconditioners.full_rows(10**6, 1000) == 480_000
-    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'full', got 'block'"):
-        hessp.preconditioner("block")
-    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'full', got 'block'"):
-        hessp.preconditioner_cost("block")
+    assert _preconditioners.block_rows(1000, 10) == 1000 and _preconditioners.block_rows(10**7, 1001) == 1_598_401
+    assert hessp.preconditioner_cost("block") == pytest.approx((5 * 1000 * 100 + 5 * 1000 / 3) / hessp_flops)
+    # the memory rule: no n_params^2 matrix beyond max(2**22 numbers, the entries of X)
+    assert _preconditioners.cost("full", n_samples=100, n_features=500, n_classes=10, fit_intercept=True) == np.inf
+    assert np.isfinite(_preconditioners.cost("block", n_samples=100, n_features=500, n_classes=10, fit_intercept=True))
+    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'block', 'full', got 'kron'"):
+        hessp.preconditioner("kron")
+    with pytest.raises(ValueError, match="kind must be one of 'diagonal', 'block', 'full', got 'kron'"):
+        hessp.preconditioner_cost("kron")
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
@@ -223,30 +248,31 @@ def test_batch_estimate_is_unbiased(rng):
     X, target, sw = _problem(rng, 60, 4, 3, weighted=True)
     sw[:6] = 0.0
     coef = rng.normal(size=(3, 5))
+    theta = coef.T  # the solvers' layout, in which batch_loss_gradient works
     calls = []
 
     def subset(rows, weights):
         calls.append(rows)
         f, g = _loss.loss_gradient(coef, X[rows], target[rows], weights, 0.2)
-        return f, g.ravel()
+        return f, g.T.ravel()
 
     def estimate(rows, sample_weight):
         mean = None if sample_weight is None else sample_weight.mean()
-        return _loss.batch_loss_gradient(subset, coef, rows, sample_weight, mean, alpha=0.2, n_features=4)
+        return _loss.batch_loss_gradient(subset, theta, rows, sample_weight, mean, alpha=0.2, n_features=4)
 
     batches = np.array_split(rng.permutation(60), 5)
     for sample_weight in (sw, None):
         f, g = _loss.loss_gradient(coef, X, target, sample_weight, 0.2)
         estimates = [estimate(rows, sample_weight) for rows in batches]
         assert np.mean([e[0] for e in estimates]) == pytest.approx(f, rel=1e-13)
-        np.testing.assert_allclose(np.mean([e[1] for e in estimates], axis=0), g.ravel(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(np.mean([e[1] for e in estimates], axis=0), g.T.ravel(), rtol=1e-12, atol=1e-15)
         assert not np.isclose(estimates[0][0], f, rtol=1e-3)  # one batch alone is only an estimate
     calls.clear()
-    penalty, penalty_grad = _loss.l2_penalty(coef, 0.2, 4)
+    penalty, penalty_grad = _loss.l2_penalty(theta, 0.2, 4)
     f, g = estimate(np.arange(6), sw)  # zero-weight rows: the penalty alone, no data pass
     assert (f, calls) == (penalty, []) and f == pytest.approx(0.1 * np.sum(coef[:, :4] ** 2), rel=1e-14)
     np.testing.assert_array_equal(g, penalty_grad)
-    np.testing.assert_array_equal(penalty_grad.reshape(3, 5), np.hstack([0.2 * coef[:, :4], np.zeros((3, 1))]))
+    np.testing.assert_array_equal(penalty_grad.reshape(5, 3), np.vstack([0.2 * theta[:4], np.zeros((1, 3))]))
 
 
 def test_float32_keeps_working_precision(rng):
@@ -267,3 +293,38 @@ def test_errors(rng):
         _loss.loss(np.zeros((2, 4)), X, target, np.ones(9))
     with pytest.raises(ValueError, match="sample_weight must have a positive sum"):
         _loss.loss(np.zeros((2, 4)), X, target, np.zeros(10))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("soft", [False, True])
+def test_the_fused_row_kernel_equals_its_numpy_path(rng, dtype, soft):
+    """The one cross-entropy call (the compiled kernel above 2**16 entries) against the NumPy reference path."""
+    m, k = 20_000, 7  # 140,000 entries: the compiled path
+    z = (3 * rng.normal(size=(m, k))).astype(dtype)
+    target = rng.dirichlet(np.ones(k), size=m) if soft else rng.integers(0, k, size=m)
+    weights = rng.uniform(0, 2, size=m)
+    weights[::17] = 0.0  # absent samples: zero rows, zero terms
+    weights = (weights / weights.sum()).astype(dtype)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for label_smoothing in (0.0, 0.2):
+        kernel, reference = z.copy(), z.copy()
+        value = _loss._cross_entropy_rows(kernel, target, weights, label_smoothing, engine="kernel")
+        expected = _loss._cross_entropy_rows(reference, target, weights, label_smoothing, engine="numpy")
+        assert value == pytest.approx(expected, rel=rtol)
+        np.testing.assert_allclose(kernel, reference, rtol=rtol, atol=rtol * np.abs(reference).max())
+        assert not kernel[::17].any()
+
+
+def test_the_linear_loss_on_the_numpy_path_equals_the_kernel(rng, monkeypatch):
+    X, target, sw = _problem(rng, 12_000, 9, 6, soft=False, weighted=True)  # 72,000 logits: the compiled path
+    coef = rng.normal(size=(6, 10))
+    value, grad = _loss.loss_gradient(coef, X, target, sw, 0.1)
+    numpy_path = _loss.weighted_cross_entropy_rows
+
+    def on_numpy(*args, **options):
+        return numpy_path(*args, **{**options, "engine": "numpy"})
+
+    monkeypatch.setattr(_loss, "weighted_cross_entropy_rows", on_numpy)
+    ref_value, ref_grad = _loss.loss_gradient(coef, X, target, sw, 0.1)
+    assert value == pytest.approx(ref_value, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)

@@ -80,7 +80,7 @@ def test_read_model_metadata(tmp_path):
     assert meta["format"] == "softmaxkit-model" and meta["format_version"] == FORMAT_VERSION
     assert meta["estimator"] == "SoftmaxRegression"
     assert meta["extra_metadata"] == {"dataset": "letter", "nested": [1, {"a": 2}]}
-    assert meta["params"]["solver"] == "lbfgs" and meta["params"]["dtype"] is None  # None: float64 here
+    assert meta["params"]["solver"] == "auto" and meta["params"]["dtype"] is None  # None: float64 here
 
 
 def test_refuses_to_overwrite(tmp_path):

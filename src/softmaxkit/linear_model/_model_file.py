@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from softmaxkit._model_io import ModelFileError, load_model_file, save_model_file
 from softmaxkit.linear_model._objective import check_dtype
+from softmaxkit.linear_model._solvers import SOLVERS
 
 __all__ = ["check_metadata", "read_model", "write_model"]
 
@@ -40,6 +41,7 @@ def write_model(model, path, *, overwrite=False, metadata=None) -> None:
         "n_features_in": int(model.n_features_in_),
         "n_iter": int(model.n_iter_),
         "loss_curve": [float(v) for v in model.loss_curve_],
+        "solver": getattr(model, "solver_", None),
         "extra_metadata": {} if metadata is None else metadata,
     }
     arrays["classes"], record["classes_object"] = _to_plain(model.classes_, "classes_")
@@ -147,6 +149,11 @@ def read_model(cls, path):
             raise ModelFileError(f"{where} holds feature names of shape {names.shape}, expected ({n_features},)")
         model.feature_names_in_ = names.astype(object)
     model.n_iter_, model.loss_curve_ = n_iter, loss_curve
+    solver = meta.get("solver")  # the solver that ran (files written before solver="auto" have none)
+    if solver is not None:
+        if solver not in SOLVERS:
+            raise ModelFileError(f"{where} names an unknown solver {solver!r}")
+        model.solver_ = solver
     model.saved_metadata_ = extra
     return model
 

@@ -62,7 +62,7 @@ class Monitor:
         self.X_val, self.t_val, self.s_val = X_val, t_val, s_val
         self.fit_intercept, self.label_smoothing = fit_intercept, label_smoothing
         self.tol, self.n_iter_no_change = tol, n_iter_no_change
-        self.shape = (n_classes, n_features + int(fit_intercept))
+        self.shape = (n_features + int(fit_intercept), n_classes)  # the solvers' layout (theta of _loss)
         self.n_features, self.dtype = n_features, dtype
         self.scores, self.losses = [], []
         self.best_score, self.best_x, self.bad = -np.inf, None, 0
@@ -76,16 +76,16 @@ class Monitor:
         stop = False
         postfix = {"loss": f"{f:.6g}"}
         if self.X_val is not None:
-            coef = np.asarray(x, dtype=self.dtype).reshape(self.shape)
-            z = self.X_val @ coef[:, : self.n_features].T
+            theta = np.asarray(x, dtype=self.dtype).reshape(self.shape)
+            z = self.X_val @ theta[: self.n_features]
             if self.fit_intercept:
-                z += coef[:, self.n_features]
+                z += theta[self.n_features]
             hard = self.t_val if self.t_val.ndim == 1 else np.argmax(self.t_val, axis=1)
             correct = (np.argmax(z, axis=1) == hard).astype(np.float64)
             w = None if self.s_val is None else self.s_val.astype(np.float64)
             score = float(np.average(correct, weights=w)) if w is None or w.sum() > 0 else float(correct.mean())
             loss = _loss.loss(
-                coef,
+                theta.T,
                 self.X_val,
                 self.t_val,
                 self.s_val if w is not None and w.sum() > 0 else None,

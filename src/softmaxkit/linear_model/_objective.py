@@ -52,38 +52,34 @@ def default_dtype(backend: str, device) -> np.dtype:
 
 
 def numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept, label_smoothing, dtype) -> Objective:
-    """The solvers' callables for the objective of :mod:`._loss`, computed with NumPy in ``dtype``."""
-    shape = (n_classes, X.shape[1] + int(fit_intercept))
-    options = {"fit_intercept": fit_intercept, "label_smoothing": label_smoothing}
+    """The solvers' callables for the objective of :mod:`._loss`, computed with NumPy in ``dtype``.
 
-    def as_coef(x):
-        return np.asarray(x, dtype=dtype).reshape(shape)
+    ``X`` is dense or sparse (CSR) in ``dtype``; the :class:`~._loss.LinearLoss` is built once, so
+    the solver loop validates nothing.
+    """
+    options = {"n_classes": n_classes, "fit_intercept": fit_intercept, "label_smoothing": label_smoothing}
+    problem = _loss.LinearLoss(X, target, sample_weight, alpha, **options)
 
     def loss_gradient(x):
-        f, g = _loss.loss_gradient(as_coef(x), X, target, sample_weight, alpha, **options)
+        f, g = problem.loss_gradient(x)
         return f, g.ravel()
 
-    squared = []  # X ** 2 for the Hessian's diagonal, computed once per fit
-
     def loss_gradient_hessp(x):
-        if not squared:
-            squared.append(np.square(X))
-        f, g, H = _loss.loss_gradient_hessp(
-            as_coef(x), X, target, sample_weight, alpha, X_squared=squared[0], **options
-        )
+        f, g, H = problem.loss_gradient_hessp(x)
         return f, g.ravel(), H
 
     mean_weight = None if sample_weight is None else float(np.mean(sample_weight, dtype=np.float64))
 
     def batch_loss_gradient(x, indices):
-        coef = as_coef(x)
+        theta = np.asarray(x, dtype=dtype).reshape(problem.shape)
 
         def subset_loss_gradient(rows, weights):
-            f, g = _loss.loss_gradient(coef, X[rows], target[rows], weights, alpha, **options)
+            subset = _loss.LinearLoss(problem.X[rows], target[rows], weights, alpha, **options)
+            f, g = subset.loss_gradient(theta)
             return f, g.ravel()
 
         return _loss.batch_loss_gradient(
-            subset_loss_gradient, coef, indices, sample_weight, mean_weight, alpha=alpha, n_features=X.shape[1]
+            subset_loss_gradient, theta, indices, sample_weight, mean_weight, alpha=alpha, n_features=X.shape[1]
         )
 
     return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient)
