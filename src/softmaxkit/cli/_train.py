@@ -92,7 +92,9 @@ def add_parser(subparsers) -> None:
     model.add_argument("--no-standardize", dest="standardize", action="store_false", help="train on the raw features")
     model.add_argument("--alpha", type=float, help=f"L2 penalty strength (default {default['alpha']})")
     model.add_argument(
-        "--solver", choices=("lbfgs", "newton-cg", "sgd", "adam"), help=f"the solver (default {default['solver']})"
+        "--solver",
+        choices=("auto", "lbfgs", "newton-cg", "sgd", "adam"),
+        help=f"the solver (default {default['solver']})",
     )
     model.add_argument(
         "--max-iter", type=int, metavar="N", help=f"iterations, or epochs for sgd/adam (default {default['max_iter']})"
