@@ -13,6 +13,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from softmaxkit.cli import main
+from softmaxkit.linear_model import SoftmaxRegression
 
 IRIS = load_iris()
 NAMES = [str(n) for n in IRIS.feature_names]
@@ -223,3 +224,35 @@ def test_predict_writes_parquet_for_pq(iris_model, tmp_path):
     path = write_table(tmp_path / "named.csv", NAMES, IRIS.data[:10])
     assert main(["predict", str(iris_model), str(path), "--out", str(tmp_path / "p.pq")]) == 0
     assert pq.read_table(tmp_path / "p.pq").column_names == ["prediction"]
+
+
+# ------------------------------------------------------------------------------------------
+# metrics in row chunks
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_metrics_in_row_chunks_equal_sklearns(capsys):
+    """Scored 7 rows at a time (no N x C matrix beyond a chunk) the metrics are scikit-learn's on the whole."""
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+    from softmaxkit.cli._common import classification_metrics
+
+    X, y = load_digits(return_X_y=True)
+    model = SoftmaxRegression(max_iter=30).fit(X[:1000] / 16, y[:1000])
+    keep = y[1000:] != 9  # a class of the model that the data never has: its recall divides by zero
+    X_test, y_test = X[1000:][keep] / 16, y[1000:][keep]
+    metrics = classification_metrics(model, X_test, y_test, source="test", max_bytes=7 * 10 * 8)
+    predicted = model.predict(X_test)
+    labels = model.classes_
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_test, predicted, labels=labels, zero_division=0.0
+    )
+    np.testing.assert_allclose([c["precision"] for c in metrics["per_class"]], precision, rtol=1e-12)
+    np.testing.assert_allclose([c["recall"] for c in metrics["per_class"]], recall, rtol=1e-12)
+    np.testing.assert_allclose([c["f1"] for c in metrics["per_class"]], f1, rtol=1e-12)
+    assert [c["support"] for c in metrics["per_class"]] == support.tolist()
+    assert metrics["confusion_matrix"] == confusion_matrix(y_test, predicted, labels=labels).tolist()
+    assert metrics["accuracy"] == pytest.approx(np.mean(predicted == y_test), abs=1e-15)
+    assert metrics["log_loss"] == pytest.approx(log_loss(y_test, model.predict_proba(X_test), labels=labels), rel=1e-9)
+    assert classification_metrics(model, X_test, y_test, source="test") == metrics  # one chunk: the same

@@ -217,29 +217,73 @@ def class_indices(classes: np.ndarray, y: np.ndarray, *, source: str) -> np.ndar
     return index
 
 
-def classification_metrics(estimator, X: np.ndarray, y: np.ndarray, *, source: str) -> dict:
+# Rows scored at once: the (rows x classes) float64 log-probabilities stay under this many bytes,
+# so evaluating 10 million rows of a 10,000-class model needs no N x C matrix (issue 12, item 4).
+METRICS_CHUNK_BYTES = 1 << 26
+
+
+def classification_metrics(estimator, X, y: np.ndarray, *, source: str, max_bytes: int = METRICS_CHUNK_BYTES) -> dict:
     """Accuracy, log-loss, per-class precision/recall/F1 and the confusion matrix of ``X, y``.
 
     The log-loss is the mean over samples of ``-log p(y_i | x_i)`` (natural log, no penalty).
+    Rows are scored in chunks of at most ``max_bytes`` of log-probabilities; the scores are those
+    of :func:`sklearn.metrics.precision_recall_fscore_support` (``zero_division=0``), computed
+    from the confusion matrix.
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     classes = np.asarray(estimator.classes_)
     index = class_indices(classes, y, source=source)
-    log_proba = np.asarray(estimator.predict_log_proba(X), dtype=np.float64)
-    predicted = np.argmax(log_proba, axis=1)
-    labels = np.arange(len(classes))
-    precision, recall, f1, support = precision_recall_fscore_support(index, predicted, labels=labels, zero_division=0.0)
-    return {
-        "n_samples": len(y),
-        "accuracy": float(np.mean(predicted == index)),
-        "log_loss": float(-np.mean(log_proba[np.arange(len(index)), index])),
-        "per_class": [
-            {"class": _jsonable(c), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for c, p, r, f, s in zip(classes, precision, recall, f1, support)
-        ],
-        "confusion_matrix": confusion_matrix(index, predicted, labels=labels).tolist(),
-    }
+    scores = MetricsAccumulator(len(classes))
+    rows = max(1, max_bytes // (8 * len(classes)))
+    for start in range(0, X.shape[0], rows):
+        log_proba = np.asarray(estimator.predict_log_proba(X[start : start + rows]), dtype=np.float64)
+        scores.add(log_proba, index[start : start + rows])
+    return scores.result(classes)
+
+
+class MetricsAccumulator:
+    """The confusion matrix and the summed log-loss of chunks of rows, and the metrics they give.
+
+    >>> scores = MetricsAccumulator(2)
+    >>> scores.add(np.log([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]))
+    >>> scores.add(np.log([[0.3, 0.7]]), np.array([1]))
+    >>> metrics = scores.result(np.array(["a", "b"]))
+    >>> metrics["confusion_matrix"], round(metrics["accuracy"], 4), round(metrics["log_loss"], 4)
+    ([[1, 1], [0, 1]], 0.6667, 0.6905)
+    """
+
+    def __init__(self, n_classes: int):
+        self.n_classes = n_classes
+        self.confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+        self.log_loss_sum = 0.0
+        self.n = 0
+
+    def add(self, log_proba: np.ndarray, index: np.ndarray) -> None:
+        """Count a chunk: its log-probabilities (rows x classes) and the class index of each row."""
+        predicted = np.argmax(log_proba, axis=1)
+        C = self.n_classes
+        self.confusion += np.bincount(index * C + predicted, minlength=C * C).reshape(C, C)
+        self.log_loss_sum -= float(np.sum(log_proba[np.arange(len(index)), index]))
+        self.n += len(index)
+
+    def result(self, classes: np.ndarray) -> dict:
+        cm = self.confusion
+        tp = np.diag(cm).astype(np.float64)
+        predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(predicted > 0, tp / predicted, 0.0)
+            recall = np.where(support > 0, tp / support, 0.0)
+            denominator = predicted + support  # 2 tp + fp + fn
+            f1 = np.where(denominator > 0, 2 * tp / denominator, 0.0)
+        return {
+            "n_samples": int(self.n),
+            "accuracy": float(tp.sum() / self.n) if self.n else float("nan"),
+            "log_loss": self.log_loss_sum / self.n if self.n else float("nan"),
+            "per_class": [
+                {"class": _jsonable(c), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                for c, p, r, f, s in zip(classes, precision, recall, f1, support)
+            ],
+            "confusion_matrix": cm.tolist(),
+        }
 
 
 def _jsonable(value):
