@@ -923,3 +923,37 @@ def test_a_missing_optional_package_is_named(tmp_path, capsys, monkeypatch):
         "pip install 'softmaxkit[plot]' (or pass --no-plots)"
     )
     assert not (tmp_path / "run").exists()  # refused before training, not after
+
+
+# ------------------------------------------------------------------------------------------
+# the streaming pass for the fit from a source
+
+
+@pytest.mark.parametrize("kind", ["csv", "arrays", "sparse"])
+def test_streamed_standardization_equals_the_whole_array_one(kind, tmp_path):
+    """Two passes over batches of 37 rows give the whole-array statistics (a constant column, huge values)."""
+    import scipy.sparse
+
+    from softmaxkit.cli._train import streamed_standardization
+    from softmaxkit.sources import ArraySource, CsvSource
+
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.normal(5.0, 2.0, 500), np.full(500, 7.0), rng.normal(0, 1e200, 500), rng.random(500)])
+    y = rng.integers(0, 3, 500)
+    if kind == "sparse":
+        X[:, [0, 2, 3]] *= rng.random((500, 3)) < 0.5  # zeros; the constant column kept
+    width = 8 * X.shape[1] + 8
+    if kind == "csv":
+        np.savetxt(
+            tmp_path / "d.csv", np.column_stack([X, y]), delimiter=",", header="a,b,c,d,y", comments="", fmt="%.17g"
+        )
+        source = CsvSource(tmp_path / "d.csv", max_bytes=37 * width)
+    else:
+        data = scipy.sparse.csr_matrix(X) if kind == "sparse" else X
+        source = ArraySource(data, y, max_bytes=37 * (width if kind == "arrays" else 3 * width))
+    assert len(list(source)) > 2  # several batches
+    mean, scale = streamed_standardization(source)
+    expected_mean, expected_scale = standardization(X)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(scale, expected_scale, rtol=1e-12)
+    assert scale[1] == 1.0  # the constant column

@@ -2,7 +2,8 @@
 
 One module per subcommand (``_train``, ``_evaluate``, ``_predict``, ``_datasets``), beside the
 helpers only the command line uses (``_common``: options, metrics, output files; ``_formats``,
-``_read``, ``_batches``, ``_bundled``: the data files; ``_plots``: the figures); this module
+``_read``, ``_batches``, ``_bundled``: the data files; ``_plots``: the figures; ``_report``: the run's
+record and report.html); this module
 builds the argparse root and turns a user's mistake into one line on stderr:
 
 =====  ====================================================================

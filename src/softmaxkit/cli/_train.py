@@ -176,12 +176,57 @@ def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> standardization(np.array([[1e300], [-1e300]]))
     (array([0.]), array([1.e+300]))
     """
-    size = np.max(np.abs(X), axis=0, initial=0.0)
-    size[size == 0] = 1.0
+    size = _column_sizes(np.max(np.abs(X), axis=0, initial=0.0))
     mean = (X / size).mean(axis=0) * size
-    scale = (X / size).std(axis=0) * size
+    return mean, _scales((X / size).std(axis=0) * size, mean)
+
+
+def _column_sizes(largest: np.ndarray) -> np.ndarray:
+    """Each column's largest magnitude, the divisor that keeps the moments finite (1 for an all-zero column)."""
+    size = np.array(largest, dtype=np.float64)
+    size[size == 0] = 1.0
+    return size
+
+
+def _scales(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The standard deviations, 1 where a column is constant (to rounding) and dividing by them would amplify noise."""
+    scale = np.array(std, dtype=np.float64)
     scale[scale <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
-    return mean, scale
+    return scale
+
+
+def streamed_standardization(source) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`standardization` of the features of a :class:`softmaxkit.sources.Source`, in two streaming passes.
+
+    The first pass finds each column's largest magnitude, the second accumulates the moments of the
+    columns divided by it (Chan's update, :class:`softmaxkit.sources.RunningMoments`): the memory is
+    one batch, whatever the file's size. For the fit from a source (``train`` on files larger than
+    memory); sparse batches are densified a batch at a time.
+
+    >>> from softmaxkit.sources import ArraySource
+    >>> X = np.array([[1.0, 1e300], [3.0, -1e300], [5.0, 1e300]])
+    >>> mean, scale = streamed_standardization(ArraySource(X, np.zeros(3, dtype=int), max_bytes=40))
+    >>> bool(np.allclose(mean, X.mean(axis=0)) and np.allclose(scale, standardization(X)[1]))
+    True
+    """
+    from softmaxkit.sources import RunningMoments
+
+    largest = None
+    for X, _, _ in source:
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        if X.shape[0] == 0:
+            continue
+        batch_largest = np.max(np.abs(X), axis=0)
+        largest = batch_largest if largest is None else np.maximum(largest, batch_largest)
+    if largest is None:
+        raise CLIError(f"{getattr(source, 'name', 'the data')} has no data rows")
+    size = _column_sizes(largest)
+    moments = RunningMoments(len(size))
+    for X, _, _ in source:
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        moments.update(np.asarray(X, dtype=np.float64) / size)
+    mean = moments.mean_ * size
+    return mean, _scales(np.sqrt(moments.var_) * size, mean)
 
 
 def fold_standardization(
