@@ -37,7 +37,8 @@ examples:
   softmaxkit train letter-recognition.data.gz --no-header --target 0 --alpha 1e-3
 
 Features are standardised with the training set's mean and standard deviation unless
---no-standardize; the transform is folded into the saved model's weights, so `predict` and
+--no-standardize (sparse svmlight data: divided by the standard deviation only, not centred, so that
+it stays sparse); the transform is folded into the saved model's weights, so `predict` and
 `evaluate` take raw features.  The output folder gets model.npz, metrics.json and the plots
 loss_curve.png, confusion_matrix.png and weights.png.
 """
@@ -149,12 +150,34 @@ def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> standardization(np.array([[1e300], [-1e300]]))
     (array([0.]), array([1.e+300]))
     """
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        return _sparse_scaling(X)
     size = np.max(np.abs(X), axis=0, initial=0.0)
     size[size == 0] = 1.0
     mean = (X / size).mean(axis=0) * size
     scale = (X / size).std(axis=0) * size
     scale[scale <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
     return mean, scale
+
+
+def _sparse_scaling(X) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`standardization` of sparse ``X`` without centring (a mean of 0): centring would densify it.
+
+    The scales are the same standard deviations, from the stored entries (the others are 0).
+    """
+    import scipy.sparse
+
+    X = scipy.sparse.csr_matrix(X)
+    size = np.asarray(abs(X).max(axis=0).todense()).ravel()
+    size[size == 0] = 1.0
+    scaled = X @ scipy.sparse.diags(1.0 / size)
+    mean = np.asarray(scaled.mean(axis=0)).ravel()
+    squares = np.asarray(scaled.multiply(scaled).mean(axis=0)).ravel()
+    scale = np.sqrt(np.maximum(squares - mean**2, 0.0)) * size
+    scale[scale <= np.finfo(np.float64).eps * np.maximum(np.abs(mean * size), 1.0)] = 1.0
+    return np.zeros(X.shape[1]), scale
 
 
 def fold_standardization(
@@ -366,6 +389,7 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
     standardised features, for the weights plot), ``mean`` and ``scale``, the fit ``time`` and
     ``notes`` (convergence warnings, as one-line notes).
     """
+    import scipy.sparse
     from sklearn.exceptions import ConvergenceWarning
 
     from softmaxkit.linear_model import SoftmaxRegression
@@ -374,7 +398,10 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
     Z_train = X_train
     if args.standardize:
         mean, scale = standardization(X_train)
-        Z_train = (X_train - mean) / scale
+        if scipy.sparse.issparse(X_train):  # scaled only (mean 0), so that it stays sparse
+            Z_train = scipy.sparse.csr_matrix(X_train @ scipy.sparse.diags(1.0 / scale))
+        else:
+            Z_train = (X_train - mean) / scale
     estimator = SoftmaxRegression(**estimator_options(args))
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
