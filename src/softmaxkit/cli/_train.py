@@ -37,8 +37,8 @@ examples:
   softmaxkit train letter-recognition.data.gz --no-header --target 0 --alpha 1e-3
 
 Features are standardised with the training set's mean and standard deviation unless
---no-standardize (sparse svmlight data: divided by the standard deviation only, not centred, so that
-it stays sparse); the transform is folded into the saved model's weights, so `predict` and
+--no-standardize; sparse (svmlight) data is used as it is, never standardised: centring would
+densify it, and scaling each column by its deviation inflates rare terms of text data.  The transform is folded into the saved model's weights, so `predict` and
 `evaluate` take raw features.  The output folder gets model.npz, metrics.json and the plots
 loss_curve.png, confusion_matrix.png and weights.png.
 """
@@ -150,34 +150,12 @@ def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> standardization(np.array([[1e300], [-1e300]]))
     (array([0.]), array([1.e+300]))
     """
-    import scipy.sparse
-
-    if scipy.sparse.issparse(X):
-        return _sparse_scaling(X)
     size = np.max(np.abs(X), axis=0, initial=0.0)
     size[size == 0] = 1.0
     mean = (X / size).mean(axis=0) * size
     scale = (X / size).std(axis=0) * size
     scale[scale <= np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
     return mean, scale
-
-
-def _sparse_scaling(X) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`standardization` of sparse ``X`` without centring (a mean of 0): centring would densify it.
-
-    The scales are the same standard deviations, from the stored entries (the others are 0).
-    """
-    import scipy.sparse
-
-    X = scipy.sparse.csr_matrix(X)
-    size = np.asarray(abs(X).max(axis=0).todense()).ravel()
-    size[size == 0] = 1.0
-    scaled = X @ scipy.sparse.diags(1.0 / size)
-    mean = np.asarray(scaled.mean(axis=0)).ravel()
-    squares = np.asarray(scaled.multiply(scaled).mean(axis=0)).ravel()
-    scale = np.sqrt(np.maximum(squares - mean**2, 0.0)) * size
-    scale[scale <= np.finfo(np.float64).eps * np.maximum(np.abs(mean * size), 1.0)] = 1.0
-    return np.zeros(X.shape[1]), scale
 
 
 def fold_standardization(
@@ -337,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
             "n_test": len(y_test),
         },
         "estimator": _jsonable(estimator.get_params()),
-        "standardized": bool(args.standardize),
+        "standardized": fit["standardized"],
         "fit_time_s": fit["time"],
         "n_iter": int(np.max(estimator.n_iter_)),
         "train": train_metrics,
@@ -354,9 +332,9 @@ def run(args: argparse.Namespace) -> int:
         "header": bool(args.header) if args.data is not None else True,
         "feature_names": list(data.feature_names) if data.feature_names is not None else None,
         "image_shape": list(image_shape) if image_shape is not None else None,
-        "standardized": bool(args.standardize),
-        "mean": fit["mean"].tolist() if args.standardize else None,
-        "scale": fit["scale"].tolist() if args.standardize else None,
+        "standardized": fit["standardized"],
+        "mean": fit["mean"].tolist() if fit["standardized"] else None,
+        "scale": fit["scale"].tolist() if fit["standardized"] else None,
     }
 
     out.mkdir(parents=True, exist_ok=True)
@@ -364,7 +342,13 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / METRICS_FILE, report)
     if args.plots:
         _plot(
-            out, estimator, report, fit["trained_coef"], image_shape, data.feature_names, standardized=args.standardize
+            out,
+            estimator,
+            report,
+            fit["trained_coef"],
+            image_shape,
+            data.feature_names,
+            standardized=fit["standardized"],
         )
     _print_summary(out, report, estimator.solver, fit["notes"], plots=args.plots)
     return 0
@@ -386,7 +370,8 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
     """Standardise, fit, and fold the standardisation into the estimator's weights.
 
     Returns the fitted ``estimator`` (taking raw features), the ``trained_coef`` (on the
-    standardised features, for the weights plot), ``mean`` and ``scale``, the fit ``time`` and
+    standardised features, for the weights plot), ``mean`` and ``scale``, whether it was ``standardized``
+    (never for sparse data), the fit ``time`` and
     ``notes`` (convergence warnings, as one-line notes).
     """
     import scipy.sparse
@@ -396,26 +381,26 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
 
     mean = scale = None
     Z_train = X_train
-    if args.standardize:
+    notes = []
+    standardize = args.standardize and not scipy.sparse.issparse(X_train)
+    if args.standardize and not standardize:
+        notes.append("note: sparse features are used as they are (not standardised: centring would densify them)")
+    if standardize:
         mean, scale = standardization(X_train)
-        if scipy.sparse.issparse(X_train):  # scaled only (mean 0), so that it stays sparse
-            Z_train = scipy.sparse.csr_matrix(X_train @ scipy.sparse.diags(1.0 / scale))
-        else:
-            Z_train = (X_train - mean) / scale
+        Z_train = (X_train - mean) / scale
     estimator = SoftmaxRegression(**estimator_options(args))
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         estimator.fit(Z_train, y_train)
     fit_time = time.perf_counter() - started
-    notes = []
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
             notes.append(f"note: {' '.join(str(warning.message).split())}")
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     trained_coef = np.array(estimator.coef_, dtype=np.float64)
-    if args.standardize:
+    if standardize:
         dtype = np.asarray(estimator.coef_).dtype
         coef, intercept = fold_standardization(
             trained_coef, np.asarray(estimator.intercept_, dtype=np.float64), mean, scale
@@ -426,6 +411,7 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
         "trained_coef": trained_coef,
         "mean": mean,
         "scale": scale,
+        "standardized": standardize,
         "time": fit_time,
         "notes": notes,
     }
