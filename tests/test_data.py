@@ -6,8 +6,8 @@ import gzip
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse
 import pytest
+import scipy.sparse
 
 from softmaxkit.cli._batches import FeatureLayout, iter_feature_batches
 from softmaxkit.cli._bundled import BUNDLED_DATASETS, load_bundled
