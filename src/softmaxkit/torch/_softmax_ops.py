@@ -128,8 +128,10 @@ class _LogSumExp(Function):
             for d in ctx.dims:
                 g = g.unsqueeze(d)
         # The softmax from the shifted logits, exp(x - m) / (1 + S'): independent of the magnitude of x.
-        p = shift_by(xc, top).exp()
-        grad_in = g * p / normaliser(top, rest)
+        # The per-row factor first, and (unless recording) the exponentials in place: one N x C temporary.
+        factor = g / normaliser(top, rest)
+        shifted = shift_by(xc, top)
+        grad_in = shifted.exp() * factor if torch.is_grad_enabled() else shifted.exp_().mul_(factor)
         return grad_in.to(x.dtype), None, None
 
 
