@@ -142,7 +142,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     n_iter_ : int
         Iterations or epochs run (summed over :meth:`partial_fit` calls).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Only when ``X`` had string column names.
     loss_curve_ : list of float
         The objective after each iteration (lbfgs, newton-cg) or the mean mini-batch objective of
