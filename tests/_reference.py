@@ -24,6 +24,27 @@ The comparisons (NumPy arrays and PyTorch tensors alike, on any device):
   for low-precision results.
 * ``seed_of``: a seed fixed by a test's parameters (``hash`` of a str changes from run to run).
 
+The exact oracle (mpmath at 50 significant digits, for small sizes: it is slow):
+
+* ``exact_softmax_rows``: per row of a float array (class axis last) the exact log-softmax,
+  softmax and log-sum-exp, computed from the shifted logits so that no magnitude loses digits,
+  rounded once to float64.
+* ``exact_softmax_vjp``, ``exact_log_softmax_vjp``: the exact vector-Jacobian products, with the
+  magnitude of the terms each entry is a sum of (the scale an entry is measured against where
+  the terms cancel).
+* ``exact_cross_entropy``: the loss (every option) and its gradient with respect to the logits,
+  exact, with the term magnitudes of the gradient.
+* ``longdouble_softmax_rows``: the same as ``exact_softmax_rows`` in NumPy's extended precision
+  (64-bit significand on x86), for sizes where mpmath is too slow (C up to 100,000): its error,
+  ~1e-19 relative, is below a float64 ulp.
+* ``hard_families``: the hard input families of issue 14 (logit gaps 0..700, magnitudes up to
+  1e300, tiny spreads, random rows), small enough for the oracle; ``shift_allowance``: per entry
+  the ulp that rounding ``x_j - max`` itself costs (0 where the subtraction is exact);
+  ``hard_targets``: the top class on even rows, another class on odd rows.
+* ``ulp_error``: elementwise ``|actual - exact| / (max(|exact|, tiny) * eps)`` in the units of a
+  dtype (``eps = 2**-52`` for float64, ``2**-23`` for float32), ``0`` where both are the same
+  non-finite value and ``inf`` where the non-finite patterns differ.
+
 PyTorch parity (torch is imported inside these only, so the NumPy tests run without it; where it
 is absent, ``import_torch`` skips the calling test with a reason):
 
@@ -52,6 +73,7 @@ if TYPE_CHECKING:
     import torch
 
 RTOL = 1e-12  # what "parity with torch float64" means in this suite
+EXACT_DIGITS = 50  # the precision of the mpmath oracle
 
 
 # --------------------------------------------------------------------------- float64 formulas
@@ -329,6 +351,264 @@ def assert_close(actual, expected, *, rtol: float = RTOL, dtype=None, what: str 
 def seed_of(*parts) -> int:
     """A seed fixed by a test's parameters: ``crc32`` of their ``repr`` (``hash`` of a str is salted)."""
     return zlib.crc32(repr(parts).encode())
+
+
+# --------------------------------------------------------------------------- the exact oracle
+
+
+def _mp():
+    mpmath = pytest.importorskip("mpmath", reason="the exact oracle needs mpmath (the test extra)")
+    mpmath.mp.dps = EXACT_DIGITS
+    return mpmath
+
+
+def _exact_row(row, mpmath):
+    """``(shifted, log1p_rest, m)`` of one row as mpf: ``x - m`` and ``log sum exp(x - m)``, exactly enough."""
+    values = [mpmath.mpf(float(v)) for v in row]
+    m = max(values)
+    top = values.index(m)
+    shifted = [v - m for v in values]
+    # log1p of the other terms: log(1 + 1e-300) needs it even at 50 digits.
+    log_norm = mpmath.log1p(mpmath.fsum(mpmath.exp(s) for i, s in enumerate(shifted) if i != top))
+    return shifted, log_norm, m
+
+
+def exact_softmax_rows(x) -> dict[str, np.ndarray]:
+    """Exact ``log_softmax``, ``softmax`` (``(M, C)``) and ``logsumexp`` (``(M,)``) of finite ``(M, C)`` rows.
+
+    Each is computed at 50 digits from the shifted logits (``x_j - m`` and ``log sum exp(x - m)``
+    are exact to 50 digits whatever the magnitude of ``x``) and rounded once to float64.
+    """
+    mpmath = _mp()
+    x = np.asarray(x, dtype=np.float64)
+    log_p = np.empty(x.shape)
+    p = np.empty(x.shape)
+    lse = np.empty(x.shape[0])
+    for i, row in enumerate(x):
+        shifted, log_norm, m = _exact_row(row, mpmath)
+        lps = [s - log_norm for s in shifted]
+        log_p[i] = [float(v) for v in lps]
+        p[i] = [float(mpmath.exp(v)) for v in lps]
+        lse[i] = float(m + log_norm)
+    return {"log_softmax": log_p, "softmax": p, "logsumexp": lse}
+
+
+def longdouble_softmax_rows(x) -> dict[str, np.ndarray]:
+    """:func:`exact_softmax_rows` in ``np.longdouble`` (error ~1e-19 relative on x86): for large C."""
+    if np.finfo(np.longdouble).eps > 1e-18:
+        pytest.skip("np.longdouble is float64 on this platform: no extended-precision reference")
+    x = np.asarray(x, dtype=np.float64).astype(np.longdouble)
+    m = x.max(axis=1, keepdims=True)
+    shifted = x - m
+    e = np.exp(shifted)
+    e[np.arange(len(x)), np.argmax(x, axis=1)] = 0  # log1p of the other terms (see _exact_row)
+    log_norm = np.log1p(e.sum(axis=1, keepdims=True))
+    log_p = shifted - log_norm
+    return {
+        "log_softmax": log_p.astype(np.float64),
+        "softmax": np.exp(log_p).astype(np.float64),
+        "logsumexp": (m + log_norm)[:, 0].astype(np.float64),
+    }
+
+
+def exact_softmax_vjp(x, g) -> tuple[np.ndarray, np.ndarray]:
+    """``(vjp, scale)`` of the softmax of ``(M, C)`` rows for the upstream ``g``, exact.
+
+    ``vjp_i = p_i sum_j (g_i - g_j) p_j``; ``scale_i = p_i sum_j |g_i - g_j| p_j``.
+    """
+    mpmath = _mp()
+    x, g = np.asarray(x, dtype=np.float64), np.asarray(g, dtype=np.float64)
+    out, scale = np.empty(x.shape), np.empty(x.shape)
+    for i, row in enumerate(x):
+        shifted, log_norm, _ = _exact_row(row, mpmath)
+        p = [mpmath.exp(s - log_norm) for s in shifted]
+        gi = [mpmath.mpf(float(v)) for v in g[i]]
+        for a in range(len(p)):
+            terms = [(gi[a] - gi[b]) * p[b] for b in range(len(p))]
+            out[i, a] = float(p[a] * mpmath.fsum(terms))
+            scale[i, a] = float(p[a] * mpmath.fsum(abs(t) for t in terms))
+    return out, scale
+
+
+def exact_log_softmax_vjp(x, g) -> tuple[np.ndarray, np.ndarray]:
+    """``(vjp, scale)`` of the log-softmax: ``g_i (1 - p_i) - p_i sum_{j != i} g_j``, and the sum of the two magnitudes."""
+    mpmath = _mp()
+    x, g = np.asarray(x, dtype=np.float64), np.asarray(g, dtype=np.float64)
+    out, scale = np.empty(x.shape), np.empty(x.shape)
+    for i, row in enumerate(x):
+        shifted, log_norm, _ = _exact_row(row, mpmath)
+        p = [mpmath.exp(s - log_norm) for s in shifted]
+        gi = [mpmath.mpf(float(v)) for v in g[i]]
+        for a in range(len(p)):
+            others = mpmath.fsum(gi[b] for b in range(len(p)) if b != a)
+            complement = mpmath.fsum(p[b] for b in range(len(p)) if b != a)  # 1 - p_a, exactly
+            first, second = gi[a] * complement, p[a] * others
+            out[i, a] = float(first - second)
+            scale[i, a] = float(abs(first) + abs(second))
+    return out, scale
+
+
+def exact_cross_entropy(
+    input, target, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, grad_output=1.0
+):
+    """``(loss, grad, grad_scale)`` of PyTorch's cross-entropy on ``(N, C)`` logits, exact (50 digits).
+
+    ``loss_n = -sum_c a_nc log p_nc`` (see :func:`cross_entropy_ref` for ``a``); ``grad`` is the
+    gradient of ``sum(grad_output * loss)`` with respect to the logits, ``s_n (p_nc A_n - a_nc)``;
+    ``grad_scale`` is the magnitude of the terms of the entry in its cancellation-free form:
+    ``|s_n| (p_nc |A_n| + |a_nc|)``, and at the row's top entry ``|s_n| (|A'_n| + |A_n| (1 - p_top))``
+    with ``A' = sum_{c != top} a_nc`` (the terms cancel only where a smoothed or probability target
+    puts mass near ``p A``; for plain class indices the scale is within a factor 4 of the entry).
+    """
+    mpmath = _mp()
+    x = np.asarray(input, dtype=np.float64)
+    target = np.asarray(target)
+    n, n_classes = x.shape
+    w = [mpmath.mpf(1)] * n_classes if weight is None else [mpmath.mpf(float(v)) for v in np.asarray(weight)]
+    eps = mpmath.mpf(float(label_smoothing))
+    coef = []  # a_nc as mpf
+    denominator = mpmath.mpf(0)
+    for i in range(n):
+        if np.issubdtype(target.dtype, np.integer):
+            y = int(target[i])
+            if y == ignore_index:
+                coef.append([mpmath.mpf(0)] * n_classes)
+                continue
+            row = [eps / n_classes * w[c] for c in range(n_classes)]
+            row[y] += (1 - eps) * w[y]
+            denominator += w[y]
+        else:
+            t = [mpmath.mpf(float(v)) for v in target[i]]
+            row = [w[c] * ((1 - eps) * t[c] + eps / n_classes) for c in range(n_classes)]
+            denominator += 1
+        coef.append(row)
+    g_out = np.broadcast_to(np.asarray(grad_output, dtype=np.float64), (n,) if reduction == "none" else ())
+    losses, grad, grad_scale = [], np.zeros(x.shape), np.zeros(x.shape)
+    for i, row in enumerate(x):
+        shifted, log_norm, _ = _exact_row(row, mpmath)
+        log_p = [s - log_norm for s in shifted]
+        a = coef[i]
+        losses.append(-mpmath.fsum(a[c] * log_p[c] for c in range(n_classes) if a[c] != 0))
+        big_a = mpmath.fsum(a)
+        if reduction == "none":
+            s_n = mpmath.mpf(float(g_out[i]))
+        elif reduction == "sum":
+            s_n = mpmath.mpf(float(g_out))
+        else:
+            s_n = mpmath.mpf(float(g_out)) / denominator if denominator else mpmath.mpf(0)
+        top = int(np.argmax(row))
+        for c in range(n_classes):
+            if c == top:  # p_top A - a_top = A' - A (1 - p_top): 1 - p_top rounds to 0 even at 50 digits
+                rest_coef = mpmath.fsum(a[k] for k in range(n_classes) if k != top)
+                complement = mpmath.fsum(mpmath.exp(log_p[k]) for k in range(n_classes) if k != top)
+                grad[i, c] = float(s_n * (rest_coef - big_a * complement))
+                grad_scale[i, c] = float(abs(s_n) * (abs(rest_coef) + abs(big_a) * complement))
+            else:
+                pa = mpmath.exp(log_p[c]) * big_a
+                grad[i, c] = float(s_n * (pa - a[c]))
+                grad_scale[i, c] = float(abs(s_n) * (abs(pa) + abs(a[c])))
+    if reduction == "none":
+        loss = np.array([float(v) for v in losses])
+    elif reduction == "sum":
+        loss = np.asarray(float(mpmath.fsum(losses)))
+    else:
+        loss = np.asarray(float(mpmath.fsum(losses) / denominator) if denominator else np.nan)
+    return loss, grad, grad_scale
+
+
+def hard_families(dtype) -> dict[str, np.ndarray]:
+    """The hard input families (``(M, C)`` arrays of ``dtype``, float64 or float32), small enough for mpmath.
+
+    * ``gaps``: ``[o, o - g, o - g - 3]`` for gaps ``g`` from 0 to 700 and offsets ``o`` of 0 and 5
+      (confident rows: ``1 - p_top`` from 1 down to 1e-304; the shifts are exact);
+    * ``magnitudes``: rows of ordinary gaps at offsets up to 1e15 (float32: 1e6), and rows of
+      1e300 (float32: 1e37) of both signs;
+    * ``tiny_spreads``: rows whose entries differ by one ulp, by 1e-300 (float32: 1e-38), or by nothing;
+    * ``random``: N(0, 3^2) rows of 7 classes and N(0, 30^2) rows of 5 (the shifts are rounded:
+      see :func:`shift_allowance`).
+    """
+    dtype = np.dtype(dtype)
+    big = 1e300 if dtype == np.float64 else 1e37  # float32: twice it and a few sums of it stay finite
+    offsets = (1e3, 1e6, 1e12, 1e15) if dtype == np.float64 else (1e3, 1e5, 1e6)
+    small = 1e-300 if dtype == np.float64 else 1e-38
+    gaps = [0, 0.5, 1, 2, 5, 10, 17, 20, 30, 37, 40, 50, 87, 100, 200, 300, 500, 700]
+    rows = [[o, o - g, o - g - 3] for o in (0.0, 5.0) for g in gaps]
+    families = {"gaps": np.array(rows, dtype=dtype)}
+    magnitude_rows = [[o, o - 1, o - 2.5] for o in offsets] + [[o, o - 40, o - 0.25] for o in offsets]
+    magnitude_rows += [[big, big, big], [-big, -big, -big], [big, -big, 0.0], [big, 0.0, -1.0], [-big, 0.0, -1.0]]
+    families["magnitudes"] = np.array(magnitude_rows, dtype=dtype)
+    one = np.array(1.0, dtype=dtype)
+    up = np.nextafter(one, np.array(2.0, dtype=dtype))
+    tiny_rows = [
+        [one, up, np.nextafter(up, np.array(2.0, dtype=dtype))],
+        [0.0, small, 2 * small],
+        [small, -small, 0.0],
+        [7.0, 7.0, 7.0],
+        [-3.0, -3.0, -3.0 + 2**-20],
+    ]
+    families["tiny_spreads"] = np.array(tiny_rows, dtype=dtype)
+    rng = np.random.default_rng(14)
+    families["random"] = (3 * rng.standard_normal((12, 7))).astype(dtype)
+    families["random_wide"] = (30 * rng.standard_normal((8, 5))).astype(dtype)
+    return families
+
+
+def shift_allowance(x) -> tuple[np.ndarray, np.ndarray]:
+    """``(per entry, per row)``: the ulp that rounding ``x_j - max`` in ``x``'s dtype costs.
+
+    ``|x_j - max|`` where the subtraction is inexact, 0 where it is exact (checked with exact
+    rational arithmetic) or where ``exp(x_j - max)`` underflows to 0 anyway; the row value is the largest of its entries (what ``S'`` and everything
+    built from it may inherit).
+    """
+    from fractions import Fraction
+
+    x = np.asarray(x)
+    m = x.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore", under="ignore"):
+        shifted = x - m
+        counts = np.exp(shifted) > 0  # an entry whose exponential underflows to 0 costs nothing
+    entry = np.zeros(x.shape)
+    for index in np.ndindex(x.shape):
+        if not counts[index]:
+            continue
+        exact = Fraction(float(x[index])) - Fraction(float(m[index[0], 0]))
+        if Fraction(float(shifted[index])) != exact:
+            entry[index] = abs(float(shifted[index]))
+    return entry, entry.max(axis=1, keepdims=True)
+
+
+def hard_targets(x) -> np.ndarray:
+    """Class indices for the rows of ``x``: its top class on even rows (the confident case), the next one on odd rows."""
+    x = np.asarray(x)
+    top = np.argmax(x, axis=1)
+    return np.where(np.arange(len(x)) % 2 == 0, top, (top + 1) % x.shape[1]).astype(np.int64)
+
+
+def _torch_finfo(dtype):
+    import torch
+
+    return torch.finfo(dtype)
+
+
+def ulp_error(actual, exact, dtype, *, scale=None) -> np.ndarray:
+    """Elementwise error of ``actual`` in units of ``eps`` of ``dtype``, relative to ``|exact|`` (or ``scale``).
+
+    ``|actual - exact| / (max(r, tiny) * eps)`` with ``r = |exact|`` (``scale`` where given: the
+    magnitude of the terms an entry is a difference of). An exact value beyond the dtype's range
+    is expected to be ``inf`` of its sign. Entries where both are the same
+    non-finite value count 0; differing non-finite patterns count ``inf``.
+    """
+    a, e = _float64(actual), _float64(exact)
+    info = np.finfo(np.dtype(dtype)) if not hasattr(dtype, "is_floating_point") else _torch_finfo(dtype)
+    with np.errstate(over="ignore"):
+        overflows = np.isfinite(e) & (np.abs(e) > float(info.max))
+    e = np.where(overflows, np.copysign(np.inf, e), e)  # an exact value beyond the dtype's range rounds to inf
+    r = np.abs(e) if scale is None else np.maximum(np.abs(_float64(scale)), np.abs(e))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(a - e) / (np.maximum(r, float(info.tiny)) * float(info.eps))
+    both_nonfinite = ~np.isfinite(e) & (a == e)
+    err = np.where(both_nonfinite, 0.0, err)
+    return np.where(np.isnan(err), np.inf, err)
 
 
 # --------------------------------------------------------------------------- PyTorch parity

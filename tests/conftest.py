@@ -6,6 +6,7 @@
 * ``one_torch_thread``: one PyTorch intra-op thread for the test (small tensors; the suite runs
   beside others under ``pytest -n``); torch test modules use it with ``pytest.mark.usefixtures``.
 * Tests marked ``@pytest.mark.cuda`` are skipped, with a reason, where PyTorch sees no CUDA device.
+* The conformance suite's sample counts are printed at the end of the session.
 * Hypothesis profiles for the property-based (fuzz) tests, both derandomised so a run is
   reproducible: ``softmaxkit`` (loaded here; a small budget, seconds in all) and ``fuzz`` (the
   large budget of ``make fuzz``, chosen with ``--hypothesis-profile fuzz``). Tests that cost more
@@ -76,3 +77,33 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs a CUDA device; PyTorch sees none on this machine")
         for item in cuda_items:
             item.add_marker(skip)
+
+
+# The conformance suite (tests/test_conformance.py) records how many of PyTorch's own samples each
+# test fed through (``record_property("conformance_samples", ...)``); the totals are printed at the
+# end of the session, from the controller also under pytest-xdist (user properties travel with the reports).
+_CONFORMANCE: list = []
+_VARIANTS: list = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        _CONFORMANCE.extend(value for key, value in report.user_properties if key == "conformance_samples")
+        _VARIANTS.extend(value for key, value in report.user_properties if key == "conformance_variants")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _CONFORMANCE:
+        return
+    totals: dict = {}
+    for _source, _count, outcomes in _CONFORMANCE:
+        for outcome, n in outcomes.items():
+            totals[outcome] = totals.get(outcome, 0) + n
+    total = sum(count for _, count, _ in _CONFORMANCE)
+    detail = ", ".join(f"{n} {outcome}" for outcome, n in sorted(totals.items(), key=lambda item: -item[1]))
+    terminalreporter.write_line(
+        f"conformance: {total} PyTorch OpInfo/ModuleInfo samples checked ({detail}); "
+        f"{sum(_VARIANTS)} deliberate differences re-checked as agreeing variants (|weight|, target detached)"
+    )
+    for source, count, outcomes in sorted(_CONFORMANCE):
+        terminalreporter.write_line(f"  {source}: {count} ({', '.join(f'{n} {k}' for k, n in outcomes.items())})")

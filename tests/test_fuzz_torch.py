@@ -484,9 +484,8 @@ def test_bad_linear_cross_entropy_arguments_are_named(case):
     assert_refused(call, argument)
 
 
-# --------------------------------------------------------------------------- known defects (issue 11, part 2)
+# --------------------------------------------------------------------------- issue 11, part 2: regressions
 
-PART_2 = "issue 11 part 2: "
 WRAPS = [
     (torch.uint8, [156, 0], -100),  # -100 as uint8 is 156: a real class silently ignored
     (torch.uint8, [0, 1], 256),  # 256 as uint8 is 0: the valid class-0 targets dropped
@@ -495,9 +494,6 @@ WRAPS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True, reason=PART_2 + "torch cross_entropy/nll_loss compare ignore_index in the target's dtype, so it wraps"
-)
 @pytest.mark.parametrize("function", ["cross_entropy", "nll_loss"])
 @pytest.mark.parametrize("target_dtype, values, ignore_index", WRAPS, ids=[f"{d}-{i}" for d, _, i in WRAPS])
 def test_ignore_index_never_wraps(function, target_dtype, values, ignore_index):
@@ -517,7 +513,6 @@ def _no_overflow(call, correct):
     assert_matches(value, correct, dtype=F64)
 
 
-@pytest.mark.xfail(strict=True, reason=PART_2 + "an ignore_index beyond int64 raises PyTorch's OverflowError")
 @pytest.mark.parametrize("function", ["cross_entropy", "nll_loss", "linear_cross_entropy"])
 def test_ignore_index_beyond_int64(function):
     x, w = torch.randn(3, 4, dtype=F64), torch.randn(4, 4, dtype=F64)
@@ -530,9 +525,6 @@ def test_ignore_index_beyond_int64(function):
         _no_overflow(lambda: getattr(skt, function)(x, target, ignore_index=2**70), getattr(F, function)(x, target))
 
 
-@pytest.mark.xfail(
-    strict=True, reason=PART_2 + "meta tensors end in PyTorch internals (Tensor.item() on a meta tensor)"
-)
 @pytest.mark.parametrize("function", ["softmax", "cross_entropy", "linear_cross_entropy"])
 def test_meta_tensors_get_a_shape_or_a_clear_error(function):
     x, w, t = (
@@ -553,7 +545,6 @@ def test_meta_tensors_get_a_shape_or_a_clear_error(function):
     assert out.device.type == "meta"
 
 
-@pytest.mark.xfail(strict=True, reason=PART_2 + "linear_cross_entropy with zero features ends in a reshape error")
 def test_zero_features():
     x, w, t = torch.zeros(3, 0, dtype=F64), torch.zeros(5, 0, dtype=F64), torch.tensor([0, 1, 4])
     try:
@@ -564,10 +555,6 @@ def test_zero_features():
     assert_matches(value, F.cross_entropy(x @ w.T, t), dtype=F64)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=PART_2 + "linear_cross_entropy takes negative and non-finite class_weight (cross_entropy refuses them)",
-)
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
 def test_linear_cross_entropy_checks_class_weight_values(value):
     x, w, t = torch.randn(3, 4, dtype=F64), torch.randn(5, 4, dtype=F64), torch.tensor([0, 1, 4])

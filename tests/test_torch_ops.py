@@ -776,6 +776,91 @@ def test_nll_loss_and_softmax_errors():
 
 
 # ------------------------------------------------------------------------------------------------
+# Issue 11: ignore_index compared as int64, meta tensors, zero-size dimensions.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+def test_ignore_index_is_compared_as_int64_whatever_the_target_dtype(fn, dtype):
+    n_classes = 200 if dtype == torch.uint8 else 100
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(4, n_classes, dtype=torch.float64, generator=gen)
+    labels = [156, 0, 1, 99] if dtype == torch.uint8 else [0, 1, 99, 50]
+    y = torch.tensor(labels, dtype=dtype)
+    op, reference = getattr(skt, fn), getattr(F, fn)
+    # The default -100 ignores nothing (in uint8 it would be 156), and ignore_index values beyond the
+    # dtype's range (256, 65536, 2**32) never match a class-0 target.
+    for ignore_index in (-100, 256, 65536, 2**32):
+        out = op(x, y, reduction="none", ignore_index=ignore_index)
+        assert_close(out, reference(x, y.long(), reduction="none"), what=f"ignore_index={ignore_index}")
+    # ... and an ignore_index the dtype holds still ignores.
+    out = op(x, y, reduction="none", ignore_index=labels[1])
+    assert_close(out, reference(x, y.long(), reduction="none", ignore_index=labels[1]))
+    assert out[1] == 0
+
+
+def test_ignore_index_beyond_int64_is_a_clear_error():
+    for ignore_index in (2**63, -(2**63) - 1, 2**70):
+        for call in (
+            lambda: skt.cross_entropy(X, Y, ignore_index=ignore_index),
+            lambda: skt.nll_loss(X, Y.to(torch.uint8), ignore_index=ignore_index),
+            lambda: skt.linear_cross_entropy(X, torch.zeros(4, 4), Y, ignore_index=ignore_index),
+        ):
+            with pytest.raises(ValueError, match=r"ignore_index must be an integer in the int64 range"):
+                call()
+    assert_close(skt.cross_entropy(X, Y, ignore_index=2**63 - 1), F.cross_entropy(X, Y))
+
+
+def test_meta_tensors_are_a_clear_error():
+    meta = torch.zeros(3, 4, device="meta")
+    calls = {
+        "softmax": lambda: skt.softmax(meta),
+        "log_softmax": lambda: skt.log_softmax(meta),
+        "logsumexp": lambda: skt.logsumexp(meta),
+        "cross_entropy": lambda: skt.cross_entropy(meta, torch.zeros(3, dtype=torch.long)),
+        "cross_entropy target": lambda: skt.cross_entropy(X, Y.to("meta")),
+        "nll_loss": lambda: skt.nll_loss(meta, torch.zeros(3, dtype=torch.long)),
+        "linear_cross_entropy": lambda: skt.linear_cross_entropy(meta, meta, torch.zeros(3, dtype=torch.long)),
+    }
+    for call in calls.values():
+        with pytest.raises(ValueError, match=r"must be a tensor with data on a real device, got a tensor on the meta"):
+            call()
+
+
+def test_zero_size_dimensions_give_torchs_results():
+    cases = [
+        (lambda x: skt.logsumexp(x, (0, 2)), lambda x: torch.logsumexp(x, (0, 2)), (3, 0, 2)),
+        (lambda x: skt.logsumexp(x, 0), lambda x: torch.logsumexp(x, 0), (3, 0)),
+        (lambda x: skt.softmax(x, 0), lambda x: torch.softmax(x, 0), (3, 0, 4)),
+        (lambda x: skt.log_softmax(x, 1), lambda x: torch.log_softmax(x, 1), (0, 3)),
+        (
+            lambda x: skt.cross_entropy(x, torch.zeros(2, 0, dtype=torch.long), reduction="none"),
+            lambda x: F.cross_entropy(x, torch.zeros(2, 0, dtype=torch.long), reduction="none"),
+            (2, 3, 0),
+        ),
+    ]
+    for ours, theirs, shape in cases:
+        x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+        out = ours(x)
+        assert_close(out, theirs(x))
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        assert grad.shape == shape
+    # A zero-size feature dimension of the fused loss: the logits are the bias.
+    x = torch.zeros(2, 0, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(4, 0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3])
+    for reduction in ("mean", "none"):
+        out = skt.linear_cross_entropy(x, w, y, b, reduction=reduction)
+        expected = F.cross_entropy(F.linear(x, w, b), y, reduction=reduction)
+        assert_close(out, expected)
+        (grad_b,) = torch.autograd.grad(out.sum(), b)
+        assert_close(grad_b, torch.autograd.grad(expected.sum(), b)[0])
+    assert_close(skt.linear_logsumexp(x, w, b), torch.logsumexp(b, 0).expand(2))
+
+
+# ------------------------------------------------------------------------------------------------
 # Memory: what the backward saves.
 # ------------------------------------------------------------------------------------------------
 
@@ -809,8 +894,9 @@ def test_cross_entropy_backward_saves_o_of_n_bytes(kind):
         weight = torch.rand(n_classes, dtype=torch.float64, generator=gen)
         extra, loss = saved_bytes(lambda x, y, w: skt.cross_entropy(x, y, weight=w, label_smoothing=0.1), x, y, weight)
         measured[n_classes] = extra
-        # Beyond the caller's own tensors: the per-row log-sum-exp (N float64) and a 0-d denominator.
-        assert extra <= n * 8 + 64, extra
+        # Beyond the caller's own tensors: per row the maximum's position (int64) and the sum of the
+        # other exponentials (float64), and a 0-d denominator.
+        assert extra <= n * (8 + 8) + 64, extra
         # ... and the backward still works from that.
         (grad,) = torch.autograd.grad(loss, x)
         assert_close(grad, torch.autograd.grad(F.cross_entropy(x, y, weight=weight, label_smoothing=0.1), x)[0])
@@ -825,9 +911,9 @@ def test_k_dim_cross_entropy_and_logsumexp_save_o_of_n_bytes():
     x = make_logits((8, 1000, 16), gen)
     y = torch.randint(0, 1000, (8, 16), generator=gen)
     extra, _ = saved_bytes(lambda x, y: skt.cross_entropy(x, y, reduction="none"), x, y)
-    assert extra <= 8 * 16 * 8 + 64
+    assert extra <= 8 * 16 * (8 + 8) + 64  # per row: the maximum's position and S'
     extra, _ = saved_bytes(lambda x: skt.logsumexp(x, 1), x)
-    assert extra <= 8 * 16 * 8
+    assert extra <= 8 * 16 * (8 + 8)  # per row: the maximum and S'
     extra, _ = saved_bytes(lambda x, y: skt.nll_loss(x, y), x, y)
     assert extra <= 64
 

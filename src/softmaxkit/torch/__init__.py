@@ -16,7 +16,8 @@ from softmaxkit.torch._device import resolve_device
 from softmaxkit.torch._linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy, linear_logsumexp
 from softmaxkit.torch._model import SoftmaxRegressionModule
 from softmaxkit.torch._modules import CrossEntropyLoss, LogSoftmax, NLLLoss, Softmax
-from softmaxkit.torch._ops import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
+from softmaxkit.torch._ops import cross_entropy, nll_loss
+from softmaxkit.torch._softmax_ops import log_softmax, logsumexp, softmax
 
 __all__ = [
     "CrossEntropyLoss",

@@ -34,7 +34,28 @@ _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 def check_tensor(x: Any, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_has_data(x, name)
     return x
+
+
+def check_has_data(x: torch.Tensor, name: str) -> None:
+    """The ops read values (row maxima, class indices): a ``meta`` tensor has none."""
+    if x.is_meta:
+        raise ValueError(f"{name} must be a tensor with data on a real device, got a tensor on the meta device")
+
+
+#: Every comparison of a class index with ``ignore_index`` runs in int64 (see :func:`check_ignore_index64`).
+_INT64 = torch.iinfo(torch.int64)
+
+
+def check_ignore_index64(ignore_index: Any) -> int:
+    """``ignore_index`` as an int of the int64 range, in which the tensors' class indices are compared."""
+    ignore_index = check_ignore_index(ignore_index)
+    if not _INT64.min <= ignore_index <= _INT64.max:
+        raise ValueError(
+            f"ignore_index must be an integer in the int64 range [{_INT64.min}, {_INT64.max}], got {ignore_index}"
+        )
+    return ignore_index
 
 
 def float_input(x: Any) -> torch.Tensor:
@@ -84,9 +105,10 @@ def check_class_indices(target: torch.Tensor, n_classes: int, ignore_index: int)
     """Return the mask of the entries that count (``target != ignore_index``).
 
     Every other entry must be a class index in ``[0, n_classes)``; ``-1`` never wraps around. The
-    comparisons run in ``target``'s own dtype. The tensor twin of
-    :func:`softmaxkit._validation.check_class_indices`, with its message.
+    comparisons run in int64 whatever ``target``'s dtype (in uint8, ``-100`` would be 156). The
+    tensor twin of :func:`softmaxkit._validation.check_class_indices`, with its message.
     """
+    target = target.long()
     valid = target != ignore_index
     bad = valid & ((target < 0) | (target >= n_classes))
     if bool(bad.any()):
@@ -152,13 +174,20 @@ def check_class_weight(weight: Any, x: torch.Tensor, n_classes: int) -> torch.Te
     if tuple(weight.shape) != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},), one entry per class, got shape {tuple(weight.shape)}")
     check_same_device(weight, x, "weight")
+    _check_weight_values(weight, "weight")
+    return weight
+
+
+def _check_weight_values(weight: torch.Tensor, name: str) -> None:
+    """Class weights are finite and non-negative (a meta tensor has no values to check)."""
+    if weight.device.type == "meta":
+        return
     if not bool(torch.isfinite(weight).all()):
         bad = torch.nonzero(~torch.isfinite(weight)).flatten().tolist()
-        raise ValueError(f"weight must be finite, got non-finite entries at {bad}")
+        raise ValueError(f"{name} must be finite, got non-finite entries at {bad}")
     if bool((weight < 0).any()):
         bad = torch.nonzero(weight < 0).flatten().tolist()
-        raise ValueError(f"weight must be non-negative, got negative entries at {bad}")
-    return weight
+        raise ValueError(f"{name} must be non-negative, got negative entries at {bad}")
 
 
 def check_loss_args(input, target, weight, ignore_index, reduction):
@@ -166,7 +195,7 @@ def check_loss_args(input, target, weight, ignore_index, reduction):
     x = check_loss_input(input)
     target = check_tensor(target, "target")
     reduction = check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index64(ignore_index)
     n_classes = x.shape[1] if x.ndim >= 2 else x.shape[0]
     weight = check_class_weight(weight, x, n_classes)
     return x, target, weight, ignore_index, reduction
@@ -181,6 +210,7 @@ def check_linear_tensors(input: Any, weight: Any, bias: Any) -> None:
     """Hidden states ``(..., d)``, a projection ``(V, d)`` of their dtype and device, an optional bias ``(V,)``."""
     if not isinstance(input, torch.Tensor) or not input.is_floating_point() or input.ndim < 1:
         raise ValueError(f"input must be a floating tensor of shape (..., d), got {_describe(input)}")
+    check_has_data(input, "input")
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or weight.shape[1] != input.shape[-1]:
         raise ValueError(
             f"weight must be a tensor of shape (V, {input.shape[-1]}) (one row per class), got {_describe(weight)}"
@@ -231,6 +261,7 @@ def check_linear_class_weight(class_weight: Any, v: int) -> torch.Tensor | None:
         )
     if class_weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("class_weight must not require grad (no gradient flows to it), got requires_grad=True")
+    _check_weight_values(class_weight, "class_weight")
     return class_weight
 
 

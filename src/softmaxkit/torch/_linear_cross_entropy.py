@@ -47,6 +47,14 @@ validation, per-token coefficients, chunk sizes within ``max_memory``), two engi
 interface (``_torch_engine``: chunked PyTorch tiles and passes; ``_triton_engine``: Triton
 kernels), and the autograd layer (``_autograd``) that chooses the engine once per call. No
 tensor of ``N x V`` elements is ever allocated.
+
+Both engines keep, per token, the largest logit :math:`m`, its column and
+:math:`S' = \sum_{c \ne \arg\max} e^{z_c - m}` (rescaled online across vocabulary tiles), so
+that :math:`\operatorname{lse} - z_t = \operatorname{log1p}(S') + (m - z_t)`, the probabilities are
+:math:`e^{z - m} / (1 + S')` and the gradient at the top column is formed without the cancelling
+:math:`p_{top} A - a_{top}` (see :class:`~softmaxkit.torch._linear_ce._plan.TileCoefs`): a confident
+token's loss and gradient keep full relative accuracy, and large logits cost nothing (the forms of
+:mod:`softmaxkit.torch._stable`).
 """
 
 from __future__ import annotations
@@ -98,7 +106,8 @@ def linear_cross_entropy(
         tokens (by N for probability targets); the z-loss part by the number of kept tokens.
     label_smoothing : float in [0, 1], default 0.0
     class_weight : torch.Tensor, shape (V,), optional
-        PyTorch's ``weight=`` of ``cross_entropy`` (renamed: ``weight`` is the projection here).
+        PyTorch's ``weight=`` of ``cross_entropy`` (renamed: ``weight`` is the projection here);
+        finite and non-negative, as :func:`cross_entropy`'s (PyTorch takes negative weights).
     z_loss : float >= 0, default 0.0
         Coefficient of :math:`\operatorname{lse}^2` per kept token.
     softcap : float > 0, optional

@@ -1,20 +1,21 @@
-"""Softmax, log-softmax, log-sum-exp, cross-entropy and NLL as lean ``torch.autograd.Function`` ops.
+"""Cross-entropy and NLL as lean ``torch.autograd.Function`` ops; softmax, log-softmax, log-sum-exp re-exported.
 
-Every op computes with :mod:`softmaxkit.torch._stable`, which holds the numerics and the package's
-non-finite policy (see :func:`softmaxkit.softmax`): a fully masked row has softmax 0 and a zero
-gradient, ``+inf`` logits share the mass, ``0 * -inf`` contributes 0, where PyTorch's own
-functions return ``NaN``.
+Every op computes with :mod:`softmaxkit.torch._stable`, which holds the numerics (the row maximum,
+the shifted logits and the sum of the non-top exponentials, so that confident rows and logits of
+any magnitude keep full relative accuracy) and the package's non-finite policy (see
+:func:`softmaxkit.softmax`): a fully masked row has softmax 0 and a zero gradient, ``+inf``
+logits share the mass, ``0 * -inf`` contributes 0, where PyTorch's own functions return ``NaN``.
+The softmax ops live in :mod:`._softmax_ops`.
 
 The backward passes keep only what they need. ``cross_entropy`` saves the logits (a reference to a
-tensor autograd holds anyway), the target, the class weights and the per-row log-sum-exp: O(N)
-beyond its inputs, never a second N x C tensor; the softmax is recomputed in backward as
-``exp(x - lse)``. ``logsumexp`` does the same; ``softmax`` and ``log_softmax`` save their output,
-as PyTorch does.
+tensor autograd holds anyway), the target, the class weights, and per row the position of the
+maximum and the sum of the non-top exponentials: O(N) beyond its inputs, never a second N x C
+tensor; the softmax is recomputed in backward from the shifted logits.
 
 float16 and bfloat16 are computed in float32 and returned in their own dtype; integer and boolean
 input is promoted to ``torch.get_default_dtype()``, as ``torch.exp`` does. The backward passes are
 written with differentiable operations, so double backward (``create_graph=True``) works; only then
-is the log-sum-exp recomputed from the input so that its dependence on the input is recorded.
+are the row statistics recomputed from the input so that their dependence on it is recorded.
 """
 
 from __future__ import annotations
@@ -28,223 +29,21 @@ from softmaxkit.torch._checks import (
     check_loss_args,
     check_probability_target,
     check_target_kind,
-    float_input,
-    normalize_dim,
-    normalize_dims,
 )
+from softmaxkit.torch._softmax_ops import log_softmax, logsumexp, softmax
 from softmaxkit.torch._stable import (
     INF,
     compute_dtype,
-    flat_dims,
-    log_softmax_and_lse,
-    log_softmax_from_lse,
+    normaliser,
     row_dot,
-    softmax_from_lse,
+    shift_logits,
+    softmax_parts,
+    sum_except,
     times,
+    top_complement,
 )
 
 __all__ = ["cross_entropy", "log_softmax", "logsumexp", "nll_loss", "softmax"]
-
-
-# --------------------------------------------------------------------------------------------
-# softmax, log_softmax, logsumexp.
-# --------------------------------------------------------------------------------------------
-
-
-def _empty_reduction(x: torch.Tensor, dims: tuple[int, ...]) -> bool:
-    return any(x.shape[d] == 0 for d in dims) if x.ndim else False
-
-
-class _Softmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        xc = x.to(compute_dtype(x.dtype))
-        out = log_softmax_and_lse(xc, dim)[0].exp().to(x.dtype)
-        ctx.dim = dim
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        p = out.to(compute_dtype(out.dtype))
-        g = grad.to(p.dtype)
-        grad_in = p * (g - (g * p).sum(dim=ctx.dim, keepdim=True))
-        return grad_in.to(out.dtype), None
-
-
-class _LogSoftmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        xc = x.to(compute_dtype(x.dtype))
-        out = log_softmax_and_lse(xc, dim)[0].to(x.dtype)
-        ctx.dim = dim
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        lp = out.to(compute_dtype(out.dtype))
-        g = grad.to(lp.dtype)
-        grad_in = g - lp.exp() * g.sum(dim=ctx.dim, keepdim=True)
-        # An all -inf row has no probability mass to move: its gradient is zero.
-        dead = lp.amax(dim=ctx.dim, keepdim=True) == -INF
-        if bool(dead.any()):
-            grad_in = torch.where(dead, 0.0, grad_in)
-        return grad_in.to(out.dtype), None
-
-
-def _logsumexp_keepdim(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """The log-sum-exp over ``dims``, with the reduced dimensions kept (size one)."""
-    if len(dims) == 1:
-        return log_softmax_and_lse(x, dims[0])[1]
-    lse = log_softmax_and_lse(flat_dims(x, dims), -1)[1]
-    return lse.reshape([1 if d in dims else n for d, n in enumerate(x.shape)])
-
-
-class _LogSumExp(Function):
-    @staticmethod
-    def forward(ctx, x, dims, keepdim):
-        xc = x.to(compute_dtype(x.dtype))
-        lse = _logsumexp_keepdim(xc, dims)
-        ctx.dims = dims
-        ctx.save_for_backward(x, lse)
-        out = lse if keepdim else lse.squeeze(dims)
-        ctx.keepdim = keepdim
-        return out.to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, lse = ctx.saved_tensors
-        xc = x.to(lse.dtype)
-        if torch.is_grad_enabled():  # create_graph=True: lse must depend on x
-            lse = _logsumexp_keepdim(xc, ctx.dims)
-        g = grad.to(lse.dtype)
-        if not ctx.keepdim:
-            for d in ctx.dims:
-                g = g.unsqueeze(d)
-        grad_in = g * softmax_from_lse(xc, lse, ctx.dims)
-        return grad_in.to(x.dtype), None, None
-
-
-def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r"""Softmax along ``dim``, as an autograd op with the package's non-finite policy.
-
-    .. math:: \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \quad m = \max_j x_j
-
-    Parameters
-    ----------
-    input : torch.Tensor
-        Logits of any shape; float16 and bfloat16 are computed in float32.
-    dim : int, default -1
-        The axis that sums to one.
-
-    Returns
-    -------
-    torch.Tensor
-        Probabilities, of the input's shape and floating dtype. A row of only ``-inf`` gives zeros
-        (PyTorch: ``NaN``); ``+inf`` entries share the mass equally.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from softmaxkit.torch import softmax
-    >>> softmax(torch.tensor([2.0, 1.0, 0.1], dtype=torch.float64))
-    tensor([0.6590, 0.2424, 0.0986], dtype=torch.float64)
-    >>> softmax(torch.tensor([float("-inf"), float("-inf")]))
-    tensor([0., 0.])
-    """
-    x = float_input(input)
-    d = normalize_dim(dim, x.ndim)
-    if x.ndim == 0:
-        return _Softmax.apply(x.unsqueeze(0), 0).squeeze(0)
-    if x.shape[d] == 0:
-        return x.clone()
-    return _Softmax.apply(x, d)
-
-
-def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    r"""Log-softmax along ``dim``, as an autograd op with the package's non-finite policy.
-
-    .. math:: \log\operatorname{softmax}(x)_i = (x_i - m) - \log\sum_j e^{x_j - m}
-
-    Parameters
-    ----------
-    input : torch.Tensor
-        Logits of any shape; float16 and bfloat16 are computed in float32.
-    dim : int, default -1
-        The class axis.
-
-    Returns
-    -------
-    torch.Tensor
-        Log-probabilities, of the input's shape and floating dtype. A row of only ``-inf`` gives
-        ``-inf`` with a zero gradient (PyTorch: ``NaN``).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from softmaxkit.torch import log_softmax
-    >>> log_softmax(torch.tensor([[0.0, 0.0], [float("-inf"), 0.0]]))
-    tensor([[-0.6931, -0.6931],
-            [   -inf,  0.0000]])
-    """
-    x = float_input(input)
-    d = normalize_dim(dim, x.ndim)
-    if x.ndim == 0:
-        return _LogSoftmax.apply(x.unsqueeze(0), 0).squeeze(0)
-    if x.shape[d] == 0:
-        return x.clone()
-    return _LogSoftmax.apply(x, d)
-
-
-def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, keepdim: bool = False) -> torch.Tensor:
-    r"""Log-sum-exp over ``dim`` (an int, a tuple of ints, or ``None`` for all), as an autograd op.
-
-    .. math:: \operatorname{lse}(x) = m + \log\sum_j e^{x_j - m}, \quad m = \max_j x_j
-
-    The backward pass saves the input (held by autograd anyway) and the result only, and
-    recomputes the softmax as ``exp(x - lse)``.
-
-    Parameters
-    ----------
-    input : torch.Tensor
-        Any shape; float16 and bfloat16 are computed in float32.
-    dim : int, tuple of int or None, default -1
-        The axes reduced.
-    keepdim : bool, default False
-        Keep the reduced axes with size one.
-
-    Returns
-    -------
-    torch.Tensor
-        An all ``-inf`` row gives ``-inf`` with a zero gradient; any ``+inf`` gives ``+inf``;
-        an empty reduction gives ``-inf``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from softmaxkit.torch import logsumexp
-    >>> logsumexp(torch.tensor([[0.0, 0.0], [float("-inf"), float("-inf")]]))
-    tensor([0.6931,   -inf])
-    """
-    x = float_input(input)
-    if not isinstance(keepdim, bool):
-        raise TypeError(f"keepdim must be a bool, got {keepdim!r}")
-    if x.ndim == 0:
-        normalize_dims(dim, 1)
-        return _LogSumExp.apply(x.unsqueeze(0), (0,), False)
-    dims = normalize_dims(dim, x.ndim)
-    if _empty_reduction(x, dims):
-        shape = (
-            [1 if d in dims else n for d, n in enumerate(x.shape)]
-            if keepdim
-            else [n for d, n in enumerate(x.shape) if d not in dims]
-        )
-        out = torch.full(shape, -INF, dtype=x.dtype, device=x.device)
-        return out + 0 * x.sum(dim=dims, keepdim=keepdim) if x.requires_grad else out
-    return _LogSumExp.apply(x, dims, keepdim)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,11 +75,14 @@ class _IndexTerms:
 
     ``target_coef``, ``smooth_coef`` (None without smoothing), ``total_coef`` and ``denominator``
     as named in :mod:`softmaxkit._numpy._cross_entropy` (see :func:`softmaxkit.cross_entropy`).
+    The target is compared with ``ignore_index`` as int64, whatever its own dtype (a uint8 label
+    156 is not the default ``-100``).
     """
 
     def __init__(self, target, weight, ignore_index, eps, n_classes, dtype):
+        target = target.long()
         self.valid = target != ignore_index
-        self.y = torch.where(self.valid, target, 0).long().unsqueeze(1)
+        self.y = torch.where(self.valid, target, 0).unsqueeze(1)
         v = self.valid.to(dtype)
         target_weight = v if weight is None else torch.where(self.valid, weight.to(dtype)[self.y.squeeze(1)], 0.0)
         self.denominator = target_weight.sum()
@@ -291,12 +93,29 @@ class _IndexTerms:
             total_weight = float(n_classes) if weight is None else weight.to(dtype).sum()
             self.total_coef = self.target_coef + self.smooth_coef * total_weight
 
+    def rest_coef(self, weight, arg, n_classes, dtype):
+        """``A'_n = A_n - a_n,arg = sum_{c != arg} a_nc`` without the subtraction: 0 for a top target."""
+        rest = torch.where(self.y != arg, self.target_coef.unsqueeze(1), 0.0)
+        if self.smooth_coef is not None:
+            if weight is None:
+                others = float(n_classes - 1)
+            else:  # sum_{c != arg} w_c, summed in float64 so that a dominant w_arg costs nothing
+                w64 = weight.to(torch.float64)
+                others = (w64.sum() - w64[arg]).to(dtype)
+            rest = rest + self.smooth_coef.unsqueeze(1) * others
+        return rest
+
 
 class _CrossEntropy(Function):
     """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks.
 
     ``loss_n = -sum_c a_nc l_nc`` with ``l`` the log-softmax; the gradient is ``p_nc A_n - a_nc``
-    (times the upstream gradient of row n), with ``p = exp(x - lse)`` (see :func:`softmaxkit.cross_entropy`).
+    (times the upstream gradient of row n), see :func:`softmaxkit.cross_entropy`. With ``m`` the
+    row maximum at ``arg`` and ``S'`` the sum of the other exponentials (:mod:`._stable`):
+    ``-l_nc = log1p(S') + (m - x_nc)``, a sum of two non-negative terms, so the loss keeps full
+    relative accuracy however confident the row; ``p = exp(x - m) / (1 + S')``, and at the top
+    entry the gradient is ``A'_n - A_n S' / (1 + S')`` with ``A'_n = sum_{c != arg} a_nc``
+    (``p_t - 1 = -sum_{j != t} p_j`` for a top target), never ``p_top A_n - a_n,top``.
     """
 
     @staticmethod
@@ -304,68 +123,85 @@ class _CrossEntropy(Function):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         n_classes = xc.shape[1]
-        log_p, lse = log_softmax_and_lse(xc, 1)
+        parts = softmax_parts(xc, 1)
+        l1 = parts.rest.log1p()  # -log p_top, and -log p_c = l1 - shifted_c
+        neg_shifted = parts.shifted.neg_()
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
         ctx.probabilities = target.is_floating_point()
         ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
         if ctx.probabilities:
-            per = -row_dot(_prob_coef(target, w, eps, n_classes, cdt), log_p)
+            prob_coef = _prob_coef(target, w, eps, n_classes, cdt)
+            per = row_dot(prob_coef, neg_shifted) + times(prob_coef.sum(dim=1), l1.squeeze(1))
             denominator = per.numel()
         else:
             terms = _IndexTerms(target, weight, ignore_index, eps, n_classes, cdt)
-            per = times(terms.target_coef, -log_p.gather(1, terms.y).squeeze(1))
+            per = times(terms.target_coef, l1.squeeze(1) + neg_shifted.gather(1, terms.y).squeeze(1))
             if terms.smooth_coef is not None:
-                weighted = log_p.sum(dim=1) if w is None else row_dot(w, log_p)
-                per = per + times(terms.smooth_coef, -weighted)
+                if w is None:
+                    weighted = neg_shifted.sum(dim=1) + n_classes * l1.squeeze(1)
+                else:
+                    weighted = row_dot(w, neg_shifted) + w.sum() * l1.squeeze(1)
+                per = per + times(terms.smooth_coef, weighted)
             denominator = terms.denominator
-        del log_p
+        arg, rest = parts.arg, parts.rest
+        del neg_shifted, parts
         # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
-        # the O(N) log-sum-exp and the 0-d mean denominator; never an N x C tensor.
-        ctx.save_for_backward(x, target, weight, lse, torch.as_tensor(denominator, dtype=cdt))
+        # per row the maximum's position and S' (O(N)), and the 0-d mean denominator; never an
+        # N x C tensor.
+        ctx.save_for_backward(x, target, weight, arg, rest, torch.as_tensor(denominator, dtype=cdt))
         return _reduce(per, reduction, denominator).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        x, target, weight, lse, denominator = ctx.saved_tensors
-        cdt = lse.dtype
+        x, target, weight, arg, rest, denominator = ctx.saved_tensors
+        cdt = rest.dtype
         xc = x.to(cdt)
-        # Under create_graph=True the backward is recorded, so lse must depend on x and nothing
-        # may be overwritten in place; otherwise the softmax buffer is reused for the gradient.
+        # Under create_graph=True the backward is recorded, so the row statistics must depend on x
+        # and nothing may be overwritten in place; otherwise the softmax buffer becomes the gradient.
         recorded = torch.is_grad_enabled()
         if recorded:
-            lse = log_softmax_and_lse(xc, 1)[1]
+            parts = softmax_parts(xc, 1)
+            shifted, top, arg, rest = parts.shifted, parts.top, parts.arg, parts.rest
+        else:
+            shifted, top = shift_logits(xc, 1, arg)
         n_classes, eps = xc.shape[1], ctx.eps
         batch_shape = xc.shape[:1] + xc.shape[2:]
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, batch_shape)
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
-        grad_x = softmax_from_lse(xc, lse, 1)
+        p = shifted.exp() if recorded else shifted.exp_()  # times 1 / (1 + S') below
+        inv_norm = 1 / normaliser(top, rest)
         grad_target = None
         if ctx.probabilities:
             prob_coef = _prob_coef(target, w, eps, n_classes, cdt)
             row = times(prob_coef.sum(dim=1), scale).unsqueeze(1)
+            rest_coef = sum_except(prob_coef, arg, 1)
             if recorded:
-                grad_x = grad_x * row - prob_coef * scale.unsqueeze(1)
+                grad_x = p * (row * inv_norm) - prob_coef * scale.unsqueeze(1)
             else:
-                grad_x.mul_(row).addcmul_(prob_coef, scale.unsqueeze(1), value=-1)
-            if ctx.needs_input_grad[1]:
-                log_p = log_softmax_from_lse(xc, lse, 1)
+                grad_x = p.mul_(row * inv_norm).addcmul_(prob_coef, scale.unsqueeze(1), value=-1)
+            if ctx.needs_input_grad[1]:  # the exponentials overwrote `shifted` unless recording
+                log_p = (shifted if recorded else shift_logits(xc, 1, arg)[0]) - rest.log1p()
                 factor = torch.full_like(log_p, 1 - eps) if w is None else ((1 - eps) * w).expand_as(log_p)
                 grad_target = (-times(factor, log_p) * scale.unsqueeze(1)).to(target.dtype)
         else:
             terms = _IndexTerms(target, weight, ctx.ignore_index, eps, n_classes, cdt)
             row = times(terms.total_coef, scale).unsqueeze(1)
+            rest_coef = terms.rest_coef(weight, arg, n_classes, cdt)
             at_target = -times(terms.target_coef, scale).unsqueeze(1)
             if recorded:
-                grad_x = (grad_x * row).scatter_add(1, terms.y, at_target)
+                grad_x = (p * (row * inv_norm)).scatter_add(1, terms.y, at_target)
             else:
-                grad_x.mul_(row).scatter_add_(1, terms.y, at_target)
+                grad_x = p.mul_(row * inv_norm).scatter_add_(1, terms.y, at_target)
             if terms.smooth_coef is not None:
                 smooth = times(terms.smooth_coef, scale).unsqueeze(1)
                 if w is None:
                     grad_x = grad_x - smooth if recorded else grad_x.sub_(smooth)
                 else:
                     grad_x = grad_x - smooth * w if recorded else grad_x.addcmul_(smooth, w, value=-1)
-        dead = lse == -INF  # a fully masked row takes no part: zero gradient
+        # The top entry without cancellation: p_top A - a_top = A' - A (1 - p_top).
+        at_top = times(rest_coef, scale.unsqueeze(1)) - row * top_complement(rest)
+        grad_x = grad_x.scatter(1, arg, at_top) if recorded else grad_x.scatter_(1, arg, at_top)
+        dead = top == -INF  # a fully masked row takes no part: zero gradient
         if bool(dead.any()):
             grad_x = torch.where(dead, 0.0, grad_x)
         return grad_x.to(x.dtype), grad_target, None, None, None, None
@@ -418,9 +254,11 @@ def cross_entropy(
     ``"mean"`` divides by). The class axis is 1, or 0 for an unbatched ``(C,)`` input; inputs
     ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
 
-    The backward pass saves the logits (already held by autograd), the target, the weights and the
-    per-row log-sum-exp; it recomputes the softmax as ``exp(x - lse)`` instead of keeping an
-    N x C tensor. Gradients with respect to probability targets are supported.
+    The backward pass saves the logits (already held by autograd), the target, the weights and two
+    numbers per row (the maximum's position and the sum of the other exponentials); it recomputes
+    the softmax from the shifted logits instead of keeping an N x C tensor. The loss, the
+    log-probability it is built from and the gradient at the target keep full relative accuracy
+    however confident the row and whatever the logits' magnitude (see :mod:`softmaxkit.torch._stable`). Gradients with respect to probability targets are supported.
 
     Parameters
     ----------

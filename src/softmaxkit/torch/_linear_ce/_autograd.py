@@ -20,7 +20,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from softmaxkit.torch._linear_ce import _torch_engine
-from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales
+from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales, RowStats
 
 
 def select_engine(x: torch.Tensor, backend: str, p: Problem) -> ModuleType:
@@ -49,17 +49,24 @@ def _triton_available() -> bool:
 
 
 def _per_token_loss(stats: LogitStats, p: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(cross-entropy part, z-loss part)`` per token, zero on ignored tokens."""
-    lse = stats.lse
+    """``(cross-entropy part, z-loss part)`` per token, zero on ignored tokens.
+
+    With ``m``, ``S'`` and ``D`` of :class:`~softmaxkit.torch._linear_ce._plan.LogitStats`,
+    ``lse - z_t = log1p(S') + (m - z_t)`` and ``sum_c a_c (lse - z_c) = A log1p(S') + D``: sums of
+    non-negative terms, so a confident token's loss keeps full relative accuracy (``lse - z_t``
+    would round to 0) and large logits cost nothing.
+    """
+    l1 = torch.log1p(stats.row.rest)
     if p.kind == "index":
-        ce = p.target_coef * (lse - stats.zt)
+        ce = p.target_coef * (l1 + (stats.row.m - stats.zt))
         if p.label_smoothing > 0.0:
-            ce = ce + p.smooth_coef * (p.total_weight * lse - stats.zs)
+            ce = ce + p.smooth_coef * (p.total_weight * l1 + stats.zs)
         ce = torch.where(p.valid, ce, torch.zeros_like(ce))
+        lse = stats.row.lse
         zl = torch.where(p.valid, p.z_loss * lse * lse, torch.zeros_like(lse))
     else:
-        # sum_c a_nc z_nc was accumulated in zs directly.
-        ce = p.total_coef * lse - stats.zs
+        ce = p.total_coef * l1 + stats.zs
+        lse = stats.row.lse
         zl = p.z_loss * lse * lse
     return ce, zl
 
@@ -76,14 +83,20 @@ def _reduce(ce: torch.Tensor, zl: torch.Tensor, p: Problem) -> torch.Tensor:
 
 
 def _scalar_scales(p: Problem, g: torch.Tensor | float, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token scales of the cross-entropy and z-loss parts for a scalar reduction."""
+    """Per-token scales of the cross-entropy and z-loss parts for a scalar reduction.
+
+    ``"mean"`` over a zero total weight divides by 0: the scale is ``NaN`` there, and the
+    coefficients times it (:func:`~softmaxkit.torch._linear_ce._plan.scaled_coefs`) are 0 where the
+    coefficients are, so every token of zero weight has a zero gradient (the policy of
+    :func:`softmaxkit.torch.cross_entropy`, whose loss is ``NaN`` too).
+    """
     if p.reduction == "sum":
         ce, z = 1.0, 1.0
     else:
-        ce = 1.0 / p.ce_denominator if p.ce_denominator else (0.0 if p.n_kept == 0 else math.inf)
+        ce = 1.0 / p.ce_denominator if p.ce_denominator else math.nan
         z = 1.0 / p.n_kept if p.n_kept else 0.0
     keep = p.valid.to(p.acc) if p.kind == "index" else torch.ones(p.n, dtype=p.acc, device=device)
-    return keep * (ce * g), keep * (z * g)
+    return torch.where(keep == 0, 0.0, keep * (ce * g)), keep * (z * g)
 
 
 class LinearCrossEntropy(Function):
@@ -97,13 +110,15 @@ class LinearCrossEntropy(Function):
         stats, ctx.pre = engine.forward(x2, weight, bias, p, scales, needs)
         ce, zl = _per_token_loss(stats, p)
         loss = _reduce(ce, zl, p)
-        ctx.save_for_backward(x2, weight, bias, stats.lse)
+        row = stats.row
+        ctx.save_for_backward(x2, weight, bias, row.m, row.arg, row.rest)
         return loss.to(torch.float64 if p.acc == torch.float64 else torch.float32)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
-        x2, weight, bias, lse = ctx.saved_tensors
+        x2, weight, bias, m, arg, rest = ctx.saved_tensors
+        row = RowStats(m, arg, rest)
         p, needs = ctx.p, ctx.needs
         if ctx.pre is not None:
             dx, dw, db = ctx.pre
@@ -122,7 +137,7 @@ class LinearCrossEntropy(Function):
         else:
             ce_scale, z_scale = _scalar_scales(p, g, x2.device)
         scales = RowScales(ce_scale, z_scale, None, p)
-        dx, dw, db = ctx.engine.gradients(x2, weight, bias, p, lse, scales, needs)
+        dx, dw, db = ctx.engine.gradients(x2, weight, bias, p, row, scales, needs)
         return dx, dw, db, None, None, None
 
 
@@ -130,17 +145,18 @@ class LinearLogSumExp(Function):
     @staticmethod
     def forward(ctx, x2, weight, bias, p: Problem, engine):
         ctx.p, ctx.engine = p, engine
-        lse = engine.logsumexp(x2, weight, bias, p)
-        ctx.save_for_backward(x2, weight, bias, lse)
-        return lse
+        row = engine.logsumexp(x2, weight, bias, p)
+        ctx.save_for_backward(x2, weight, bias, row.m, row.arg, row.rest)
+        return row.lse
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_lse):
-        x2, weight, bias, lse = ctx.saved_tensors
+        x2, weight, bias, m, arg, rest = ctx.saved_tensors
+        row = RowStats(m, arg, rest)
         p = ctx.p
         zeros = torch.zeros(p.n, dtype=p.acc, device=x2.device)
         scales = RowScales(zeros, zeros, grad_lse.to(p.acc).reshape(p.n), p)
         needs = tuple(ctx.needs_input_grad[:3])
-        dx, dw, db = ctx.engine.gradients(x2, weight, bias, p, lse, scales, needs)
+        dx, dw, db = ctx.engine.gradients(x2, weight, bias, p, row, scales, needs)
         return dx, dw, db, None, None

@@ -33,7 +33,15 @@ import math
 
 import torch
 
-from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales
+from softmaxkit.torch._linear_ce._plan import (
+    CONFIDENT,
+    LogitStats,
+    Problem,
+    RowScales,
+    RowStats,
+    TileCoefs,
+    scaled_coefs,
+)
 
 __all__ = ["forward", "gradients", "logsumexp"]
 
@@ -47,25 +55,25 @@ def forward(x2, weight, bias, p: Problem, scales: RowScales | None, needs: tuple
     """
     if scales is None:
         stats, _, _, _ = _token_pass(x2, weight, bias, p)
-        return _logit_stats(stats), None
+        return _logit_stats(stats, p), None
     low = x2.dtype != p.acc
     stats, dx, dw, db = _token_pass(
         x2, weight, bias, p, scales=scales, want_dx=needs[0], want_dw_db=(needs[1] or needs[2]) and not low
     )
+    logit_stats = _logit_stats(stats, p)
     if low and (needs[1] or needs[2]):
-        lse = _finish_lse(stats, slice(None))
-        dw, db = _weight_pass(x2, weight, bias, p, lse, scales, want_db=needs[2] and bias is not None)
-    return _logit_stats(stats), _finish_grads(dx, dw, db, weight, bias, needs)
+        dw, db = _weight_pass(x2, weight, bias, p, logit_stats.row, scales, want_db=needs[2] and bias is not None)
+    return logit_stats, _finish_grads(dx, dw, db, weight, bias, needs)
 
 
-def logsumexp(x2, weight, bias, p: Problem) -> torch.Tensor:
-    """The per-token log-sum-exp of the logits."""
+def logsumexp(x2, weight, bias, p: Problem) -> RowStats:
+    """The per-token softmax statistics of the logits (``.lse`` is the log-sum-exp)."""
     stats, _, _, _ = _token_pass(x2, weight, bias, p)
-    return _finish_lse(stats, slice(None))
+    return _row_stats(stats, slice(None), p)
 
 
-def _logit_stats(stats: dict) -> LogitStats:
-    return LogitStats(_finish_lse(stats, slice(None)), stats["zt"], stats["zs"])
+def _logit_stats(stats: dict, p: Problem) -> LogitStats:
+    return LogitStats(_row_stats(stats, slice(None), p), stats["zt"], stats["zs"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,10 +129,17 @@ def _logits(x_c, weight, bias, j0, j1, p: Problem, s: _Scratch) -> torch.Tensor:
 
 
 def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
-    """Add this tile's contribution to the online log-sum-exp and the target terms.
+    """Add this tile's contribution to the online statistics (:class:`RowStats`, the target terms).
 
-    Consumes the tile: on return ``z`` holds ``exp(z - shift)`` with ``shift`` the running row max
-    (0 where that is not finite), which a one-block pass turns into probabilities by ``/ s``.
+    Per token: the running maximum ``m``, ``S'`` (the exponentials of the other columns, rescaled
+    when the maximum moves) and ``D = sum_c a_c (m - z_c)`` (rescaled by ``(m_new - m_old)`` times
+    the coefficients seen so far: every term is non-negative). ``S'`` is the tile's sum minus the
+    new top's ``exp(0) = 1`` where that cannot cancel (``S' >= CONFIDENT``, ``p_top <= 0.8``); for
+    a confident token the top column is found (``argmax`` on those rows only: along the tile's
+    strided axis PyTorch's argmax costs as much as the logits product) and left out of the sum
+    exactly, and kept in ``arg`` for the gradient (``-1``: not needed). Consumes the tile: on return
+    ``z`` holds ``exp(z - m)`` with ``m`` the running maximum, which a one-block pass turns into
+    probabilities by ``/ (1 + S')``.
     """
     n, v = z.shape
     rows = slice(r0, r0 + n)
@@ -135,18 +150,44 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
             local = (t - j0).clamp(0, v - 1)
             picked = z.gather(1, local[:, None])[:, 0]
             stats["zt"][rows] += torch.where(inside, picked, torch.zeros_like(picked))
-        if p.label_smoothing > 0.0:
-            stats["zs"][rows] += z @ p.class_weight[j0 : j0 + v] if p.class_weight is not None else z.sum(1)
-    elif p.kind == "prob":
-        prob_coef = _prob_coef_tile(p, rows, j0, s.view(s.prob_coef, n, v))
-        stats["zs"][rows] += (prob_coef.mul_(z)).sum(1)
+    tile_max = z.amax(1)
     m_old = stats["m"][rows]
-    m_new = torch.maximum(m_old, z.amax(1))
-    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
-    old_shift = torch.where(torch.isfinite(m_old), m_old, torch.zeros_like(m_old))
-    z.sub_(shift[:, None]).exp_()
-    stats["s"][rows] = stats["s"][rows] * torch.exp(old_shift - shift) + z.sum(1)
+    new_top = tile_max > m_old
+    m_new = torch.maximum(m_old, tile_max)  # NaN (from non-finite input) stays NaN
+    z.sub_(m_new[:, None])  # z - m <= 0, one rounding each, whatever the magnitude of z
+    if p.kind == "prob":
+        prob_coef = _prob_coef_tile(p, rows, j0, s.view(s.prob_coef, n, v))
+        seen = stats["seen"][rows]  # a view: updated in place after its use
+        tile_coef = prob_coef.sum(1)
+        stats["zs"][rows] += _times_gap(seen, m_new - m_old) - (prob_coef.mul_(z)).sum(1)
+        seen += tile_coef
+    elif p.kind == "index" and p.label_smoothing > 0.0:
+        if p.class_weight is not None:
+            seen = float(p.class_weight[:j0].double().sum())
+            weighted = z @ p.class_weight[j0 : j0 + v]
+        else:
+            seen, weighted = float(j0), z.sum(1)
+        stats["zs"][rows] += (seen * (m_new - m_old) if seen else 0.0) - weighted
+    z.exp_()
+    total = z.sum(1)
+    rest = torch.where(new_top, total - 1.0, total)
+    arg = stats["arg"][rows]
+    arg.masked_fill_(new_top, -1)
+    confident = (new_top & (rest < CONFIDENT)).nonzero()[:, 0]
+    if confident.numel():
+        sub = z[confident]  # a (k, v) copy, rows contiguous
+        local = sub.argmax(1)
+        sub[torch.arange(len(confident), device=z.device), local] = 0.0
+        rest[confident] = sub.sum(1)
+        arg[confident] = local + j0
+    scale_old = torch.exp(m_old - m_new)  # 0 for the first tile (m_old = -inf)
+    stats["rest"][rows] = stats["rest"][rows] * scale_old + torch.where(new_top, scale_old, 0.0) + rest
     stats["m"][rows] = m_new
+
+
+def _times_gap(coef: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    """``coef * (m_new - m_old)``, 0 where nothing was seen yet (the gap is then infinite)."""
+    return torch.where(coef == 0, 0.0, coef * gap)
 
 
 def _prob_coef_tile(p: Problem, rows: slice, j0: int, out: torch.Tensor) -> torch.Tensor:
@@ -161,35 +202,36 @@ def _prob_coef_tile(p: Problem, rows: slice, j0: int, out: torch.Tensor) -> torc
     return prob_coef
 
 
-def _tile_grad(z, r0, j0, lse_c, ce_scale_c, extra_c, p: Problem, s: _Scratch, inv_s=None) -> torch.Tensor:
+def _tile_grad(z, r0, j0, row: RowStats, coefs: TileCoefs, p: Problem, s: _Scratch, *, exponentiated=False):
     """Overwrite the logits tile ``z`` with d(loss)/d(pre-softcap logits), scaled per row.
 
-    With ``inv_s``, ``z`` already holds ``exp(z - shift)`` from :func:`_tile_stats` and the
-    probabilities are ``z * inv_s``; otherwise they are ``exp(z - lse)``.
+    ``row`` and ``coefs`` are those of the tile's tokens. With ``exponentiated``, ``z`` already
+    holds ``exp(z - m)`` from :func:`_tile_stats`. The probabilities are ``exp(z - m) / (1 + S')``
+    (never ``exp(z - lse)``: their accuracy does not depend on the magnitude of ``z``), and the
+    entry at the top column is :class:`~softmaxkit.torch._linear_ce._plan.TileCoefs`' ``top``.
     """
     n, v = z.shape
     rows = slice(r0, r0 + n)
-    total_coef = extra_c if p.kind == "lse" else ce_scale_c * p.total_coef[rows] + extra_c
-    if inv_s is None:
-        z.sub_(lse_c[:, None]).exp_()  # now the softmax probabilities
-    else:
-        total_coef = total_coef * inv_s
-    z.mul_(total_coef[:, None])
+    if not exponentiated:
+        z.sub_(row.m[:, None]).exp_()
+    z.mul_((coefs.total / (1 + row.rest))[:, None])  # now p * total
     if p.kind == "index":
         t = p.target[rows]
         hit = ((t >= j0) & (t < j0 + v) & p.valid[rows]).nonzero()[:, 0]
         if hit.numel():
-            z[hit, t[hit] - j0] -= (ce_scale_c * p.target_coef[rows])[hit]
+            z[hit, t[hit] - j0] -= coefs.target[hit]
         if p.label_smoothing > 0.0:
-            smooth_coef = ce_scale_c * p.smooth_coef[rows]
             if p.class_weight is not None:
-                z.addr_(smooth_coef, p.class_weight[j0 : j0 + v], alpha=-1.0)
+                z.addr_(coefs.smooth, p.class_weight[j0 : j0 + v], alpha=-1.0)
             else:
-                z.sub_(smooth_coef[:, None])
+                z.sub_(coefs.smooth[:, None])
     elif p.kind == "prob":
         prob_coef = _prob_coef_tile(p, rows, j0, s.view(s.prob_coef, n, v))
-        prob_coef.mul_(ce_scale_c[:, None])
+        prob_coef.mul_(coefs.ce[:, None])
         z.sub_(prob_coef)
+    top = ((row.arg >= j0) & (row.arg < j0 + v)).nonzero()[:, 0]  # arg = -1 (not confident): no fix needed
+    if top.numel():
+        z[top, row.arg[top] - j0] = coefs.top[top]
     if p.softcap is not None:
         z.mul_(s.view(s.deriv, n, v))
     return z
@@ -201,41 +243,43 @@ def _tile_grad(z, r0, j0, lse_c, ce_scale_c, extra_c, p: Problem, s: _Scratch, i
 
 
 def _new_stats(p: Problem, device) -> dict:
-    return {
+    stats = {
         "m": torch.full((p.n,), -math.inf, dtype=p.acc, device=device),
-        "s": torch.zeros(p.n, dtype=p.acc, device=device),
+        "arg": torch.zeros(p.n, dtype=torch.int64, device=device),
+        "rest": torch.zeros(p.n, dtype=p.acc, device=device),
         "zt": torch.zeros(p.n, dtype=p.acc, device=device),
         "zs": torch.zeros(p.n, dtype=p.acc, device=device),
     }
+    if p.kind == "prob":  # the target coefficients of the columns swept so far
+        stats["seen"] = torch.zeros(p.n, dtype=p.acc, device=device)
+    return stats
 
 
-def _finish_lse(stats: dict, rows: slice) -> torch.Tensor:
-    m = stats["m"][rows]
-    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return shift + torch.log(stats["s"][rows])
+def _row_stats(stats: dict, rows: slice, p: Problem) -> RowStats:
+    return RowStats(stats["m"][rows], stats["arg"][rows], stats["rest"][rows])
 
 
 def _token_pass(
-    x2, weight, bias, p: Problem, *, lse=None, scales: RowScales | None = None, want_dx=False, want_dw_db=False
+    x2, weight, bias, p: Problem, *, row=None, scales: RowScales | None = None, want_dx=False, want_dw_db=False
 ):
     """Token-outer pass. Returns ``(stats or None, dx, dw, db)``.
 
-    Without ``lse`` the statistics (log-sum-exp, picked and smoothed logits) are computed; with
+    Without ``row`` (the :class:`RowStats` of a forward) the statistics are computed; with
     ``scales`` the gradients requested are accumulated. ``want_dw_db`` is used only where the weight
     gradient is accumulated in the input's own dtype (float32, float64).
     """
-    device, dtype = x2.device, x2.dtype
+    device = x2.device
     n, d = x2.shape
     plan = p.plan
     if not (want_dx or want_dw_db):
         scales = None  # no gradient wanted from this pass: no gradient tiles either
-    stats = _new_stats(p, device) if lse is None else None
+    stats = _new_stats(p, device) if row is None else None
     dx = torch.empty_like(x2) if want_dx else None
     dw = torch.zeros(weight.shape, dtype=p.acc, device=device) if want_dw_db else None
     db = torch.zeros(p.v, dtype=p.acc, device=device) if (want_dw_db and bias is not None) else None
     if n == 0 or (stats is None and scales is None):
         return stats, dx, dw, db
-    s = _Scratch(plan.rows, plan.cols, dtype, p, device)
+    s = _Scratch(plan.rows, plan.cols, x2.dtype, p, device)
     one_block = plan.cols >= p.v
     for r0 in range(0, n, plan.rows):
         r1 = min(n, r0 + plan.rows)
@@ -243,31 +287,31 @@ def _token_pass(
         x_c = x2[rows]
         if one_block:
             z = _logits(x_c, weight, bias, 0, p.v, p, s)
-            inv_s = None
             if stats is not None:
                 _tile_stats(z, r0, 0, p, stats, s)
-                lse_c = _finish_lse(stats, rows)
-                inv_s = 1.0 / stats["s"][rows]
+                row_c = _row_stats(stats, rows, p)
             else:
-                lse_c = lse[rows]
+                row_c = row.rows(rows)
             if scales is not None:
-                g = _tile_grad(z, r0, 0, lse_c, *scales.at(rows, lse_c), p, s, inv_s=inv_s)
+                g = _tile_grad(
+                    z, r0, 0, row_c, scaled_coefs(p, rows, row_c, scales), p, s, exponentiated=stats is not None
+                )
                 _apply_tile_grad(g, x_c, weight, 0, p, s, dx, rows, dw, db, accumulate=False)
             continue
         if stats is not None:
             for j0 in range(0, p.v, plan.cols):
                 j1 = min(p.v, j0 + plan.cols)
                 _tile_stats(_logits(x_c, weight, bias, j0, j1, p, s), r0, j0, p, stats, s)
-            lse_c = _finish_lse(stats, rows)
+            row_c = _row_stats(stats, rows, p)
         else:
-            lse_c = lse[rows]
+            row_c = row.rows(rows)
         if scales is None:
             continue
-        ce_c, extra_c = scales.at(rows, lse_c)
+        coefs = scaled_coefs(p, rows, row_c, scales)
         dx_acc = torch.zeros((r1 - r0, d), dtype=p.acc, device=device) if want_dx else None
         for j0 in range(0, p.v, plan.cols):
             j1 = min(p.v, j0 + plan.cols)
-            g = _tile_grad(_logits(x_c, weight, bias, j0, j1, p, s), r0, j0, lse_c, ce_c, extra_c, p, s)
+            g = _tile_grad(_logits(x_c, weight, bias, j0, j1, p, s), r0, j0, row_c, coefs, p, s)
             _apply_tile_grad(g, x_c, weight, j0, p, s, dx_acc, slice(0, r1 - r0), dw, db, accumulate=True)
         if want_dx:
             dx[rows] = dx_acc
@@ -296,9 +340,9 @@ def _apply_tile_grad(g, x_c, weight, j0, p, s, dx, rows, dw, db, *, accumulate):
         db[j0 : j0 + v] += g.sum(0)
 
 
-def _weight_pass(x2, weight, bias, p: Problem, lse, scales: RowScales, *, want_db: bool):
+def _weight_pass(x2, weight, bias, p: Problem, row: RowStats, scales: RowScales, *, want_db: bool):
     """Vocabulary-outer pass for low-precision input: ``(dw in input dtype, db in float32)``."""
-    device, dtype = x2.device, x2.dtype
+    device = x2.device
     n, d = x2.shape
     plan = p.plan
     dw = torch.empty_like(weight)
@@ -306,7 +350,9 @@ def _weight_pass(x2, weight, bias, p: Problem, lse, scales: RowScales, *, want_d
     if n == 0:
         dw.zero_()
         return dw, db
-    s = _Scratch(plan.w_rows, plan.w_cols, dtype, p, device)
+    s = _Scratch(plan.w_rows, plan.w_cols, x2.dtype, p, device)
+    everything = slice(None)
+    coefs = scaled_coefs(p, everything, row, scales)
     one_chunk = plan.w_rows >= n
     acc = None if one_chunk else torch.empty((plan.w_cols, d), dtype=p.acc, device=device)
     for j0 in range(0, p.v, plan.w_cols):
@@ -318,8 +364,8 @@ def _weight_pass(x2, weight, bias, p: Problem, lse, scales: RowScales, *, want_d
             r1 = min(n, r0 + plan.w_rows)
             rows = slice(r0, r1)
             x_c = x2[rows]
-            lse_c = lse[rows]
-            g = _tile_grad(_logits(x_c, weight, bias, j0, j1, p, s), r0, j0, lse_c, *scales.at(rows, lse_c), p, s)
+            coefs_c = TileCoefs(*(None if c is None else c[rows] for c in coefs))
+            g = _tile_grad(_logits(x_c, weight, bias, j0, j1, p, s), r0, j0, row.rows(rows), coefs_c, p, s)
             if one_chunk:
                 g_low = s.view(s.low, r1 - r0, v)
                 g_low.copy_(g)
@@ -334,16 +380,16 @@ def _weight_pass(x2, weight, bias, p: Problem, lse, scales: RowScales, *, want_d
     return dw, db
 
 
-def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple[bool, bool, bool]):
+def gradients(x2, weight, bias, p: Problem, row: RowStats, scales: RowScales, needs: tuple[bool, bool, bool]):
     """``(dx, dw, db)`` for the per-token ``scales``, in the dtypes autograd expects (None where not needed)."""
     want_dx, want_dw, want_db = needs
     want_db = want_db and bias is not None
     low = x2.dtype != p.acc
     _, dx, dw, db = _token_pass(
-        x2, weight, bias, p, lse=lse, scales=scales, want_dx=want_dx, want_dw_db=(want_dw or want_db) and not low
+        x2, weight, bias, p, row=row, scales=scales, want_dx=want_dx, want_dw_db=(want_dw or want_db) and not low
     )
     if low and (want_dw or want_db):
-        dw, db = _weight_pass(x2, weight, bias, p, lse, scales, want_db=want_db)
+        dw, db = _weight_pass(x2, weight, bias, p, row, scales, want_db=want_db)
     return _finish_grads(dx, dw, db, weight, bias, needs)
 
 

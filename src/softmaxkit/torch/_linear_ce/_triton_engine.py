@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales
+from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales, RowStats, scaled_coefs
 
 try:
     import triton
@@ -112,7 +112,9 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         b_ptr,
         t_ptr,
         cw_ptr,
-        lse_ptr,
+        m_ptr,
+        arg_ptr,
+        rest_ptr,
         zt_ptr,
         zs_ptr,
         n,
@@ -124,6 +126,7 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         HAS_BIAS: tl.constexpr,
         SOFTCAP: tl.constexpr,
         HAS_TARGET: tl.constexpr,
+        SMOOTH: tl.constexpr,
         HAS_CW: tl.constexpr,
         PRECISION: tl.constexpr,
         UPCAST: tl.constexpr,
@@ -131,11 +134,15 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         BLOCK_V: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):
+        """Per token: ``m``, its column ``arg``, ``S' = sum_{c != arg} exp(z_c - m)`` and, with label
+        smoothing, ``D = sum_c w_c (m - z_c)`` (see :class:`~softmaxkit.torch._linear_ce._plan.RowStats`)."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         m = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
-        s = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        arg = tl.zeros((BLOCK_N,), dtype=tl.int32)
+        rest = tl.zeros((BLOCK_N,), dtype=tl.float32)
         zt = tl.zeros((BLOCK_N,), dtype=tl.float32)
         zs = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        seen = tl.zeros((BLOCK_N,), dtype=tl.float32)  # the class weight of the columns swept so far
         t = tl.load(t_ptr + rows, mask=rows < n, other=-1) if HAS_TARGET else rows
         for v0 in range(0, v, BLOCK_V):
             cols = v0 + tl.arange(0, BLOCK_V)
@@ -162,17 +169,32 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
             )
             if HAS_TARGET:
                 zt += tl.sum(tl.where(cols[None, :] == t[:, None], z, 0.0), 1)
+            z = tl.where(inside, z, float("-inf"))
+            tile_max = tl.max(z, 1)
+            tile_arg = tl.argmax(z, 1, tie_break_left=True) + v0
+            new_top = tile_max > m
+            m_new = tl.maximum(m, tile_max)
+            shifted = z - m_new[:, None]
+            if SMOOTH:
                 if HAS_CW:
                     cw = tl.load(cw_ptr + cols, mask=cols < v, other=0.0)
-                    zs += tl.sum(tl.where(inside, z * cw[None, :], 0.0), 1)
                 else:
-                    zs += tl.sum(tl.where(inside, z, 0.0), 1)
-            z = tl.where(inside, z, float("-inf"))
-            m_new = tl.maximum(m, tl.max(z, 1))
-            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), 1)
+                    cw = tl.where(cols < v, 1.0, 0.0)
+                # The rescale of the columns seen so far; nothing seen (m = -inf) rescales nothing.
+                gap = seen * (m_new - tl.where(seen > 0, m, m_new))
+                zs += gap - tl.sum(tl.where(inside, shifted, 0.0) * cw[None, :], 1)
+                seen += tl.sum(cw, 0)
+            e = tl.exp(shifted)
+            # The new top's own exp(0) = 1 is never added: S' stays exact however confident the token.
+            e = tl.where(new_top[:, None] & (cols[None, :] == tile_arg[:, None]), 0.0, e)
+            scale_old = tl.exp(m - m_new)
+            rest = rest * scale_old + tl.where(new_top, scale_old, 0.0) + tl.sum(e, 1)
+            arg = tl.where(new_top, tile_arg, arg)
             m = m_new
         keep = rows < n
-        tl.store(lse_ptr + rows, m + tl.log(s), mask=keep)
+        tl.store(m_ptr + rows, m, mask=keep)
+        tl.store(arg_ptr + rows, arg, mask=keep)
+        tl.store(rest_ptr + rows, rest, mask=keep)
         tl.store(zt_ptr + rows, zt, mask=keep)
         tl.store(zs_ptr + rows, zs, mask=keep)
 
@@ -183,10 +205,13 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
         b_ptr,
         t_ptr,
         cw_ptr,
-        lse_ptr,
+        m_ptr,
+        inv_norm_ptr,
+        arg_ptr,
         total_coef_ptr,
         target_coef_ptr,
         smooth_coef_ptr,
+        top_ptr,
         g_ptr,
         n,
         v,
@@ -207,7 +232,9 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
     ):
         """``g_nc = p_nc total_coef_n - [c == y_n] target_coef_n - smooth_coef_n w_c``, times the softcap derivative.
 
-        The coefficients come scaled per token by :func:`gradients`.
+        ``p = exp(z - m) / (1 + S')``; at the top column ``arg_n`` the entry is ``top_n`` (no
+        cancellation, see :class:`~softmaxkit.torch._linear_ce._plan.TileCoefs`). The coefficients
+        come scaled per token by :func:`gradients`.
         """
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         cols = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -233,9 +260,10 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
             BLOCK_V,
             BLOCK_D,
         )
-        lse = tl.load(lse_ptr + rows, mask=keep, other=0.0)
+        m = tl.load(m_ptr + rows, mask=keep, other=0.0)
+        inv_norm = tl.load(inv_norm_ptr + rows, mask=keep, other=0.0)
         total_coef = tl.load(total_coef_ptr + rows, mask=keep, other=0.0)
-        g = tl.exp(z - lse[:, None]) * total_coef[:, None]
+        g = tl.exp(z - m[:, None]) * (inv_norm * total_coef)[:, None]
         if HAS_TARGET:
             t = tl.load(t_ptr + rows, mask=keep, other=-1)
             target_coef = tl.load(target_coef_ptr + rows, mask=keep, other=0.0)
@@ -247,6 +275,9 @@ if triton is not None:  # the kernels exist only where Triton is installed; noth
                     g -= smooth_coef[:, None] * cw[None, :]
                 else:
                     g -= smooth_coef[:, None]
+        top = tl.load(top_ptr + rows, mask=keep, other=0.0)
+        arg = tl.load(arg_ptr + rows, mask=keep, other=-1)
+        g = tl.where(cols[None, :] == arg[:, None], top[:, None], g)
         if SOFTCAP:
             u = z / softcap
             g *= 1.0 - u * u
@@ -259,33 +290,38 @@ def _precision(x: torch.Tensor) -> str:
 
 def forward(x2, weight, bias, p: Problem, scales: RowScales | None, needs: tuple[bool, bool, bool]):
     """``(stats, grads)``: the loss statistics and, with ``scales``, ``(dx, dw, db)`` (else None)."""
-    stats = _stats_pass(x2, weight, bias, p)
-    stats = LogitStats(stats["lse"], stats["zt"], stats["zs"])
-    return stats, None if scales is None else gradients(x2, weight, bias, p, stats.lse, scales, needs)
+    out = _stats_pass(x2, weight, bias, p)
+    stats = LogitStats(RowStats(out["m"], out["arg"], out["rest"]), out["zt"], out["zs"])
+    return stats, None if scales is None else gradients(x2, weight, bias, p, stats.row, scales, needs)
 
 
-def logsumexp(x2, weight, bias, p: Problem) -> torch.Tensor:
-    """The per-token log-sum-exp of the logits."""
-    return _stats_pass(x2, weight, bias, p)["lse"]
+def logsumexp(x2, weight, bias, p: Problem) -> RowStats:
+    """The per-token softmax statistics of the logits (``.lse`` is the log-sum-exp)."""
+    out = _stats_pass(x2, weight, bias, p)
+    return RowStats(out["m"], out["arg"], out["rest"])
 
 
 def _stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p: Problem) -> dict:
-    """``{"lse", "zt", "zs"}`` per token, float32, from one sweep of the vocabulary."""
+    """``{"m", "arg", "rest", "zt", "zs"}`` per token (float32; ``arg`` int64), from one sweep of the vocabulary."""
     x2, weight = x2.contiguous(), weight.contiguous()
     n, d = x2.shape
-    out = {key: torch.empty(n, dtype=torch.float32, device=x2.device) for key in ("lse", "zt", "zs")}
+    out = {key: torch.empty(n, dtype=torch.float32, device=x2.device) for key in ("m", "rest", "zt", "zs")}
+    arg = torch.empty(n, dtype=torch.int32, device=x2.device)
     if n == 0:
+        out["arg"] = arg.long()
         return out
     bn, bv, bd, warps = _blocks(x2)
     has_target = p.kind == "index"
-    dummy = out["lse"]
+    dummy = out["m"]
     _stats_kernel[(triton.cdiv(n, bn),)](
         x2,
         weight,
         bias if bias is not None else dummy,
         p.target if has_target else dummy,
         p.class_weight if p.class_weight is not None else dummy,
-        out["lse"],
+        out["m"],
+        arg,
+        out["rest"],
         out["zt"],
         out["zs"],
         n,
@@ -297,6 +333,7 @@ def _stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p: Problem) -> dic
         HAS_BIAS=bias is not None,
         SOFTCAP=p.softcap is not None,
         HAS_TARGET=has_target,
+        SMOOTH=has_target and p.label_smoothing > 0.0,
         HAS_CW=p.class_weight is not None,
         PRECISION=_precision(x2),
         UPCAST=not x2.is_cuda,
@@ -305,6 +342,7 @@ def _stats_pass(x2: torch.Tensor, weight: torch.Tensor, bias, p: Problem) -> dic
         BLOCK_D=bd,
         num_warps=warps,
     )
+    out["arg"] = arg.long()
     return out
 
 
@@ -318,25 +356,19 @@ def _mm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a.float(), b.float())
 
 
-def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple[bool, bool, bool]):
+def gradients(x2, weight, bias, p: Problem, row: RowStats, scales: RowScales, needs: tuple[bool, bool, bool]):
     """``(dx, dw, db)`` for the per-token ``scales``, in the dtypes autograd expects (None where not needed)."""
     x2, weight = x2.contiguous(), weight.contiguous()
     want_dx, want_dw, want_db = needs
     want_db = want_db and bias is not None
     n, d = x2.shape
     device, dtype, v = x2.device, x2.dtype, p.v
-    everything = slice(None)
-    ce_scale, extra = scales.at(everything, lse)
-    if p.kind == "lse":
-        total_coef, target_coef, smooth_coef = extra, torch.zeros_like(extra), torch.zeros_like(extra)
-    else:
-        # The problem's coefficients times each token's upstream scale; the z-loss and an upstream
-        # log-sum-exp gradient (``extra``) multiply the probabilities as A_n does.
-        total_coef = ce_scale * p.total_coef + extra
-        target_coef, smooth_coef = ce_scale * p.target_coef, ce_scale * p.smooth_coef
-    coefs = (t.to(torch.float32).contiguous() for t in (total_coef, target_coef, smooth_coef))
-    total_coef, target_coef, smooth_coef = coefs
-    lse = lse.to(torch.float32).contiguous()
+    coefs = scaled_coefs(p, slice(None), row, scales)
+    zeros = torch.zeros(n, dtype=p.acc, device=device)
+    per_token = [coefs.total, coefs.target, coefs.smooth, coefs.top, row.m, 1 / (1 + row.rest)]
+    per_token = [(zeros if t is None else t).to(torch.float32).contiguous() for t in per_token]
+    total_coef, target_coef, smooth_coef, top, row_max, inv_norm = per_token
+    arg = row.arg.contiguous()
     low = dtype != torch.float32
     dx = torch.empty_like(x2) if want_dx else None
     dw = torch.zeros((v, d), dtype=torch.float32, device=device) if want_dw else None
@@ -347,7 +379,7 @@ def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple
         rows = max(1, min(n, p.max_memory // per_row))
         buffer = torch.empty(rows * v, dtype=torch.float32, device=device)
         has_target = p.kind == "index"
-        dummy = lse
+        dummy = row_max
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
             m = r1 - r0
@@ -358,10 +390,13 @@ def gradients(x2, weight, bias, p: Problem, lse, scales: RowScales, needs: tuple
                 bias if bias is not None else dummy,
                 p.target[r0:r1] if has_target else dummy,
                 p.class_weight if p.class_weight is not None else dummy,
-                lse[r0:r1],
+                row_max[r0:r1],
+                inv_norm[r0:r1],
+                arg[r0:r1],
                 total_coef[r0:r1],
                 target_coef[r0:r1],
                 smooth_coef[r0:r1],
+                top[r0:r1],
                 g,
                 m,
                 v,

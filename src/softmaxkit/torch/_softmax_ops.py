@@ -1,0 +1,273 @@
+"""Softmax, log-softmax and log-sum-exp as lean ``torch.autograd.Function`` ops (the losses: :mod:`._ops`).
+
+Every op computes with :mod:`softmaxkit.torch._stable`, which holds the numerics (the row maximum,
+the shifted logits and the sum of the non-top exponentials) and the package's non-finite policy.
+``softmax`` and ``log_softmax`` save their output (and per row the maximum's position; ``log_softmax``
+also the sum of the other exponentials), as PyTorch saves the output; for float16 and bfloat16 they
+save the input instead and recompute the float32 output in backward, so that the gradient is the
+float32 one rounded once (from the rounded output it is off by up to thousands of ulp).
+``logsumexp`` saves the input and two numbers per row, and recomputes the softmax from the shifted
+input. The backward passes are differentiable (double backward works).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+
+from softmaxkit.torch._checks import float_input, normalize_dim, normalize_dims
+from softmaxkit.torch._stable import (
+    INF,
+    compute_dtype,
+    flat_dims,
+    max_index,
+    normaliser,
+    rest_sum,
+    shift_by,
+    shift_logits,
+    softmax_parts,
+    sum_except,
+    top_complement,
+)
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+
+def _empty_reduction(x: torch.Tensor, dims: tuple[int, ...]) -> bool:
+    return any(x.shape[d] == 0 for d in dims) if x.ndim else False
+
+
+def _softmax_forward(xc: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax, arg)``: ``exp(x - m) / (1 + S')``."""
+    arg = max_index(xc, dim)
+    shifted, top = shift_logits(xc, dim, arg)
+    e = shifted.exp() if torch.is_grad_enabled() else shifted.exp_()
+    return e / normaliser(top, rest_sum(e, arg, dim)), arg
+
+
+def _log_softmax_forward(xc: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(log_softmax, arg, rest)``: ``(x - m) - log1p(S')``."""
+    parts = softmax_parts(xc, dim)
+    l1 = parts.rest.log1p()
+    out = parts.shifted - l1 if torch.is_grad_enabled() else parts.shifted.sub_(l1)
+    return out, parts.arg, parts.rest
+
+
+class _Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        cdt = compute_dtype(x.dtype)
+        p, arg = _softmax_forward(x.to(cdt), dim)
+        out = p.to(x.dtype)
+        ctx.dim, ctx.from_input = dim, cdt != x.dtype
+        ctx.save_for_backward(x if ctx.from_input else out, arg)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved, arg = ctx.saved_tensors
+        dim = ctx.dim
+        if ctx.from_input:  # float16 / bfloat16: the float32 softmax again, from the input
+            p, arg = _softmax_forward(saved.to(compute_dtype(saved.dtype)), dim)
+        else:
+            p = saved
+        g = grad.to(p.dtype)
+        # p_i (g_i - <g, p>) with <g, p> - g_top = sum_j (g_j - g_top) p_j: at the top entry
+        # p_top sum_j (g_top - g_j) p_j, no cancellation however confident the row.
+        diff = g - g.gather(dim, arg)
+        grad_in = p * (diff - (diff * p).sum(dim=dim, keepdim=True))
+        return grad_in.to(saved.dtype), None
+
+
+class _LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        cdt = compute_dtype(x.dtype)
+        lp, arg, rest = _log_softmax_forward(x.to(cdt), dim)
+        out = lp.to(x.dtype)
+        ctx.dim, ctx.from_input = dim, cdt != x.dtype
+        ctx.save_for_backward(x if ctx.from_input else out, arg, rest)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved, arg, rest = ctx.saved_tensors
+        dim = ctx.dim
+        recorded = torch.is_grad_enabled()
+        if ctx.from_input:  # float16 / bfloat16: the float32 log-softmax again, from the input
+            lp, arg, rest = _log_softmax_forward(saved.to(compute_dtype(saved.dtype)), dim)
+        else:
+            lp = saved
+        g = grad.to(lp.dtype)
+        p = lp.exp()
+        g_top = g.gather(dim, arg)
+        g_rest = sum_except(g, arg, dim)
+        grad_in = g - p * (g_top + g_rest)
+        # At the top entry g_top (1 - p_top) - p_top sum_{j != top} g_j, with 1 - p_top = S' / (1 + S')
+        # (when recording, the sum of the other probabilities: the same value, and it depends on x).
+        lp_top = lp.gather(dim, arg)
+        complement = sum_except(p, arg, dim) if recorded and not ctx.from_input else top_complement(rest)
+        at_top = g_top * complement - lp_top.exp() * g_rest
+        grad_in = grad_in.scatter(dim, arg, at_top) if recorded else grad_in.scatter_(dim, arg, at_top)
+        # An all -inf row has no probability mass to move: its gradient is zero.
+        dead = lp_top == -INF
+        if bool(dead.any()):
+            grad_in = torch.where(dead, 0.0, grad_in)
+        return grad_in.to(saved.dtype), None
+
+
+def _logsumexp_parts(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(m, S')`` over ``dims``, shaped with the reduced dimensions kept (size one)."""
+    if len(dims) == 1:
+        parts = softmax_parts(x, dims[0])
+        return parts.top, parts.rest
+    parts = softmax_parts(flat_dims(x, dims), -1)
+    shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
+    return parts.top.reshape(shape), parts.rest.reshape(shape)
+
+
+class _LogSumExp(Function):
+    @staticmethod
+    def forward(ctx, x, dims, keepdim):
+        xc = x.to(compute_dtype(x.dtype))
+        top, rest = _logsumexp_parts(xc, dims)
+        ctx.dims, ctx.keepdim = dims, keepdim
+        ctx.save_for_backward(x, top, rest)
+        lse = top + rest.log1p()
+        out = lse if keepdim else lse.squeeze(dims)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, top, rest = ctx.saved_tensors
+        xc = x.to(top.dtype)
+        if torch.is_grad_enabled():  # create_graph=True: the statistics must depend on x
+            top, rest = _logsumexp_parts(xc, ctx.dims)
+        g = grad.to(top.dtype)
+        if not ctx.keepdim:
+            for d in ctx.dims:
+                g = g.unsqueeze(d)
+        # The softmax from the shifted logits, exp(x - m) / (1 + S'): independent of the magnitude of x.
+        p = shift_by(xc, top).exp()
+        grad_in = g * p / normaliser(top, rest)
+        return grad_in.to(x.dtype), None, None
+
+
+def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    r"""Softmax along ``dim``, as an autograd op with the package's non-finite policy.
+
+    .. math:: \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \quad m = \max_j x_j
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits of any shape; float16 and bfloat16 are computed in float32.
+    dim : int, default -1
+        The axis that sums to one.
+
+    Returns
+    -------
+    torch.Tensor
+        Probabilities, of the input's shape and floating dtype. A row of only ``-inf`` gives zeros
+        (PyTorch: ``NaN``); ``+inf`` entries share the mass equally.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import softmax
+    >>> softmax(torch.tensor([2.0, 1.0, 0.1], dtype=torch.float64))
+    tensor([0.6590, 0.2424, 0.0986], dtype=torch.float64)
+    >>> softmax(torch.tensor([float("-inf"), float("-inf")]))
+    tensor([0., 0.])
+    """
+    x = float_input(input)
+    d = normalize_dim(dim, x.ndim)
+    if x.ndim == 0:
+        return _Softmax.apply(x.unsqueeze(0), 0).squeeze(0)
+    if x.shape[d] == 0:
+        return x.clone()
+    return _Softmax.apply(x, d)
+
+
+def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    r"""Log-softmax along ``dim``, as an autograd op with the package's non-finite policy.
+
+    .. math:: \log\operatorname{softmax}(x)_i = (x_i - m) - \log\sum_j e^{x_j - m}
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Logits of any shape; float16 and bfloat16 are computed in float32.
+    dim : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    torch.Tensor
+        Log-probabilities, of the input's shape and floating dtype. A row of only ``-inf`` gives
+        ``-inf`` with a zero gradient (PyTorch: ``NaN``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import log_softmax
+    >>> log_softmax(torch.tensor([[0.0, 0.0], [float("-inf"), 0.0]]))
+    tensor([[-0.6931, -0.6931],
+            [   -inf,  0.0000]])
+    """
+    x = float_input(input)
+    d = normalize_dim(dim, x.ndim)
+    if x.ndim == 0:
+        return _LogSoftmax.apply(x.unsqueeze(0), 0).squeeze(0)
+    if x.shape[d] == 0:
+        return x.clone()
+    return _LogSoftmax.apply(x, d)
+
+
+def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, keepdim: bool = False) -> torch.Tensor:
+    r"""Log-sum-exp over ``dim`` (an int, a tuple of ints, or ``None`` for all), as an autograd op.
+
+    .. math:: \operatorname{lse}(x) = m + \log\sum_j e^{x_j - m}, \quad m = \max_j x_j
+
+    The backward pass saves the input (held by autograd anyway) and two numbers per row (the
+    maximum and the sum of the other exponentials), and recomputes the softmax from the shifted
+    input, so that its accuracy does not depend on the magnitude of ``input``.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Any shape; float16 and bfloat16 are computed in float32.
+    dim : int, tuple of int or None, default -1
+        The axes reduced.
+    keepdim : bool, default False
+        Keep the reduced axes with size one.
+
+    Returns
+    -------
+    torch.Tensor
+        An all ``-inf`` row gives ``-inf`` with a zero gradient; any ``+inf`` gives ``+inf``;
+        an empty reduction gives ``-inf``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softmaxkit.torch import logsumexp
+    >>> logsumexp(torch.tensor([[0.0, 0.0], [float("-inf"), float("-inf")]]))
+    tensor([0.6931,   -inf])
+    """
+    x = float_input(input)
+    if not isinstance(keepdim, bool):
+        raise TypeError(f"keepdim must be a bool, got {keepdim!r}")
+    if x.ndim == 0:
+        normalize_dims(dim, 1)
+        return _LogSumExp.apply(x.unsqueeze(0), (0,), False)
+    dims = normalize_dims(dim, x.ndim)
+    if _empty_reduction(x, dims):
+        shape = (
+            [1 if d in dims else n for d, n in enumerate(x.shape)]
+            if keepdim
+            else [n for d, n in enumerate(x.shape) if d not in dims]
+        )
+        out = torch.full(shape, -INF, dtype=x.dtype, device=x.device)
+        return out + 0 * x.sum(dim=dims, keepdim=keepdim) if x.requires_grad else out
+    return _LogSumExp.apply(x, dims, keepdim)
