@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 LINT_STAMP := $(VENV)/.installed-lint
+DOCS_STAMP := $(VENV)/.installed-docs
 # The minimum-versions environment: every declared floor pinned (see .ci/minimum_versions.py).
 MIN_VENV := .venv-min
 MIN_STAMP := $(MIN_VENV)/.installed
 # pip as a user's machine has it: the public index only, none of this machine's configuration.
 PUBLIC_PIP := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null
 
-.PHONY: demo test test-slow test-min fuzz lint format check-resolve sdist-check bench venv clean
+.PHONY: demo test test-slow test-min fuzz lint format docs check-resolve sdist-check bench venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +33,17 @@ $(LINT_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[lint]"
 	touch $@
 
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $@
+
 venv: $(TEST_STAMP)
+
+# The documentation site, into site/; -W turns every warning (a broken link or reference, a docstring
+# numpydoc cannot parse, an included file that is not there) into an error. The reference pages import
+# softmaxkit.torch, so the test environment (torch) comes first. The pages' examples run in `make test`.
+docs: $(TEST_STAMP) $(DOCS_STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs site
 
 demo: $(DEMO_STAMP)
 	$(BIN)/softmaxkit train
@@ -79,7 +90,8 @@ format: $(LINT_STAMP)
 check-resolve: | $(BIN)/python
 	$(PUBLIC_PIP) $(BIN)/python -m pip install --quiet --dry-run --ignore-installed ".[cli]"
 	$(PUBLIC_PIP) $(BIN)/python -m pip install --quiet --dry-run --ignore-installed ".[test]"
-	@echo "the cli and test extras resolve against the public index"
+	$(PUBLIC_PIP) $(BIN)/python -m pip install --quiet --dry-run --ignore-installed ".[docs]"
+	@echo "the cli, test and docs extras resolve against the public index"
 
 # Build the sdist, install it (not editable) with its test extra, and run pytest from the unpacked tree.
 sdist-check:

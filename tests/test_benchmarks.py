@@ -123,3 +123,11 @@ def test_gpu_check_dry_run(tmp_path):
     rows = rows_of(tmp_path, "gpu_check-dry-run")
     assert len(rows) == 7 and all(r["seconds"] > 0 and r["gap"] >= 0 for r in rows)
     assert min(r["gap"] for r in rows) == 0.0 and max(r["gap"] for r in rows) < 1e-3  # all near one optimum
+
+
+def test_bench_torch_ops_quick(tmp_path):
+    run_benchmark("bench_torch_ops.py", "--quick", "--repeats", "1", "--warmup", "0", "--threads", "1", out=tmp_path)
+    rows = rows_of(tmp_path, "torch_ops-quick")
+    assert {r["operation"] for r in rows} == {"softmax", "log_softmax", "logsumexp", "cross_entropy"}
+    assert {r["mode"] for r in rows} == {"forward", "forward+backward"}
+    assert all(r[f"{k}_ms"] > 0 for r in rows for k in ("ours", "torch", "naive"))

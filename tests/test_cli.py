@@ -747,31 +747,21 @@ def iris_files(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["iris.csv", "iris.tsv.gz", "iris.parquet", "iris.npz", "iris.svm"])
 def test_every_format_trains_the_same_model(iris_files, name, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                str(iris_files / name),
-                "--out",
-                str(tmp_path / "run"),
-                "--test-size",
-                "0.3",
-                "--quiet",
-                "--no-plots",
-            ]
-        )
-        == 0
-    )
+    # svmlight data stays sparse and is never standardised: compared with the bundled set's raw features
+    raw = ["--no-standardize"] if name == "iris.svm" else []
+    options = ["--test-size", "0.3", "--quiet", "--no-plots", *raw]
+    assert main(["train", str(iris_files / name), "--out", str(tmp_path / "run"), *options]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.9
     assert metrics["split"]["n_test"] == 45
-    reference = main(
-        ["train", "--dataset", "iris", "--out", str(tmp_path / "ref"), "--test-size", "0.3", "--quiet", "--no-plots"]
-    )
+    reference = main(["train", "--dataset", "iris", "--out", str(tmp_path / "ref"), *options])
     assert reference == 0
     expected = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == expected["test"]["accuracy"]
-    assert metrics["test"]["log_loss"] == pytest.approx(expected["test"]["log_loss"], rel=1e-9)
+    # Sparse products round differently, so L-BFGS's path differs in the last bits and the fit stops at
+    # the default tol (a relative gap of 1e-5) a little elsewhere: 2.7e-8 apart, measured.
+    rel = 1e-6 if raw else 1e-9
+    assert metrics["test"]["log_loss"] == pytest.approx(expected["test"]["log_loss"], rel=rel)
 
 
 def test_early_stopping_draws_the_validation_curve(tmp_path, capsys):

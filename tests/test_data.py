@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 from softmaxkit.cli._batches import FeatureLayout, iter_feature_batches
 from softmaxkit.cli._bundled import BUNDLED_DATASETS, load_bundled
@@ -200,7 +201,8 @@ def test_svmlight(tmp_path):
     path = tmp_path / "d.svm"
     dump_svmlight_file(X, y, str(path))
     data = read_dataset(path)
-    np.testing.assert_allclose(data.X[:, : X.shape[1]], X, rtol=1e-15)
+    assert scipy.sparse.issparse(data.X)  # kept sparse, never densified
+    np.testing.assert_allclose(data.X[:, : X.shape[1]].toarray(), X, rtol=1e-15)
     np.testing.assert_array_equal(data.y, y)
 
 
@@ -261,6 +263,8 @@ def test_unreadable_parquet(tmp_path):
 
 def _collect(path, layout, **options):
     batches = list(iter_feature_batches(path, layout, **options))
+    if scipy.sparse.issparse(batches[0]):  # svmlight
+        return batches, scipy.sparse.vstack(batches).toarray()
     return batches, np.concatenate(batches)
 
 
@@ -399,7 +403,7 @@ def test_svmlight_with_the_model_width(tmp_path):
     X = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
     dump_svmlight_file(X, [0, 1], str(tmp_path / "p.svm"))
     assert read_dataset(tmp_path / "p.svm").n_features == 2  # the file cannot tell
-    np.testing.assert_array_equal(read_dataset(tmp_path / "p.svm", n_features=3).X, X)
+    np.testing.assert_array_equal(read_dataset(tmp_path / "p.svm", n_features=3).X.toarray(), X)
 
 
 # ------------------------------------------------------------------------------------------

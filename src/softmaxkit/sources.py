@@ -3,16 +3,16 @@
 Every source yields :class:`Batch` ``(X, y, sample_weight)`` tuples, a new pass each time it is
 iterated, each batch at most ``max_bytes`` bytes; the protocol is :class:`Source`'s. The readers:
 
-================= ================================================ ===============================
-class             reads                                            ``X``
-================= ================================================ ===============================
-:class:`CsvSource`   CSV/TSV (optionally compressed), pyarrow's     dense, float64 or float32
-                     streaming reader
-:class:`ParquetSource` a Parquet file or a folder of them           dense
-                     (pyarrow.dataset)
-:class:`SvmlightSource` svmlight/LIBSVM text (optionally .gz)       ``scipy.sparse.csr_matrix``
-:class:`ArraySource` arrays, ``np.memmap``, ``.npy`` files           dense or sparse
-================= ================================================ ===============================
+========================= ============================================= ===============================
+class                     reads                                         ``X``
+========================= ============================================= ===============================
+:class:`CsvSource`        CSV/TSV (optionally compressed), through      dense, float64 or float32
+                          pyarrow's streaming reader
+:class:`ParquetSource`    a Parquet file or a folder of them            dense
+                          (pyarrow.dataset)
+:class:`SvmlightSource`   svmlight/LIBSVM text (optionally .gz)         ``scipy.sparse.csr_matrix``
+:class:`ArraySource`      arrays, ``np.memmap``, ``.npy`` files         dense or sparse
+========================= ============================================= ===============================
 
 :func:`open_source` picks the class by suffix; :func:`cache_source` writes the parsed rows to an
 on-disk ``np.memmap`` cache for fast later passes; :func:`summarize`, :func:`collect_classes` and

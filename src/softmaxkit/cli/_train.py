@@ -39,10 +39,12 @@ examples:
   softmaxkit train letter-recognition.data.gz --no-header --target 0 --alpha 1e-3
 
 Features are standardised with the training set's mean and standard deviation unless
---no-standardize; the transform is folded into the saved model's weights, so `predict` and
-`evaluate` take raw features.  The output folder gets model.npz, metrics.json (with convergence,
-versions, command line and times), the plots loss_curve.png, confusion_matrix.png and weights.png,
-and report.html: all of it in one file that opens offline.
+--no-standardize; sparse (svmlight) data is used as it is, never standardised: centring would
+densify it, and scaling each column by its deviation inflates rare terms of text data.  The
+transform is folded into the saved model's weights, so `predict` and `evaluate` take raw
+features.  The output folder gets model.npz, metrics.json (with convergence, versions, command
+line and times), the plots loss_curve.png, confusion_matrix.png and weights.png, and
+report.html: all of it in one file that opens offline.
 """
 
 
@@ -399,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
         },
         # The options of the fit; verbose only shows progress (the command's --quiet), so it is left out.
         "estimator": _jsonable({k: v for k, v in estimator.get_params().items() if k != "verbose"}),
-        "standardized": bool(args.standardize),
+        "standardized": fit["standardized"],
         "fit_time_s": fit["time"],
         "n_iter": int(np.max(estimator.n_iter_)),
         "fit": {
@@ -424,16 +426,22 @@ def run(args: argparse.Namespace) -> int:
         "header": bool(args.header) if args.data is not None else True,
         "feature_names": list(data.feature_names) if data.feature_names is not None else None,
         "image_shape": list(image_shape) if image_shape is not None else None,
-        "standardized": bool(args.standardize),
-        "mean": fit["mean"].tolist() if args.standardize else None,
-        "scale": fit["scale"].tolist() if args.standardize else None,
+        "standardized": fit["standardized"],
+        "mean": fit["mean"].tolist() if fit["standardized"] else None,
+        "scale": fit["scale"].tolist() if fit["standardized"] else None,
     }
 
     out.mkdir(parents=True, exist_ok=True)
     estimator.save(out / MODEL_FILE, overwrite=args.overwrite, metadata=metadata)
     if args.plots:
         _plot(
-            out, estimator, report, fit["trained_coef"], image_shape, data.feature_names, standardized=args.standardize
+            out,
+            estimator,
+            report,
+            fit["trained_coef"],
+            image_shape,
+            data.feature_names,
+            standardized=fit["standardized"],
         )
     report["run"] = _report.run_record(args.argv, started, _report.now())
     write_json(out / METRICS_FILE, report)
@@ -457,16 +465,22 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
     """Standardise, fit, and fold the standardisation into the estimator's weights.
 
     Returns the fitted ``estimator`` (taking raw features), the ``trained_coef`` (on the
-    standardised features, for the weights plot), ``mean`` and ``scale``, the fit ``time`` and
+    standardised features, for the weights plot), ``mean`` and ``scale``, whether it was ``standardized``
+    (never for sparse data), the fit ``time`` and
     ``notes`` (convergence warnings, as one-line notes).
     """
+    import scipy.sparse
     from sklearn.exceptions import ConvergenceWarning
 
     from softmaxkit.linear_model import SoftmaxRegression
 
     mean = scale = None
     Z_train = X_train
-    if args.standardize:
+    notes = []
+    standardize = args.standardize and not scipy.sparse.issparse(X_train)
+    if args.standardize and not standardize:
+        notes.append("note: sparse features are used as they are (not standardised: centring would densify them)")
+    if standardize:
         mean, scale = standardization(X_train)
         Z_train = (X_train - mean) / scale
     estimator = SoftmaxRegression(**estimator_options(args))
@@ -475,7 +489,6 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
         warnings.simplefilter("always", ConvergenceWarning)
         estimator.fit(Z_train, y_train)
     fit_time = time.perf_counter() - started
-    notes = []
     converged = True
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
@@ -483,9 +496,10 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not converged:
-        notes.append(convergence_note(estimator, standardized=bool(args.standardize)))
+        # Standardising is advice only for dense features the user chose not to standardise.
+        notes.append(convergence_note(estimator, standardized=standardize or scipy.sparse.issparse(X_train)))
     trained_coef = np.array(estimator.coef_, dtype=np.float64)
-    if args.standardize:
+    if standardize:
         dtype = np.asarray(estimator.coef_).dtype
         coef, intercept = fold_standardization(
             trained_coef, np.asarray(estimator.intercept_, dtype=np.float64), mean, scale
@@ -497,6 +511,7 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
         "trained_coef": trained_coef,
         "mean": mean,
         "scale": scale,
+        "standardized": standardize,
         "time": fit_time,
         "notes": notes,
     }

@@ -173,7 +173,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     solver_ : str
         The solver that ran (what "auto" chose); set by :meth:`fit`.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Only when ``X`` had string column names.
     loss_curve_ : list of float
         The objective after each iteration (lbfgs, newton-cg) or the mean mini-batch objective of

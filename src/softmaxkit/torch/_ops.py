@@ -34,6 +34,7 @@ from softmaxkit.torch._softmax_ops import log_softmax, logsumexp, softmax
 from softmaxkit.torch._stable import (
     INF,
     compute_dtype,
+    log_softmax_terms,
     normaliser,
     row_dot,
     shift_logits,
@@ -123,28 +124,25 @@ class _CrossEntropy(Function):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         n_classes = xc.shape[1]
-        parts = softmax_parts(xc, 1)
-        l1 = parts.rest.log1p()  # -log p_top, and -log p_c = l1 - shifted_c
-        neg_shifted = parts.shifted.neg_()
+        shifted, l1, arg, rest = log_softmax_terms(xc, 1)  # -log p_c = l1 - shifted_c
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
         ctx.probabilities = target.is_floating_point()
         ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
         if ctx.probabilities:
             prob_coef = _prob_coef(target, w, eps, n_classes, cdt)
-            per = row_dot(prob_coef, neg_shifted) + times(prob_coef.sum(dim=1), l1.squeeze(1))
+            per = -row_dot(prob_coef, shifted) + times(prob_coef.sum(dim=1), l1.squeeze(1))
             denominator = per.numel()
         else:
             terms = _IndexTerms(target, weight, ignore_index, eps, n_classes, cdt)
-            per = times(terms.target_coef, l1.squeeze(1) + neg_shifted.gather(1, terms.y).squeeze(1))
+            per = times(terms.target_coef, l1.squeeze(1) - shifted.gather(1, terms.y).squeeze(1))
             if terms.smooth_coef is not None:
                 if w is None:
-                    weighted = neg_shifted.sum(dim=1) + n_classes * l1.squeeze(1)
+                    weighted = n_classes * l1.squeeze(1) - shifted.sum(dim=1)
                 else:
-                    weighted = row_dot(w, neg_shifted) + w.sum() * l1.squeeze(1)
+                    weighted = w.sum() * l1.squeeze(1) - row_dot(w, shifted)
                 per = per + times(terms.smooth_coef, weighted)
             denominator = terms.denominator
-        arg, rest = parts.arg, parts.rest
-        del neg_shifted, parts
+        del shifted
         # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
         # per row the maximum's position and S' (O(N)), and the 0-d mean denominator; never an
         # N x C tensor.

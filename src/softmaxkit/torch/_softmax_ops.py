@@ -20,14 +20,13 @@ from softmaxkit.torch._stable import (
     INF,
     compute_dtype,
     flat_dims,
-    max_index,
+    log_softmax_parts,
+    log_softmax_vjp,
+    logsumexp_parts,
     normaliser,
-    rest_sum,
     shift_by,
-    shift_logits,
-    softmax_parts,
-    sum_except,
-    top_complement,
+    softmax_and_arg,
+    softmax_vjp,
 )
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
@@ -38,19 +37,13 @@ def _empty_reduction(x: torch.Tensor, dims: tuple[int, ...]) -> bool:
 
 
 def _softmax_forward(xc: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(softmax, arg)``: ``exp(x - m) / (1 + S')``."""
-    arg = max_index(xc, dim)
-    shifted, top = shift_logits(xc, dim, arg)
-    e = shifted.exp() if torch.is_grad_enabled() else shifted.exp_()
-    return e / normaliser(top, rest_sum(e, arg, dim)), arg
+    """``(softmax, arg)``: ``exp(x - m) / (1 + S')`` (see :func:`softmax_and_arg`)."""
+    return softmax_and_arg(xc, dim)
 
 
 def _log_softmax_forward(xc: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(log_softmax, arg, rest)``: ``(x - m) - log1p(S')``."""
-    parts = softmax_parts(xc, dim)
-    l1 = parts.rest.log1p()
-    out = parts.shifted - l1 if torch.is_grad_enabled() else parts.shifted.sub_(l1)
-    return out, parts.arg, parts.rest
+    """``(log_softmax, arg, rest)``: ``(x - m) - log1p(S')`` (see :func:`log_softmax_parts`)."""
+    return log_softmax_parts(xc, dim)
 
 
 class _Softmax(Function):
@@ -74,8 +67,7 @@ class _Softmax(Function):
         g = grad.to(p.dtype)
         # p_i (g_i - <g, p>) with <g, p> - g_top = sum_j (g_j - g_top) p_j: at the top entry
         # p_top sum_j (g_top - g_j) p_j, no cancellation however confident the row.
-        diff = g - g.gather(dim, arg)
-        grad_in = p * (diff - (diff * p).sum(dim=dim, keepdim=True))
+        grad_in = softmax_vjp(p, arg, g, dim)
         return grad_in.to(saved.dtype), None
 
 
@@ -99,31 +91,19 @@ class _LogSoftmax(Function):
         else:
             lp = saved
         g = grad.to(lp.dtype)
-        p = lp.exp()
-        g_top = g.gather(dim, arg)
-        g_rest = sum_except(g, arg, dim)
-        grad_in = g - p * (g_top + g_rest)
         # At the top entry g_top (1 - p_top) - p_top sum_{j != top} g_j, with 1 - p_top = S' / (1 + S')
         # (when recording, the sum of the other probabilities: the same value, and it depends on x).
-        lp_top = lp.gather(dim, arg)
-        complement = sum_except(p, arg, dim) if recorded and not ctx.from_input else top_complement(rest)
-        at_top = g_top * complement - lp_top.exp() * g_rest
-        grad_in = grad_in.scatter(dim, arg, at_top) if recorded else grad_in.scatter_(dim, arg, at_top)
-        # An all -inf row has no probability mass to move: its gradient is zero.
-        dead = lp_top == -INF
-        if bool(dead.any()):
-            grad_in = torch.where(dead, 0.0, grad_in)
+        grad_in = log_softmax_vjp(lp, arg, rest, g, dim, recorded and not ctx.from_input)
         return grad_in.to(saved.dtype), None
 
 
 def _logsumexp_parts(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(m, S')`` over ``dims``, shaped with the reduced dimensions kept (size one)."""
     if len(dims) == 1:
-        parts = softmax_parts(x, dims[0])
-        return parts.top, parts.rest
-    parts = softmax_parts(flat_dims(x, dims), -1)
+        return logsumexp_parts(x, dims[0])
+    top, rest = logsumexp_parts(flat_dims(x, dims), -1)
     shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
-    return parts.top.reshape(shape), parts.rest.reshape(shape)
+    return top.reshape(shape), rest.reshape(shape)
 
 
 class _LogSumExp(Function):
@@ -148,8 +128,10 @@ class _LogSumExp(Function):
             for d in ctx.dims:
                 g = g.unsqueeze(d)
         # The softmax from the shifted logits, exp(x - m) / (1 + S'): independent of the magnitude of x.
-        p = shift_by(xc, top).exp()
-        grad_in = g * p / normaliser(top, rest)
+        # The per-row factor first, and (unless recording) the exponentials in place: one N x C temporary.
+        factor = g / normaliser(top, rest)
+        shifted = shift_by(xc, top)
+        grad_in = shifted.exp() * factor if torch.is_grad_enabled() else shifted.exp_().mul_(factor)
         return grad_in.to(x.dtype), None, None
 
 
