@@ -337,6 +337,14 @@ def _add(total, compensation, value):
     return t, (t - total) - y
 
 
+# Below this sum of exponentials s = 1 + S' (a row whose top probability exceeds 1/2), S' is summed
+# again without the top entry (:func:`_exp_split`, :func:`_split_sum`); at or above it S' = s - 1, whose
+# cancellation costs at most a factor s / (s - 1) <= 2 on the few ulp of the sum. Splitting every sum
+# instead (a compare and a select per entry in the exponential's loop) cost 30 % at C = 1000 (float32
+# log_softmax, one thread); this way only the confident rows pay, one more pass over their row.
+_CONFIDENT = 2.0
+
+
 @njit(**_EXACT)
 def _split_total(others, ones):
     """``(s, S')`` from the sum ``others`` of the exponentials other than 1 and the count ``ones`` of 1s.
@@ -369,39 +377,31 @@ def _exp_split(x, shift):
 
 
 @njit(**_SUM)
-def _exp_store_split(x, shift, out):
-    """``out = exp(x - shift)``; returns its ``(s, S')`` (see :func:`_split_total`)."""
+def _exp_sum(x, shift):
+    """``sum(exp(x - shift))`` in float64."""
     scalar = _dtype_of(x)
-    total, compensation, ones = 0.0, 0.0, 0.0
+    total, compensation = 0.0, 0.0
     for start in range(0, x.size, _BLOCK):
-        part, count = scalar(0), scalar(0)
+        part = scalar(0)
         for j in range(start, min(start + _BLOCK, x.size)):
-            e = _exp_nonpositive(x[j] - shift)
-            out[j] = e
-            one = e == 1
-            part += scalar(0) if one else e
-            count += scalar(1) if one else scalar(0)
+            part += _exp_nonpositive(x[j] - shift)
         total, compensation = _add(total, compensation, np.float64(part))
-        ones += np.float64(count)
-    return _split_total(total, ones)
+    return total
 
 
 @njit(**_SUM)
-def _exp_in_place_split(a, shift):
-    """``a = exp(a - shift)``; returns its ``(s, S')`` (see :func:`_split_total`)."""
+def _exp_in_place_sum(a, shift):
+    """``a = exp(a - shift)``; returns ``sum(a)`` in float64 (one array: no aliasing to check at run time)."""
     scalar = _dtype_of(a)
-    total, compensation, ones = 0.0, 0.0, 0.0
+    total, compensation = 0.0, 0.0
     for start in range(0, a.size, _BLOCK):
-        part, count = scalar(0), scalar(0)
+        part = scalar(0)
         for j in range(start, min(start + _BLOCK, a.size)):
             e = _exp_nonpositive(a[j] - shift)
             a[j] = e
-            one = e == 1
-            part += scalar(0) if one else e
-            count += scalar(1) if one else scalar(0)
+            part += e
         total, compensation = _add(total, compensation, np.float64(part))
-        ones += np.float64(count)
-    return _split_total(total, ones)
+    return total
 
 
 @njit(**_SUM)
@@ -481,7 +481,7 @@ def _scale_row(out, factor):
 
 @njit(**_SUM)
 def _dot(a, b):
-    """``sum(a * b)`` in float64 (blocks as in :func:`_exp_split`)."""
+    """``sum(a * b)`` in float64 (blocks as in :func:`_exp_sum`)."""
     scalar = _dtype_of(a)
     total, compensation = 0.0, 0.0
     for start in range(0, a.size, _BLOCK):
@@ -529,7 +529,7 @@ def _row_shift(x):
 
 @njit(**_EXACT)
 def _row_top(x):
-    """The position of the first maximum of the row (0 for a row of only ``-inf`` or NaN): its top entry.
+    """``(m, top)``: the row's maximum and the position of its first occurrence (0 for a row of only NaN).
 
     The maximum of each block of ``_BLOCK`` entries (vectorised), then a search in the block that holds
     the row's: a scalar scan of the whole row cost a fifth of a cross-entropy pass at C = 1000.
@@ -542,10 +542,38 @@ def _row_top(x):
             part = _maxnum(part, x[j])
         if part > m:
             m, block = part, start
-    for j in range(block, min(block + _BLOCK, x.size)):
-        if x[j] == m:
+    return m, _first_index(x[block : block + _BLOCK], m) + block
+
+
+@njit(**_EXACT)
+def _first_index(x, value):
+    """The position of the first entry of ``x`` equal to ``value``, 0 if none."""
+    for j in range(x.size):
+        if x[j] == value:
             return j
     return 0
+
+
+@njit(**_EXACT)
+def _row_shift_top(x):
+    """``(shift, plus, top)``: :func:`_row_shift` and the position of the row's top entry, in one pass."""
+    m, top = _row_top(x)
+    if m == np.inf:
+        return _dtype_of(x)(0), True, top
+    return _shift_of(m), False, top
+
+
+@njit(**_EXACT)
+def _rest_of(s, x, shift):
+    """``S'`` of a row from its sum ``s`` of ``exp(x - shift)``: ``s - 1``, or summed again without the
+    top entry in a confident row (``s < _CONFIDENT``; an all ``-inf`` row: 0)."""
+    return _exp_split(x, shift)[1] if s < _CONFIDENT else s - 1.0
+
+
+@njit(**_EXACT)
+def _stored_rest_of(s, e):
+    """``S'`` of a row from its sum ``s`` and its stored exponentials ``e`` (see :func:`_rest_of`)."""
+    return _split_sum(e)[1] if s < _CONFIDENT else s - 1.0
 
 
 @njit(**_EXACT)
@@ -556,8 +584,10 @@ def _row_exponentials(x, shift, plus, out, store, in_place):
         count = _limit_store_count(x, out) if store else _limit_count(x)
         return count, count - 1.0
     if not store:
-        return _exp_split(x, shift)
-    return _exp_in_place_split(out, shift) if in_place else _exp_store_split(x, shift, out)
+        s = _exp_sum(x, shift)
+        return s, _rest_of(s, x, shift)
+    s = _exp_in_place_sum(out, shift) if in_place else _exp_store_sum(x, shift, out)
+    return s, _stored_rest_of(s, out)
 
 
 @njit(**_EXACT)
@@ -582,17 +612,14 @@ def _tile_count(n_rows):
 
 
 @njit(**_EXACT)
-def _tile_shifts(x, shifts, plus, expanded, tops):
+def _tile_shifts(x, shifts, plus, expanded):
     """Each row's shift and +inf flag (see :func:`_row_shift`), the shifts repeated over the row's
-    entries in ``expanded``, and (unless ``tops`` is empty) the position of its top entry in ``tops``;
-    returns whether any row's maximum is +inf."""
+    entries in ``expanded``; returns whether any row's maximum is +inf."""
     n_classes = x.shape[1]
     any_plus = False
     for r in range(x.shape[0]):
         shift, row_plus = _row_shift(x[r])
         shifts[r], plus[r] = shift, row_plus
-        if tops.size:
-            tops[r] = _row_top(x[r])
         any_plus = any_plus or row_plus
         for j in range(n_classes):
             expanded[r * n_classes + j] = shift
@@ -632,10 +659,14 @@ def _tile_exponentials(x, expanded, e, in_place, plus, any_plus, sums, rests):
             sums[r] = _limit_store_count(x[r], e[r])
             if rests.size:
                 rests[r] = sums[r] - 1.0
-        elif rests.size:
-            sums[r], rests[r] = _split_sum(e[r])
         else:
             sums[r] = _sum(e[r])
+            if rests.size:
+                rests[r] = sums[r] - 1.0
+    if rests.size:  # the confident rows' S' again, without the top entry (see _CONFIDENT)
+        for r in range(n_rows):
+            if sums[r] < _CONFIDENT and not (plus[r] and not in_place):
+                rests[r] = _split_sum(e[r])[1]
 
 
 @njit(**_EXACT)
@@ -683,8 +714,8 @@ def _log_softmax_row(x, out):
             out[j] = _limit_shifted(x[j]) - log_sum
         return
     shift = _shift_of(m)
-    _, rest = _exp_split(x, shift)
-    log_sum = scalar(math.log1p(rest))  # 0 for an all -inf row (rest = 0)
+    s = _exp_sum(x, shift)
+    log_sum = scalar(math.log1p(_rest_of(s, x, shift)))  # 0 for an all -inf row (rest = 0)
     for j in range(x.size):
         out[j] = (x[j] - shift) - log_sum
 
@@ -695,8 +726,8 @@ def _logsumexp_row(x):
     if m == np.inf:
         return np.inf if _limit_count(x) == _limit_count(x) else np.nan
     shift = _shift_of(m)
-    s, rest = _exp_split(x, shift)
-    return np.float64(shift) + math.log1p(rest) if s != 0 else -np.inf
+    s = _exp_sum(x, shift)
+    return np.float64(shift) + math.log1p(_rest_of(s, x, shift)) if s != 0 else -np.inf
 
 
 @njit(**_EXACT)
@@ -704,8 +735,7 @@ def _softmax_tile(x, out):
     n_rows, n_classes = x.shape
     expanded = np.empty(n_rows * n_classes, x.dtype)
     shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
-    none = np.empty(0, np.intp)
-    any_plus = _tile_shifts(x, shifts, plus, expanded, none)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
     _tile_exponentials(x, expanded, out, False, plus, any_plus, sums, np.empty(0))
     for r in range(n_rows):
         inverse = _dtype_of(x)(1.0 / (sums[r] if sums[r] != 0 else 1.0))
@@ -725,7 +755,7 @@ def _log_softmax_tile(x, out):
         np.empty(n_rows),
         np.empty(n_rows),
     )
-    any_plus = _tile_shifts(x, shifts, plus, expanded, np.empty(0, np.intp))
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
     _tile_exponentials(x, expanded, e, False, plus, any_plus, sums, rests)
     row_logs = np.empty(n_rows)
     _log1p_rests(rests, row_logs)  # log(1 + S'): the log-probability of the top entry, -log1p(S'), stays exact
@@ -784,7 +814,7 @@ def logsumexp_rows(x, out):
 
 @njit(**_SUM)
 def _dot_from(a, offset, b):
-    """``sum((a - offset) * b)`` in float64 (blocks as in :func:`_exp_split`)."""
+    """``sum((a - offset) * b)`` in float64 (blocks as in :func:`_exp_sum`)."""
     scalar = _dtype_of(a)
     total, compensation = 0.0, 0.0
     for start in range(0, a.size, _BLOCK):
@@ -804,7 +834,7 @@ def softmax_backward_rows(grad, proba, out):
     """
     for i in prange(grad.shape[0]):
         g, p, o = grad[i], proba[i], out[i]
-        g_top = g[_row_top(p)]
+        g_top = g[_row_top(p)[1]]
         d = _dtype_of(g)(_dot_from(g, g_top, p))
         for j in range(g.size):
             o[j] = p[j] * ((g[j] - g_top) - d)
@@ -819,8 +849,8 @@ def log_softmax_backward_rows(grad, log_proba, out):
     """
     for i in prange(grad.shape[0]):
         g, logp, o = grad[i], log_proba[i], out[i]
-        top = _row_top(logp)
-        log_top = np.float64(logp[top])
+        log_top, top = _row_top(logp)
+        log_top = np.float64(log_top)
         if math.exp(log_top) == 0 and not _has_nan(logp):  # every exp(l) is 0: fully masked
             for j in range(g.size):
                 o[j] = 0
@@ -830,7 +860,8 @@ def log_softmax_backward_rows(grad, log_proba, out):
         total = _dtype_of(g)(g_top + g_rest)
         for j in range(g.size):
             o[j] = g[j] - _exp(logp[j]) * total
-        o[top] = g_top * -math.expm1(log_top) - math.exp(log_top) * g_rest
+        if o[top] == o[top]:  # a row of NaN and -inf has no top (its first entry stands in): NaN stays
+            o[top] = g_top * -math.expm1(log_top) - math.exp(log_top) * g_rest
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -882,7 +913,6 @@ def _index_row_finish(
     y,
     s,
     rest,
-    top,
     log_sum,
     target_shifted,
     smooth_sum,
@@ -894,10 +924,11 @@ def _index_row_finish(
     with_grad,
 ):
     """The loss ``loss[i]`` of a row and, ``with_grad``, its gradient, written over its exponentials ``g``
-    (``log_sum``: ``log1p(S')``, 0 for ``s = 0``; ``top``: the position of the row's maximum).
+    (``log_sum``: ``log1p(S')``, 0 for ``s = 0``).
 
-    At the top entry the gradient is ``scale (A' - A S' / s)`` with ``A' = sum_{c != top} a_c`` (``p_t - 1 =
-    -sum_{j != t} p_j`` at a top target), never ``p_top A - a_top``, which cancels in a confident row."""
+    In a confident row (``s < _CONFIDENT``) the gradient at the top entry is ``scale (A' - A S' / s)`` with
+    ``A' = sum_{c != top} a_c`` (``p_t - 1 = -sum_{j != t} p_j`` at a top target), not ``p_top A - a_top``,
+    which cancels there; elsewhere ``p_top <= 1/2`` and the plain form keeps its accuracy."""
     target_coef, smooth_coef, scale = coefficients
     tc, sc = _at(target_coef, i), _at(smooth_coef, i)
     masked = s == 0
@@ -912,8 +943,12 @@ def _index_row_finish(
         return
     row_scale = _at(scale, i)
     row = _times(tc + sc * total_weight, row_scale)
+    confident = s < _CONFIDENT
+    top = _first_index(g, 1.0) if confident else 0  # the top's exponential is exactly 1 (the only 1 here)
     _finish_gradient(g, row / s, _times(sc, row_scale), class_weight)
     g[y] -= _times(tc, row_scale)
+    if not confident:
+        return
     rest_coef = 0.0 if y == top else tc
     if sc != 0:  # sum_{c != top} w_c, in float64 so that a dominant w_top costs nothing
         others = total_weight - (1.0 if class_weight.size == 0 else class_weight[top])
@@ -927,9 +962,9 @@ def _index_tile(x, target, coefficients, class_weight, total_weight, loss, grad,
     smooth_coef = coefficients[1]
     expanded = np.empty(n_rows * n_classes, x.dtype)
     e = grad if with_grad else np.empty((n_rows, n_classes), x.dtype)
-    shifts, plus, tops = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows, np.intp)
+    shifts, plus = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_)
     sums, rests, target_shifted, smooth_sums = np.empty(n_rows), np.empty(n_rows), np.empty(n_rows), np.zeros(n_rows)
-    any_plus = _tile_shifts(x, shifts, plus, expanded, tops)
+    any_plus = _tile_shifts(x, shifts, plus, expanded)
     for r in range(n_rows):  # what reads the logits, before the exponentials may overwrite them
         target_shifted[r] = _shifted(x[r, target[first + r]], shifts[r], plus[r])
         if _at(smooth_coef, first + r) != 0:
@@ -944,7 +979,6 @@ def _index_tile(x, target, coefficients, class_weight, total_weight, loss, grad,
             target[i],
             sums[r],
             rests[r],
-            tops[r],
             log_sums[r],
             target_shifted[r],
             smooth_sums[r],
@@ -982,7 +1016,6 @@ def cross_entropy_index_rows(
             row, y = x[i], target[i]
             g = grad[i] if with_grad else grad[0]
             shift, plus = _row_shift(row)
-            top = _row_top(row)
             target_shifted = _shifted(row[y], shift, plus)
             smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if _at(smooth_coef, i) != 0 else 0.0
             s, rest = _row_exponentials(row, shift, plus, g, with_grad, in_place)
@@ -992,7 +1025,6 @@ def cross_entropy_index_rows(
                 y,
                 s,
                 rest,
-                top,
                 log_sum,
                 target_shifted,
                 smooth_sum,
@@ -1033,8 +1065,7 @@ def cross_entropy_prob_rows(x, target, eps, class_weight, scale, loss, grad, wit
     for i in prange(x.shape[0]):
         row, q = x[i], target[i]
         g = grad[i] if with_grad else grad[0]
-        shift, plus = _row_shift(row)
-        top = _row_top(row)
+        shift, plus, top = _row_shift_top(row)
         total, rest_total, dot = _prob_terms(row, q, class_weight, eps, shift, plus, top)
         s, rest = _row_exponentials(row, shift, plus, g, with_grad, in_place)
         masked = s == 0
