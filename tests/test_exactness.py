@@ -337,6 +337,26 @@ def test_cross_entropy_within_32_ulp_of_the_oracle(impl, dtype, family, option, 
         _assert_within(at_target, BOUND + entry[kept, y[kept]] + row[kept, 0], "gradient at the target")
 
 
+@pytest.mark.parametrize("engine", ["numpy", "kernel"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weighted_rows_within_32_ulp_of_the_oracle(family, dtype, engine):
+    """The estimator's loss kernel (sample-weighted cross-entropy, gradient in place) on both paths."""
+    from softmaxkit._numpy._weighted_rows import weighted_cross_entropy_rows
+
+    x, entry, row = _family(family, dtype)
+    y = hard_targets(x)
+    w = _ce_upstream(x, "none").astype(np.float64)
+    exact_loss, exact_grad, scale = exact_cross_entropy(x, y, reduction="none", grad_output=w.astype(x.dtype))
+    z = x.copy()
+    total = weighted_cross_entropy_rows(z, y, w, engine=engine)
+    exact_total = float(np.sum(exact_loss * w))
+    assert abs(total - exact_total) <= (BOUND + row.max()) * np.finfo(x.dtype).eps * exact_total
+    _assert_within(ulp_error(z, exact_grad, x.dtype, scale=scale), BOUND + entry + row, "weighted gradient")
+    at_target = ulp_error(z[np.arange(len(x)), y], exact_grad[np.arange(len(x)), y], x.dtype)
+    _assert_within(at_target, BOUND + entry[np.arange(len(x)), y] + row[:, 0], "weighted gradient at the target")
+
+
 # --------------------------------------------------------------------------- linear_cross_entropy
 
 

@@ -431,6 +431,11 @@ def cross_entropy(
 
     Notes
     -----
+    The loss, and the gradient at the row's top class, keep full relative accuracy however confident
+    the row: :math:`-\ell_c = \operatorname{log1p}(S') + (m - x_c)` with :math:`S'` the sum of
+    :math:`e^{x_j - m}` over the non-top classes, and at the top class :math:`p A - a = A' - A\,S'/(1 + S')`
+    with :math:`A'` the coefficients of the other classes (:math:`p_t - 1 = -\sum_{j \ne t} p_j`).
+
     Non-finite logits follow the policy of :mod:`softmaxkit`: a target logit of ``-inf`` gives a loss
     of ``+inf`` with a finite gradient; a zero weight or zero target probability on a ``-inf``
     logit contributes 0 (PyTorch gives NaN); a fully masked row has a zero gradient.

@@ -194,7 +194,9 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
     .. math:: \log\operatorname{softmax}(x)_i = x_i - \operatorname{logsumexp}(x)
 
     Finite wherever the probability is not exactly 0, so it is exact where ``np.log(softmax(x))``
-    underflows to ``-inf``. Same parameters, dtypes and non-finite policy as :func:`softmax`
+    underflows to ``-inf``; and accurate to a few ulp where the probability rounds to 1: the top
+    entry is ``-log1p(S')`` with :math:`S' = \sum_{j \ne top} e^{x_j - m}` (``log_softmax([0, -40])[0]``
+    is -4.2e-18, not 0). Same parameters, dtypes and non-finite policy as :func:`softmax`
     (a fully masked row gives ``-inf`` everywhere).
 
     Examples
