@@ -20,8 +20,11 @@ magnitude is within a factor 4 of the entry, and at a top target it is the entry
 float16 / bfloat16: no worse than the naive computation in float32 from the same input,
 rounded once to the dtype (+1 ulp).
 
-The NumPy functions are parametrised in too; where they do not meet the bound yet (their
-cancellation-free forms are the NumPy part of issue 14) the case is a strict xfail.
+The NumPy functions are parametrised in too, on both of their paths: ``numpy`` (the public
+functions; these small arrays take the NumPy reference path) and ``kernel`` (the compiled row
+kernels, ``engine="kernel"``), and ``kernel_rows``: the kernels on the rows padded with ``-inf``
+to 40 classes, past the short rows' tiles (the padding changes nothing but the code path; not for
+label smoothing, which puts mass on every class).
 """
 
 from __future__ import annotations
@@ -47,13 +50,15 @@ pytest.importorskip("mpmath", reason="the exact oracle needs mpmath (the test ex
 
 import softmaxkit  # noqa: E402
 import softmaxkit.torch as skt  # noqa: E402
+from softmaxkit._numpy._cross_entropy import _evaluate  # noqa: E402
+from softmaxkit._numpy._softmax import _logsumexp, _softmax, _softmax_backward  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 BOUND = 32.0
 DTYPES = {"float64": np.float64, "float32": np.float32}
 FAMILIES = ("gaps", "magnitudes", "tiny_spreads", "random", "random_wide")
-NUMPY_XFAIL = "issue 14, NumPy part: the NumPy functions do not use the cancellation-free forms yet"
+WIDE = 40  # kernel_rows: past the kernels' short rows (_kernels._SHORT_ROW = 32)
 
 
 # --------------------------------------------------------------------------- the implementations
@@ -64,6 +69,44 @@ def _torch_value_and_vjp(fn, x, g):
     out = fn(t)
     (grad,) = torch.autograd.grad(out, t, torch.as_tensor(g, dtype=t.dtype))
     return out.detach().numpy(), grad.numpy()
+
+
+def _kernel_impls(pad: bool):
+    """The NumPy functions' compiled kernels (``engine="kernel"``), on the rows padded to ``WIDE`` with ``pad``."""
+
+    def widen(a, fill):
+        return np.concatenate([a, np.full((len(a), WIDE - a.shape[1]), fill, a.dtype)], 1) if pad else a
+
+    def narrow(a, like):
+        return a[:, : like.shape[1]]
+
+    def forward(x, log):
+        return _softmax(widen(x, -np.inf), 1, log=log, engine="kernel")
+
+    def vjp(x, g, log):
+        out = forward(x, log)
+        return narrow(out, x), narrow(_softmax_backward(widen(g, 0), out, 1, log=log, engine="kernel"), x)
+
+    def cross_entropy(x, y, g, opts):
+        opts = dict(opts)
+        if "weight" in opts:
+            opts["weight"] = widen(opts["weight"][None, :], 0)[0]
+        if y.ndim == 2:
+            y = widen(y, 0)
+        options = {"ignore_index": -100, "weight": None, "label_smoothing": 0.0, **opts}
+        kind = {"want_loss": True, "want_grad": True, "engine": "kernel"}
+        loss, grad = _evaluate(widen(x, -np.inf), y, g, **options, **kind)
+        return loss, narrow(grad, x)
+
+    return {
+        "log_softmax": lambda x, g: vjp(x, g, True),
+        "softmax": lambda x, g: vjp(x, g, False),
+        "logsumexp": lambda x, g: (
+            _logsumexp(widen(x, -np.inf), 1, False, engine="kernel"),
+            g[:, None] * narrow(forward(x, False), x),
+        ),
+        "cross_entropy": cross_entropy,
+    }
 
 
 IMPLEMENTATIONS = {
@@ -87,6 +130,8 @@ IMPLEMENTATIONS = {
             softmaxkit.cross_entropy_backward(x, y, g, **opts),
         ),
     },
+    "kernel": _kernel_impls(pad=False),
+    "kernel_rows": _kernel_impls(pad=True),
 }
 
 
@@ -94,93 +139,9 @@ def _torch_opts(opts, dtype):
     return {k: torch.as_tensor(v, dtype=dtype) if k == "weight" else v for k, v in opts.items()}
 
 
-# Where the NumPy functions (not yet cancellation-free) miss the bound: every case id, measured.
-_NUMPY_FAILS = frozenset(
-    """
-    float32-gaps-ignore-mean
-    float32-gaps-ignore-none
-    float32-gaps-ignore-sum
-    float32-gaps-ignore_class-mean
-    float32-gaps-ignore_class-none
-    float32-gaps-ignore_class-sum
-    float32-gaps-log_softmax
-    float32-gaps-log_softmax-onehot
-    float32-gaps-logsumexp
-    float32-gaps-plain-mean
-    float32-gaps-plain-none
-    float32-gaps-plain-sum
-    float32-gaps-probabilities-none
-    float32-gaps-softmax-onehot
-    float32-gaps-softmax-random
-    float32-gaps-weight-mean
-    float32-gaps-weight-none
-    float32-gaps-weight-sum
-    float32-magnitudes-probabilities-none
-    float32-random_wide-ignore-mean
-    float32-random_wide-ignore-none
-    float32-random_wide-ignore-sum
-    float32-random_wide-ignore_class-mean
-    float32-random_wide-ignore_class-none
-    float32-random_wide-ignore_class-sum
-    float32-random_wide-log_softmax
-    float32-random_wide-log_softmax-onehot
-    float32-random_wide-plain-mean
-    float32-random_wide-plain-none
-    float32-random_wide-plain-sum
-    float32-random_wide-softmax-onehot
-    float32-random_wide-softmax-random
-    float32-random_wide-weight-mean
-    float32-random_wide-weight-none
-    float32-random_wide-weight-sum
-    float64-gaps-ignore-mean
-    float64-gaps-ignore-none
-    float64-gaps-ignore-sum
-    float64-gaps-ignore_class-mean
-    float64-gaps-ignore_class-none
-    float64-gaps-ignore_class-sum
-    float64-gaps-log_softmax
-    float64-gaps-log_softmax-onehot
-    float64-gaps-logsumexp
-    float64-gaps-plain-mean
-    float64-gaps-plain-none
-    float64-gaps-plain-sum
-    float64-gaps-probabilities-mean
-    float64-gaps-probabilities-none
-    float64-gaps-probabilities-sum
-    float64-gaps-softmax-onehot
-    float64-gaps-softmax-random
-    float64-gaps-weight-mean
-    float64-gaps-weight-none
-    float64-gaps-weight-sum
-    float64-magnitudes-probabilities-sum
-    float64-random_wide-ignore-mean
-    float64-random_wide-ignore-none
-    float64-random_wide-ignore-sum
-    float64-random_wide-ignore_class-mean
-    float64-random_wide-ignore_class-none
-    float64-random_wide-ignore_class-sum
-    float64-random_wide-log_softmax
-    float64-random_wide-log_softmax-onehot
-    float64-random_wide-plain-mean
-    float64-random_wide-plain-none
-    float64-random_wide-plain-sum
-    float64-random_wide-probabilities-none
-    float64-random_wide-softmax-onehot
-    float64-random_wide-softmax-random
-    float64-random_wide-weight-mean
-    float64-random_wide-weight-none
-    float64-random_wide-weight-sum
-    """.split()
-)
-
-
 def _case(impl, *values):
-    """A parameter set named ``impl-values...``; a NumPy case in ``_NUMPY_FAILS`` is a strict xfail."""
-    case_id = "-".join(str(v) for v in values)
-    marks = ()
-    if impl == "numpy" and case_id in _NUMPY_FAILS:
-        marks = pytest.mark.xfail(strict=True, reason=NUMPY_XFAIL)
-    return pytest.param(impl, *values, marks=marks, id=f"{impl}-{case_id}")
+    """A parameter set named ``impl-values...``."""
+    return pytest.param(impl, *values, id="-".join((impl,) + tuple(str(v) for v in values)))
 
 
 # --------------------------------------------------------------------------- the oracle, cached
@@ -352,6 +313,8 @@ def _ce_cases():
         for dtype in DTYPES:
             for family in FAMILIES:
                 for option in CE_OPTIONS:
+                    if impl == "kernel_rows" and "smoothing" in option:
+                        continue  # the padding's -inf classes would get smoothed mass
                     for reduction in ("mean", "sum", "none"):
                         yield _case(impl, dtype, family, option, reduction)
 
@@ -372,6 +335,26 @@ def test_cross_entropy_within_32_ulp_of_the_oracle(impl, dtype, family, option, 
         kept = np.flatnonzero(y != opts.get("ignore_index", -100))
         at_target = ulp_error(grad[kept, y[kept]], exact_grad[kept, y[kept]], x.dtype)
         _assert_within(at_target, BOUND + entry[kept, y[kept]] + row[kept, 0], "gradient at the target")
+
+
+@pytest.mark.parametrize("engine", ["numpy", "kernel"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weighted_rows_within_32_ulp_of_the_oracle(family, dtype, engine):
+    """The estimator's loss kernel (sample-weighted cross-entropy, gradient in place) on both paths."""
+    from softmaxkit._numpy._weighted_rows import weighted_cross_entropy_rows
+
+    x, entry, row = _family(family, dtype)
+    y = hard_targets(x)
+    w = _ce_upstream(x, "none").astype(np.float64)
+    exact_loss, exact_grad, scale = exact_cross_entropy(x, y, reduction="none", grad_output=w.astype(x.dtype))
+    z = x.copy()
+    total = weighted_cross_entropy_rows(z, y, w, engine=engine)
+    exact_total = float(np.sum(exact_loss * w))
+    assert abs(total - exact_total) <= (BOUND + row.max()) * np.finfo(x.dtype).eps * exact_total
+    _assert_within(ulp_error(z, exact_grad, x.dtype, scale=scale), BOUND + entry + row, "weighted gradient")
+    at_target = ulp_error(z[np.arange(len(x)), y], exact_grad[np.arange(len(x)), y], x.dtype)
+    _assert_within(at_target, BOUND + entry[np.arange(len(x)), y] + row[:, 0], "weighted gradient at the target")
 
 
 # --------------------------------------------------------------------------- linear_cross_entropy
@@ -518,7 +501,7 @@ def test_half_precision_no_worse_than_float32_rounded_once(dtype, op, family):
 
 
 def test_bench_accuracy_quick(tmp_path):
-    """``benchmarks/bench_accuracy.py --quick`` runs and reports softmaxkit.torch within the bound (the table cannot rot)."""
+    """``benchmarks/bench_accuracy.py --quick`` runs and reports softmaxkit (torch and NumPy) within the bound (the table cannot rot)."""
     import json
     import subprocess
     import sys
@@ -531,7 +514,7 @@ def test_bench_accuracy_quick(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads((tmp_path / "accuracy-quick.json").read_text())["rows"]
     assert {r["impl"] for r in rows} == {"softmaxkit.torch", "softmaxkit numpy", "torch", "scipy"}
-    ours = [r for r in rows if r["impl"] == "softmaxkit.torch"]
+    ours = [r for r in rows if r["impl"] in ("softmaxkit.torch", "softmaxkit numpy")]
     assert ours and all(r[q] <= BOUND for r in ours for q in ("log_softmax", "ce_loss", "ce_grad_at_target"))
     # ... where PyTorch loses all relative accuracy on the confident rows.
     assert max(r["log_softmax"] for r in rows if r["impl"] == "torch" and r["family"] == "gaps") > 1e15

@@ -109,6 +109,24 @@ def test_logarithm_of_the_sums_is_within_one_ulp():
     assert out[-3] == 0.0 and np.isnan(out[-1])
 
 
+def test_log1p_of_the_rest_is_within_two_ulp():
+    """``log1p(S')`` from the kernels' ``log`` (``log(u) S' / (u - 1)``, ``u = 1 + S'``), down to ``S' = 1e-300``."""
+    from softmaxkit._numpy._kernels import log1p_array
+
+    r = np.concatenate(
+        [np.geomspace(1e-300, 1e-3, 50_001), np.linspace(1e-3, 3.0, 50_001), np.geomspace(3.0, 1e7, 1001)]
+    )
+    r = np.concatenate([r, [0.0, NAN]])
+    out = np.empty_like(r)
+    log1p_array(r, out)
+    exact = np.log1p(r.astype(np.longdouble)).astype(np.float64)
+    finite = np.isfinite(exact) & (exact > 0)
+    ulp = np.spacing(np.abs(exact[finite]))
+    reference_ulp = 2.0 if np.finfo(np.longdouble).eps < 1e-18 else 3.0
+    assert np.max(np.abs(out[finite] - exact[finite]) / ulp) <= reference_ulp
+    assert out[-2] == 0.0 and np.isnan(out[-1])
+
+
 # --------------------------------------------------------------------------- softmax and friends
 
 

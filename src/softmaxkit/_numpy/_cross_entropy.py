@@ -203,7 +203,9 @@ class _Terms(NamedTuple):
 def _loss_terms(rows: _Rows, parts) -> _Terms:
     logits, weight, eps = rows.logits, rows.weight, rows.label_smoothing
     n_samples, n_classes = logits.shape
-    log_sum = np.log(parts.sum_exp[:, 0])
+    # log(sum_exp) = log1p(S'): -log p_c = log_sum - shifted_c is a sum of two non-negative terms, so every
+    # loss below keeps full relative accuracy however confident the row.
+    log_sum = np.log1p(parts.rest[:, 0])
     if rows.is_index:
         coef = _index_coefficients(rows)
         picked_log_prob = parts.shifted[np.arange(n_samples), coef.safe_target] - log_sum
@@ -266,12 +268,34 @@ def _row_scale(rows: _Rows, denominator: float, grad_output) -> np.ndarray:
     return np.full(1, scale, dtype=dtype)
 
 
+def _rest_coef(rows: _Rows, terms: _Terms, top: np.ndarray) -> np.ndarray:
+    """``A'_n = sum_{c != top} a_nc`` per row, summed without the top class (never ``A_n - a_n,top``)."""
+    if not rows.is_index:
+        return np.sum(terms.prob_coef, axis=1, where=np.arange(rows.logits.shape[1]) != top[:, None])
+    rest = np.where(rows.target != top, terms.target_coef, 0)  # an ignored row's coefficient is 0
+    if terms.smooth_coef is not None:
+        if rows.weight is None:
+            others = float(rows.logits.shape[1] - 1)
+        else:  # sum_{c != top} w_c, in float64 so that a dominant w_top costs nothing
+            w64 = rows.weight.astype(np.float64)
+            others = (np.sum(w64) - w64[top]).astype(rows.logits.dtype)
+        rest = rest + terms.smooth_coef * others
+    return rest
+
+
 def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarray:
-    """``scale_n * (p_n * A_n - a_n)`` per row, written over ``parts.exp_shifted`` in place."""
+    """``scale_n * (p_n * A_n - a_n)`` per row, written over ``parts.exp_shifted`` in place.
+
+    At the top entry ``scale_n (A'_n - A_n (1 - p_top))`` with ``1 - p_top = S' / (1 + S')`` and ``A'`` the
+    coefficients without the top class: ``p_t - 1 = -sum_{j != t} p_j`` at a top target, exact however
+    confident the row (``p_top A - a_top`` cancels there).
+    """
     n_samples = rows.logits.shape[0]
     grad = parts.exp_shifted
+    top = np.argmax(parts.shifted, axis=1)
     with np.errstate(invalid="ignore"):  # 0 * nan where a reduction's denominator is 0
-        grad *= (_times(terms.total_coef, scale) / parts.sum_exp[:, 0])[:, None]
+        row = _times(terms.total_coef, scale)
+        grad *= (row / parts.sum_exp[:, 0])[:, None]
         if rows.is_index:
             grad[np.arange(n_samples), np.where(rows.valid, rows.target, 0)] -= _times(terms.target_coef, scale)
             if terms.smooth_coef is not None:
@@ -279,6 +303,8 @@ def _gradient(rows: _Rows, parts, terms: _Terms, scale: np.ndarray) -> np.ndarra
                 grad -= _times(terms.smooth_coef[:, None] * per_class, scale[:, None])  # 0 where w_c = 0
         else:
             grad -= terms.prob_coef * scale[:, None]
+        complement = parts.rest[:, 0] / parts.sum_exp[:, 0]
+        grad[np.arange(n_samples), top] = _times(_rest_coef(rows, terms, top), scale) - row * complement
     masked_rows = np.isneginf(parts.log_sum_exp[:, 0])
     if masked_rows.any():  # a fully masked row takes no part: zero gradient, not NaN
         grad[masked_rows] = 0
@@ -405,6 +431,11 @@ def cross_entropy(
 
     Notes
     -----
+    The loss, and the gradient at the row's top class, keep full relative accuracy however confident
+    the row: :math:`-\ell_c = \operatorname{log1p}(S') + (m - x_c)` with :math:`S'` the sum of
+    :math:`e^{x_j - m}` over the non-top classes, and at the top class :math:`p A - a = A' - A\,S'/(1 + S')`
+    with :math:`A'` the coefficients of the other classes (:math:`p_t - 1 = -\sum_{j \ne t} p_j`).
+
     Non-finite logits follow the policy of :mod:`softmaxkit`: a target logit of ``-inf`` gives a loss
     of ``+inf`` with a finite gradient; a zero weight or zero target probability on a ``-inf``
     logit contributes 0 (PyTorch gives NaN); a fully masked row has a zero gradient.

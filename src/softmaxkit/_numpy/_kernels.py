@@ -290,6 +290,27 @@ def log_array(s, out):
     _log_sums(s, out)
 
 
+@njit(**_EXACT)
+def _log1p_of_rest(r):
+    """``log1p(r)`` for ``r >= 0`` (or NaN): ``log(u) r / (u - 1)`` with ``u = 1 + r`` rounded, whose
+    rounding the factor undoes (``u - 1`` is exact), or ``r`` itself where ``u`` rounds to 1."""
+    u = 1.0 + r
+    return r if u == 1.0 else _log_of_sum(u) * (r / (u - 1.0))
+
+
+@njit(**_EXACT)
+def _log1p_rests(rests, out):
+    """``out[r] = log1p(rests[r])``: the log of each row's sum of exponentials, ``1 + S'``, from ``S'``."""
+    for r in range(rests.size):
+        out[r] = _log1p_of_rest(rests[r])
+
+
+@njit(**_EXACT)
+def log1p_array(r, out):
+    """``out = log1p(r)`` for ``r >= 0`` (1-D float64): the kernels' ``log1p``, exposed for its tests."""
+    _log1p_rests(r, out)
+
+
 # --------------------------------------------------------------------------- one row
 
 
@@ -316,6 +337,45 @@ def _add(total, compensation, value):
     return t, (t - total) - y
 
 
+# Below this sum of exponentials s = 1 + S' (a row whose top probability exceeds 1/2), S' is summed
+# again without the top entry (:func:`_exp_split`, :func:`_split_sum`); at or above it S' = s - 1, whose
+# cancellation costs at most a factor s / (s - 1) <= 2 on the few ulp of the sum. Splitting every sum
+# instead (a compare and a select per entry in the exponential's loop) cost 30 % at C = 1000 (float32
+# log_softmax, one thread); this way only the confident rows pay, one more pass over their row.
+_CONFIDENT = 2.0
+
+
+@njit(**_EXACT)
+def _split_total(others, ones):
+    """``(s, S')`` from the sum ``others`` of the exponentials other than 1 and the count ``ones`` of 1s.
+
+    ``S' = others + (ones - 1)``: the top entry (exactly 1) left out, its ties (and any entry within half
+    an ulp of it, which rounds to 1) counted; ``s = 1 + S'``. A row without a 1 is all ``-inf``
+    (``s = S' = 0``) or has a NaN (both NaN).
+    """
+    if ones == 0:
+        return others, others
+    rest = others + (ones - 1.0)
+    return 1.0 + rest, rest
+
+
+@njit(**_SUM)
+def _exp_split(x, shift):
+    """``(s, S')`` of ``exp(x - shift)`` (see :func:`_split_total`), in float64."""
+    scalar = _dtype_of(x)
+    total, compensation, ones = 0.0, 0.0, 0.0
+    for start in range(0, x.size, _BLOCK):
+        part, count = scalar(0), scalar(0)
+        for j in range(start, min(start + _BLOCK, x.size)):
+            e = _exp_nonpositive(x[j] - shift)
+            one = e == 1
+            part += scalar(0) if one else e
+            count += scalar(1) if one else scalar(0)
+        total, compensation = _add(total, compensation, np.float64(part))
+        ones += np.float64(count)
+    return _split_total(total, ones)
+
+
 @njit(**_SUM)
 def _exp_sum(x, shift):
     """``sum(exp(x - shift))`` in float64."""
@@ -330,21 +390,6 @@ def _exp_sum(x, shift):
 
 
 @njit(**_SUM)
-def _exp_store_sum(x, shift, out):
-    """``out = exp(x - shift)``; returns ``sum(out)`` in float64."""
-    scalar = _dtype_of(x)
-    total, compensation = 0.0, 0.0
-    for start in range(0, x.size, _BLOCK):
-        part = scalar(0)
-        for j in range(start, min(start + _BLOCK, x.size)):
-            e = _exp_nonpositive(x[j] - shift)
-            out[j] = e
-            part += e
-        total, compensation = _add(total, compensation, np.float64(part))
-    return total
-
-
-@njit(**_SUM)
 def _exp_in_place_sum(a, shift):
     """``a = exp(a - shift)``; returns ``sum(a)`` in float64 (one array: no aliasing to check at run time)."""
     scalar = _dtype_of(a)
@@ -354,6 +399,38 @@ def _exp_in_place_sum(a, shift):
         for j in range(start, min(start + _BLOCK, a.size)):
             e = _exp_nonpositive(a[j] - shift)
             a[j] = e
+            part += e
+        total, compensation = _add(total, compensation, np.float64(part))
+    return total
+
+
+@njit(**_SUM)
+def _split_sum(e):
+    """``(s, S')`` of stored exponentials ``e`` (see :func:`_split_total`)."""
+    scalar = _dtype_of(e)
+    total, compensation, ones = 0.0, 0.0, 0.0
+    for start in range(0, e.size, _BLOCK):
+        part, count = scalar(0), scalar(0)
+        for j in range(start, min(start + _BLOCK, e.size)):
+            v = e[j]
+            one = v == 1
+            part += scalar(0) if one else v
+            count += scalar(1) if one else scalar(0)
+        total, compensation = _add(total, compensation, np.float64(part))
+        ones += np.float64(count)
+    return _split_total(total, ones)
+
+
+@njit(**_SUM)
+def _exp_store_sum(x, shift, out):
+    """``out = exp(x - shift)``; returns ``sum(out)`` in float64."""
+    scalar = _dtype_of(x)
+    total, compensation = 0.0, 0.0
+    for start in range(0, x.size, _BLOCK):
+        part = scalar(0)
+        for j in range(start, min(start + _BLOCK, x.size)):
+            e = _exp_nonpositive(x[j] - shift)
+            out[j] = e
             part += e
         total, compensation = _add(total, compensation, np.float64(part))
     return total
@@ -451,14 +528,66 @@ def _row_shift(x):
 
 
 @njit(**_EXACT)
+def _row_top(x):
+    """``(m, top)``: the row's maximum and the position of its first occurrence (0 for a row of only NaN).
+
+    The maximum of each block of ``_BLOCK`` entries (vectorised), then a search in the block that holds
+    the row's: a scalar scan of the whole row cost a fifth of a cross-entropy pass at C = 1000.
+    """
+    scalar = _dtype_of(x)
+    m, block = scalar(-np.inf), 0
+    for start in range(0, x.size, _BLOCK):
+        part = scalar(-np.inf)
+        for j in range(start, min(start + _BLOCK, x.size)):
+            part = _maxnum(part, x[j])
+        if part > m:
+            m, block = part, start
+    return m, _first_index(x[block : block + _BLOCK], m) + block
+
+
+@njit(**_EXACT)
+def _first_index(x, value):
+    """The position of the first entry of ``x`` equal to ``value``, 0 if none."""
+    for j in range(x.size):
+        if x[j] == value:
+            return j
+    return 0
+
+
+@njit(**_EXACT)
+def _row_shift_top(x):
+    """``(shift, plus, top)``: :func:`_row_shift` and the position of the row's top entry, in one pass."""
+    m, top = _row_top(x)
+    if m == np.inf:
+        return _dtype_of(x)(0), True, top
+    return _shift_of(m), False, top
+
+
+@njit(**_EXACT)
+def _rest_of(s, x, shift):
+    """``S'`` of a row from its sum ``s`` of ``exp(x - shift)``: ``s - 1``, or summed again without the
+    top entry in a confident row (``s < _CONFIDENT``; an all ``-inf`` row: 0)."""
+    return _exp_split(x, shift)[1] if s < _CONFIDENT else s - 1.0
+
+
+@njit(**_EXACT)
+def _stored_rest_of(s, e):
+    """``S'`` of a row from its sum ``s`` and its stored exponentials ``e`` (see :func:`_rest_of`)."""
+    return _split_sum(e)[1] if s < _CONFIDENT else s - 1.0
+
+
+@njit(**_EXACT)
 def _row_exponentials(x, shift, plus, out, store, in_place):
-    """``s = sum(exp(x - shift))`` (the limit for a ``plus`` row), the exponentials stored in ``out`` if
-    ``store`` (``out`` is ``x`` if ``in_place``)."""
+    """``(s, S')``: ``s = sum(exp(x - shift))`` and ``S'`` the sum without the top entry (the limit for a
+    ``plus`` row), the exponentials stored in ``out`` if ``store`` (``out`` is ``x`` if ``in_place``)."""
     if plus:
-        return _limit_store_count(x, out) if store else _limit_count(x)
+        count = _limit_store_count(x, out) if store else _limit_count(x)
+        return count, count - 1.0
     if not store:
-        return _exp_sum(x, shift)
-    return _exp_in_place_sum(out, shift) if in_place else _exp_store_sum(x, shift, out)
+        s = _exp_sum(x, shift)
+        return s, _rest_of(s, x, shift)
+    s = _exp_in_place_sum(out, shift) if in_place else _exp_store_sum(x, shift, out)
+    return s, _stored_rest_of(s, out)
 
 
 @njit(**_EXACT)
@@ -510,9 +639,10 @@ def _flat_exp_in_place(a, shift):
 
 
 @njit(**_EXACT)
-def _tile_exponentials(x, expanded, e, in_place, plus, any_plus, sums):
+def _tile_exponentials(x, expanded, e, in_place, plus, any_plus, sums, rests):
     """``e = exp(x - shift)`` row by row as one flat loop (the limit on the +inf rows) and ``sums`` its
-    row sums in float64; ``in_place``: ``e`` is ``x``."""
+    row sums in float64, and (unless ``rests`` is empty) ``rests`` the sums without the top entry;
+    ``in_place``: ``e`` is ``x``."""
     n_rows, n_classes = x.shape
     if in_place and any_plus:  # the +inf rows become their limit's shifted logits (shift 0), NaN kept
         for r in range(n_rows):
@@ -525,7 +655,18 @@ def _tile_exponentials(x, expanded, e, in_place, plus, any_plus, sums):
     else:
         _flat_exp(x.reshape(x.size), expanded, e.reshape(e.size))
     for r in range(n_rows):
-        sums[r] = _limit_store_count(x[r], e[r]) if plus[r] and not in_place else _sum(e[r])
+        if plus[r] and not in_place:
+            sums[r] = _limit_store_count(x[r], e[r])
+            if rests.size:
+                rests[r] = sums[r] - 1.0
+        else:
+            sums[r] = _sum(e[r])
+            if rests.size:
+                rests[r] = sums[r] - 1.0
+    if rests.size:  # the confident rows' S' again, without the top entry (see _CONFIDENT)
+        for r in range(n_rows):
+            if sums[r] < _CONFIDENT and not (plus[r] and not in_place):
+                rests[r] = _split_sum(e[r])[1]
 
 
 @njit(**_EXACT)
@@ -573,8 +714,10 @@ def _log_softmax_row(x, out):
             out[j] = _limit_shifted(x[j]) - log_sum
         return
     shift = _shift_of(m)
-    s = _exp_sum(x, shift)
-    log_sum = scalar(math.log(s if s != 0 else 1.0))
+    # The exponentials are stored in out (what the loop below overwrites): a confident row's S' is then
+    # a sum of them, not a second pass of exponentials (which doubled the time of all-confident rows).
+    s = _exp_store_sum(x, shift, out)
+    log_sum = scalar(math.log1p(_stored_rest_of(s, out)))  # 0 for an all -inf row (rest = 0)
     for j in range(x.size):
         out[j] = (x[j] - shift) - log_sum
 
@@ -586,7 +729,7 @@ def _logsumexp_row(x):
         return np.inf if _limit_count(x) == _limit_count(x) else np.nan
     shift = _shift_of(m)
     s = _exp_sum(x, shift)
-    return np.float64(shift) + math.log(s) if s != 0 else -np.inf
+    return np.float64(shift) + math.log1p(_rest_of(s, x, shift)) if s != 0 else -np.inf
 
 
 @njit(**_EXACT)
@@ -595,7 +738,7 @@ def _softmax_tile(x, out):
     expanded = np.empty(n_rows * n_classes, x.dtype)
     shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
     any_plus = _tile_shifts(x, shifts, plus, expanded)
-    _tile_exponentials(x, expanded, out, False, plus, any_plus, sums)
+    _tile_exponentials(x, expanded, out, False, plus, any_plus, sums, np.empty(0))
     for r in range(n_rows):
         inverse = _dtype_of(x)(1.0 / (sums[r] if sums[r] != 0 else 1.0))
         for j in range(n_classes):
@@ -608,11 +751,16 @@ def _log_softmax_tile(x, out):
     n_rows, n_classes = x.shape
     scalar = _dtype_of(x)
     expanded, e = np.empty(n_rows * n_classes, x.dtype), np.empty((n_rows, n_classes), x.dtype)
-    shifts, plus, sums = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_), np.empty(n_rows)
+    shifts, plus, sums, rests = (
+        np.empty(n_rows, x.dtype),
+        np.empty(n_rows, np.bool_),
+        np.empty(n_rows),
+        np.empty(n_rows),
+    )
     any_plus = _tile_shifts(x, shifts, plus, expanded)
-    _tile_exponentials(x, expanded, e, False, plus, any_plus, sums)
+    _tile_exponentials(x, expanded, e, False, plus, any_plus, sums, rests)
     row_logs = np.empty(n_rows)
-    _log_sums(sums, row_logs)
+    _log1p_rests(rests, row_logs)  # log(1 + S'): the log-probability of the top entry, -log1p(S'), stays exact
     log_sums = e.reshape(e.size)  # the exponentials are summed: their room takes each row's log(s)
     for r in range(n_rows):
         log_sum = scalar(row_logs[r])
@@ -666,28 +814,56 @@ def logsumexp_rows(x, out):
         out[i] = _logsumexp_row(x[i])
 
 
+@njit(**_SUM)
+def _dot_from(a, offset, b):
+    """``sum((a - offset) * b)`` in float64 (blocks as in :func:`_exp_sum`)."""
+    scalar = _dtype_of(a)
+    total, compensation = 0.0, 0.0
+    for start in range(0, a.size, _BLOCK):
+        part = scalar(0)
+        for j in range(start, min(start + _BLOCK, a.size)):
+            part += (a[j] - offset) * b[j]
+        total, compensation = _add(total, compensation, np.float64(part))
+    return total
+
+
 @_rows_kernel
 def softmax_backward_rows(grad, proba, out):
-    """``out[i] = p (g - sum(g p))`` with ``g = grad[i]``, ``p = proba[i]``."""
+    """``out[i] = p (d - sum(d p))`` with ``d = g - g_top``, ``g = grad[i]``, ``p = proba[i]``.
+
+    The value of ``p (g - sum(g p))``, and at the top entry ``p_top sum_j (g_top - g_j) p_j``, without the
+    cancellation of ``g_top - sum(g p)`` in a confident row.
+    """
     for i in prange(grad.shape[0]):
         g, p, o = grad[i], proba[i], out[i]
-        d = _dtype_of(g)(_dot(g, p))
+        g_top = g[_row_top(p)[1]]
+        d = _dtype_of(g)(_dot_from(g, g_top, p))
         for j in range(g.size):
-            o[j] = g[j] * p[j] - p[j] * d
+            o[j] = p[j] * ((g[j] - g_top) - d)
 
 
 @_rows_kernel
 def log_softmax_backward_rows(grad, log_proba, out):
-    """``out[i] = g - exp(l) sum(g)`` with ``g = grad[i]``, ``l = log_proba[i]``; 0 for a fully masked row."""
+    """``out[i] = g - exp(l) sum(g)`` with ``g = grad[i]``, ``l = log_proba[i]``; 0 for a fully masked row.
+
+    At the top entry ``g_top (1 - p_top) - p_top sum_{j != top} g_j`` with ``1 - p_top = -expm1(l_top)``,
+    exact however confident the row.
+    """
     for i in prange(grad.shape[0]):
         g, logp, o = grad[i], log_proba[i], out[i]
-        if _exp(_row_max(logp)) == 0 and not _has_nan(logp):  # every exp(l) is 0: fully masked
+        log_top, top = _row_top(logp)
+        log_top = np.float64(log_top)
+        if math.exp(log_top) == 0 and not _has_nan(logp):  # every exp(l) is 0: fully masked
             for j in range(g.size):
                 o[j] = 0
             continue
-        total = _dtype_of(g)(_sum(g))
+        g_top = np.float64(g[top])
+        g_rest = _sum(g[:top]) + _sum(g[top + 1 :])
+        total = _dtype_of(g)(g_top + g_rest)
         for j in range(g.size):
             o[j] = g[j] - _exp(logp[j]) * total
+        if o[top] == o[top]:  # a row of NaN and -inf has no top (its first entry stands in): NaN stays
+            o[top] = g_top * -math.expm1(log_top) - math.exp(log_top) * g_rest
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -735,10 +911,26 @@ def _finish_gradient(g, factor, offset, class_weight):
 
 @njit(**_EXACT)
 def _index_row_finish(
-    i, y, s, log_sum, target_shifted, smooth_sum, coefficients, class_weight, total_weight, loss, g, with_grad
+    i,
+    y,
+    s,
+    rest,
+    log_sum,
+    target_shifted,
+    smooth_sum,
+    coefficients,
+    class_weight,
+    total_weight,
+    loss,
+    g,
+    with_grad,
 ):
     """The loss ``loss[i]`` of a row and, ``with_grad``, its gradient, written over its exponentials ``g``
-    (``log_sum``: ``log(s)``, 0 for ``s = 0``)."""
+    (``log_sum``: ``log1p(S')``, 0 for ``s = 0``).
+
+    In a confident row (``s < _CONFIDENT``) the gradient at the top entry is ``scale (A' - A S' / s)`` with
+    ``A' = sum_{c != top} a_c`` (``p_t - 1 = -sum_{j != t} p_j`` at a top target), not ``p_top A - a_top``,
+    which cancels there; elsewhere ``p_top <= 1/2`` and the plain form keeps its accuracy."""
     target_coef, smooth_coef, scale = coefficients
     tc, sc = _at(target_coef, i), _at(smooth_coef, i)
     masked = s == 0
@@ -752,9 +944,18 @@ def _index_row_finish(
         _scale_row(g, _dtype_of(g)(0))
         return
     row_scale = _at(scale, i)
-    factor = _times(tc + sc * total_weight, row_scale) / s
-    _finish_gradient(g, factor, _times(sc, row_scale), class_weight)
+    row = _times(tc + sc * total_weight, row_scale)
+    confident = s < _CONFIDENT
+    top = _first_index(g, 1.0) if confident else 0  # the top's exponential is exactly 1 (the only 1 here)
+    _finish_gradient(g, row / s, _times(sc, row_scale), class_weight)
     g[y] -= _times(tc, row_scale)
+    if not confident:
+        return
+    rest_coef = 0.0 if y == top else tc
+    if sc != 0:  # sum_{c != top} w_c, in float64 so that a dominant w_top costs nothing
+        others = total_weight - (1.0 if class_weight.size == 0 else class_weight[top])
+        rest_coef += sc * others
+    g[top] = _times(rest_coef, row_scale) - row * (rest / s)
 
 
 @njit(**_EXACT)
@@ -764,21 +965,22 @@ def _index_tile(x, target, coefficients, class_weight, total_weight, loss, grad,
     expanded = np.empty(n_rows * n_classes, x.dtype)
     e = grad if with_grad else np.empty((n_rows, n_classes), x.dtype)
     shifts, plus = np.empty(n_rows, x.dtype), np.empty(n_rows, np.bool_)
-    sums, target_shifted, smooth_sums = np.empty(n_rows), np.empty(n_rows), np.zeros(n_rows)
+    sums, rests, target_shifted, smooth_sums = np.empty(n_rows), np.empty(n_rows), np.empty(n_rows), np.zeros(n_rows)
     any_plus = _tile_shifts(x, shifts, plus, expanded)
     for r in range(n_rows):  # what reads the logits, before the exponentials may overwrite them
         target_shifted[r] = _shifted(x[r, target[first + r]], shifts[r], plus[r])
         if _at(smooth_coef, first + r) != 0:
             smooth_sums[r] = _weighted_shifted_sum(x[r], shifts[r], plus[r], class_weight)
-    _tile_exponentials(x, expanded, e, in_place and with_grad, plus, any_plus, sums)
+    _tile_exponentials(x, expanded, e, in_place and with_grad, plus, any_plus, sums, rests)
     log_sums = np.empty(n_rows)
-    _log_sums(sums, log_sums)
+    _log1p_rests(rests, log_sums)
     for r in range(n_rows):
         i = first + r
         _index_row_finish(
             i,
             target[i],
             sums[r],
+            rests[r],
             log_sums[r],
             target_shifted[r],
             smooth_sums[r],
@@ -818,12 +1020,13 @@ def cross_entropy_index_rows(
             shift, plus = _row_shift(row)
             target_shifted = _shifted(row[y], shift, plus)
             smooth_sum = _weighted_shifted_sum(row, shift, plus, class_weight) if _at(smooth_coef, i) != 0 else 0.0
-            s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
-            log_sum = math.log(s) if s != 0 else 0.0
+            s, rest = _row_exponentials(row, shift, plus, g, with_grad, in_place)
+            log_sum = math.log1p(rest)  # 0 for an all -inf row (rest = 0)
             _index_row_finish(
                 i,
                 y,
                 s,
+                rest,
                 log_sum,
                 target_shifted,
                 smooth_sum,
@@ -844,15 +1047,17 @@ def _prob_coef(q, w, eps, inv_classes):
 
 
 @njit(**_SUM)
-def _prob_terms(x, q, class_weight, eps, shift, plus):
-    """``(A, D)``: ``sum_c a_c`` and ``sum_c a_c (x_c - shift)`` (a zero ``a_c`` contributing 0)."""
+def _prob_terms(x, q, class_weight, eps, shift, plus, top):
+    """``(A, A', D)``: ``sum_c a_c``, ``sum_{c != top} a_c`` (summed without the top class) and
+    ``sum_c a_c (x_c - shift)`` (a zero ``a_c`` contributing 0)."""
     inv_classes = 1.0 / x.size
-    total, dot = 0.0, 0.0
+    total, rest_total, dot = 0.0, 0.0, 0.0
     for c in range(x.size):
         a = _prob_coef(q[c], 1.0 if class_weight.size == 0 else class_weight[c], eps, inv_classes)
         total += a
+        rest_total += 0.0 if c == top else a
         dot += 0.0 if a == 0 else a * _shifted(x[c], shift, plus)
-    return total, dot
+    return total, rest_total, dot
 
 
 @_rows_kernel
@@ -862,11 +1067,11 @@ def cross_entropy_prob_rows(x, target, eps, class_weight, scale, loss, grad, wit
     for i in prange(x.shape[0]):
         row, q = x[i], target[i]
         g = grad[i] if with_grad else grad[0]
-        shift, plus = _row_shift(row)
-        total, dot = _prob_terms(row, q, class_weight, eps, shift, plus)
-        s = _row_exponentials(row, shift, plus, g, with_grad, in_place)
+        shift, plus, top = _row_shift_top(row)
+        total, rest_total, dot = _prob_terms(row, q, class_weight, eps, shift, plus, top)
+        s, rest = _row_exponentials(row, shift, plus, g, with_grad, in_place)
         masked = s == 0
-        loss[i] = total * (0.0 if masked else math.log(s)) - dot
+        loss[i] = total * math.log1p(rest) - dot  # log1p(0) = 0 for an all -inf row
         if not with_grad:
             continue
         if masked:
@@ -879,3 +1084,5 @@ def cross_entropy_prob_rows(x, target, eps, class_weight, scale, loss, grad, wit
         for c in range(g.size):
             w = 1.0 if class_weight.size == 0 else class_weight[c]
             g[c] = g[c] * factor - scalar(_prob_coef(q[c], w, eps, inv_classes) * row_scale)
+        # the top entry as scale (A' - A S' / s), as in _index_row_finish
+        g[top] = _times(rest_total, row_scale) - _times(total, row_scale) * (rest / s)

@@ -34,16 +34,23 @@ from softmaxkit._validation import as_float_array, normalize_axes, normalize_axi
 
 
 class StableExp(NamedTuple):
-    """The pieces every softmax-like quantity is built from (``keepdims`` over the reduced axes).
+    r"""The pieces every softmax-like quantity is built from (``keepdims`` over the reduced axes).
 
     ``shifted`` is ``x - max(x)`` with the non-finite policy applied, ``exp_shifted`` is
-    ``exp(shifted)``, ``sum_exp`` is its sum (1 for a row with nothing to normalise, so
-    that dividing by it is always safe) and ``log_sum_exp`` is the log-sum-exp of ``x``.
-    Then ``softmax = exp_shifted / sum_exp`` and ``log_softmax = shifted - log(sum_exp)``.
+    ``exp(shifted)``, ``rest`` is :math:`S' = \sum_{j \ne top} e^{x_j - m}`, the sum of the
+    exponentials without the top one (which is exactly 1), summed without it, ``sum_exp`` is
+    ``1 + rest`` (1 for a row with nothing to normalise, so that dividing by it is always safe) and
+    ``log_sum_exp`` is the log-sum-exp of ``x``, ``m + log1p(S')``.
+
+    Then ``softmax = exp_shifted / sum_exp``, ``log_softmax = shifted - log1p(rest)`` and, at the
+    top, ``1 - p_top = rest / sum_exp``: each keeps full relative accuracy however confident the row
+    (where ``sum_exp`` rounds to 1, ``log(sum_exp)`` and ``1 - p_top`` would be 0), and at any
+    magnitude of ``x`` (nothing is rebuilt from the rounded log-sum-exp).
     """
 
     shifted: np.ndarray
     exp_shifted: np.ndarray
+    rest: np.ndarray
     sum_exp: np.ndarray
     log_sum_exp: np.ndarray
 
@@ -89,17 +96,35 @@ def stable_exp(x: np.ndarray, axes: tuple[int, ...]) -> StableExp:
         limit = np.where(np.isposinf(x), 0.0, -np.inf).astype(x.dtype, copy=False)
         shifted = np.where(positive_inf_rows, limit, shifted)
     exp_shifted = np.exp(shifted)
-    sum_exp = _reduce_rows(np.add, exp_shifted, axes)
-    empty_rows = sum_exp == 0  # all -inf: nothing to normalise
+    rest = _rest_sum(exp_shifted, axes)
+    empty_rows = rest < 0  # all -inf: no top entry, nothing to normalise
     has_empty = bool(empty_rows.any())
     if has_empty:
-        sum_exp[empty_rows] = 1
-    log_sum_exp = (shift + np.log(sum_exp)).astype(x.dtype, copy=False)  # a fresh array
+        rest[empty_rows] = 0
+    sum_exp = 1 + rest
+    log_sum_exp = (shift + np.log1p(rest)).astype(x.dtype, copy=False)  # a fresh array
     if has_empty:
         log_sum_exp[empty_rows] = -np.inf
     if has_positive_inf:
         log_sum_exp[positive_inf_rows] = np.inf
-    return StableExp(shifted, exp_shifted, sum_exp, log_sum_exp)
+    return StableExp(shifted, exp_shifted, rest, sum_exp, log_sum_exp)
+
+
+def _rest_sum(exp_shifted: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``S'``: the sum of the exponentials without the top one, never ``sum - 1``; -1 for an all ``-inf`` row.
+
+    The entries equal to 1 (the top, its ties, and any within half an ulp of it) are left out of the
+    sum and counted: ``S' = sum_{e_j != 1} e_j + (count(e_j = 1) - 1)``, so that a row's 1 never absorbs
+    the small exponentials it sits beside.
+    """
+    ones = exp_shifted == 1
+    others = _reduce_rows(np.add, np.where(ones, 0, exp_shifted), axes)
+    return others + (_reduce_rows(np.add, ones.astype(exp_shifted.dtype), axes) - 1)
+
+
+def top_index(a: np.ndarray, axis: int) -> np.ndarray:
+    """The position of the maximum of each row of ``a`` along ``axis`` (kept, size one): the top entry."""
+    return np.expand_dims(np.argmax(a, axis=axis), axis)
 
 
 def _unit_axis(x: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
@@ -155,7 +180,7 @@ def _softmax(x, axis: int, *, log: bool, engine: str) -> np.ndarray:
     elif log:
         parts = stable_exp(work, (axis,))
         result = parts.shifted
-        result -= np.log(parts.sum_exp)
+        result -= np.log1p(parts.rest)
     else:
         parts = stable_exp(work, (axis,))
         result = parts.exp_shifted
@@ -169,7 +194,9 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
     .. math:: \log\operatorname{softmax}(x)_i = x_i - \operatorname{logsumexp}(x)
 
     Finite wherever the probability is not exactly 0, so it is exact where ``np.log(softmax(x))``
-    underflows to ``-inf``. Same parameters, dtypes and non-finite policy as :func:`softmax`
+    underflows to ``-inf``; and accurate to a few ulp where the probability rounds to 1: the top
+    entry is ``-log1p(S')`` with :math:`S' = \sum_{j \ne top} e^{x_j - m}` (``log_softmax([0, -40])[0]``
+    is -4.2e-18, not 0). Same parameters, dtypes and non-finite policy as :func:`softmax`
     (a fully masked row gives ``-inf`` everywhere).
 
     Examples
@@ -258,6 +285,8 @@ def _softmax_backward(grad_output, output, axis: int, *, log: bool, engine: str)
     axis = normalize_axis(axis, max(output.ndim, 1))  # a 0-d array has one axis, as in the forward pass
     if output.ndim == 0:
         return np.zeros((), dtype=out_dtype)
+    if output.size == 0:  # nothing to reduce (no top entry to find)
+        return np.zeros(output.shape, dtype=out_dtype)
     pair = _backward_rows(grad, output, axis)
     if use_kernel(engine, None if pair is None else pair[0]):
         result = np.empty_like(grad)
@@ -266,8 +295,7 @@ def _softmax_backward(grad_output, output, axis: int, *, log: bool, engine: str)
     elif log:
         result = _log_softmax_backward_numpy(grad, output, axis)
     else:
-        result = grad * output
-        result -= output * np.sum(result, axis=axis, keepdims=True)
+        result = _softmax_backward_numpy(grad, output, axis)
     return result.astype(out_dtype, copy=False)
 
 
@@ -292,15 +320,40 @@ def log_softmax_backward(grad_output, output, axis: int = -1) -> np.ndarray:
     return _softmax_backward(grad_output, output, axis, log=True, engine="auto")
 
 
+def _softmax_backward_numpy(grad: np.ndarray, probabilities: np.ndarray, axis: int) -> np.ndarray:
+    """``p_i (d_i - sum_j d_j p_j)`` with ``d = g - g_top``: the same value as ``p_i (g_i - <g, p>)``, and at
+    the top entry ``p_top sum_j (g_top - g_j) p_j``, without the cancellation of ``g_top - <g, p>``."""
+    diff = grad - np.take_along_axis(grad, top_index(probabilities, axis), axis)
+    result = diff * probabilities
+    result = np.sum(result, axis=axis, keepdims=True)
+    np.subtract(diff, result, out=diff)
+    diff *= probabilities
+    return diff
+
+
 def _log_softmax_backward_numpy(grad: np.ndarray, log_probabilities: np.ndarray, axis: int) -> np.ndarray:
+    """``g_i - p_i sum_j g_j``, and at the top entry ``g_top (1 - p_top) - p_top sum_{j != top} g_j`` with
+    ``1 - p_top = -expm1(l_top)``: exact however confident the row (``g - p sum(g)`` cancels there)."""
     result = np.exp(log_probabilities)
     # A log-softmax row always has an entry >= -log(C), so its exp sums to 0 only when fully masked.
     masked_rows = ~np.any(result, axis=axis, keepdims=True)
-    result *= -np.sum(grad, axis=axis, keepdims=True)
+    top = top_index(log_probabilities, axis)
+    grad_top = np.take_along_axis(grad, top, axis)
+    grad_rest = np.sum(grad, axis=axis, keepdims=True, where=_not_at(top, grad.shape, axis))
+    log_top = np.take_along_axis(log_probabilities, top, axis)
+    at_top = grad_top * -np.expm1(log_top) - np.exp(log_top) * grad_rest
+    result *= -(grad_top + grad_rest)
     result += grad
+    np.put_along_axis(result, top, at_top, axis)
     if masked_rows.any():
         result = np.where(masked_rows, 0, result)
     return result
+
+
+def _not_at(index: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """A mask of ``shape``: False at ``index`` (one position per row along ``axis``), True elsewhere."""
+    positions = np.arange(shape[axis]).reshape([-1 if a == axis else 1 for a in range(len(shape))])
+    return positions != index
 
 
 def _check_same_shape(grad: np.ndarray, output: np.ndarray) -> None:
