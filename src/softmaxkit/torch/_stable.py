@@ -32,6 +32,14 @@ The package's (see :func:`softmaxkit.softmax`), applied by :func:`shift_logits`:
   probability or an ignored sample never turns a loss into ``NaN``.
 
 PyTorch's own functions return ``NaN`` in all of these cases.
+
+Traced and transformed calls
+----------------------------
+Some steps have a fast path that is taken after reading a value (``bool(mask.any())``: no
+non-finite maximum, no ``NaN`` in a sum). Under ``torch.compile`` / ``torch.export`` and inside
+``torch.func`` transforms a value cannot be read without a graph break (or at all, under
+``vmap``), so there :func:`concrete` is false and :func:`may_hold` answers "yes": the general,
+branch-free path runs, which gives the same values.
 """
 
 from __future__ import annotations
@@ -52,6 +60,16 @@ class SoftmaxParts(NamedTuple):
     arg: torch.Tensor  # int64 position of the row maximum
     top: torch.Tensor  # the row maximum m itself (+inf, -inf or NaN in the policy's rows)
     rest: torch.Tensor  # S' = sum over j != arg of exp(shifted_j)
+
+
+def concrete() -> bool:
+    """Whether tensor values may be read here: not while tracing (compile, export) nor inside a ``torch.func`` transform."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.maybe_current_level() is None
+
+
+def may_hold(mask: torch.Tensor) -> bool:
+    """``bool(mask.any())`` where values can be read (:func:`concrete`); ``True`` (take the general path) elsewhere."""
+    return not concrete() or bool(mask.any())
 
 
 def max_index(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -76,14 +94,14 @@ def shift_by(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     becomes 0 at its ``+inf`` entries and ``-inf`` elsewhere (its limit); ``NaN`` rows stay ``NaN``.
     """
     finite = torch.isfinite(m)
-    if bool(finite.all()):
+    if not may_hold(~finite):
         return x - m
     shifted = x - torch.where(finite, m, 0.0)
     top_rows = m == INF
-    if bool(top_rows.any()):
+    if may_hold(top_rows):
         shifted = torch.where(top_rows, torch.where(x == INF, 0.0, -INF), shifted)
     nan_rows = m.isnan()  # the maximum of a row with a NaN is NaN: NaN throughout, S' included
-    if bool(nan_rows.any()):
+    if may_hold(nan_rows):
         shifted = torch.where(nan_rows, torch.nan, shifted)
     return shifted
 
@@ -92,9 +110,10 @@ def rest_sum(e: torch.Tensor, arg: torch.Tensor, dim: int) -> torch.Tensor:
     """``S' = sum_{j != arg} e_j`` along ``dim`` (kept), for ``e = exp(shifted)``, a temporary of the caller's.
 
     Outside autograd the top entry is zeroed in place for the sum and put back (no copy of
-    ``e``); when the sum is being recorded (double backward) it is :func:`sum_except`.
+    ``e``); when the sum is being recorded (double backward), traced or under ``vmap`` (which has
+    no batching rule for the in-place scatter) it is :func:`sum_except`.
     """
-    if torch.is_grad_enabled() and e.requires_grad:
+    if (torch.is_grad_enabled() and e.requires_grad) or not concrete():  # recorded, traced or batched
         return sum_except(e, arg, dim)
     top = e.gather(dim, arg)
     rest = e.scatter_(dim, arg, 0.0).sum(dim=dim, keepdim=True)
@@ -146,6 +165,6 @@ def times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 def row_dot(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``sum_c coef_c value_c`` along the class axis 1 with ``0 * inf = 0``; the exact fix runs only where NaN appears."""
     out = (coef * value).sum(dim=1)
-    if bool(out.isnan().any()):
+    if may_hold(out.isnan()):
         out = times(coef, value).sum(dim=1)
     return out
