@@ -31,6 +31,7 @@ from softmaxkit.torch._checks import (
     check_probability_target,
     check_target_kind,
 )
+from softmaxkit.torch._function import signature_once
 from softmaxkit.torch._softmax_ops import log_softmax, logsumexp, softmax
 from softmaxkit.torch._stable import (
     INF,
@@ -108,6 +109,7 @@ class _IndexTerms:
         return rest
 
 
+@signature_once
 class _CrossEntropyFunction(Function):
     """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks.
 
@@ -234,6 +236,7 @@ def _prob_coef(target, w, eps, n_classes, dtype):
     return prob_coef if w is None else prob_coef * w
 
 
+@signature_once
 class _NLLLoss(Function):
     generate_vmap_rule = True
 

@@ -17,6 +17,7 @@ from torch.autograd import Function
 
 from softmaxkit.torch._autocast import as_autocast_op
 from softmaxkit.torch._checks import float_input, normalize_dim, normalize_dims
+from softmaxkit.torch._function import signature_once
 from softmaxkit.torch._stable import (
     INF,
     compute_dtype,
@@ -67,6 +68,7 @@ def _log_softmax_forward(xc: torch.Tensor, dim: int) -> tuple[torch.Tensor, torc
     return out, parts.arg, parts.rest
 
 
+@signature_once
 class _Softmax(Function):
     """New-style (``setup_context``) so that ``torch.func`` and ``torch.compile`` see through it; the forward
     returns the maximum's position as a second, non-differentiable output for the backward."""
@@ -101,6 +103,7 @@ class _Softmax(Function):
         return grad_in.to(saved.dtype), None
 
 
+@signature_once
 class _LogSoftmax(Function):
     generate_vmap_rule = True
 
@@ -154,6 +157,7 @@ def _logsumexp_parts(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tens
     return parts.top.reshape(shape), parts.rest.reshape(shape)
 
 
+@signature_once
 class _LogSumExp(Function):
     generate_vmap_rule = True
 

@@ -17,7 +17,7 @@ sizes depend on the data, value checks, engines that cannot be traced) runs in p
 eager calls, and behind registered custom ops (``torch.ops.softmaxkit.*``, with fake
 implementations that give only shapes and dtypes) while ``torch.compile`` or ``torch.export``
 traces a call, so the graph holds one opaque node per pass and no break. Traced, the gradients are
-computed in backward (the gradient-in-forward shortcut needs state outside the graph).
+computed in the forward pass as in eager calls, and saved for backward.
 
 Double backward is not supported: a backward recorded for differentiation (``create_graph=True``,
 or a second ``torch.func`` gradient transform) raises at once, instead of returning a gradient
@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch.autograd import Function
 
+from softmaxkit.torch._function import signature_once
 from softmaxkit.torch._linear_ce import _torch_engine
 from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales, RowStats, make_lse_problem, make_problem
 
@@ -374,6 +375,7 @@ def _none_if_empty(grads, needs):
     return tuple(g if need else None for g, need in zip(grads, needs))
 
 
+@signature_once
 class LinearCrossEntropy(Function):
     """``apply(input, weight, bias, target, class_weight, options, needs) -> (loss, m, arg, rest, dx, dw, db)``.
 
@@ -382,10 +384,10 @@ class LinearCrossEntropy(Function):
 
     @staticmethod
     def forward(input, weight, bias, target, class_weight, options: Options, needs):
-        if torch.compiler.is_compiling():  # traced: one opaque node, gradients in backward
-            return torch.ops.softmaxkit.linear_cross_entropy(
-                input, weight, bias, target, class_weight, *options, [False] * 3
-            )
+        if torch.compiler.is_compiling():  # traced: one opaque node
+            # An exported program is for inference: no gradients in its forward.
+            needs = [False] * 3 if torch.compiler.is_exporting() else list(needs)
+            return torch.ops.softmaxkit.linear_cross_entropy(input, weight, bias, target, class_weight, *options, needs)
         return ce_forward(input, weight, bias, target, class_weight, options, needs)
 
     @staticmethod
@@ -394,19 +396,23 @@ class LinearCrossEntropy(Function):
         _, m, arg, rest, dx, dw, db = output
         ctx.mark_non_differentiable(m, arg, rest, dx, dw, db)
         ctx.options = options
-        precomputed = options.reduction != "none" and any(needs) and not torch.compiler.is_compiling()
-        ctx.pre = (dx, dw, db) if precomputed else None
-        ctx.save_for_backward(input, weight, bias, target, class_weight, m, arg, rest)
+        ctx.precomputed = options.reduction != "none" and any(needs) and bool(dx.numel() or dw.numel() or db.numel())
+        ctx.traced = torch.compiler.is_compiling()
+        # Eager, the precomputed gradients stay out of the saved tensors so that the first backward
+        # hands them to autograd without a copy; traced, the graph must see them saved.
+        ctx.pre = (dx, dw, db) if ctx.precomputed and not ctx.traced else None
+        saved = (dx, dw, db) if ctx.precomputed and ctx.traced else ()
+        ctx.save_for_backward(input, weight, bias, target, class_weight, m, arg, rest, *saved)
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
         refuse_double_backward("linear_cross_entropy")
-        input, weight, bias, target, class_weight, m, arg, rest = ctx.saved_tensors
+        input, weight, bias, target, class_weight, m, arg, rest, *saved = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
-        if ctx.pre is not None:
-            dx, dw, db = ctx.pre
+        if ctx.precomputed and (saved or ctx.pre is not None):
+            dx, dw, db = saved or ctx.pre
             ctx.pre = None  # hand the buffers to autograd without a copy (a second backward recomputes them)
-            if not bool(grad_loss == 1):
+            if ctx.traced or not bool(grad_loss == 1):
                 acc = m.dtype
                 dx = dx * grad_loss.to(dx.dtype) if needs[0] else dx
                 dw = (dw.to(acc) * grad_loss).to(dw.dtype) if needs[1] else dw
@@ -424,6 +430,7 @@ class LinearCrossEntropy(Function):
         return (*_none_if_empty(grads, needs), None, None, None, None)
 
 
+@signature_once
 class LinearLogSumExp(Function):
     """``apply(input, weight, bias, softcap, max_memory, backend) -> (lse, m, arg, rest)``; only ``lse`` is differentiable."""
 
@@ -537,6 +544,7 @@ def _stats_options(ignore_index, softcap, max_memory, backend, temperature) -> O
     return Options(ignore_index, "none", 0.0, 0.0, softcap, max_memory, backend, temperature, True)
 
 
+@signature_once
 class LinearTokenStats(Function):
     """``apply(input, weight, bias, target, ignore_index, softcap, max_memory, backend, temperature)``
     ``-> (logprob, entropy, lse, m, arg, rest)``; ``logprob`` and ``lse`` are differentiable."""
