@@ -179,6 +179,13 @@ def linear_cross_entropy(
         The loss in float32 (float64 for float64 input): a scalar, or of shape ``(...)`` for
         ``reduction="none"``. Gradients for ``input`` and ``weight`` come back in their dtype.
 
+    Notes
+    -----
+    With a scalar reduction under grad mode the gradients are computed in the forward pass (one
+    sweep over the vocabulary for the whole training step) and handed over in backward: a forward
+    that is never backpropagated costs about as much as forward + backward, so evaluate under
+    ``torch.no_grad()`` (the measurement is in :mod:`softmaxkit.torch._linear_ce._autograd`).
+
     Examples
     --------
     >>> import torch

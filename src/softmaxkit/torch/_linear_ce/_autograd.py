@@ -9,6 +9,13 @@ autograd will need them) and scaled by the incoming gradient in backward; for ``
 recomputed in backward from the saved per-token statistics. The result is deterministic: the
 same inputs, shapes and ``max_memory`` give the same bits run to run.
 
+Why in the forward pass: it saves the second sweep over the vocabulary (the logits recomputed).
+Measured with ``benchmarks/bench_linear_ce.py --modes`` (N, d, V = 2048, 512, 16384 on two shared
+cores, CPU seconds): a training step costs 0.90 s (float32) and 0.96 s (bfloat16) so, against
+1.21 s and 1.12 s when backward recomputes the logits. The price is paid by a forward under grad
+mode that is never backpropagated: 0.86 s and 0.97 s where the no-grad forward costs 0.37 s and
+0.32 s. Evaluation belongs under ``torch.no_grad()`` or ``torch.inference_mode()``.
+
 How PyTorch sees it
 -------------------
 :class:`LinearCrossEntropy` and :class:`LinearLogSumExp` are new-style ``autograd.Function``\\ s
