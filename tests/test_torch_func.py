@@ -240,3 +240,31 @@ def test_func_grad_of_linear_cross_entropy_equals_backward(reduction):
     loss([x, w, b]).backward()
     for g, a in zip(got, (x, w, b)):
         torch.testing.assert_close(g, a.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "cross_entropy"])
+def test_fused_kernels_only_where_values_can_be_read(monkeypatch, name):
+    # Eager calls take PyTorch's fused kernels for the bulk of the rows (and so does a Function's
+    # forward under torch.func.grad, which sees plain tensors); under vmap the branch-free exact forms
+    # run, as the fused path's fix-ups gather a data-dependent subset of rows. Same gradients.
+    calls = []
+    for kernel in ("softmax", "log_softmax", "_softmax_backward_data", "_log_softmax_backward_data"):
+        original = getattr(torch, kernel)
+        monkeypatch.setattr(torch, kernel, lambda *a, _f=original, _k=kernel, **kw: calls.append(_k) or _f(*a, **kw))
+    g = _gen(3)
+    x = torch.randn(16, 10, generator=g)
+    target = torch.randint(0, 10, (16,), generator=g)
+    weights = torch.randn(16, 10, generator=g)
+
+    def loss(x, target, weights):
+        if name == "cross_entropy":
+            return skt.cross_entropy(x, target, reduction="sum")
+        return (getattr(skt, name)(x, dim=-1) * weights).sum()
+
+    eager_x = x.clone().requires_grad_()
+    loss(eager_x, target, weights).backward()
+    assert calls, "the eager call did not take the fused kernels"
+    calls.clear()
+    per_sample = vmap(grad(loss))(x.unsqueeze(1), target.unsqueeze(1), weights.unsqueeze(1)).squeeze(1)
+    assert calls == []
+    torch.testing.assert_close(per_sample, eager_x.grad, rtol=1e-5, atol=1e-6)
