@@ -263,5 +263,130 @@ def main(argv=None) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- modes: compiled, forward-only
+
+
+MODES_FULL = [((2048, 512, 16384), 5)]  # (shape, repeats): an eighth of the first full case's work
+MODES_QUICK = [((256, 64, 2048), 3)]
+MODES = (
+    "train_eager",  # forward + backward, eager: the gradients computed in the forward pass (scalar reductions)
+    "train_lazy",  # the alternative: forward saves statistics only, backward recomputes the logits
+    "train_compiled",  # forward + backward of torch.compile(fullgraph=True) (after a warm-up call)
+    "forward_no_grad",  # forward under torch.no_grad()
+    "forward_grad_unused",  # forward under grad mode, never backpropagated (an evaluation loop without no_grad)
+)
+
+
+def _mode_step(mode, fn, lazy_fn, x, w, t):
+    import torch
+
+    if mode == "forward_no_grad":
+        with torch.no_grad():
+            return fn(x, w, t)
+    if mode == "forward_grad_unused":
+        return fn(x, w, t)
+    loss = (lazy_fn if mode == "train_lazy" else fn)(x, w, t)
+    loss.backward()
+    return loss
+
+
+def modes_child(mode, n, d, v, dtype_name, repeats):  # pragma: no cover - runs in its own process
+    import torch
+
+    from softmaxkit.torch import linear_cross_entropy
+
+    def fn(x_, w_, t_):
+        return linear_cross_entropy(x_, w_, t_)
+
+    def lazy_fn(x_, w_, t_):
+        # reduction="none" keeps only the per-token statistics; its backward recomputes the logits.
+        return linear_cross_entropy(x_, w_, t_, reduction="none").sum() / t_.numel()
+
+    if mode == "train_compiled":
+        fn = torch.compile(fn, fullgraph=True)
+    x, w, t = _inputs(n, d, v, getattr(torch, dtype_name))
+    x.requires_grad_()
+    w.requires_grad_()
+    compile_s = None
+    start = time.perf_counter()
+    _mode_step(mode, fn, lazy_fn, x, w, t)  # warm-up at full size (and compilation)
+    if mode == "train_compiled":
+        compile_s = time.perf_counter() - start
+    times, cpu = [], []
+    for _ in range(repeats):
+        x.grad = w.grad = None
+        start, start_cpu = time.perf_counter(), time.process_time()
+        _mode_step(mode, fn, lazy_fn, x, w, t)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "cpu_s": statistics.median(cpu),
+        "compile_s": compile_s,
+    }
+
+
+def modes_main(argv) -> int:
+    """``--modes``: softmaxkit's linear_cross_entropy eager, lazy, compiled and forward-only, one process per case."""
+    parser = argparse.ArgumentParser(
+        description="linear_cross_entropy: training step eager / lazy / compiled, forward only"
+    )
+    parser.add_argument("--modes", action="store_true", help="this benchmark (results/linear_ce_modes.*)")
+    parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke test")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the results (default results/)")
+    parser.add_argument("--mode-child", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.mode_child:
+        mode, n, d, v, dtype, repeats = args.mode_child
+        print(json.dumps(modes_child(mode, int(n), int(d), int(v), dtype, int(repeats))))
+        return 0
+
+    from _common import RESULTS_DIR, environment, write_results
+
+    rows = []
+    for shape, repeats in MODES_QUICK if args.quick else MODES_FULL:
+        for dtype in DTYPES:
+            case = []
+            for mode in MODES:
+                child_args = [sys.executable, __file__, "--modes", "--mode-child", mode, *map(str, shape), dtype]
+                done = subprocess.run([*child_args, str(repeats)], capture_output=True, text=True)
+                if done.returncode != 0:
+                    case.append({"mode": mode, "error": (done.stderr.strip().splitlines() or ["failed"])[-1][:200]})
+                    continue
+                case.append({"mode": mode, **json.loads(done.stdout.strip().splitlines()[-1])})
+                print(f"  {mode:20s} {dtype:9s} {shape}: {case[-1]['median_s']:.3f} s, cpu {case[-1]['cpu_s']:.3f} s")
+            base = {r["mode"]: r["cpu_s"] for r in case if "cpu_s" in r}
+            for row in case:
+                row.update(N=shape[0], d=shape[1], V=shape[2], dtype=dtype, repeats=repeats)
+                if "cpu_s" in row and "train_eager" in base:
+                    row["cpu_vs_train_eager"] = row["cpu_s"] / base["train_eager"]
+                if "cpu_s" in row and "forward_no_grad" in base:
+                    row["cpu_vs_forward_no_grad"] = row["cpu_s"] / base["forward_no_grad"]
+                rows.append(row)
+    columns = ["N", "d", "V", "dtype", "mode", "median_s", "min_s", "max_s", "cpu_s", "repeats"]
+    columns += ["cpu_vs_train_eager", "cpu_vs_forward_no_grad", "compile_s", "error"]
+    notes = [
+        "softmaxkit.torch.linear_cross_entropy, mean reduction, index targets, no bias; each mode in its own process",
+        "train_eager: forward + backward as shipped (gradients computed in the forward pass under grad mode);"
+        " train_lazy: the alternative (reduction='none' then sum / N: statistics in forward, logits recomputed in backward)",
+        "train_compiled: torch.compile(fullgraph=True) of the call (one custom op per pass); compile_s is the first call",
+        "forward_grad_unused: a forward under grad mode that is never backpropagated (it pays for the gradients)",
+        "time: median wall seconds of `repeats` after a full-size warm-up; cpu_s: median CPU seconds of the process"
+        " (all its threads), which the shared machine's load disturbs less than wall time; the ratios use cpu_s",
+    ]
+    write_results(
+        "linear_ce_modes-quick" if args.quick else "linear_ce_modes",
+        rows,
+        environment(("softmaxkit", "torch")),
+        results_dir=args.out or RESULTS_DIR,
+        title="linear_cross_entropy: eager, lazy and compiled training steps; forward only",
+        columns=columns,
+        notes=notes,
+    )
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(modes_main(sys.argv[1:]) if "--modes" in sys.argv[1:] else main())

@@ -18,13 +18,12 @@ import torch.nn.functional as F
 from _reference import assert_close, cast_value_and_grads, frobenius_error, linear_cross_entropy_ref, max_relative_error
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from softmaxkit.torch._linear_ce import _torch_engine
-from softmaxkit.torch._linear_ce._autograd import LinearCrossEntropy, LinearLogSumExp, select_engine
+from softmaxkit.torch._linear_ce import _autograd, _torch_engine
+from softmaxkit.torch._linear_ce._autograd import select_engine
 from softmaxkit.torch._linear_ce._plan import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_MEMORY_CUDA,
     check_max_memory,
-    make_lse_problem,
     make_plan,
     make_problem,
 )
@@ -502,8 +501,8 @@ def test_default_max_memory_grows_with_the_weight():
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_autograd_sees_only_the_engine_interface(reduction):
-    """The engine is chosen once per call; the Functions call nothing but its forward / gradients / logsumexp."""
+def test_autograd_sees_only_the_engine_interface(reduction, monkeypatch):
+    """The engine is chosen once per pass; the implementations call nothing but its forward / gradients / logsumexp."""
 
     class Recording:
         def __init__(self):
@@ -524,9 +523,9 @@ def test_autograd_sees_only_the_engine_interface(reduction):
     g = gn if reduction == "none" else torch.tensor(1.5)
 
     def through(engine):
+        monkeypatch.setattr(_autograd, "select_engine", lambda *args: engine)
         leaves = [a.detach().clone().requires_grad_() for a in (x, w, b)]
-        x2, p, _ = make_problem(*leaves, t, softcap=None, max_memory=None, **options)
-        loss = LinearCrossEntropy.apply(x2, leaves[1], leaves[2], p, (True, True, True), engine)
+        loss = linear_cross_entropy(leaves[0], leaves[1], t, leaves[2], **options)
         loss.backward(g.to(loss.dtype) if reduction == "none" else g)
         return [loss.detach()] + [a.grad for a in leaves]
 
@@ -536,9 +535,9 @@ def test_autograd_sees_only_the_engine_interface(reduction):
     assert recording.calls == (["forward"] if reduction == "mean" else ["forward", "gradients"])
 
     recording = Recording()
-    x2, p, _ = make_lse_problem(x, w, b, softcap=2.0, max_memory=None)
-    leaf = x2.detach().clone().requires_grad_()
-    LinearLogSumExp.apply(leaf, w, b, p, recording).sum().backward()
+    monkeypatch.setattr(_autograd, "select_engine", lambda *args: recording)
+    leaf = x.detach().clone().requires_grad_()
+    linear_logsumexp(leaf, w, b, softcap=2.0).sum().backward()
     assert recording.calls == ["logsumexp", "gradients"]
 
 

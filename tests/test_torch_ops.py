@@ -538,8 +538,9 @@ def test_modules_are_the_functions():
     assert torch.equal(
         skt.NLLLoss(weight=weight, reduction="none")(log_p, y), skt.nll_loss(log_p, y, weight=weight, reduction="none")
     )
+    assert torch.equal(skt.CrossEntropyLoss(weight)(x, y), module.__class__(weight=weight)(x, y))  # weight positional
     with pytest.raises(TypeError):
-        skt.CrossEntropyLoss(weight)  # options are keyword-only
+        skt.CrossEntropyLoss(weight, 2)  # the other options are keyword-only
 
 
 def test_lesson_numbers():

@@ -5,6 +5,13 @@ and where the NumPy functions reject the same input the words are theirs (the te
 Checks of plain options (``reduction``, ``label_smoothing``, ``ignore_index``) are the NumPy side's
 own functions; the wording of a bad class index is shared with it through
 :func:`softmaxkit._validation.class_index_error`.
+
+Checks of tensor values (class indices in range, finite non-negative weights) read the values in
+eager calls and inside ``torch.func`` transforms (on the tensor beneath the transform's
+wrappers, see :func:`readable`). While ``torch.compile`` or ``torch.export`` traces a call they
+become ``torch._assert_async`` nodes of the graph instead (no graph break): the compiled program
+still refuses the input when it runs, with the same first sentence but without the position.
+Checks of shapes, dtypes and options never read values and run unchanged when traced.
 """
 
 from __future__ import annotations
@@ -101,6 +108,22 @@ def check_same_device(t: torch.Tensor, x: torch.Tensor, name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def readable(t: torch.Tensor) -> torch.Tensor | None:
+    """The tensor whose values a check may read: ``t`` itself, the plain tensor beneath ``torch.func``'s
+    wrappers (under ``vmap`` it holds every sample), or ``None`` while a graph is traced."""
+    if torch.compiler.is_compiling():
+        return None
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        t = functorch.get_unwrapped(t)
+    return t
+
+
+def _bad_class_index(target: torch.Tensor, n_classes: int, ignore_index: int) -> torch.Tensor:
+    target = target.long()
+    return (target != ignore_index) & ((target < 0) | (target >= n_classes))
+
+
 def check_class_indices(target: torch.Tensor, n_classes: int, ignore_index: int) -> torch.Tensor:
     """Return the mask of the entries that count (``target != ignore_index``).
 
@@ -108,12 +131,16 @@ def check_class_indices(target: torch.Tensor, n_classes: int, ignore_index: int)
     comparisons run in int64 whatever ``target``'s dtype (in uint8, ``-100`` would be 156). The
     tensor twin of :func:`softmaxkit._validation.check_class_indices`, with its message.
     """
-    target = target.long()
-    valid = target != ignore_index
-    bad = valid & ((target < 0) | (target >= n_classes))
+    valid = target.long() != ignore_index
+    values = readable(target)
+    if values is None:
+        message = f"target must hold class indices in [0, {n_classes}) or ignore_index={ignore_index}"
+        torch._assert_async(~_bad_class_index(target, n_classes, ignore_index).any(), message)
+        return valid
+    bad = _bad_class_index(values, n_classes, ignore_index)
     if bool(bad.any()):
-        position = tuple(int(i) for i in torch.nonzero(bad)[0]) if target.ndim else ()
-        raise class_index_error(int(target[position]), position, n_classes, ignore_index)
+        position = tuple(int(i) for i in torch.nonzero(bad)[0]) if values.ndim else ()
+        raise class_index_error(int(values[position]), position, n_classes, ignore_index)
     return valid
 
 
@@ -182,6 +209,12 @@ def _check_weight_values(weight: torch.Tensor, name: str) -> None:
     """Class weights are finite and non-negative (a meta tensor has no values to check)."""
     if weight.device.type == "meta":
         return
+    values = readable(weight)
+    if values is None:
+        torch._assert_async(torch.isfinite(weight).all(), f"{name} must be finite")
+        torch._assert_async(~(weight < 0).any(), f"{name} must be non-negative")
+        return
+    weight = values
     if not bool(torch.isfinite(weight).all()):
         bad = torch.nonzero(~torch.isfinite(weight)).flatten().tolist()
         raise ValueError(f"{name} must be finite, got non-finite entries at {bad}")

@@ -37,8 +37,25 @@ are :math:`G W`, :math:`G^\top H` and the column sums of :math:`G`. The coeffici
 
 The hidden states, weights and bias are expected to be finite (the logits of finite inputs are
 finite, so no row is ever all ``-inf``); a non-finite input gives ``NaN`` in the affected rows, as
-in the naive computation. No gradient flows to ``target`` or ``class_weight``; double backward is
-not supported.
+in the naive computation. No gradient flows to ``target`` or ``class_weight``. Double backward is
+not supported, and asking for it (``create_graph=True``, nested ``torch.func`` gradients) raises a
+``RuntimeError`` in the backward pass rather than returning a gradient that autograd would treat
+as a constant.
+
+Precisions
+----------
+The logits product runs in the input's dtype (a float32 or float64 weight is cast to a float16 /
+bfloat16 input's dtype first: mixed precision's master weights) and everything after it in
+float32 (float64 for float64 input); the loss is float32 (float64). Under ``torch.autocast`` the
+input, weight and bias are cast to the autocast dtype first, as ``torch.nn.functional.linear``
+would cast them. Gradients come back in each tensor's own dtype.
+
+PyTorch's tools
+---------------
+``torch.compile`` (``fullgraph=True``) and ``torch.export`` see one custom op per pass
+(``torch.ops.softmaxkit.linear_cross_entropy`` and its backward, ``...linear_logsumexp``); the
+value checks run inside it. ``torch.func.grad`` works; ``vmap`` and forward mode do not
+(see :mod:`softmaxkit.torch._linear_ce._autograd`).
 
 How it is computed
 ------------------
@@ -61,11 +78,40 @@ from __future__ import annotations
 
 import torch
 
-from softmaxkit.torch._checks import check_backend
-from softmaxkit.torch._linear_ce._autograd import LinearCrossEntropy, LinearLogSumExp, select_engine
-from softmaxkit.torch._linear_ce._plan import make_lse_problem, make_problem
+from softmaxkit._validation import check_label_smoothing, check_reduction
+from softmaxkit.torch._checks import (
+    check_backend,
+    check_finite_real,
+    check_ignore_index64,
+    check_linear_class_weight,
+    check_linear_target,
+    check_linear_tensors,
+)
+from softmaxkit.torch._linear_ce._autograd import LinearCrossEntropy, LinearLogSumExp, Options
+from softmaxkit.torch._linear_ce._plan import check_max_memory_option
 
 __all__ = ["LinearCrossEntropyLoss", "linear_cross_entropy", "linear_logsumexp"]
+
+
+def amp_operands(input, weight, bias):
+    """``(input, weight, bias)`` in the precision of the logits product, checked.
+
+    Under ``torch.autocast`` on the input's device all three are cast to the autocast dtype, as
+    ``torch.nn.functional.linear`` would be. Outside it a float32 (or float64) ``weight`` with a
+    float16 / bfloat16 ``input`` (mixed precision's master weights) is cast to the input's dtype:
+    the product runs in the input's precision with float32 accumulation, and the weight's gradient
+    comes back in its own dtype through the cast.
+    """
+    if isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor) and input.is_floating_point():
+        device = input.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            low = torch.get_autocast_dtype(device)
+            input, weight = input.to(low), weight.to(low) if weight.is_floating_point() else weight
+            bias = bias.to(low) if isinstance(bias, torch.Tensor) and bias.is_floating_point() else bias
+        elif input.dtype in (torch.float16, torch.bfloat16) and weight.dtype in (torch.float32, torch.float64):
+            weight = weight.to(input.dtype)
+    check_linear_tensors(input, weight, bias)
+    return input, weight, bias
 
 
 def linear_cross_entropy(
@@ -94,7 +140,8 @@ def linear_cross_entropy(
     input : torch.Tensor, shape (..., d)
         Hidden states, float32, float64, bfloat16 or float16.
     weight : torch.Tensor, shape (V, d)
-        Output projection (one row per class), same dtype and device as ``input``.
+        Output projection (one row per class), on the input's device, of its dtype or (for a
+        float16 / bfloat16 input) float32 / float64 (see "Precisions" in the module docstring).
     target : torch.Tensor
         Class indices of shape ``(...)`` (integer), or class probabilities of shape ``(..., V)``.
     bias : torch.Tensor, shape (V,), optional
@@ -132,6 +179,13 @@ def linear_cross_entropy(
         The loss in float32 (float64 for float64 input): a scalar, or of shape ``(...)`` for
         ``reduction="none"``. Gradients for ``input`` and ``weight`` come back in their dtype.
 
+    Notes
+    -----
+    With a scalar reduction under grad mode the gradients are computed in the forward pass (one
+    sweep over the vocabulary for the whole training step) and handed over in backward: a forward
+    that is never backpropagated costs about as much as forward + backward, so evaluate under
+    ``torch.no_grad()`` (the measurement is in :mod:`softmaxkit.torch._linear_ce._autograd`).
+
     Examples
     --------
     >>> import torch
@@ -145,28 +199,25 @@ def linear_cross_entropy(
     >>> bool(torch.isclose(loss, F.cross_entropy(x @ w.T, t, label_smoothing=0.1), rtol=1e-12))
     True
     """
-    backend = check_backend(backend)
-    x2, p, batch = make_problem(
-        input,
-        weight,
-        bias,
-        target,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        class_weight=class_weight,
-        z_loss=z_loss,
-        softcap=softcap,
-        max_memory=max_memory,
+    input, weight, bias = amp_operands(input, weight, bias)
+    options = Options(
+        check_ignore_index64(ignore_index),
+        check_reduction(reduction),
+        check_label_smoothing(label_smoothing),
+        check_finite_real(z_loss, "z_loss", low=0.0),
+        check_finite_real(softcap, "softcap", low=0.0, allow_none=True),
+        check_max_memory_option(max_memory),
+        check_backend(backend),
     )
+    check_linear_target(target, tuple(input.shape[:-1]), weight.shape[0])
+    check_linear_class_weight(class_weight, weight.shape[0])
     grad = torch.is_grad_enabled()
     needs = (
         grad and input.requires_grad,
         grad and weight.requires_grad,
         grad and bias is not None and bias.requires_grad,
     )
-    loss = LinearCrossEntropy.apply(x2, weight, bias, p, needs, select_engine(input, backend, p))
-    return loss.reshape(batch) if p.reduction == "none" else loss
+    return LinearCrossEntropy.apply(input, weight, bias, target, class_weight, options, needs)[0]
 
 
 def linear_logsumexp(
@@ -193,10 +244,11 @@ def linear_logsumexp(
     >>> linear_logsumexp(x, w)
     tensor([1.5514, 1.0986])
     """
-    backend = check_backend(backend)
-    x2, p, batch = make_lse_problem(input, weight, bias, softcap=softcap, max_memory=max_memory)
-    lse = LinearLogSumExp.apply(x2, weight, bias, p, select_engine(input, backend, p))
-    return lse.reshape(batch)
+    input, weight, bias = amp_operands(input, weight, bias)
+    softcap = check_finite_real(softcap, "softcap", low=0.0, allow_none=True)
+    return LinearLogSumExp.apply(
+        input, weight, bias, softcap, check_max_memory_option(max_memory), check_backend(backend)
+    )[0]
 
 
 class LinearCrossEntropyLoss(torch.nn.Module):
@@ -231,6 +283,15 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
         self.z_loss, self.softcap, self.max_memory, self.backend = z_loss, softcap, max_memory, backend
         self.register_buffer("class_weight", class_weight)
+
+    def extra_repr(self) -> str:
+        """The options that differ from their defaults (``class_weight`` is shown as a buffer would be: its shape)."""
+        defaults = dict(ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None)
+        defaults.update(max_memory=None, backend="auto")
+        shown = [f"{k}={getattr(self, k)!r}" for k, v in defaults.items() if getattr(self, k) != v]
+        if self.class_weight is not None:
+            shown.append(f"class_weight=<tensor of shape {tuple(self.class_weight.shape)}>")
+        return ", ".join(shown)
 
     def forward(
         self, input: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None = None

@@ -73,8 +73,8 @@ class CrossEntropyLoss(_WeightedLoss):
 
     def __init__(
         self,
-        *,
         weight: torch.Tensor | None = None,
+        *,
         ignore_index: int = -100,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
@@ -100,7 +100,7 @@ class NLLLoss(_WeightedLoss):
     """:func:`softmaxkit.torch.nll_loss` with fixed options, as a module."""
 
     def __init__(
-        self, *, weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean"
+        self, weight: torch.Tensor | None = None, *, ignore_index: int = -100, reduction: str = "mean"
     ) -> None:
         super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction)
 

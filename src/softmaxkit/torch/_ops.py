@@ -24,17 +24,20 @@ import torch
 from torch.autograd import Function
 
 from softmaxkit._validation import check_label_smoothing
+from softmaxkit.torch._autocast import as_autocast_loss
 from softmaxkit.torch._checks import (
     check_index_target,
     check_loss_args,
     check_probability_target,
     check_target_kind,
 )
+from softmaxkit.torch._function import signature_once
 from softmaxkit.torch._softmax_ops import log_softmax, logsumexp, softmax
 from softmaxkit.torch._stable import (
     INF,
     compute_dtype,
     log_softmax_terms,
+    may_hold,
     normaliser,
     row_dot,
     shift_logits,
@@ -107,7 +110,8 @@ class _IndexTerms:
         return rest
 
 
-class _CrossEntropy(Function):
+@signature_once
+class _CrossEntropyFunction(Function):
     """Cross-entropy on (N, C, ...) logits; the wrapper handles unbatched input and the checks.
 
     ``loss_n = -sum_c a_nc l_nc`` with ``l`` the log-softmax; the gradient is ``p_nc A_n - a_nc``
@@ -119,16 +123,16 @@ class _CrossEntropy(Function):
     (``p_t - 1 = -sum_{j != t} p_j`` for a top target), never ``p_top A_n - a_n,top``.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, target, weight, ignore_index, reduction, eps):
+    def forward(x, target, weight, ignore_index, reduction, eps):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         n_classes = xc.shape[1]
         shifted, l1, arg, rest = log_softmax_terms(xc, 1)  # -log p_c = l1 - shifted_c
         w = None if weight is None else _class_view(weight.to(cdt), xc.ndim)
-        ctx.probabilities = target.is_floating_point()
-        ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
-        if ctx.probabilities:
+        if target.is_floating_point():
             prob_coef = _prob_coef(target, w, eps, n_classes, cdt)
             per = -row_dot(prob_coef, shifted) + times(prob_coef.sum(dim=1), l1.squeeze(1))
             denominator = per.numel()
@@ -143,14 +147,22 @@ class _CrossEntropy(Function):
                 per = per + times(terms.smooth_coef, weighted)
             denominator = terms.denominator
         del shifted
+        denominator = torch.as_tensor(denominator, dtype=cdt, device=x.device)
+        return _reduce(per, reduction, denominator).to(x.dtype), arg, rest, denominator
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x, target, weight, ignore_index, reduction, eps), (_, arg, rest, denominator) = inputs, output
+        ctx.mark_non_differentiable(rest, denominator)
+        ctx.probabilities = target.is_floating_point()
+        ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
         # Saved: the logits and target (references to the caller's tensors), the (C,) weights,
         # per row the maximum's position and S' (O(N)), and the 0-d mean denominator; never an
         # N x C tensor.
-        ctx.save_for_backward(x, target, weight, arg, rest, torch.as_tensor(denominator, dtype=cdt))
-        return _reduce(per, reduction, denominator).to(x.dtype)
+        ctx.save_for_backward(x, target, weight, arg, rest, denominator)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, _grad_arg, _grad_rest, _grad_denominator):
         x, target, weight, arg, rest, denominator = ctx.saved_tensors
         cdt = rest.dtype
         xc = x.to(cdt)
@@ -200,9 +212,18 @@ class _CrossEntropy(Function):
         at_top = times(rest_coef, scale.unsqueeze(1)) - row * top_complement(rest)
         grad_x = grad_x.scatter(1, arg, at_top) if recorded else grad_x.scatter_(1, arg, at_top)
         dead = top == -INF  # a fully masked row takes no part: zero gradient
-        if bool(dead.any()):
+        if may_hold(dead):
             grad_x = torch.where(dead, 0.0, grad_x)
         return grad_x.to(x.dtype), grad_target, None, None, None, None
+
+
+class _CrossEntropy:
+    """``apply(x, target, weight, ignore_index, reduction, eps)`` returning the loss alone, unchecked
+    (what :mod:`softmaxkit.linear_model._torch_backend` calls on its chunks)."""
+
+    @staticmethod
+    def apply(*args):
+        return _CrossEntropyFunction.apply(*args)[0]
 
 
 def _prob_coef(target, w, eps, n_classes, dtype):
@@ -213,20 +234,28 @@ def _prob_coef(target, w, eps, n_classes, dtype):
     return prob_coef if w is None else prob_coef * w
 
 
+@signature_once
 class _NLLLoss(Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, target, weight, ignore_index, reduction):
+    def forward(x, target, weight, ignore_index, reduction):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         terms = _IndexTerms(target, weight, ignore_index, 0.0, xc.shape[1], cdt)
         per = times(terms.target_coef, -xc.gather(1, terms.y).squeeze(1))
-        ctx.reduction, ctx.ignore_index = reduction, ignore_index
-        ctx.shape, ctx.dtype, ctx.cdt = xc.shape, x.dtype, cdt
-        ctx.save_for_backward(target, weight, terms.denominator)
-        return _reduce(per, reduction, terms.denominator).to(x.dtype)
+        return _reduce(per, reduction, terms.denominator).to(x.dtype), terms.denominator
 
     @staticmethod
-    def backward(ctx, grad):
+    def setup_context(ctx, inputs, output):
+        (x, target, weight, ignore_index, reduction), (_, denominator) = inputs, output
+        ctx.mark_non_differentiable(denominator)
+        ctx.reduction, ctx.ignore_index = reduction, ignore_index
+        ctx.shape, ctx.dtype, ctx.cdt = x.shape, x.dtype, compute_dtype(x.dtype)
+        ctx.save_for_backward(target, weight, denominator)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_denominator):
         target, weight, denominator = ctx.saved_tensors
         cdt = ctx.cdt
         terms = _IndexTerms(target, weight, ctx.ignore_index, 0.0, ctx.shape[1], cdt)
@@ -239,8 +268,8 @@ class _NLLLoss(Function):
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
-    *,
     weight: torch.Tensor | None = None,
+    *,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
@@ -266,7 +295,7 @@ def cross_entropy(
         Integer class indices shaped like ``input`` without the class axis, or floating class
         probabilities of ``input``'s shape.
     weight : torch.Tensor of shape (C,), optional
-        Finite, non-negative class weights.
+        Finite, non-negative class weights (positional or keyword, as in ``torch.nn.functional``).
     ignore_index : int, default -100
         Index targets equal to it contribute neither loss nor gradient. With probability targets it
         must be negative (unused), as in PyTorch.
@@ -276,7 +305,8 @@ def cross_entropy(
     Returns
     -------
     torch.Tensor
-        A scalar, or per-sample losses (``"none"``), in the input's floating dtype.
+        A scalar, or per-sample losses (``"none"``), in the input's floating dtype; float32 for
+        float16 / bfloat16 input under ``torch.autocast``, as PyTorch's loss.
 
     Raises
     ------
@@ -310,6 +340,7 @@ def cross_entropy(
     tensor([[-0.3410,  0.2424,  0.0986]], dtype=torch.float64)
     """
     x, target, weight, ignore_index, reduction = check_loss_args(input, target, weight, ignore_index, reduction)
+    x = as_autocast_loss(x)
     eps = check_label_smoothing(label_smoothing)
     check_target_kind(target, allow_probabilities=True)
     if target.is_floating_point():
@@ -317,16 +348,16 @@ def cross_entropy(
     else:
         check_index_target(target, x, ignore_index)
     if x.ndim == 1:
-        out = _CrossEntropy.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, eps)
+        out = _CrossEntropyFunction.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, eps)[0]
         return out.squeeze(0) if reduction == "none" else out
-    return _CrossEntropy.apply(x, target, weight, ignore_index, reduction, eps)
+    return _CrossEntropyFunction.apply(x, target, weight, ignore_index, reduction, eps)[0]
 
 
 def nll_loss(
     input: torch.Tensor,
     target: torch.Tensor,
-    *,
     weight: torch.Tensor | None = None,
+    *,
     ignore_index: int = -100,
     reduction: str = "mean",
 ) -> torch.Tensor:
@@ -359,9 +390,10 @@ def nll_loss(
     0.417030016
     """
     x, target, weight, ignore_index, reduction = check_loss_args(input, target, weight, ignore_index, reduction)
+    x = as_autocast_loss(x)
     check_target_kind(target, allow_probabilities=False)
     check_index_target(target, x, ignore_index)
     if x.ndim == 1:
-        out = _NLLLoss.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)
+        out = _NLLLoss.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)[0]
         return out.squeeze(0) if reduction == "none" else out
-    return _NLLLoss.apply(x, target, weight, ignore_index, reduction)
+    return _NLLLoss.apply(x, target, weight, ignore_index, reduction)[0]

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
+from softmaxkit.torch._autocast import as_autocast_op
 from softmaxkit.torch._checks import float_input, normalize_dim, normalize_dims
+from softmaxkit.torch._function import signature_once
 from softmaxkit.torch._stable import (
     INF,
     compute_dtype,
@@ -32,6 +34,18 @@ from softmaxkit.torch._stable import (
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 
+def _torch_softmax(x):
+    return torch.softmax(x, 0)
+
+
+def _torch_log_softmax(x):
+    return torch.log_softmax(x, 0)
+
+
+def _torch_logsumexp(x):
+    return torch.logsumexp(x, 0)
+
+
 def _empty_reduction(x: torch.Tensor, dims: tuple[int, ...]) -> bool:
     return any(x.shape[d] == 0 for d in dims) if x.ndim else False
 
@@ -46,18 +60,27 @@ def _log_softmax_forward(xc: torch.Tensor, dim: int) -> tuple[torch.Tensor, torc
     return log_softmax_parts(xc, dim)
 
 
+@signature_once
 class _Softmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        cdt = compute_dtype(x.dtype)
-        p, arg = _softmax_forward(x.to(cdt), dim)
-        out = p.to(x.dtype)
-        ctx.dim, ctx.from_input = dim, cdt != x.dtype
-        ctx.save_for_backward(x if ctx.from_input else out, arg)
-        return out
+    """New-style (``setup_context``) so that ``torch.func`` and ``torch.compile`` see through it; the forward
+    returns the maximum's position as a second, non-differentiable output for the backward."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, grad):
+    def forward(x, dim):
+        cdt = compute_dtype(x.dtype)
+        p, arg = _softmax_forward(x.to(cdt), dim)
+        return p.to(x.dtype), arg
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x, dim), (out, arg) = inputs, output
+        ctx.dim, ctx.from_input = dim, compute_dtype(x.dtype) != x.dtype
+        ctx.save_for_backward(x if ctx.from_input else out, arg)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_arg):
         saved, arg = ctx.saved_tensors
         dim = ctx.dim
         if ctx.from_input:  # float16 / bfloat16: the float32 softmax again, from the input
@@ -71,18 +94,25 @@ class _Softmax(Function):
         return grad_in.to(saved.dtype), None
 
 
+@signature_once
 class _LogSoftmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        cdt = compute_dtype(x.dtype)
-        lp, arg, rest = _log_softmax_forward(x.to(cdt), dim)
-        out = lp.to(x.dtype)
-        ctx.dim, ctx.from_input = dim, cdt != x.dtype
-        ctx.save_for_backward(x if ctx.from_input else out, arg, rest)
-        return out
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, grad):
+    def forward(x, dim):
+        cdt = compute_dtype(x.dtype)
+        lp, arg, rest = _log_softmax_forward(x.to(cdt), dim)
+        return lp.to(x.dtype), arg, rest
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x, dim), (out, arg, rest) = inputs, output
+        ctx.mark_non_differentiable(rest)
+        ctx.dim, ctx.from_input = dim, compute_dtype(x.dtype) != x.dtype
+        ctx.save_for_backward(x if ctx.from_input else out, arg, rest)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_arg, _grad_rest):
         saved, arg, rest = ctx.saved_tensors
         dim = ctx.dim
         recorded = torch.is_grad_enabled()
@@ -106,19 +136,27 @@ def _logsumexp_parts(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tens
     return top.reshape(shape), rest.reshape(shape)
 
 
+@signature_once
 class _LogSumExp(Function):
-    @staticmethod
-    def forward(ctx, x, dims, keepdim):
-        xc = x.to(compute_dtype(x.dtype))
-        top, rest = _logsumexp_parts(xc, dims)
-        ctx.dims, ctx.keepdim = dims, keepdim
-        ctx.save_for_backward(x, top, rest)
-        lse = top + rest.log1p()
-        out = lse if keepdim else lse.squeeze(dims)
-        return out.to(x.dtype)
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, grad):
+    def forward(x, dims, keepdim):
+        xc = x.to(compute_dtype(x.dtype))
+        top, rest = _logsumexp_parts(xc, dims)
+        lse = top + rest.log1p()
+        out = lse if keepdim else lse.squeeze(dims)
+        return out.to(x.dtype), top, rest
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x, dims, keepdim), (_, top, rest) = inputs, output
+        ctx.mark_non_differentiable(top, rest)
+        ctx.dims, ctx.keepdim = dims, keepdim
+        ctx.save_for_backward(x, top, rest)
+
+    @staticmethod
+    def backward(ctx, grad, _grad_top, _grad_rest):
         x, top, rest = ctx.saved_tensors
         xc = x.to(top.dtype)
         if torch.is_grad_enabled():  # create_graph=True: the statistics must depend on x
@@ -135,7 +173,16 @@ class _LogSumExp(Function):
         return grad_in.to(x.dtype), None, None
 
 
-def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+def _with_dtype(x: torch.Tensor, dtype) -> torch.Tensor:
+    """``dtype=`` as PyTorch's ``softmax`` takes it: the input is cast to it before the op."""
+    if dtype is None:
+        return x
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be None or a floating torch.dtype, got {dtype!r}")
+    return x.to(dtype)
+
+
+def softmax(input: torch.Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     r"""Softmax along ``dim``, as an autograd op with the package's non-finite policy.
 
     .. math:: \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \quad m = \max_j x_j
@@ -146,6 +193,9 @@ def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
         Logits of any shape; float16 and bfloat16 are computed in float32.
     dim : int, default -1
         The axis that sums to one.
+    dtype : torch.dtype, optional
+        Cast the input to it first, as ``torch.softmax``'s ``dtype=``. Under ``torch.autocast`` the
+        result has the dtype PyTorch's ``softmax`` would give (see :mod:`softmaxkit.torch._autocast`).
 
     Returns
     -------
@@ -162,16 +212,16 @@ def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
     >>> softmax(torch.tensor([float("-inf"), float("-inf")]))
     tensor([0., 0.])
     """
-    x = float_input(input)
+    x = as_autocast_op(_with_dtype(float_input(input), dtype), _torch_softmax)
     d = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
-        return _Softmax.apply(x.unsqueeze(0), 0).squeeze(0)
+        return _Softmax.apply(x.unsqueeze(0), 0)[0].squeeze(0)
     if x.shape[d] == 0:
         return x.clone()
-    return _Softmax.apply(x, d)
+    return _Softmax.apply(x, d)[0]
 
 
-def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+def log_softmax(input: torch.Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     r"""Log-softmax along ``dim``, as an autograd op with the package's non-finite policy.
 
     .. math:: \log\operatorname{softmax}(x)_i = (x_i - m) - \log\sum_j e^{x_j - m}
@@ -182,6 +232,8 @@ def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
         Logits of any shape; float16 and bfloat16 are computed in float32.
     dim : int, default -1
         The class axis.
+    dtype : torch.dtype, optional
+        Cast the input to it first, as ``torch.log_softmax``'s ``dtype=``; autocast as in :func:`softmax`.
 
     Returns
     -------
@@ -197,13 +249,13 @@ def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
     tensor([[-0.6931, -0.6931],
             [   -inf,  0.0000]])
     """
-    x = float_input(input)
+    x = as_autocast_op(_with_dtype(float_input(input), dtype), _torch_log_softmax)
     d = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
-        return _LogSoftmax.apply(x.unsqueeze(0), 0).squeeze(0)
+        return _LogSoftmax.apply(x.unsqueeze(0), 0)[0].squeeze(0)
     if x.shape[d] == 0:
         return x.clone()
-    return _LogSoftmax.apply(x, d)
+    return _LogSoftmax.apply(x, d)[0]
 
 
 def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, keepdim: bool = False) -> torch.Tensor:
@@ -237,12 +289,12 @@ def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, ke
     >>> logsumexp(torch.tensor([[0.0, 0.0], [float("-inf"), float("-inf")]]))
     tensor([0.6931,   -inf])
     """
-    x = float_input(input)
+    x = as_autocast_op(float_input(input), _torch_logsumexp)
     if not isinstance(keepdim, bool):
         raise TypeError(f"keepdim must be a bool, got {keepdim!r}")
     if x.ndim == 0:
         normalize_dims(dim, 1)
-        return _LogSumExp.apply(x.unsqueeze(0), (0,), False)
+        return _LogSumExp.apply(x.unsqueeze(0), (0,), False)[0]
     dims = normalize_dims(dim, x.ndim)
     if _empty_reduction(x, dims):
         shape = (
@@ -252,4 +304,4 @@ def logsumexp(input: torch.Tensor, dim: int | tuple[int, ...] | None = -1, *, ke
         )
         out = torch.full(shape, -INF, dtype=x.dtype, device=x.device)
         return out + 0 * x.sum(dim=dims, keepdim=keepdim) if x.requires_grad else out
-    return _LogSumExp.apply(x, dims, keepdim)
+    return _LogSumExp.apply(x, dims, keepdim)[0]

@@ -32,6 +32,18 @@ The package's (see :func:`softmaxkit.softmax`), applied by :func:`shift_logits`:
   probability or an ignored sample never turns a loss into ``NaN``.
 
 PyTorch's own functions return ``NaN`` in all of these cases.
+
+Traced and transformed calls
+----------------------------
+Some steps have a fast path that is taken after reading a value (``bool(mask.any())``: no
+non-finite maximum, no ``NaN`` in a sum). Under ``torch.compile`` / ``torch.export`` and inside
+``torch.func`` transforms a value cannot be read without a graph break (or at all, under
+``vmap``), so there :func:`concrete` is false and :func:`may_hold` answers "yes": the general,
+branch-free path runs, which gives the same values.
+
+The fused kernels (below) are such a fast path: they fix up a data-dependent subset of rows, which
+cannot be traced, so they run only in eager calls outside autograd recording (:func:`_fused`);
+traced and transformed calls take the exact forms on every row.
 """
 
 from __future__ import annotations
@@ -52,6 +64,16 @@ class SoftmaxParts(NamedTuple):
     arg: torch.Tensor  # int64 position of the row maximum
     top: torch.Tensor  # the row maximum m itself (+inf, -inf or NaN in the policy's rows)
     rest: torch.Tensor  # S' = sum over j != arg of exp(shifted_j)
+
+
+def concrete() -> bool:
+    """Whether tensor values may be read here: not while tracing (compile, export) nor inside a ``torch.func`` transform."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.maybe_current_level() is None
+
+
+def may_hold(mask: torch.Tensor) -> bool:
+    """``bool(mask.any())`` where values can be read (:func:`concrete`); ``True`` (take the general path) elsewhere."""
+    return not concrete() or bool(mask.any())
 
 
 def max_index(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -76,14 +98,14 @@ def shift_by(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     becomes 0 at its ``+inf`` entries and ``-inf`` elsewhere (its limit); ``NaN`` rows stay ``NaN``.
     """
     finite = torch.isfinite(m)
-    if bool(finite.all()):
+    if not may_hold(~finite):
         return x - m
     shifted = x - torch.where(finite, m, 0.0)
     top_rows = m == INF
-    if bool(top_rows.any()):
+    if may_hold(top_rows):
         shifted = torch.where(top_rows, torch.where(x == INF, 0.0, -INF), shifted)
     nan_rows = m.isnan()  # the maximum of a row with a NaN is NaN: NaN throughout, S' included
-    if bool(nan_rows.any()):
+    if may_hold(nan_rows):
         shifted = torch.where(nan_rows, torch.nan, shifted)
     return shifted
 
@@ -92,9 +114,10 @@ def rest_sum(e: torch.Tensor, arg: torch.Tensor, dim: int) -> torch.Tensor:
     """``S' = sum_{j != arg} e_j`` along ``dim`` (kept), for ``e = exp(shifted)``, a temporary of the caller's.
 
     Outside autograd the top entry is zeroed in place for the sum and put back (no copy of
-    ``e``); when the sum is being recorded (double backward) it is :func:`sum_except`.
+    ``e``); when the sum is being recorded (double backward), traced or under ``vmap`` (which has
+    no batching rule for the in-place scatter) it is :func:`sum_except`.
     """
-    if torch.is_grad_enabled() and e.requires_grad:
+    if (torch.is_grad_enabled() and e.requires_grad) or not concrete():  # recorded, traced or batched
         return sum_except(e, arg, dim)
     top = e.gather(dim, arg)
     rest = e.scatter_(dim, arg, 0.0).sum(dim=dim, keepdim=True)
@@ -146,7 +169,7 @@ def times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 def row_dot(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``sum_c coef_c value_c`` along the class axis 1 with ``0 * inf = 0``; the exact fix runs only where NaN appears."""
     out = (coef * value).sum(dim=1)
-    if bool(out.isnan().any()):
+    if may_hold(out.isnan()):
         out = times(coef, value).sum(dim=1)
     return out
 
@@ -169,7 +192,8 @@ CONFIDENT_P = math.exp(CONFIDENT_LOG_P)
 
 
 def _fused(x: torch.Tensor, dim: int) -> bool:
-    return x.shape[dim] <= FUSED_MAX_CLASSES and not torch.is_grad_enabled()
+    """Whether to take the fused kernels: up to :data:`FUSED_MAX_CLASSES`, not recorded, and eager (:func:`concrete`)."""
+    return x.shape[dim] <= FUSED_MAX_CLASSES and not torch.is_grad_enabled() and concrete()
 
 
 def _hard(top_log_p: torch.Tensor) -> torch.Tensor | None:
@@ -266,7 +290,7 @@ def exact_log_softmax_vjp(
     grad_in = grad_in.scatter(dim, arg, at_top) if recorded else grad_in.scatter_(dim, arg, at_top)
     # An all -inf row has no probability mass to move: its gradient is zero.
     dead = lp_top == -INF
-    if bool(dead.any()):
+    if may_hold(dead):
         grad_in = torch.where(dead, 0.0, grad_in)
     return grad_in
 
@@ -291,8 +315,8 @@ def log_softmax_vjp(
 def logsumexp_parts(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(m, S')`` along ``dim`` (kept): ``m = amax``, ``S = sum exp(x - m)`` (a cascade sum, accurate at any C)
     and ``S' = S - 1`` where the row is not confident (``S >= e^0.5``: no cancellation); the exact
-    forms on the other rows and outside autograd's no-grad mode."""
-    if torch.is_grad_enabled():
+    forms on the other rows, when recorded and in traced or transformed calls."""
+    if torch.is_grad_enabled() or not concrete():
         parts = softmax_parts(x, dim)
         return parts.top, parts.rest
     top = x.amax(dim=dim, keepdim=True)

@@ -76,6 +76,17 @@ class Problem:
     reduction: str
     max_memory: int
     plan: Plan
+    temperature: float = 1.0  # the logits are softcap(u) / temperature
+    entropy: bool = False  # the forward pass also accumulates each token's entropy
+
+
+def check_max_memory_option(max_memory: Any) -> int | None:
+    """``max_memory`` as given: None or an integer number of bytes >= 64 (the default is sized later)."""
+    if max_memory is not None and (
+        isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral) or max_memory < 64
+    ):
+        raise ValueError(f"max_memory must be None or an integer number of bytes >= 64, got {_describe(max_memory)}")
+    return None if max_memory is None else int(max_memory)
 
 
 def check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: int, logits_elements: int) -> int:
@@ -89,13 +100,20 @@ def check_max_memory(max_memory: Any, device: torch.device, *, weight_bytes: int
         # no N x V scratch beyond the 32 MiB floor.
         grown = min(weight_bytes // _WEIGHT_SHARE, logits_elements * 4 // _LOGITS_SHARE)
         return max(DEFAULT_MAX_MEMORY, grown)
-    if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral) or max_memory < 64:
-        raise ValueError(f"max_memory must be None or an integer number of bytes >= 64, got {_describe(max_memory)}")
-    return int(max_memory)
+    return check_max_memory_option(max_memory)
 
 
 def make_plan(
-    n: int, v: int, d: int, dtype: torch.dtype, acc: torch.dtype, *, kind: str, softcap: bool, max_memory: int
+    n: int,
+    v: int,
+    d: int,
+    dtype: torch.dtype,
+    acc: torch.dtype,
+    *,
+    kind: str,
+    softcap: bool,
+    max_memory: int,
+    entropy: bool = False,
 ) -> Plan:
     """Chunk sizes such that the chunk-shaped scratch stays within ``max_memory`` bytes.
 
@@ -115,6 +133,8 @@ def make_plan(
         per_element += torch.finfo(dtype).bits // 8  # the low-precision product and gradient tile
     if kind == "prob":
         per_element += acc_size  # the smoothed, weighted target tile
+    if entropy:
+        per_element += acc_size  # the entropy terms of a tile
     elements = max(1, max_memory // per_element)
     n1, row_bytes = max(n, 1), d * acc_size
     if elements // v >= min(n1, _MIN_ROWS):
@@ -145,7 +165,20 @@ def aligned(size: int, whole: int, multiple: int) -> int:
 
 
 def make_problem(
-    input, weight, bias, target, *, ignore_index, reduction, label_smoothing, class_weight, z_loss, softcap, max_memory
+    input,
+    weight,
+    bias,
+    target,
+    *,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    class_weight,
+    z_loss,
+    softcap,
+    max_memory,
+    temperature=1.0,
+    entropy=False,
 ) -> tuple[torch.Tensor, Problem, tuple[int, ...]]:
     """Validate everything; return ``(input as (N, d), problem, batch shape)``."""
     check_linear_tensors(input, weight, bias)
@@ -192,7 +225,10 @@ def make_problem(
         kind = "index"
         ce_denominator, n_kept = float(target_weight.sum()), int(valid.sum())
         tgt = safe
-    plan = make_plan(n, v, d, input.dtype, acc, kind=kind, softcap=softcap is not None, max_memory=max_memory)
+    temperature = check_finite_real(temperature, "temperature", low=0.0, allow_none=True)
+    plan = make_plan(
+        n, v, d, input.dtype, acc, kind=kind, softcap=softcap is not None, max_memory=max_memory, entropy=entropy
+    )
     problem = Problem(
         kind=kind,
         n=n,
@@ -213,6 +249,8 @@ def make_problem(
         reduction=reduction,
         max_memory=max_memory,
         plan=plan,
+        temperature=1.0 if temperature is None else temperature,
+        entropy=bool(entropy),
     )
     return x2, problem, batch
 
@@ -299,6 +337,9 @@ class LogitStats(NamedTuple):
     # smoothing), the target coefficients a_nc (probability targets); 0 otherwise. Accumulated from
     # the shifted logits, so the loss terms built from it do not cancel at large |z|.
     zs: torch.Tensor
+    # (N,) E = sum_c exp(z_c - m) (m - z_c) >= 0 when the problem asks for the entropy, else None:
+    # H = log1p(S') + E / (1 + S'), a sum of non-negative terms.
+    ent: torch.Tensor | None = None
 
 
 class TileCoefs(NamedTuple):

@@ -73,7 +73,7 @@ def logsumexp(x2, weight, bias, p: Problem) -> RowStats:
 
 
 def _logit_stats(stats: dict, p: Problem) -> LogitStats:
-    return LogitStats(_row_stats(stats, slice(None), p), stats["zt"], stats["zs"])
+    return LogitStats(_row_stats(stats, slice(None), p), stats["zt"], stats["zs"], stats.get("ent"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,6 +90,7 @@ class _Scratch:
         self.low = torch.empty(size, dtype=dtype, device=device) if dtype != p.acc else None
         self.deriv = torch.empty(size, dtype=p.acc, device=device) if p.softcap is not None else None
         self.prob_coef = torch.empty(size, dtype=p.acc, device=device) if p.kind == "prob" else None
+        self.ent = torch.empty(size, dtype=p.acc, device=device) if p.entropy else None
 
     @staticmethod
     def view(buffer: torch.Tensor, n: int, v: int) -> torch.Tensor:
@@ -125,6 +126,8 @@ def _logits(x_c, weight, bias, j0, j1, p: Problem, s: _Scratch) -> torch.Tensor:
         torch.mul(z, z, out=deriv)
         deriv.neg_().add_(1.0)
         z.mul_(p.softcap)
+    if p.temperature != 1.0:
+        z.div_(p.temperature)
     return z
 
 
@@ -168,7 +171,16 @@ def _tile_stats(z, r0, j0, p: Problem, stats: dict, s: _Scratch) -> None:
         else:
             seen, weighted = float(j0), z.sum(1)
         stats["zs"][rows] += (seen * (m_new - m_old) if seen else 0.0) - weighted
+    if p.entropy:
+        ent = s.view(s.ent, n, v)
+        torch.neg(z, out=ent)  # m - z >= 0
     z.exp_()
+    if p.entropy:
+        # E = sum_c exp(z_c - m)(m - z_c), carried to the new maximum: exp(m_old - m_new) (E_old + gap T_old)
+        # with T_old = 1 + S'_old the exponentials seen so far relative to m_old; nothing on the first tile.
+        gap = m_new - m_old
+        carried = torch.exp(-gap) * (stats["ent"][rows] + gap * (stats["rest"][rows] + 1.0))
+        stats["ent"][rows] = torch.where(m_old == -math.inf, 0.0, carried) + ent.mul_(z).sum(1)
     total = z.sum(1)
     rest = torch.where(new_top, total - 1.0, total)
     arg = stats["arg"][rows]
@@ -234,6 +246,8 @@ def _tile_grad(z, r0, j0, row: RowStats, coefs: TileCoefs, p: Problem, s: _Scrat
         z[top, row.arg[top] - j0] = coefs.top[top]
     if p.softcap is not None:
         z.mul_(s.view(s.deriv, n, v))
+    if p.temperature != 1.0:
+        z.div_(p.temperature)
     return z
 
 
@@ -252,6 +266,8 @@ def _new_stats(p: Problem, device) -> dict:
     }
     if p.kind == "prob":  # the target coefficients of the columns swept so far
         stats["seen"] = torch.zeros(p.n, dtype=p.acc, device=device)
+    if p.entropy:
+        stats["ent"] = torch.zeros(p.n, dtype=p.acc, device=device)
     return stats
 
 
