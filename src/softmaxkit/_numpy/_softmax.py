@@ -341,7 +341,8 @@ def _log_softmax_backward_numpy(grad: np.ndarray, log_probabilities: np.ndarray,
     grad_top = np.take_along_axis(grad, top, axis)
     grad_rest = np.sum(grad, axis=axis, keepdims=True, where=_not_at(top, grad.shape, axis))
     log_top = np.take_along_axis(log_probabilities, top, axis)
-    at_top = grad_top * -np.expm1(log_top) - np.exp(log_top) * grad_rest
+    with np.errstate(invalid="ignore"):  # a NaN row stays NaN (the policy); numpy 1.24's expm1 warns on NaN
+        at_top = grad_top * -np.expm1(log_top) - np.exp(log_top) * grad_rest
     result *= -(grad_top + grad_rest)
     result += grad
     np.put_along_axis(result, top, at_top, axis)
