@@ -19,8 +19,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
-from softmaxkit._numpy._softmax import log_softmax, softmax
-from softmaxkit.linear_model import _loss, _solvers
+from softmaxkit._numpy._softmax import softmax
+from softmaxkit.linear_model import _predicting, _solvers
 from softmaxkit.linear_model._fitting import (
     auto_learning_rate,
     coef_from_theta,
@@ -35,12 +35,7 @@ from softmaxkit.linear_model._model_file import read_model, write_model
 from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
 from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
-from softmaxkit.linear_model._streaming import (
-    STEP_PER_CURVATURE,
-    WARM_START_STEPS,
-    StreamState,
-    averaged_steps,
-)
+from softmaxkit.linear_model._streaming import averaged_steps, new_stream_state
 from softmaxkit.linear_model._threads import blas_threads, limit_blas_threads
 
 __all__ = ["SoftmaxRegression"]
@@ -127,12 +122,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     momentum : float, default 0.9
         Nesterov momentum of sgd (0 for plain SGD).
 
-        How many epochs :meth:`partial_fit` needs: on the standardised pendigits and satimage
-        sets (C=1), ten shuffled chunks per epoch with one step per chunk (``batch_size`` at least
-        the chunk), ``momentum=0.95`` and the "auto" rate reach 1e-3 (relative) of the exact
-        optimum in 143 and 171 epochs (``tests/test_sklearn_optimum.py``); on a well-conditioned
-        problem, mini-batches of 50 with ``momentum=0.5`` and "invscaling" need 5
-        (``tests/test_softmax_regression.py``).
+        :meth:`partial_fit`'s default (averaged SGD) and its measured convergence: see there.
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the training data (stratified) and stop when the
         validation accuracy has not improved by ``tol`` for ``n_iter_no_change`` iterations or
@@ -455,18 +445,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Update the model with one mini-batch ``X, y`` of a stream (any ``solver``).
 
-        With ``solver`` "auto", "lbfgs" or "newton-cg" (the default), averaged SGD
-        (:mod:`._streaming`): Nesterov momentum (``momentum``), a constant step (``learning_rate``;
-        "auto" is ``4 / L``, ``L`` the curvature bound of ``learning_rate``'s entry, from the first
-        call's rows) and ``coef_`` the polynomial-decay average of the iterates. One call is one
-        step (``batch_size="auto"``) or one step per ``batch_size`` rows, in the order given; the
-        step count, momentum and average advance by steps, not by calls. Measured on the shuffled
-        256-row stream of ``benchmarks/bench_stream.py`` (standardised features, default
-        ``alpha``), relative objective gap to the optimum after 10 and 30 passes: pendigits 1.3e-2
-        and 4.4e-3, letter 2.5e-3 and 2.2e-3, satimage 4.7e-2 and 1.3e-2 (the latest table:
-        ``benchmarks/results/stream.md``). With "sgd" or "adam": one epoch of :meth:`fit`'s
-        updates on ``X, y`` (shuffled mini-batches), the optimiser state carried over between calls.
-
+        With ``solver`` "auto", "lbfgs" or "newton-cg" (the default): averaged SGD (the update, its
+        step ``learning_rate="auto"`` and ``momentum``: :mod:`._streaming`), one step per call (or per
+        ``batch_size`` rows), ``coef_`` the average of the iterates; it continues from a fitted model.
+        Measured on shuffled 256-row calls (``benchmarks/results/stream.md``), relative gap to the
+        optimum after 10 / 30 passes: letter 2.5e-3 / 2.2e-3, pendigits 1.3e-2 / 4.4e-3, satimage
+        4.7e-2 / 1.3e-2. "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
         ``class_weight="balanced"`` and ``early_stopping`` do not apply here.
 
         Parameters
@@ -515,21 +499,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             if averaged:
                 state = self._stream_state
                 batch = n_samples if self.batch_size == "auto" else min(self.batch_size, n_samples)
-                f = averaged_steps(
-                    objective.batch_loss_gradient, n_samples, state, batch_size=batch, momentum=float(self.momentum)
-                )
+                options = {"batch_size": batch, "momentum": float(self.momentum)}
+                f = averaged_steps(objective.batch_loss_gradient, n_samples, state, **options)
                 x = state.average
             else:
                 state = self._stochastic_state
                 x0 = self._initial_theta(n_classes, n_features, target, s, warm=True)
-                x, f = _solvers.stochastic_epoch(
-                    objective.batch_loss_gradient,
-                    x0,
-                    n_samples,
-                    state,
-                    rng=self._partial_fit_rng,
-                    **self._epoch_options(n_samples, state),
-                )
+                options = {"rng": self._partial_fit_rng, **self._epoch_options(n_samples, state)}
+                x, f = _solvers.stochastic_epoch(objective.batch_loss_gradient, x0, n_samples, state, **options)
         if not np.isfinite(f):
             raise FloatingPointError(f"the objective diverged to {f}; lower learning_rate")
         self._set_coef(x, n_classes, n_features, dtype)
@@ -538,44 +515,54 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return self
 
     def _new_stream_state(self, X, target, s, n_classes, n_features, warm):
-        if self.learning_rate == "auto":
-            curvature = _loss.curvature_bound(X, self.alpha, fit_intercept=self.fit_intercept) + 1e-12
-            rate = STEP_PER_CURVATURE / curvature
-        else:
-            rate = float(self.learning_rate)
         x0 = self._initial_theta(n_classes, n_features, target, s, warm=warm)
-        state = StreamState(learning_rate=rate, iterate=x0.copy(), average=x0.copy(), velocity=np.zeros_like(x0))
-        state.step = WARM_START_STEPS if warm else 0
-        return state
+        return new_stream_state(self.learning_rate, X, self.alpha, self.fit_intercept, x0, warm=warm)
 
     # ------------------------------------------------------------------ prediction
 
-    def _logits(self, X):
+    def _chunked(self, X):
+        """``(logits(start, stop), n_samples, rows per chunk)`` for the validated ``X``."""
         check_is_fitted(self)
         X = self._validate_X(X, reset=False, dtype=self.coef_.dtype)
-        return X @ self.coef_.T + self.intercept_
+        rows = _predicting.chunk_rows(len(self.classes_), self.coef_.dtype.itemsize)
+        return _predicting.logits_of(X, self.coef_, self.intercept_), X.shape[0], rows
+
+    def _all(self, X, kind):
+        logits, n_samples, rows = self._chunked(X)
+        return _predicting.transformed(logits, n_samples, len(self.classes_), self.coef_.dtype, rows, kind)
 
     def decision_function(self, X):
         """The logits ``X @ coef_.T + intercept_``, shape (n_samples, n_classes).
 
         For two classes, scikit-learn's convention: the 1-D difference ``z_1 - z_0`` (the log-odds
-        of ``classes_[1]``).
+        of ``classes_[1]``). Every prediction method works in row chunks of bounded memory (see
+        :mod:`softmaxkit.linear_model._predicting`).
         """
-        z = self._logits(X)
+        z = self._all(X, "logits")
         return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict(self, X):
-        """The most probable class of each row (the first one on ties)."""
-        z = self._logits(X)
-        return self.classes_[np.argmax(z, axis=1)]
+        """The most probable class of each row (the first one on ties); no ``n_samples x n_classes`` array."""
+        logits, n_samples, rows = self._chunked(X)
+        return self.classes_[_predicting.predicted(logits, n_samples, rows)]
 
     def predict_proba(self, X):
         """Class probabilities, ``softmax(decision logits)``, shape (n_samples, n_classes)."""
-        return softmax(self._logits(X), axis=1)
+        return self._all(X, "proba")
 
     def predict_log_proba(self, X):
         """Exact log-probabilities via :func:`softmaxkit.log_softmax` (finite wherever the probability is not 0)."""
-        return log_softmax(self._logits(X), axis=1)
+        return self._all(X, "log_proba")
+
+    def iter_predict_proba(self, X, *, chunk_bytes=_predicting.PREDICT_CHUNK_BYTES):
+        """Yield ``(start, proba)``: the class probabilities of the rows ``start:start + len(proba)`` of ``X``.
+
+        For outputs larger than memory: each chunk has about ``chunk_bytes / TEMPORARIES_PER_CHUNK``
+        bytes (:mod:`._predicting`), to write away (e.g. into ``np.lib.format.open_memmap``) before the next.
+        """
+        rows = _predicting.chunk_rows(len(self.classes_), self.coef_.dtype.itemsize, chunk_bytes)
+        logits, n_samples, _ = self._chunked(X)
+        yield from _predicting.iter_chunks(logits, n_samples, rows, lambda z: softmax(z, axis=1))
 
     # ------------------------------------------------------------------ model files
 

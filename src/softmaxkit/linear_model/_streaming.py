@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["STEP_PER_CURVATURE", "WARM_START_STEPS", "StreamState", "averaged_steps"]
+from softmaxkit.linear_model import _loss
+
+__all__ = ["STEP_PER_CURVATURE", "WARM_START_STEPS", "StreamState", "averaged_steps", "new_stream_state"]
 
 # eta = STEP_PER_CURVATURE / L. Measured (benchmarks/bench_stream.py's protocol, momentum 0.9, on
 # pendigits): 1 gives a relative gap of 0.12 after 10 passes, 2 (momentum 0.95) 0.017, 4 0.013,
@@ -78,3 +80,17 @@ def averaged_steps(
     state.iterate = x
     state.samples_seen += n_samples
     return total / n_samples
+
+
+def new_stream_state(learning_rate, X, alpha: float, fit_intercept: bool, x0: np.ndarray, *, warm: bool) -> StreamState:
+    """The state before the first step from ``x0``: the step ``learning_rate`` or, for "auto",
+    :data:`STEP_PER_CURVATURE` over the curvature bound of the rows ``X``; ``warm`` (``x0`` a fitted
+    model) counts ``x0`` as the average of :data:`WARM_START_STEPS` steps."""
+    if learning_rate == "auto":
+        rate = STEP_PER_CURVATURE / (_loss.curvature_bound(X, alpha, fit_intercept=fit_intercept) + 1e-12)
+    else:
+        rate = float(learning_rate)
+    x0 = np.asarray(x0, dtype=np.float64)
+    state = StreamState(learning_rate=rate, iterate=x0.copy(), average=x0.copy(), velocity=np.zeros_like(x0))
+    state.step = WARM_START_STEPS if warm else 0
+    return state
