@@ -449,8 +449,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         step ``learning_rate="auto"`` and ``momentum``: :mod:`._streaming`), one step per call (or per
         ``batch_size`` rows), ``coef_`` the average of the iterates; it continues from a fitted model.
         Measured on shuffled 256-row calls (``benchmarks/results/stream.md``), relative gap to the
-        optimum after 10 / 30 passes: letter 2.5e-3 / 2.2e-3, pendigits 1.3e-2 / 4.4e-3, satimage
-        4.7e-2 / 1.3e-2. "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
+        optimum after 10 / 30 passes: letter 2.6e-3 / 2.3e-3, pendigits 1.4e-2 / 4.0e-3, satimage
+        4.5e-2 / 1.2e-2, covtype 0.16 / 0.16, news20 (raw counts) 1.1 / 0.34. "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
         ``class_weight="balanced"`` and ``early_stopping`` do not apply here.
 
         Parameters
