@@ -242,9 +242,8 @@ def test_partial_fit_reaches_the_optimum_on_synthetic_data():
     assert model.n_iter_ == 100 and len(model.loss_curve_) == 100
 
 
-def test_partial_fit_only_for_stochastic_solvers():
-    assert not hasattr(SoftmaxRegression(), "partial_fit")
-    assert hasattr(SoftmaxRegression(solver="adam"), "partial_fit")
+def test_partial_fit_for_every_solver():
+    assert all(hasattr(SoftmaxRegression(solver=solver), "partial_fit") for solver in ("auto", "lbfgs", "adam"))
 
 
 # --------------------------------------------------------------------------- every bad input of item 6
