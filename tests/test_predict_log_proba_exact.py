@@ -4,7 +4,7 @@ On a well-separated problem, at points far from the decision boundaries (the tra
 by 6: the logit gaps grow from 9..63 to 54..380), the dominant class's probability rounds to 1 and ``log p`` is far below
 one ulp of 1 (-1e-30 and smaller): the naive ``log(sum exp)`` gives 0.0 there. The estimator's
 log-probabilities are :func:`softmaxkit.log_softmax` of its logits, so they inherit its
-cancellation-free form; the oracle is evaluated on those very logits (``_logits``, the input of
+cancellation-free form; the oracle is evaluated on those very logits (``_all(X, "logits")``, the input of
 ``predict_log_proba``: a logit one ulp off would move ``log p_top`` by up to ``|gap|`` ulp).
 
 The bound is issue 14's: 32 ulp, plus for a quantity built from ``exp(x_j - max)`` (``log p_top =
@@ -42,7 +42,9 @@ def test_dominant_class_is_finite_and_within_32_ulp_of_the_oracle(n_classes, dty
     X = 6.0 * X  # far from the boundaries: confident predictions
     log_proba = model.predict_log_proba(X)
     assert log_proba.dtype == dtype
-    logits = model._logits(X)
+    logits = model._all(
+        X, "logits"
+    )  # the (n, C) logits predict_log_proba works from (decision_function is 1-D for two classes)
     exact = exact_softmax_rows(logits)["log_softmax"]
     rows = np.arange(len(X))
     top = np.argmax(logits, axis=1)

@@ -68,7 +68,8 @@ def test_predict_proba_holds_the_result_and_one_chunk():
         for _, proba in model.iter_predict_proba(X, chunk_bytes=2**20):
             assert proba.shape[1] == 10_000
 
-    assert _peak_bytes(consume) < 1.2 * 2**20
+    # one chunk and its temporaries (1.24 MiB with numpy 1.24, 0.3 MiB with 2.4), never the 80 MB of N x C
+    assert _peak_bytes(consume) < 1.5 * 2**20
 
 
 @pytest.mark.parametrize("chunk_bytes", [0, -1, 1.5, "big"])
