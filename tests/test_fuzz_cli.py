@@ -16,7 +16,7 @@ import io
 
 import pytest
 from _fuzz import budget
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from softmaxkit.cli import main
@@ -114,6 +114,8 @@ def _run(argv):
 
 
 @given(file=FILES, command=st.sampled_from(["train", "evaluate", "predict"]))
+@example(file=(".csv", ("\n", False)), command="predict")  # once warned of a column match before failing to read
+@example(file=(".svm", (b"", True)), command="train")  # an empty svmlight file was once a traceback
 @budget(1.0)
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_bad_data_file_gets_one_line_never_a_traceback(iris_model, tmp_path_factory, file, command):

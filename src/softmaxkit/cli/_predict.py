@@ -113,6 +113,18 @@ def _frames(estimator, batches, *, proba: bool, display):
         yield pd.DataFrame(columns)
 
 
+def _warn_once_read(batches, warn):
+    """The batches, with ``warn()`` called once the first one is read.
+
+    A warning about how the columns are matched is noise before a file that cannot be read at all:
+    the read error is then the one line the user sees.
+    """
+    for k, X in enumerate(batches):
+        if k == 0:
+            warn()
+        yield X
+
+
 def run(args: argparse.Namespace) -> int:
     estimator, metadata = load_model(args.model)
     layout = model_layout(estimator, metadata)
@@ -126,8 +138,10 @@ def run(args: argparse.Namespace) -> int:
         if not out.parent.exists():
             raise CLIError(f"the folder of --out {out} does not exist")
         clear_stale_temporaries(out.parent, target=out.name)
-    warn_positional_match(layout, header=args.header, fmt=args.fmt, data=args.data)
-    batches = iter_feature_batches(args.data, layout, header=args.header, fmt=args.fmt, batch_size=args.batch_size)
+    batches = _warn_once_read(
+        iter_feature_batches(args.data, layout, header=args.header, fmt=args.fmt, batch_size=args.batch_size),
+        lambda: warn_positional_match(layout, header=args.header, fmt=args.fmt, data=args.data),
+    )
     display = progress(
         total=None,
         desc=f"predicting {Path(args.data).name}",

@@ -376,6 +376,8 @@ def read_svmlight(path: Path, *, source: str, n_features: int | None = None, tas
         X, y = load_svmlight_file(str(path), n_features=n_features)
     except (ValueError, OSError) as error:
         raise DataError(f"cannot read {source} as svmlight: {one_line(error)}") from None
+    if X.shape[0] == 0:
+        raise DataError(f"{source} has no data rows")
     import scipy.sparse
 
     X = scipy.sparse.csr_matrix(X, dtype=np.float64)  # kept sparse to the model (news20: 7.4 GiB dense)
