@@ -26,7 +26,11 @@ CASES = {
     "newton-cg": ("newton-cg", {"tol": 1e-13, "max_iter": 100}),
     "sgd": ("sgd", {"max_iter": 6, "random_state": 3}),
     "adam": ("adam", {"max_iter": 6, "random_state": 3, "batch_size": 16}),
+    "lbfgs-proba": ("lbfgs", {"tol": 1e-12, "max_iter": 500}),
+    "lbfgs-torch": ("lbfgs", {"tol": 1e-12, "max_iter": 500, "backend": "torch", "device": "cpu", "dtype": np.float64}),
 }
+# Not comparable with one process (each rank draws its own validation split): the same scores on every rank.
+EARLY_STOPPING = ("sgd", {"max_iter": 8, "random_state": 0, "early_stopping": True, "n_iter_no_change": 3})
 N_SAMPLES, N_FEATURES = 97, 5
 
 
@@ -42,6 +46,10 @@ def problem(case: str):
     if case.endswith("sparse"):
         X[np.abs(X) < 0.8] = 0.0
         X = scipy.sparse.csr_matrix(X)
+    if case.endswith("proba"):  # rows of class probabilities; class 3 has mass on the first rank's rows only
+        proba = rng.dirichlet(np.ones(4), size=N_SAMPLES)
+        proba[6:, 3] = 0.0
+        return X, proba / proba.sum(axis=1, keepdims=True), sw, None
     if case.endswith("plain"):
         return X, y.astype(str), None, None
     return X, y.astype(str), sw, "balanced"
@@ -56,8 +64,8 @@ def bounds(world_size: int) -> list[int]:
 def estimator(case: str):
     from softmaxkit.linear_model import SoftmaxRegression
 
-    solver, options = CASES[case]
-    _, _, _, class_weight = problem(case)
+    solver, options = EARLY_STOPPING if case == "early-stopping" else CASES[case]
+    _, _, _, class_weight = problem("lbfgs" if case == "early-stopping" else case)
     return SoftmaxRegression(alpha=1e-2, solver=solver, class_weight=class_weight, **options)
 
 
@@ -86,6 +94,10 @@ def main(rank: int, world_size: int, directory: str) -> None:
         results[f"{case}/loss_curve"] = np.array(model.loss_curve_)
         results[f"{case}/classes"] = model.classes_
         results[f"{case}/solver"] = np.array(model.solver_)
+    X, y, sw, _ = problem("lbfgs")
+    model = fit_distributed(estimator("early-stopping"), X[rows], y[rows], sw[rows])
+    results["early-stopping/scores"] = np.array(model.validation_scores_)
+    results["early-stopping/coef"] = model.coef_
     # a refused input on one rank: that rank raises its error, the others a RuntimeError naming it
     X, y, _, _ = problem("lbfgs-plain")
     bad_y = y[rows][:-1] if rank == world_size - 1 else y[rows]
