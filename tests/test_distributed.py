@@ -139,7 +139,7 @@ def test_a_refused_input_raises_on_every_rank(ranks):
     assert str(results[last]["refused"]).startswith("ValueError: y must have")
     for rank in range(last):
         message = str(results[rank]["refused"])
-        assert message.startswith(f"RuntimeError: rank {last} failed: ValueError: y must have"), message
+        assert message.startswith(f"PeerError: rank {last} failed: ValueError: y must have"), message
 
 
 def test_the_cases_differ_from_a_fit_on_one_shard():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Communicator", "collectively"]
+__all__ = ["Communicator", "PeerError", "collectively"]
 
 
 class Communicator:
@@ -21,6 +21,8 @@ class Communicator:
     ----------
     rank, world_size : int
         This process's rank in ``group`` and the group's size.
+    backend : str
+        The group's backend ("gloo", "nccl").
     calls, bytes : int
         Array collectives done so far and the bytes of their payloads (each rank's contribution).
     """
@@ -39,8 +41,9 @@ class Communicator:
         self._torch, self._dist, self.group = torch, dist, group
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
-        backend = str(dist.get_backend(group)).lower()
-        self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        self.backend = str(dist.get_backend(group)).lower()
+        cuda = self.backend == "nccl"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         self._source = 0 if group is None else dist.get_global_rank(group, 0)
         self.calls = 0
         self.bytes = 0
@@ -74,10 +77,14 @@ class Communicator:
         return box[0]
 
 
+class PeerError(RuntimeError):
+    """Another rank refused its input (raised by :func:`collectively` on the ranks that did not)."""
+
+
 def collectively(comm: Communicator, step):
     """``step()`` on every rank; if it raises on any rank, every rank raises (none is left waiting in a collective).
 
-    The failing rank raises its own exception; the others a ``RuntimeError`` naming the rank and its message.
+    The failing rank raises its own exception; the others a :class:`PeerError` naming the rank and its message.
     """
     try:
         result, error = step(), None
@@ -88,5 +95,5 @@ def collectively(comm: Communicator, step):
         raise error
     for rank, message in enumerate(failures):
         if message is not None:
-            raise RuntimeError(f"rank {rank} failed: {message}")
+            raise PeerError(f"rank {rank} failed: {message}")
     return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli import _report
+from softmaxkit.cli import _distributed, _report
 from softmaxkit.cli._bundled import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import (
     METRICS_FILE,
@@ -37,6 +37,7 @@ examples:
   softmaxkit train data.csv --target species --test-size 0.25
   softmaxkit train train.parquet --test test.parquet --solver sgd --max-iter 30
   softmaxkit train letter-recognition.data.gz --no-header --target 0 --alpha 1e-3
+  torchrun --nproc-per-node 4 -m softmaxkit train parts/ --distributed   # data-parallel, a rank per file range
 
 Features are standardised with the training set's mean and standard deviation unless
 --no-standardize; sparse (svmlight) data is used as it is, never standardised: centring would
@@ -146,6 +147,7 @@ def add_parser(subparsers) -> None:
     model.add_argument("--backend", help=f"where the loss is computed (default {default['backend']})")
     model.add_argument("--device", help="device of the backend, e.g. cpu or cuda")
     model.add_argument("--seed", type=int, default=0, help="seed of the test split and the estimator (default 0)")
+    _distributed.add_arguments(parser)
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -361,6 +363,9 @@ def _curve(estimator, name: str) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _distributed.refuse_torchrun_without_flag(args)
+    if args.distributed:
+        return _distributed.run_distributed(args)
     started = _report.now()
     if args.plots:
         import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
