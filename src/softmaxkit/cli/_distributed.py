@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli import _report
+from softmaxkit.cli import _report, _train
 from softmaxkit.cli._common import (
     METRICS_CHUNK_BYTES,
     METRICS_FILE,
@@ -38,18 +38,26 @@ from softmaxkit.cli._common import (
 )
 from softmaxkit.cli._read import Dataset, infer_image_shape, read_dataset
 
-__all__ = ["add_arguments", "refuse_torchrun_without_flag", "run_distributed"]
+__all__ = ["extend_train", "refuse_torchrun_without_flag", "run_distributed", "run_train"]
 
 # The variables torchrun (and Slurm, Kubernetes or Ray launchers made to look like it) sets for each rank.
 _LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def extend_train(parser: argparse.ArgumentParser) -> None:
+    """Give ``train``'s parser the ``--distributed`` option, and :func:`run_train` as its command."""
+    parser.set_defaults(run=run_train)
     parser.add_argument_group("data-parallel training").add_argument(
         "--distributed",
         action="store_true",
         help="train data-parallel over the ranks of torchrun (each rank its rows or Parquet files; rank 0 writes)",
     )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``train``: the data-parallel run with ``--distributed``, else the single-process one."""
+    refuse_torchrun_without_flag(args)
+    return run_distributed(args) if args.distributed else _train.run(args)
 
 
 def refuse_torchrun_without_flag(args: argparse.Namespace) -> None:
@@ -162,14 +170,12 @@ def _local_split(data: Dataset, args: argparse.Namespace, comm):
 
 def global_standardization(X, comm) -> tuple[np.ndarray, np.ndarray]:
     """:func:`softmaxkit.cli._train.standardization` of the rows of every rank (two passes, three all-reduces)."""
-    from softmaxkit.cli._train import _column_sizes, _scales
-
-    size = _column_sizes(comm.max(np.max(np.abs(X), axis=0, initial=0.0)))
+    size = _train._column_sizes(comm.max(np.max(np.abs(X), axis=0, initial=0.0)))
     Z = X / size
     n = comm.sum(np.array([Z.shape[0]]))[0]
     mean = comm.sum(Z.sum(axis=0)) / n
     variance = comm.sum(np.square(Z - mean).sum(axis=0)) / n
-    return mean * size, _scales(np.sqrt(variance) * size, mean * size)
+    return mean * size, _train._scales(np.sqrt(variance) * size, mean * size)
 
 
 def _global_metrics(estimator, X, y, comm, *, source: str) -> dict:
@@ -192,7 +198,6 @@ def run_distributed(args: argparse.Namespace) -> int:
     import scipy.sparse
     from sklearn.exceptions import ConvergenceWarning
 
-    from softmaxkit.cli import _train
     from softmaxkit.distributed import fit_distributed
     from softmaxkit.linear_model import SoftmaxRegression
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli import _distributed, _report
+from softmaxkit.cli import _report
 from softmaxkit.cli._bundled import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import (
     METRICS_FILE,
@@ -147,7 +147,6 @@ def add_parser(subparsers) -> None:
     model.add_argument("--backend", help=f"where the loss is computed (default {default['backend']})")
     model.add_argument("--device", help="device of the backend, e.g. cpu or cuda")
     model.add_argument("--seed", type=int, default=0, help="seed of the test split and the estimator (default 0)")
-    _distributed.add_arguments(parser)
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -363,9 +362,6 @@ def _curve(estimator, name: str) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _distributed.refuse_torchrun_without_flag(args)
-    if args.distributed:
-        return _distributed.run_distributed(args)
     started = _report.now()
     if args.plots:
         import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
