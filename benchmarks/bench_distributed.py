@@ -18,6 +18,12 @@ each rank a contiguous shard). Per rank count it measures, on rank 0 (medians of
 * ``fit_s``, ``n_iter``: ``fit_distributed`` with lbfgs to ``tol=1e-8`` (the same optimum for
   every world size), wall time of the fit alone.
 
+``--nccl-check`` (run by ``gpu_check.py`` on GPU machines) is a correctness check instead: one rank per
+CUDA device on NCCL, ``backend="torch"`` in float64 on each rank's GPU, lbfgs to ``tol=1e-12`` on 20,000
+rows; rank 0 compares the model with the single-process NumPy fit (coefficients and objective within
+1e-10 relative) and writes ``nccl_check.json``; the exit status says whether it passed. With
+``--dry-run`` it runs the same logic on 2 CPU ranks over gloo (what the test suite checks).
+
 The ranks share the machine's cores: on the 2-core development machine 4 ranks cannot be faster
 than 2, and the numbers are informational. ``benchmarks/README.md`` turns them into a model of the
 time per epoch at other rank counts and sizes.
@@ -134,10 +140,75 @@ def worker(rank: int, world_size: int, directory: Path, n_rows: int, repeats: in
     dist.destroy_process_group()
 
 
-def run_world(world_size: int, n_rows: int, repeats: int) -> dict:
+NCCL_ROWS = 20_000
+
+
+def nccl_worker(rank: int, world_size: int, directory: Path, dry_run: bool) -> None:
+    """One rank of ``--nccl-check``: the torch backend on this rank's GPU (or the CPU with gloo for a dry run)."""
+    import torch
+    import torch.distributed as dist
+
+    from softmaxkit.distributed import fit_distributed, shard_rows
+    from softmaxkit.linear_model import SoftmaxRegression
+    from softmaxkit.linear_model._loss import loss
+
+    if not dry_run:
+        torch.cuda.set_device(rank)
+    dist.init_process_group(
+        "gloo" if dry_run else "nccl",
+        init_method=f"file://{directory / 'rendezvous'}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=300),
+    )
+    rows = shard_rows(NCCL_ROWS, rank=rank, world_size=world_size)
+    X, y = make_data(NCCL_ROWS, rows)
+    options = {"alpha": 1e-3, "solver": "lbfgs", "tol": 1e-12, "max_iter": 1000}
+    device = "cpu" if dry_run else f"cuda:{rank}"
+    model = fit_distributed(SoftmaxRegression(**options, backend="torch", device=device, dtype=np.float64), X, y)
+    if rank == 0:
+        X_all, y_all = make_data(NCCL_ROWS, slice(0, NCCL_ROWS))
+        reference = SoftmaxRegression(**options).fit(X_all, y_all)
+        ours = np.hstack([model.coef_, model.intercept_[:, None]])
+        theirs = np.hstack([reference.coef_, reference.intercept_[:, None]])
+        f_ours, f_theirs = (loss(c, X_all, y_all, None, options["alpha"]) for c in (ours, theirs))
+        row = {
+            "world_size": world_size,
+            "backend": dist.get_backend(),
+            "device": device,
+            "relative_coef_difference": float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs)),
+            "relative_objective_difference": float(abs(f_ours - f_theirs) / abs(f_theirs)),
+            "n_iter": int(model.n_iter_),
+        }
+        row["passed"] = row["relative_coef_difference"] <= 1e-10 and row["relative_objective_difference"] <= 1e-10
+        (directory / "row.json").write_text(json.dumps(row))
+    dist.destroy_process_group()
+
+
+def nccl_check(out: Path, dry_run: bool) -> int:
+    """``--nccl-check``: one rank per CUDA device (2 CPU ranks for a dry run); 0 when the models agree."""
+    if dry_run:
+        world_size = 2
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("--nccl-check needs CUDA: PyTorch sees no CUDA device", file=sys.stderr)
+            return 2
+        world_size = torch.cuda.device_count()
+    extra = ["--nccl-check"] + (["--dry-run"] if dry_run else [])
+    row = run_world(world_size, NCCL_ROWS, 1, extra=extra)
+    print(json.dumps(row), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "nccl_check-dry-run.json" if dry_run else "nccl_check.json"
+    (out / name).write_text(json.dumps({"environment": environment(), "rows": [row]}, indent=2) + "\n")
+    return 0 if row["passed"] else 1
+
+
+def run_world(world_size: int, n_rows: int, repeats: int, extra=()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        command = [sys.executable, __file__, "--rows", str(n_rows), "--repeats", str(repeats), "--dir", tmp]
+        command = [sys.executable, __file__, "--rows", str(n_rows), "--repeats", str(repeats), "--dir", tmp, *extra]
         env = {**os.environ, **ONE_THREAD}
         ranks = [
             subprocess.Popen([*command, "--rank", str(r), "--world", str(world_size)], env=env)
@@ -154,22 +225,31 @@ def run_world(world_size: int, n_rows: int, repeats: int) -> dict:
         return json.loads((directory / "row.json").read_text())
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="6,000 rows, 1 and 2 ranks, 3 repeats")
     parser.add_argument("--rows", type=int, default=400_000)
-    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--ranks", type=int, nargs="+", help="world sizes (default 1 2 4; --quick: 1 2)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--nccl-check", action="store_true", help="NCCL correctness check, one rank per GPU")
+    parser.add_argument("--dry-run", action="store_true", help="with --nccl-check: 2 CPU ranks on gloo")
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--world", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rank is not None:
-        worker(args.rank, args.world, args.dir, args.rows, args.repeats)
-        return
+        if args.nccl_check:
+            nccl_worker(args.rank, args.world, args.dir, args.dry_run)
+        else:
+            worker(args.rank, args.world, args.dir, args.rows, args.repeats)
+        return 0
+    if args.nccl_check:
+        return nccl_check(args.out, args.dry_run)
     if args.quick:
-        args.rows, args.ranks, args.repeats = 6_000, [1, 2], 3
+        args.rows, args.repeats = 6_000, min(args.repeats, 3)
+    if args.ranks is None:
+        args.ranks = [1, 2] if args.quick else [1, 2, 4]
     env = environment()
     rows = []
     for world_size in args.ranks:
@@ -212,7 +292,8 @@ def main() -> None:
         notes=notes,
         results_dir=args.out,
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
