@@ -49,7 +49,9 @@ fitted model is an ordinary :class:`~softmaxkit.linear_model.SoftmaxRegression`.
 
 from __future__ import annotations
 
-__all__ = ["fit_distributed", "shard_rows"]
+from softmaxkit._distributed._communicator import PeerError
+
+__all__ = ["PeerError", "fit_distributed", "shard_rows"]
 
 
 def fit_distributed(estimator, X, y, sample_weight=None, *, group=None):
@@ -78,8 +80,10 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, group=None):
     Raises
     ------
     RuntimeError
-        Without an initialised process group, or on every rank when the input of one rank is
-        refused (that rank raises the input's own error).
+        Without an initialised process group.
+    PeerError
+        (A ``RuntimeError``) on every other rank when the input of one rank is refused; that rank
+        raises the input's own error.
     """
     from softmaxkit._distributed._fit import fit_data_parallel
     from softmaxkit.linear_model import SoftmaxRegression
