@@ -11,7 +11,10 @@ Usage: ``python benchmarks/gpu_check.py [--skip-tests] [--max-iter 300] [--budge
    ``LogisticRegression``), and prints a table: wall time, iterations, the objective's relative gap
    to the best one found, test accuracy. CPU methods use their default thread counts.
    Fits are skipped once ``--budget-s`` seconds have gone (the whole script stays under 3 minutes).
-3. Writes ``results/gpu_check.{csv,json,md}`` with the GPU, the machine and the versions.
+3. Runs the data-parallel fit on NCCL (``bench_distributed.py --nccl-check``: one rank per CUDA
+   device, the torch backend in float64 on each GPU), which must equal the single-process fit to
+   1e-10 (a failure here fails the check).
+4. Writes ``results/gpu_check.{csv,json,md}`` with the GPU, the machine and the versions.
 
 Without CUDA it prints why and exits with status 2, unless ``--dry-run`` is given: then the fits
 run on 5,000 samples with the CPU standing in for the GPU and the CUDA tests are not run, so that
@@ -59,6 +62,17 @@ def run_cuda_tests() -> tuple[bool, str]:
     print(result.stdout[-4000:] if result.returncode else summary, flush=True)
     ok = result.returncode == 0 and "skipped" not in summary and "passed" in summary
     return ok, summary
+
+
+def run_nccl_check(out: Path) -> tuple[bool, str]:
+    """``bench_distributed.py --nccl-check``: whether the NCCL data-parallel fit equals the single-process one."""
+    command = [sys.executable, str(HERE / "bench_distributed.py"), "--nccl-check", "--out", str(out)]
+    print("$", " ".join(command[1:]), flush=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    lines = result.stdout.strip().splitlines()
+    summary = lines[-1] if lines else result.stderr.strip()[-2000:]
+    print(summary, flush=True)
+    return result.returncode == 0, summary
 
 
 def make_data(n_samples: int = 200_000):
@@ -191,6 +205,9 @@ def main(argv=None) -> int:
     import torch
 
     tests_ok, summary = (True, "not run (--skip-tests)") if args.skip_tests else run_cuda_tests()
+    nccl_ok, nccl_summary = (
+        (True, "not run (--dry-run)") if args.dry_run else run_nccl_check(args.out or HERE / "results")
+    )
     rows = time_fits(args.budget_s, args.tol, args.max_iter, start, gpu=gpu, n_samples=n_samples)
     print_table(rows)
     env = environment(("softmaxkit", "numpy", "scipy", "scikit-learn", "torch"))
@@ -211,13 +228,14 @@ def main(argv=None) -> int:
         notes=[
             f"GPU: {env['gpu']}",
             f"pytest -m cuda on {', '.join(TEST_FILES)}: {summary}",
+            f"data-parallel fit on NCCL (bench_distributed.py --nccl-check): {nccl_summary}",
             f"data: make_classification({n_samples:_}, 100, n_informative=50, n_classes=20, random_state=0), "
             f"80 % train, standardised; alpha = 1 / n_train (C=1); tol={args.tol} for every method; one fit each",
             "gap: (f - f_best) / f_best of the objective L of SoftmaxRegression, in float64",
         ],
     )
     print(f"\nCUDA tests: {summary}; total {time.perf_counter() - start:.0f} s; results in {out}")
-    return 0 if tests_ok else 1
+    return 0 if tests_ok and nccl_ok else 1
 
 
 if __name__ == "__main__":

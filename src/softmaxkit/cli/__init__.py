@@ -1,6 +1,6 @@
 """The ``softmaxkit`` command line: train, evaluate and predict on data files.
 
-One module per subcommand (``_train``, ``_evaluate``, ``_predict``, ``_datasets``), beside the
+One module per subcommand (``_train``, ``_evaluate``, ``_predict``, ``_datasets``; ``_distributed`` is train's data-parallel run), beside the
 helpers only the command line uses (``_common``: options, metrics, output files; ``_formats``,
 ``_read``, ``_batches``, ``_bundled``: the data files; ``_plots``: the figures; ``_report``: the run's
 record and report.html); this module
@@ -42,7 +42,7 @@ from contextlib import contextmanager
 
 from softmaxkit._sources._errors import DataError
 from softmaxkit._version import __version__
-from softmaxkit.cli import _datasets, _evaluate, _predict, _train
+from softmaxkit.cli import _datasets, _distributed, _evaluate, _predict, _train
 from softmaxkit.cli._common import CLIError, HelpFormatter, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (_train, _evaluate, _predict, _datasets):
         module.add_parser(subparsers)
+    _distributed.extend_train(subparsers.choices["train"])
     return parser
 
 
