@@ -102,7 +102,7 @@ def test_streamed_full_batch_fit_equals_in_memory_fit(files, solver, kind, cache
     in_memory = SoftmaxRegression(solver=solver, **EXACT).fit(rows, y)
     _assert_same_fit(streamed, in_memory)
     assert streamed.n_features_in_ == D
-    assert streamed.feature_names_in_.tolist() == [f"f{j}" for j in range(D)]
+    assert not hasattr(streamed, "feature_names_in_")  # predict takes arrays (a source's names are no DataFrame's)
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])

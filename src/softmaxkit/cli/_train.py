@@ -26,6 +26,8 @@ from softmaxkit.cli._common import (
     write_json,
 )
 from softmaxkit.cli._read import Dataset, infer_image_shape, read_dataset
+from softmaxkit.cli._stream import add_stream_options, should_stream
+from softmaxkit.cli._train_stream import run_streamed
 
 PLOT_FILES = ("loss_curve.png", "confusion_matrix.png", "weights.png")
 DEFAULT_RUNS = Path("runs")
@@ -146,6 +148,7 @@ def add_parser(subparsers) -> None:
     model.add_argument("--backend", help=f"where the loss is computed (default {default['backend']})")
     model.add_argument("--device", help="device of the backend, e.g. cpu or cuda")
     model.add_argument("--seed", type=int, default=0, help="seed of the test split and the estimator (default 0)")
+    add_stream_options(parser, cache=True)
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -365,6 +368,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
     check_estimator_options(args)
+    if args.data is not None and should_stream(args.data, args):  # larger than memory: cli/_train_stream.py
+        return run_streamed(args, started)
     data, source = _load(args)
     out = args.out if args.out is not None else _default_out(data.name)
     check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE, _report.REPORT_FILE) + PLOT_FILES)

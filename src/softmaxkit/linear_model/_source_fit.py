@@ -450,10 +450,7 @@ def fit_source(estimator, source, y=None, sample_weight=None):
     )
     estimator.classes_ = classes
     estimator.n_features_in_ = n_features
-    names = source.feature_names
-    if names is not None and all(isinstance(n, str) for n in names) and not getattr(source, "sparse", False):
-        estimator.feature_names_in_ = np.asarray(names, dtype=object)
-    elif hasattr(estimator, "feature_names_in_"):
+    if hasattr(estimator, "feature_names_in_"):  # a source's column names are not a DataFrame's: predict takes arrays
         del estimator.feature_names_in_
     estimator.solver_ = solver
     estimator._stream_state = None
