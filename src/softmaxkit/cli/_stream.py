@@ -275,3 +275,33 @@ def streamed_metrics(estimator, source: Source) -> dict:
     if scores.n == 0:
         raise CLIError(f"{source.name} has no data rows to score")
     return scores.result(classes)
+
+
+def labelled_source(path: str, args: argparse.Namespace, layout) -> Source:
+    """The source of a labelled file to score a model with: ``read_labelled``'s column rules, streamed.
+
+    The target: ``--target``, else the model's target column when the file has it, else the last
+    column. The features: the model's feature names when the file has them all (in the model's
+    order), else every other column by position, which must be as many as the model's.
+    """
+    from softmaxkit.cli._batches import match_by_name, no_shared_names
+    from softmaxkit.cli._read import table_columns
+
+    if data_format(path, args.fmt) == "svmlight":
+        return open_data(path, args, target=None, features=layout.n_features)
+    columns = table_columns(path, header=args.header, fmt=args.fmt)
+    target = args.target
+    if target is None:
+        target = layout.target if layout.target is not None and layout.target in columns else -1
+    features = None
+    if args.header and layout.feature_names is not None:
+        features = match_by_name(columns, layout, source=Path(path).name)
+    source = open_data(path, args, target=target, features=features)
+    if source.n_features != layout.n_features:
+        raise CLIError(
+            f"{source.name} has {source.n_features} feature columns besides the target, "
+            f"the model expects {layout.n_features}"
+        )
+    if features is None and args.header and layout.feature_names is not None:
+        raise CLIError(str(no_shared_names(columns, layout, source=source.name)))
+    return source
