@@ -2,7 +2,7 @@
 
 ``train`` and ``evaluate`` read a csv, tsv, parquet or svmlight file whole when it is small and
 stream it through :mod:`softmaxkit.sources` when its in-memory form would pass ``--max-memory``
-(default :data:`DEFAULT_MAX_MEMORY`), or always with ``--stream``. The budget rule
+(default :data:`DEFAULT_MAX_MEMORY`), or always with ``--stream`` (and for a folder of Parquet files). The budget rule
 (:func:`should_stream`): reading a file whole takes about :data:`IN_MEMORY_FACTOR` times its size on
 disk (measured: a 433 MB CSV of 1,000,000 x 50 floats peaked at 1.74 GB), sixteen times for a
 compressed one. A streamed run holds one batch of :func:`batch_bytes` at a time, a fraction of the
@@ -94,9 +94,9 @@ def should_stream(path: str, args: argparse.Namespace) -> bool:
     kind = data_format(path, args.fmt)
     if kind not in STREAMABLE:
         return False
-    if args.stream:
-        return True
     target = Path(path)
+    if args.stream or target.is_dir():  # (a folder of Parquet files is read only as a source)
+        return True
     files = [p for p in target.rglob("*") if p.is_file()] if target.is_dir() else [target]
     size = sum(p.stat().st_size for p in files if p.exists())
     factor = COMPRESSED_FACTOR if target.suffix.lower() in (".gz", ".bz2", ".xz") else IN_MEMORY_FACTOR
