@@ -42,8 +42,8 @@ _UNITS.update({"g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
 def memory_size(text: str) -> int:
     """An argparse ``type``: a number of bytes, with an optional unit (``512MiB``, ``2GB``, ``1e9``).
 
-    >>> memory_size("512MiB"), memory_size("2 GB"), memory_size("1000")
-    (536870912, 2000000000, 1000)
+    >>> memory_size("512MiB"), memory_size("2 GB"), memory_size("3e9")
+    (536870912, 2000000000, 3000000000)
     """
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
     unit = match.group(2).lower() if match else None
@@ -235,8 +235,10 @@ def streamed_scan(source: Source, *, standardize: bool):
         if X.shape[0] == 0:
             continue
         rows += X.shape[0]
-        labels.update(y)
+        if y is not None:
+            labels.update(y)
         if largest is not None:
+            X = X.toarray() if hasattr(X, "toarray") else X
             np.maximum(largest, np.max(np.abs(X), axis=0), out=largest)
     if rows == 0:
         raise CLIError(f"{source.name} has no data rows")
@@ -255,6 +257,7 @@ def streamed_moments(source: Source, largest: np.ndarray) -> tuple[np.ndarray, n
     size = _column_sizes(largest)
     moments = RunningMoments(len(size))
     for X, _, _ in source.iter_batches():
+        X = X.toarray() if hasattr(X, "toarray") else X
         moments.update(np.asarray(X, dtype=np.float64) / size)
     mean = moments.mean_ * size
     return mean, _scales(np.sqrt(moments.var_) * size, mean)

@@ -205,8 +205,9 @@ def streamed_standardization(source) -> tuple[np.ndarray, np.ndarray]:
 
     The first pass finds each column's largest magnitude, the second accumulates the moments of the
     columns divided by it (Chan's update, :class:`softmaxkit.sources.RunningMoments`): the memory is
-    one batch, whatever the file's size. For the fit from a source (``train`` on files larger than
-    memory); sparse batches are densified a batch at a time.
+    one batch, whatever the file's size. The streamed ``train`` (:mod:`softmaxkit.cli._train_stream`)
+    makes the same two passes (the first also counting rows and labels); sparse batches are densified
+    a batch at a time.
 
     >>> from softmaxkit.sources import ArraySource
     >>> X = np.array([[1.0, 1e300], [3.0, -1e300], [5.0, 1e300]])
@@ -214,24 +215,10 @@ def streamed_standardization(source) -> tuple[np.ndarray, np.ndarray]:
     >>> bool(np.allclose(mean, X.mean(axis=0)) and np.allclose(scale, standardization(X)[1]))
     True
     """
-    from softmaxkit.sources import RunningMoments
+    from softmaxkit.cli._stream import streamed_moments, streamed_scan
 
-    largest = None
-    for X, _, _ in source:
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-        if X.shape[0] == 0:
-            continue
-        batch_largest = np.max(np.abs(X), axis=0)
-        largest = batch_largest if largest is None else np.maximum(largest, batch_largest)
-    if largest is None:
-        raise CLIError(f"{getattr(source, 'name', 'the data')} has no data rows")
-    size = _column_sizes(largest)
-    moments = RunningMoments(len(size))
-    for X, _, _ in source:
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-        moments.update(np.asarray(X, dtype=np.float64) / size)
-    mean = moments.mean_ * size
-    return mean, _scales(np.sqrt(moments.var_) * size, mean)
+    _, _, largest = streamed_scan(source, standardize=True)
+    return streamed_moments(source, largest)
 
 
 def fold_standardization(
