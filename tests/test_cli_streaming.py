@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -179,3 +180,22 @@ def test_killed_streaming_train_leaves_no_model_and_the_rerun_works(tmp_path):
     model = SoftmaxRegression.load(out / "model.npz")
     assert model.coef_.shape == (3, len(SCALES))
     assert not find_temporaries(out)
+
+
+@pytest.mark.slow
+def test_bench_out_of_core_quick(tmp_path):
+    """benchmarks/bench_out_of_core.py still runs (its quick form, about a minute): both runs stream, the check is exact."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_out_of_core.py", "--quick", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "out_of_core-partial.json").read_text())["rows"]
+    runs = [r for r in rows if "peak_MiB" in r]
+    assert len(runs) == 2 and all(r["streamed"] for r in runs)
+    checks = [r for r in rows if "coef_rel_diff" in r]
+    assert len(checks) == 2 and all(float(r["coef_rel_diff"]) < 1e-8 for r in checks)
