@@ -184,21 +184,21 @@ class RowSums:
 
     def sample(self, rows: np.ndarray):
         """``(X, s)`` of the rows ``rows`` (sorted global indices), gathered in one pass, float64 (the preconditioners')."""
-        parts, start = [], 0
+        X_out, s_out = np.empty((len(rows), self.n_features)), np.empty(len(rows))
+        start = 0
         for X, y, w in self.source.iter_batches():
             n = X.shape[0]
             lo, hi = np.searchsorted(rows, [start, start + n])
             if hi > lo:
                 local = rows[lo:hi] - start
                 Xs = X[local]
-                Xs = Xs.toarray() if scipy.sparse.issparse(Xs) else np.asarray(Xs)
-                codes = np.searchsorted(self.classes, np.asarray(y)[local]).astype(np.intp)
+                X_out[lo:hi] = Xs.toarray() if scipy.sparse.issparse(Xs) else Xs
                 s = np.ones(len(local)) if w is None else np.asarray(w, dtype=np.float64)[local]
                 if self.class_multipliers is not None:
-                    s = s * self.class_multipliers[codes]
-                parts.append((Xs.astype(np.float64), s))
+                    s = s * self.class_multipliers[np.searchsorted(self.classes, np.asarray(y)[local])]
+                s_out[lo:hi] = s
             start += n
-        return tuple(np.concatenate(p) for p in zip(*parts))
+        return X_out, s_out
 
 
 class _StreamedHessian:
