@@ -352,13 +352,11 @@ def _batch_loss_gradient(sums: RowSums, X, codes, s, alpha: float, mean_weight: 
 
 def _stochastic_passes(estimator, sums: RowSums, solver, x0, n_rows, rng, monitor) -> _solvers.SolverResult:
     """sgd or adam by passes over the source (see the module docstring); the stopping rule of ``minimize_stochastic``."""
-    first = next(sums.batches(), None)
-    state = _solvers.StochasticState(
-        method=solver,
-        learning_rate=auto_learning_rate(
-            estimator.learning_rate, solver, first[0], estimator.alpha, sums.fit_intercept
-        ),
-    )
+    batches = sums.batches()
+    first = next(batches)[0]  # the curvature bound of "auto" learning rates, from the first batch's rows
+    batches.close()
+    rate = auto_learning_rate(estimator.learning_rate, solver, first, estimator.alpha, sums.fit_intercept)
+    state = _solvers.StochasticState(method=solver, learning_rate=rate)
     options = epoch_options(
         estimator.batch_size, n_rows, state.learning_rate, estimator.learning_rate_schedule, estimator.momentum
     )
