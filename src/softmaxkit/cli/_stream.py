@@ -250,7 +250,8 @@ def streamed_moments(source: Source, largest: np.ndarray) -> tuple[np.ndarray, n
     """The standardisation of :func:`softmaxkit.cli._train.standardization`, streamed: one pass of moments.
 
     The columns are divided by their largest magnitude (from :func:`streamed_scan`) so that the
-    moments of features of any size stay finite, as in memory.
+    moments of features of any size stay finite, as in memory. (The same two passes as
+    :func:`softmaxkit.cli._train.streamed_standardization`, the first one also counting rows and labels.)
     """
     from softmaxkit.cli._train import _column_sizes, _scales
     from softmaxkit.sources import RunningMoments

@@ -26,8 +26,6 @@ from softmaxkit.cli._common import (
     write_json,
 )
 from softmaxkit.cli._read import Dataset, infer_image_shape, read_dataset
-from softmaxkit.cli._stream import add_stream_options, should_stream
-from softmaxkit.cli._train_stream import run_streamed
 
 PLOT_FILES = ("loss_curve.png", "confusion_matrix.png", "weights.png")
 DEFAULT_RUNS = Path("runs")
@@ -149,7 +147,6 @@ def add_parser(subparsers) -> None:
     model.add_argument("--backend", help=f"where the loss is computed (default {default['backend']})")
     model.add_argument("--device", help="device of the backend, e.g. cpu or cuda")
     model.add_argument("--seed", type=int, default=0, help="seed of the test split and the estimator (default 0)")
-    add_stream_options(parser, cache=True)
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -206,9 +203,8 @@ def streamed_standardization(source) -> tuple[np.ndarray, np.ndarray]:
 
     The first pass finds each column's largest magnitude, the second accumulates the moments of the
     columns divided by it (Chan's update, :class:`softmaxkit.sources.RunningMoments`): the memory is
-    one batch, whatever the file's size. The streamed ``train`` (:mod:`softmaxkit.cli._train_stream`)
-    makes the same two passes (the first also counting rows and labels); sparse batches are densified
-    a batch at a time.
+    one batch, whatever the file's size. For the fit from a source (``train`` on files larger than
+    memory); sparse batches are densified a batch at a time.
 
     >>> from softmaxkit.sources import ArraySource
     >>> X = np.array([[1.0, 1e300], [3.0, -1e300], [5.0, 1e300]])
@@ -216,10 +212,24 @@ def streamed_standardization(source) -> tuple[np.ndarray, np.ndarray]:
     >>> bool(np.allclose(mean, X.mean(axis=0)) and np.allclose(scale, standardization(X)[1]))
     True
     """
-    from softmaxkit.cli._stream import streamed_moments, streamed_scan
+    from softmaxkit.sources import RunningMoments
 
-    _, _, largest = streamed_scan(source, standardize=True)
-    return streamed_moments(source, largest)
+    largest = None
+    for X, _, _ in source:
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        if X.shape[0] == 0:
+            continue
+        batch_largest = np.max(np.abs(X), axis=0)
+        largest = batch_largest if largest is None else np.maximum(largest, batch_largest)
+    if largest is None:
+        raise CLIError(f"{getattr(source, 'name', 'the data')} has no data rows")
+    size = _column_sizes(largest)
+    moments = RunningMoments(len(size))
+    for X, _, _ in source:
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        moments.update(np.asarray(X, dtype=np.float64) / size)
+    mean = moments.mean_ * size
+    return mean, _scales(np.sqrt(moments.var_) * size, mean)
 
 
 def fold_standardization(
@@ -356,8 +366,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
     check_estimator_options(args)
-    if args.data is not None and should_stream(args.data, args):  # larger than memory: cli/_train_stream.py
-        return run_streamed(args, started)
     data, source = _load(args)
     out = args.out if args.out is not None else _default_out(data.name)
     check_out_dir(out, overwrite=args.overwrite, ours=(MODEL_FILE, METRICS_FILE, _report.REPORT_FILE) + PLOT_FILES)

@@ -24,17 +24,38 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli import _report
+from softmaxkit.cli import _report, _train
 from softmaxkit.cli._common import METRICS_FILE, MODEL_FILE, CLIError, check_out_dir, write_json
 from softmaxkit.cli._stream import (
     ProgressSource,
     SplitSource,
     StandardizedSource,
+    add_stream_options,
     open_data,
+    should_stream,
     streamed_metrics,
     streamed_moments,
     streamed_scan,
 )
+
+
+def add_parser(subparsers) -> None:
+    """``train``'s parser (:func:`softmaxkit.cli._train.add_parser`) with the streaming options, run by :func:`run`."""
+    _train.add_parser(subparsers)
+    parser = subparsers.choices["train"]
+    add_stream_options(parser, cache=True)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``train``: streamed when :func:`~softmaxkit.cli._stream.should_stream` says so, else in memory."""
+    if args.data is None or not should_stream(args.data, args):
+        return _train.run(args)
+    started = _report.now()
+    if args.plots:
+        import matplotlib  # noqa: F401  (a missing matplotlib should stop the run before training)
+    _train.check_estimator_options(args)
+    return run_streamed(args, started)
 
 
 def _sources(args: argparse.Namespace):
@@ -59,7 +80,6 @@ def run_streamed(args: argparse.Namespace, started) -> int:
     """``train`` streaming ``args.data`` (see the module docstring); the same outputs as in memory."""
     from sklearn.exceptions import ConvergenceWarning
 
-    from softmaxkit.cli import _train
     from softmaxkit.linear_model import SoftmaxRegression
     from softmaxkit.sources import cache_source
 
@@ -158,7 +178,6 @@ def _write(
     notes,
 ) -> None:
     """The model, metrics.json, the plots and the report, as the in-memory run writes them."""
-    from softmaxkit.cli import _train
     from softmaxkit.cli._read import infer_image_shape
 
     name = Path(args.data).name
