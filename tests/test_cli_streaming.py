@@ -199,3 +199,22 @@ def test_bench_out_of_core_quick(tmp_path):
     assert len(runs) == 2 and all(r["streamed"] for r in runs)
     checks = [r for r in rows if "coef_rel_diff" in r]
     assert len(checks) == 2 and all(float(r["coef_rel_diff"]) < 1e-8 for r in checks)
+
+
+def test_progress_per_pass_counts_rows_and_knows_the_total_after_the_first_pass(monkeypatch, capsys):
+    from softmaxkit import _progress
+    from softmaxkit.cli._stream import ProgressSource, SplitSource
+    from softmaxkit.sources import ArraySource
+
+    monkeypatch.setattr(_progress, "PLAIN_INTERVAL_S", 0.0)  # a line per batch (a log's line every 10 s otherwise)
+    rows = SplitSource(
+        ArraySource(np.zeros((10, 2)), np.arange(10) % 2, max_bytes=4 * 24), fraction=0, seed=0, test=False
+    )
+    assert rows.n_rows is None  # (as a text file's: not known before a pass)
+    source = ProgressSource(rows, enabled=True)
+    for _ in range(2):
+        assert sum(len(y) for _, y, _ in source) == 10
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("pass 1 over ") and ": 4.00 rows, " in line and "rows/s" in line for line in lines)
+    assert any(line.startswith("pass 2 over ") and ": 4.00/10.0 rows, " in line for line in lines)  # with the total
+    assert lines[-1].startswith("pass 2 over ") and "done, 10.0 rows" in lines[-1]
