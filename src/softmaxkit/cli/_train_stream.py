@@ -222,7 +222,7 @@ def _write(
     metadata = {
         "dataset": name,
         "source": str(args.data),
-        "target": target_name,
+        "target": target_name if target_name is not None or not train.sparse else "label",  # (svmlight: as in memory)
         "target_index": columns.index(target_name) if columns is not None and target_name in columns else None,
         "header": bool(args.header),
         "feature_names": list(feature_names) if feature_names is not None else None,
