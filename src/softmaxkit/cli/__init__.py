@@ -42,7 +42,7 @@ from contextlib import contextmanager
 
 from softmaxkit._sources._errors import DataError
 from softmaxkit._version import __version__
-from softmaxkit.cli import _datasets, _distributed, _evaluate, _predict, _train
+from softmaxkit.cli import _datasets, _distributed, _evaluate, _predict, _train_stream
 from softmaxkit.cli._common import CLIError, HelpFormatter, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--traceback", action="store_true", help="show the full traceback of an input error (for bug reports)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_train, _evaluate, _predict, _datasets):
+    for module in (_train_stream, _evaluate, _predict, _datasets):  # _train_stream: train, streaming if need be
         module.add_parser(subparsers)
     _distributed.extend_train(subparsers.choices["train"])
     return parser

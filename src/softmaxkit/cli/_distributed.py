@@ -17,6 +17,7 @@ recorded. A refused input on any rank stops every rank with the message of the r
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 import warnings
@@ -45,8 +46,11 @@ _LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def extend_train(parser: argparse.ArgumentParser) -> None:
-    """Give ``train``'s parser the ``--distributed`` option, and :func:`run_train` as its command."""
-    parser.set_defaults(run=run_train)
+    """Give ``train``'s parser the ``--distributed`` option, and :func:`run_train` as its command.
+
+    The single-process command the parser had (in memory or streamed) stays the one run without the flag.
+    """
+    parser.set_defaults(run=functools.partial(run_train, single_process=parser.get_default("run")))
     parser.add_argument_group("data-parallel training").add_argument(
         "--distributed",
         action="store_true",
@@ -54,10 +58,10 @@ def extend_train(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """``train``: the data-parallel run with ``--distributed``, else the single-process one."""
+def run_train(args: argparse.Namespace, *, single_process) -> int:
+    """``train``: the data-parallel run with ``--distributed``, else ``single_process(args)``."""
     refuse_torchrun_without_flag(args)
-    return run_distributed(args) if args.distributed else _train.run(args)
+    return run_distributed(args) if args.distributed else single_process(args)
 
 
 def refuse_torchrun_without_flag(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from softmaxkit.cli._common import (
     read_labelled,
     write_json,
 )
+from softmaxkit.cli._stream import ProgressSource, add_stream_options, labelled_source, should_stream, streamed_metrics
 
 EPILOG = """\
 examples:
@@ -55,6 +56,7 @@ def add_parser(subparsers) -> None:
         "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_stream_options(parser, cache=False)
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -64,9 +66,13 @@ def run(args: argparse.Namespace) -> int:
     layout = model_layout(estimator, metadata)
     if args.out is not None:
         check_out_dir(args.out, overwrite=args.overwrite, ours=(METRICS_FILE, PLOT_FILE, _report.REPORT_FILE))
-    data = read_labelled(args.data, args, layout)
-    X = align_features(data, layout)
-    metrics = classification_metrics(estimator, X, data.y, source=data.name)
+    if should_stream(args.data, args):  # larger than memory: scored batch by batch (cli/_stream.py)
+        source = labelled_source(args.data, args, layout)
+        data = argparse.Namespace(name=source.name, target=getattr(getattr(source, "plan", None), "target", None))
+        metrics = streamed_metrics(estimator, ProgressSource(source, enabled=not args.quiet, what="scoring"))
+    else:
+        data = read_labelled(args.data, args, layout)
+        metrics = classification_metrics(estimator, align_features(data, layout), data.y, source=data.name)
 
     print(f"{data.name}: {metrics['n_samples']} samples, target column {data.target!r}")
     print(

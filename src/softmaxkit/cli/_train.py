@@ -37,6 +37,7 @@ examples:
   softmaxkit train data.csv --target species --test-size 0.25
   softmaxkit train train.parquet --test test.parquet --solver sgd --max-iter 30
   softmaxkit train letter-recognition.data.gz --no-header --target 0 --alpha 1e-3
+  softmaxkit train huge.csv --max-memory 512MiB --cache   # streamed: larger than the budget
   torchrun --nproc-per-node 4 -m softmaxkit train parts/ --distributed   # data-parallel, a rank per file range
 
 Features are standardised with the training set's mean and standard deviation unless

@@ -35,6 +35,7 @@ from softmaxkit.linear_model._model_file import read_model, write_model
 from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
 from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
+from softmaxkit.linear_model._source_fit import fit_source, is_source
 from softmaxkit.linear_model._streaming import averaged_steps, new_stream_state
 from softmaxkit.linear_model._threads import blas_threads, limit_blas_threads
 
@@ -358,14 +359,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             **self._epoch_options(n_samples, state),
         )
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the model to ``X`` and labels (or class probabilities) ``y``.
 
         Parameters
         ----------
-        X : array-like or sparse matrix of shape (n_samples, n_features)
+        X : array-like or sparse matrix of shape (n_samples, n_features), or a softmaxkit.sources.Source
             Finite values. Sparse input (SciPy CSR or CSC, matrices or arrays) stays sparse (as CSR)
-            for every solver and backend: nothing the size of dense ``X`` is ever allocated.
+            for every solver and backend: nothing the size of dense ``X`` is ever allocated. A source: see :mod:`._source_fit`.
         y : array-like of shape (n_samples,) or (n_samples, n_classes)
             Labels of any kind (numbers, strings), or rows of class probabilities (soft labels;
             non-negative, summing to 1). For soft labels ``classes_`` is ``arange(n_classes)``.
@@ -376,6 +377,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        if is_source(X):
+            return fit_source(self, X, y, sample_weight)
         dtype = self._working_dtype()
         warm = self.warm_start and hasattr(self, "coef_")
         X = self._validate_X(X, reset=not warm, dtype=dtype)
