@@ -366,7 +366,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features), or a softmaxkit.sources.Source
             Finite values. Sparse input (SciPy CSR or CSC, matrices or arrays) stays sparse (as CSR)
-            for every solver and backend: nothing the size of dense ``X`` is ever allocated. A source: see :mod:`._source_fit`.
+            for every solver and backend: nothing the size of dense ``X`` is ever allocated. A source
+            (``y`` None) is streamed: see :mod:`._source_fit`.
         y : array-like of shape (n_samples,) or (n_samples, n_classes)
             Labels of any kind (numbers, strings), or rows of class probabilities (soft labels;
             non-negative, summing to 1). For soft labels ``classes_`` is ``arange(n_classes)``.
@@ -451,10 +452,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         With ``solver`` "auto", "lbfgs" or "newton-cg" (the default): averaged SGD (the update, its
         step ``learning_rate="auto"`` and ``momentum``: :mod:`._streaming`), one step per call (or per
         ``batch_size`` rows), ``coef_`` the average of the iterates; it continues from a fitted model.
-        Measured on shuffled 256-row calls of standardised features (``benchmarks/results/stream.md``;
-        features are not rescaled here: standardise them), relative gap to the optimum after 10 / 30 passes:
-        letter 6.4e-4 / 5.3e-5, pendigits 1.6e-2 / 3.7e-3, satimage 4.6e-2 / 1.6e-2, covtype 2.3e-2 / 6.2e-3,
-        news20 (raw counts) 1.8 / 1.2. "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
+        Features are not rescaled here: standardise them. The relative gaps to the optimum after 10 and 30
+        passes of 256-row calls are in the user guide ("Learning from a stream"; from 5.3e-5 on letter to
+        1.2 on raw news20 counts). "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
         ``class_weight="balanced"`` and ``early_stopping`` do not apply here.
 
         Parameters
@@ -497,7 +497,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if not averaged and getattr(self, "_partial_fit_rng", None) is None:
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
         if averaged and getattr(self, "_stream_state", None) is None:
-            self._stream_state = self._new_stream_state(X, target, s, n_classes, n_features, warm=not first)
+            x0 = self._initial_theta(n_classes, n_features, target, s, warm=not first)
+            self._stream_state = new_stream_state(
+                self.learning_rate, X, self.alpha, self.fit_intercept, x0, warm=not first
+            )
         objective = self._objective(X, target, s, n_classes, dtype)
         with limit_blas_threads(blas_threads(nnz=nnz(X), n_classes=n_classes)):
             if averaged:
@@ -517,10 +520,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.n_iter_ = getattr(self, "n_iter_", 0) + 1
         self.loss_curve_ = [*getattr(self, "loss_curve_", []), f]
         return self
-
-    def _new_stream_state(self, X, target, s, n_classes, n_features, warm):
-        x0 = self._initial_theta(n_classes, n_features, target, s, warm=warm)
-        return new_stream_state(self.learning_rate, X, self.alpha, self.fit_intercept, x0, warm=warm)
 
     # ------------------------------------------------------------------ prediction
 
