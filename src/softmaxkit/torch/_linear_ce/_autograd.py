@@ -112,18 +112,56 @@ def _per_token_loss(stats: LogitStats, p: Problem) -> tuple[torch.Tensor, torch.
     return ce, zl
 
 
-def _reduce(ce: torch.Tensor, zl: torch.Tensor, p: Problem) -> torch.Tensor:
+class Denominators(NamedTuple):
+    """What ``reduction="mean"`` divides by, when the caller gives it (global normalisation): 0-d tensors or None.
+
+    ``ce`` replaces the cross-entropy part's :math:`W` (the summed class weight of the kept tokens,
+    ``N`` for probability targets), ``z`` the z-loss part's count of kept tokens; None keeps the
+    local value of the call's own tokens.
+    """
+
+    ce: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+
+    def resolve(self, p: Problem, device) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """``(ce, z)`` denominators: the given ones in ``p.acc`` on ``device``, else the problem's own."""
+        ce = p.ce_denominator if self.ce is None else self.ce.to(device=device, dtype=p.acc)
+        z = p.n_kept if self.z is None else self.z.to(device=device, dtype=p.acc)
+        return ce, z
+
+
+#: The default: each call's own denominators.
+LOCAL = Denominators()
+
+
+def _divide(total: torch.Tensor, denominator: torch.Tensor | float) -> torch.Tensor:
+    """``total / denominator``; a local zero denominator gives NaN (as PyTorch), a given one is positive."""
+    if isinstance(denominator, torch.Tensor):
+        return total / denominator
+    return total / denominator if denominator else total * math.nan
+
+
+def _inverse(denominator: torch.Tensor | float, zero: float) -> torch.Tensor | float:
+    if isinstance(denominator, torch.Tensor):
+        return 1.0 / denominator
+    return 1.0 / denominator if denominator else zero
+
+
+def _reduce(ce: torch.Tensor, zl: torch.Tensor, p: Problem, dens: Denominators = LOCAL) -> torch.Tensor:
     if p.reduction == "none":
         return ce + zl if p.z_loss else ce
     if p.reduction == "sum":
         return ce.sum() + zl.sum() if p.z_loss else ce.sum()
-    loss = ce.sum() / p.ce_denominator if p.ce_denominator else ce.sum() * math.nan
+    ce_den, z_den = dens.resolve(p, ce.device)
+    loss = _divide(ce.sum(), ce_den)
     if p.z_loss:
-        loss = loss + (zl.sum() / p.n_kept if p.n_kept else zl.sum() * math.nan)
+        loss = loss + _divide(zl.sum(), z_den)
     return loss
 
 
-def _scalar_scales(p: Problem, g: torch.Tensor | float, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _scalar_scales(
+    p: Problem, g: torch.Tensor | float, device, dens: Denominators = LOCAL
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token scales of the cross-entropy and z-loss parts for a scalar reduction.
 
     ``"mean"`` over a zero total weight divides by 0: the scale is ``NaN`` there, and the
@@ -134,8 +172,8 @@ def _scalar_scales(p: Problem, g: torch.Tensor | float, device) -> tuple[torch.T
     if p.reduction == "sum":
         ce, z = 1.0, 1.0
     else:
-        ce = 1.0 / p.ce_denominator if p.ce_denominator else math.nan
-        z = 1.0 / p.n_kept if p.n_kept else 0.0
+        ce_den, z_den = dens.resolve(p, device)
+        ce, z = _inverse(ce_den, math.nan), _inverse(z_den, 0.0)
     keep = p.valid.to(p.acc) if p.kind == "index" else torch.ones(p.n, dtype=p.acc, device=device)
     return torch.where(keep == 0, 0.0, keep * (ce * g)), keep * (z * g)
 
@@ -173,18 +211,18 @@ def _problem(input, weight, bias, target, class_weight, o: Options) -> tuple[tor
 # --------------------------------------------------------------------------------------------
 
 
-def ce_forward(input, weight, bias, target, class_weight, o: Options, needs):
+def ce_forward(input, weight, bias, target, class_weight, o: Options, needs, dens: Denominators = LOCAL):
     """``(loss, m, arg, rest, dx, dw, db)``; the gradients (at an upstream gradient of 1) only for a
     scalar reduction and where ``needs`` asks, else empty."""
     x2, p = _problem(input, weight, bias, target, class_weight, o)
     engine = select_engine(input, o.backend, p)
     scales = None
     if p.reduction != "none" and any(needs):  # precompute the gradients at an upstream gradient of 1
-        ce_scale, z_scale = _scalar_scales(p, 1.0, x2.device)
+        ce_scale, z_scale = _scalar_scales(p, 1.0, x2.device, dens)
         scales = RowScales(ce_scale, z_scale, None, p)
     stats, pre = engine.forward(x2, weight, bias, p, scales, needs)
     ce, zl = _per_token_loss(stats, p)
-    loss = _reduce(ce, zl, p).to(_loss_dtype(input.dtype))
+    loss = _reduce(ce, zl, p, dens).to(_loss_dtype(input.dtype))
     if p.reduction == "none":
         loss = loss.reshape(input.shape[:-1])
     dx, dw, db = pre if pre is not None else (None, None, None)
@@ -195,7 +233,20 @@ def ce_forward(input, weight, bias, target, class_weight, o: Options, needs):
     return loss, row.m, row.arg, row.rest, dx, dw, db
 
 
-def ce_backward(input, weight, bias, target, class_weight, o: Options, m, arg, rest, grad_loss, needs):
+def ce_backward(
+    input,
+    weight,
+    bias,
+    target,
+    class_weight,
+    o: Options,
+    m,
+    arg,
+    rest,
+    grad_loss,
+    needs,
+    dens: Denominators = LOCAL,
+):
     """``(dx, dw, db)`` for the upstream ``grad_loss`` from the forward's statistics (empty where not needed)."""
     x2, p = _problem(input, weight, bias, target, class_weight, o)
     engine = select_engine(input, o.backend, p)
@@ -206,7 +257,7 @@ def ce_backward(input, weight, bias, target, class_weight, o: Options, m, arg, r
             keep = p.valid.to(p.acc)
             ce_scale, z_scale = ce_scale * keep, z_scale * keep
     else:
-        ce_scale, z_scale = _scalar_scales(p, g, x2.device)
+        ce_scale, z_scale = _scalar_scales(p, g, x2.device, dens)
     scales = RowScales(ce_scale, z_scale, None, p)
     dx, dw, db = engine.gradients(x2, weight, bias, p, RowStats(m, arg, rest), scales, tuple(needs))
     return _filled(input, weight, dx, dw, db)
@@ -271,14 +322,18 @@ def _ce_forward_op(
     temperature: float,
     entropy: bool,
     needs: list[bool],
+    denominator: torch.Tensor | None,
+    z_loss_denominator: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     o = Options(ignore_index, reduction, label_smoothing, z_loss, softcap, max_memory, backend, temperature, entropy)
-    return ce_forward(input, weight, bias, target, class_weight, o, needs)
+    return ce_forward(
+        input, weight, bias, target, class_weight, o, needs, Denominators(denominator, z_loss_denominator)
+    )
 
 
 @_ce_forward_op.register_fake
 def _(input, weight, bias, target, class_weight, ignore_index, reduction, *options_and_needs):
-    needs = options_and_needs[-1] if reduction != "none" else [False] * 3
+    needs = options_and_needs[-3] if reduction != "none" else [False] * 3
     loss = input.new_empty(input.shape[:-1] if reduction == "none" else (), dtype=_loss_dtype(input.dtype))
     return (loss, *_stat_shapes(input), *_grad_shapes(input, weight, bias, needs))
 
@@ -304,14 +359,17 @@ def _ce_backward_op(
     rest: torch.Tensor,
     grad_loss: torch.Tensor,
     needs: list[bool],
+    denominator: torch.Tensor | None,
+    z_loss_denominator: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     o = Options(ignore_index, reduction, label_smoothing, z_loss, softcap, max_memory, backend, temperature, entropy)
-    return ce_backward(input, weight, bias, target, class_weight, o, m, arg, rest, grad_loss, needs)
+    dens = Denominators(denominator, z_loss_denominator)
+    return ce_backward(input, weight, bias, target, class_weight, o, m, arg, rest, grad_loss, needs, dens)
 
 
 @_ce_backward_op.register_fake
 def _(input, weight, bias, target, class_weight, *options_stats_grad_and_needs):
-    return _grad_shapes(input, weight, bias, options_stats_grad_and_needs[-1])
+    return _grad_shapes(input, weight, bias, options_stats_grad_and_needs[-3])
 
 
 @torch.library.custom_op("softmaxkit::linear_logsumexp", mutates_args=())
@@ -384,22 +442,26 @@ def _none_if_empty(grads, needs):
 
 @signature_once
 class LinearCrossEntropy(Function):
-    """``apply(input, weight, bias, target, class_weight, options, needs) -> (loss, m, arg, rest, dx, dw, db)``.
+    """``apply(input, weight, bias, target, class_weight, options, needs, denominator, z_loss_denominator)``
+    ``-> (loss, m, arg, rest, dx, dw, db)``.
 
     Only the loss is differentiable; the rest are the statistics and precomputed gradients for backward.
+    The two denominators are 0-d tensors or None (see :class:`Denominators`).
     """
 
     @staticmethod
-    def forward(input, weight, bias, target, class_weight, options: Options, needs):
+    def forward(input, weight, bias, target, class_weight, options: Options, needs, den, z_den):
         if torch.compiler.is_compiling():  # traced: one opaque node
             # An exported program is for inference: no gradients in its forward.
             needs = [False] * 3 if torch.compiler.is_exporting() else list(needs)
-            return torch.ops.softmaxkit.linear_cross_entropy(input, weight, bias, target, class_weight, *options, needs)
-        return ce_forward(input, weight, bias, target, class_weight, options, needs)
+            return torch.ops.softmaxkit.linear_cross_entropy(
+                input, weight, bias, target, class_weight, *options, needs, den, z_den
+            )
+        return ce_forward(input, weight, bias, target, class_weight, options, needs, Denominators(den, z_den))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, target, class_weight, options, needs = inputs
+        input, weight, bias, target, class_weight, options, needs, den, z_den = inputs
         _, m, arg, rest, dx, dw, db = output
         ctx.mark_non_differentiable(m, arg, rest, dx, dw, db)
         ctx.options = options
@@ -409,12 +471,13 @@ class LinearCrossEntropy(Function):
         # hands them to autograd without a copy; traced, the graph must see them saved.
         ctx.pre = (dx, dw, db) if ctx.precomputed and not ctx.traced else None
         saved = (dx, dw, db) if ctx.precomputed and ctx.traced else ()
-        ctx.save_for_backward(input, weight, bias, target, class_weight, m, arg, rest, *saved)
+        ctx.save_for_backward(input, weight, bias, target, class_weight, m, arg, rest, den, z_den, *saved)
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
         refuse_double_backward("linear_cross_entropy")
-        input, weight, bias, target, class_weight, m, arg, rest, *saved = ctx.saved_tensors
+        input, weight, bias, target, class_weight, m, arg, rest, den, z_den, *saved = ctx.saved_tensors
+        dens = Denominators(den, z_den)
         needs = tuple(ctx.needs_input_grad[:3])
         if ctx.precomputed and (saved or ctx.pre is not None):
             dx, dw, db = saved or ctx.pre
@@ -424,17 +487,17 @@ class LinearCrossEntropy(Function):
                 dx = dx * grad_loss.to(dx.dtype) if needs[0] else dx
                 dw = (dw.to(acc) * grad_loss).to(dw.dtype) if needs[1] else dw
                 db = (db.to(acc) * grad_loss).to(db.dtype) if needs[2] and bias is not None else db
-            return (*_none_if_empty((dx, dw, db), needs), None, None, None, None)
+            return (*_none_if_empty((dx, dw, db), needs), None, None, None, None, None, None)
         with torch.no_grad():
             if torch.compiler.is_compiling():
                 grads = torch.ops.softmaxkit.linear_cross_entropy_backward(
-                    input, weight, bias, target, class_weight, *ctx.options, m, arg, rest, grad_loss, list(needs)
+                    input, weight, bias, target, class_weight, *ctx.options, m, arg, rest, grad_loss, list(needs), *dens
                 )
             else:
                 grads = ce_backward(
-                    input, weight, bias, target, class_weight, ctx.options, m, arg, rest, grad_loss, needs
+                    input, weight, bias, target, class_weight, ctx.options, m, arg, rest, grad_loss, needs, dens
                 )
-        return (*_none_if_empty(grads, needs), None, None, None, None)
+        return (*_none_if_empty(grads, needs), None, None, None, None, None, None)
 
 
 @signature_once
