@@ -50,6 +50,9 @@ def run_ranks(
     init_file = out / "rendezvous"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
     env["OMP_NUM_THREADS"] = "1"
+    # Every freed buffer of 64 KiB or more goes back to the kernel, so peak-RSS measurements see no
+    # allocator cache (as tests/test_linear_ce_memory.py's children).
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     logs = [open(out / f"rank{r}.log", "w+") for r in range(world)]
     args = [module_name, function_name, "", str(world), str(init_file), str(out), str(collective_timeout)]
     children = []

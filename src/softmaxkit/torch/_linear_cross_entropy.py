@@ -251,7 +251,7 @@ def resolve_denominators(denominator, z_loss_denominator, options: Options, *, w
                 "z_loss_denominator must be given with denominator, class_weight and z_loss > 0 "
                 "(the z-loss part's mean is over the kept tokens, not their class weight), got None"
             )
-        z_den = den
+        z_den = den.clone()  # not the same tensor twice: torch.compile refuses duplicate inputs of a Function
     return den, z_den
 
 
