@@ -179,7 +179,9 @@ def test_the_local_denominator_given_explicitly_changes_nothing(name):
 def test_linear_z_loss_with_class_weights_needs_its_own_denominator():
     x, w, t = torch.randn(4, 3), torch.randn(5, 3), torch.tensor([0, 4, -100, 2])
     kwargs = dict(class_weight=torch.rand(5), z_loss=1e-3, denominator=2.0)
-    with pytest.raises(ValueError, match=r"^z_loss_denominator must be given with denominator, class_weight and z_loss"):
+    with pytest.raises(
+        ValueError, match=r"^z_loss_denominator must be given with denominator, class_weight and z_loss"
+    ):
         skt.linear_cross_entropy(x, w, t, **kwargs)
     skt.linear_cross_entropy(x, w, t, z_loss_denominator=3, **kwargs)  # given: accepted
     skt.linear_cross_entropy(x, w, t, class_weight=kwargs["class_weight"], denominator=2.0)  # no z-loss: accepted
