@@ -94,8 +94,8 @@ def vocab_parallel_linear_cross_entropy(
 
     >>> import tempfile, torch, torch.distributed as dist
     >>> from softmaxkit.torch import linear_cross_entropy, vocab_parallel_linear_cross_entropy
-    >>> with tempfile.NamedTemporaryFile() as f:
-    ...     dist.init_process_group("gloo", init_method=f"file://{f.name}", rank=0, world_size=1)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=0, world_size=1)
     ...     x, w = torch.randn(5, 3, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
     ...     t = torch.tensor([0, 6, -100, 2, 2])
     ...     same = torch.allclose(vocab_parallel_linear_cross_entropy(x, w, t), linear_cross_entropy(x, w, t))
