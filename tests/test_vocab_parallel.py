@@ -11,8 +11,11 @@ option, to 1e-10. The memory test measures, per rank, the largest tensor any op 
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -302,3 +305,14 @@ def test_bad_arguments_get_the_single_process_messages(launched):
     assert messages["reduction"].startswith("denominator must be None unless reduction='mean'")
     assert "[0, 2)" in messages["index"]  # the whole vocabulary of this one-rank group: V = 2
     assert messages["group"].startswith("group must be None or a torch.distributed.ProcessGroup")
+
+
+def test_bench_vocab_parallel_quick(tmp_path):
+    """The benchmark's quick form runs and writes its table (tests/test_benchmarks.py does this for the others)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_vocab_parallel.py"
+    args = [sys.executable, str(script), "--quick", "--worlds", "2", "--repeats", "1", "--out", str(tmp_path)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "vocab_parallel-quick.json").read_text())["rows"]
+    assert [(r["world"], r["rank"], r["shard_rows"]) for r in rows] == [(2, 0, 2048), (2, 1, 2048)]
+    assert all(r["median_s"] > 0 and r["peak_extra_bytes"] > 0 for r in rows)
