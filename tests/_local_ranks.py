@@ -5,7 +5,8 @@
 whose rendezvous is a file under ``tmp_path``, and writes what it returns with ``torch.save`` to
 ``out / f"rank{r}.pt"``. Two timeouts keep a hung rank from hanging the suite: the group's own
 (every collective raises after ``collective_timeout`` seconds) and the parent's deadline, after
-which every child still running is killed and the test fails with the children's output.
+which every child still running is killed and the test fails with the children's output. As
+``torchrun`` does, a rank that fails ends the run: the others are killed a few seconds later.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import torch
 
 TESTS_DIR = Path(__file__).resolve().parent
+#: Seconds the other ranks get to finish (their collectives to raise) once one rank has failed.
+_GRACE = 5.0
 
 _CHILD = """
 import datetime, sys, torch, torch.distributed as dist
@@ -66,6 +69,8 @@ def run_ranks(
             )
         end = time.monotonic() + deadline
         while any(c.poll() is None for c in children) and time.monotonic() < end:
+            if any(c.poll() not in (None, 0) for c in children):  # as torchrun: one rank failed, stop the rest
+                end = min(end, time.monotonic() + _GRACE)
             time.sleep(0.05)
         hung = [r for r, c in enumerate(children) if c.poll() is None]
         for r in hung:
