@@ -59,10 +59,11 @@ value checks run inside it. ``torch.func.grad`` works; ``vmap`` and forward mode
 
 How it is computed
 ------------------
-In three layers under :mod:`softmaxkit.torch._linear_ce`: the problem and its plan (``_plan``:
+In layers under :mod:`softmaxkit.torch._linear_ce`: the problem and its plan (``_plan``:
 validation, per-token coefficients, chunk sizes within ``max_memory``), two engines with one
 interface (``_torch_engine``: chunked PyTorch tiles and passes; ``_triton_engine``: Triton
-kernels), and the autograd layer (``_autograd``) that chooses the engine once per call. No
+kernels), the loss from their statistics (``_reduction``), and the autograd layer (``_autograd``) that
+chooses the engine once per call. No
 tensor of ``N x V`` elements is ever allocated.
 
 Both engines keep, per token, the largest logit :math:`m`, its column and

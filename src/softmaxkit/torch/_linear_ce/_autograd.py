@@ -42,7 +42,15 @@ from torch.autograd import Function
 
 from softmaxkit.torch._function import signature_once
 from softmaxkit.torch._linear_ce import _torch_engine
-from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales, RowStats, make_lse_problem, make_problem
+from softmaxkit.torch._linear_ce._plan import Problem, RowScales, RowStats, make_lse_problem, make_problem
+from softmaxkit.torch._linear_ce._reduction import (
+    LOCAL,
+    Denominators,
+    loss_dtype,
+    per_token_loss,
+    reduce_loss,
+    scalar_scales,
+)
 
 
 class Options(NamedTuple):
@@ -89,99 +97,6 @@ def _triton_available() -> bool:
     return True
 
 
-def _per_token_loss(stats: LogitStats, p: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(cross-entropy part, z-loss part)`` per token, zero on ignored tokens.
-
-    With ``m``, ``S'`` and ``D`` of :class:`~softmaxkit.torch._linear_ce._plan.LogitStats`,
-    ``lse - z_t = log1p(S') + (m - z_t)`` and ``sum_c a_c (lse - z_c) = A log1p(S') + D``: sums of
-    non-negative terms, so a confident token's loss keeps full relative accuracy (``lse - z_t``
-    would round to 0) and large logits cost nothing.
-    """
-    l1 = torch.log1p(stats.row.rest)
-    if p.kind == "index":
-        ce = p.target_coef * (l1 + (stats.row.m - stats.zt))
-        if p.label_smoothing > 0.0:
-            ce = ce + p.smooth_coef * (p.total_weight * l1 + stats.zs)
-        ce = torch.where(p.valid, ce, torch.zeros_like(ce))
-        lse = stats.row.lse
-        zl = torch.where(p.valid, p.z_loss * lse * lse, torch.zeros_like(lse))
-    else:
-        ce = p.total_coef * l1 + stats.zs
-        lse = stats.row.lse
-        zl = p.z_loss * lse * lse
-    return ce, zl
-
-
-class Denominators(NamedTuple):
-    """What ``reduction="mean"`` divides by, when the caller gives it (global normalisation): 0-d tensors or None.
-
-    ``ce`` replaces the cross-entropy part's :math:`W` (the summed class weight of the kept tokens,
-    ``N`` for probability targets), ``z`` the z-loss part's count of kept tokens; None keeps the
-    local value of the call's own tokens.
-    """
-
-    ce: torch.Tensor | None = None
-    z: torch.Tensor | None = None
-
-    def resolve(self, p: Problem, device) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """``(ce, z)`` denominators: the given ones in ``p.acc`` on ``device``, else the problem's own."""
-        ce = p.ce_denominator if self.ce is None else self.ce.to(device=device, dtype=p.acc)
-        z = p.n_kept if self.z is None else self.z.to(device=device, dtype=p.acc)
-        return ce, z
-
-
-#: The default: each call's own denominators.
-LOCAL = Denominators()
-
-
-def _divide(total: torch.Tensor, denominator: torch.Tensor | float) -> torch.Tensor:
-    """``total / denominator``; a local zero denominator gives NaN (as PyTorch), a given one is positive."""
-    if isinstance(denominator, torch.Tensor):
-        return total / denominator
-    return total / denominator if denominator else total * math.nan
-
-
-def _inverse(denominator: torch.Tensor | float, zero: float) -> torch.Tensor | float:
-    if isinstance(denominator, torch.Tensor):
-        return 1.0 / denominator
-    return 1.0 / denominator if denominator else zero
-
-
-def _reduce(ce: torch.Tensor, zl: torch.Tensor, p: Problem, dens: Denominators = LOCAL) -> torch.Tensor:
-    if p.reduction == "none":
-        return ce + zl if p.z_loss else ce
-    if p.reduction == "sum":
-        return ce.sum() + zl.sum() if p.z_loss else ce.sum()
-    ce_den, z_den = dens.resolve(p, ce.device)
-    loss = _divide(ce.sum(), ce_den)
-    if p.z_loss:
-        loss = loss + _divide(zl.sum(), z_den)
-    return loss
-
-
-def _scalar_scales(
-    p: Problem, g: torch.Tensor | float, device, dens: Denominators = LOCAL
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token scales of the cross-entropy and z-loss parts for a scalar reduction.
-
-    ``"mean"`` over a zero total weight divides by 0: the scale is ``NaN`` there, and the
-    coefficients times it (:func:`~softmaxkit.torch._linear_ce._plan.scaled_coefs`) are 0 where the
-    coefficients are, so every token of zero weight has a zero gradient (the policy of
-    :func:`softmaxkit.torch.cross_entropy`, whose loss is ``NaN`` too).
-    """
-    if p.reduction == "sum":
-        ce, z = 1.0, 1.0
-    else:
-        ce_den, z_den = dens.resolve(p, device)
-        ce, z = _inverse(ce_den, math.nan), _inverse(z_den, 0.0)
-    keep = p.valid.to(p.acc) if p.kind == "index" else torch.ones(p.n, dtype=p.acc, device=device)
-    return torch.where(keep == 0, 0.0, keep * (ce * g)), keep * (z * g)
-
-
-def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _nothing(t: torch.Tensor) -> torch.Tensor:
     """What stands for a gradient not computed (custom ops return no ``None``)."""
     return t.new_empty(0)
@@ -218,11 +133,11 @@ def ce_forward(input, weight, bias, target, class_weight, o: Options, needs, den
     engine = select_engine(input, o.backend, p)
     scales = None
     if p.reduction != "none" and any(needs):  # precompute the gradients at an upstream gradient of 1
-        ce_scale, z_scale = _scalar_scales(p, 1.0, x2.device, dens)
+        ce_scale, z_scale = scalar_scales(p, 1.0, x2.device, dens)
         scales = RowScales(ce_scale, z_scale, None, p)
     stats, pre = engine.forward(x2, weight, bias, p, scales, needs)
-    ce, zl = _per_token_loss(stats, p)
-    loss = _reduce(ce, zl, p, dens).to(_loss_dtype(input.dtype))
+    ce, zl = per_token_loss(stats, p)
+    loss = reduce_loss(ce, zl, p, dens).to(loss_dtype(input.dtype))
     if p.reduction == "none":
         loss = loss.reshape(input.shape[:-1])
     dx, dw, db = pre if pre is not None else (None, None, None)
@@ -257,7 +172,7 @@ def ce_backward(
             keep = p.valid.to(p.acc)
             ce_scale, z_scale = ce_scale * keep, z_scale * keep
     else:
-        ce_scale, z_scale = _scalar_scales(p, g, x2.device, dens)
+        ce_scale, z_scale = scalar_scales(p, g, x2.device, dens)
     scales = RowScales(ce_scale, z_scale, None, p)
     dx, dw, db = engine.gradients(x2, weight, bias, p, RowStats(m, arg, rest), scales, tuple(needs))
     return _filled(input, weight, dx, dw, db)
@@ -290,7 +205,7 @@ def lse_backward(input, weight, bias, softcap, max_memory, backend, m, arg, rest
 
 def _stat_shapes(input: torch.Tensor):
     n = math.prod(input.shape[:-1])
-    acc = _loss_dtype(input.dtype)
+    acc = loss_dtype(input.dtype)
     return (
         input.new_empty(n, dtype=acc),
         input.new_empty(n, dtype=torch.int64),
@@ -334,7 +249,7 @@ def _ce_forward_op(
 @_ce_forward_op.register_fake
 def _(input, weight, bias, target, class_weight, ignore_index, reduction, *options_and_needs):
     needs = options_and_needs[-3] if reduction != "none" else [False] * 3
-    loss = input.new_empty(input.shape[:-1] if reduction == "none" else (), dtype=_loss_dtype(input.dtype))
+    loss = input.new_empty(input.shape[:-1] if reduction == "none" else (), dtype=loss_dtype(input.dtype))
     return (loss, *_stat_shapes(input), *_grad_shapes(input, weight, bias, needs))
 
 
@@ -386,7 +301,7 @@ def _lse_forward_op(
 
 @_lse_forward_op.register_fake
 def _(input, weight, bias, softcap, max_memory, backend):
-    return (input.new_empty(input.shape[:-1], dtype=_loss_dtype(input.dtype)), *_stat_shapes(input))
+    return (input.new_empty(input.shape[:-1], dtype=loss_dtype(input.dtype)), *_stat_shapes(input))
 
 
 @torch.library.custom_op("softmaxkit::linear_logsumexp_backward", mutates_args=())
@@ -542,7 +457,7 @@ def stats_forward(input, weight, bias, target, o: Options):
     """``(logprob, entropy, lse, m, arg, rest)`` per token (the first three of shape ``input.shape[:-1]``)."""
     x2, p = _problem(input, weight, bias, target, None, o)
     stats, _ = select_engine(input, o.backend, p).forward(x2, weight, bias, p, None, (False, False, False))
-    ce, _ = _per_token_loss(stats, p)
+    ce, _ = per_token_loss(stats, p)
     row = stats.row
     logprob = torch.where(p.valid, -ce, torch.zeros_like(ce))
     entropy = torch.log1p(row.rest) + stats.ent / (1 + row.rest)
@@ -578,7 +493,7 @@ def _stats_forward_op(
 
 @_stats_forward_op.register_fake
 def _(input, weight, bias, target, ignore_index, softcap, max_memory, backend, temperature):
-    per_token = [input.new_empty(input.shape[:-1], dtype=_loss_dtype(input.dtype)) for _ in range(3)]
+    per_token = [input.new_empty(input.shape[:-1], dtype=loss_dtype(input.dtype)) for _ in range(3)]
     return (*per_token, *_stat_shapes(input))
 
 

@@ -39,16 +39,9 @@ import torch.distributed as dist
 
 from softmaxkit.torch._checks import check_class_indices
 from softmaxkit.torch._linear_ce import _torch_engine
-from softmaxkit.torch._linear_ce._autograd import (
-    Denominators,
-    Options,
-    _loss_dtype,
-    _per_token_loss,
-    _reduce,
-    _scalar_scales,
-    refuse_double_backward,
-)
+from softmaxkit.torch._linear_ce._autograd import Options, refuse_double_backward
 from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales, RowStats, make_problem, target_mass
+from softmaxkit.torch._linear_ce._reduction import Denominators, loss_dtype, per_token_loss, reduce_loss, scalar_scales
 
 __all__ = ["Layout", "VocabParallelLinearCrossEntropy", "shard_layout"]
 
@@ -199,8 +192,8 @@ def forward(input, weight, bias, target, class_weight, o: Options, dens: Denomin
     local, _ = _torch_engine.forward(x2, weight, bias, p, None, (False, False, False))
     stats, owner, extra = _combine(_gather_stats(local, p, on, layout, group), p, layout)
     p = _global_problem(p, extra)
-    ce, zl = _per_token_loss(stats, p)
-    loss = _reduce(ce, zl, p, dens).to(_loss_dtype(input.dtype))
+    ce, zl = per_token_loss(stats, p)
+    loss = reduce_loss(ce, zl, p, dens).to(loss_dtype(input.dtype))
     if p.reduction == "none":
         loss = loss.reshape(input.shape[:-1])
     here = owner == layout.rank
@@ -218,7 +211,7 @@ def backward(input, weight, bias, saved, dens: Denominators, grad_loss, needs, g
             keep = p.valid.to(p.acc)
             ce_scale, z_scale = ce_scale * keep, z_scale * keep
     else:
-        ce_scale, z_scale = _scalar_scales(p, g, x2.device, dens)
+        ce_scale, z_scale = scalar_scales(p, g, x2.device, dens)
     scales = RowScales(ce_scale, z_scale, None, p)
     dx, dw, db = _torch_engine.gradients(x2, weight, bias, p, row, scales, needs)
     if needs[0]:
