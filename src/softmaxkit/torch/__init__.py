@@ -6,7 +6,9 @@ Functions (autograd ops, lean backward passes): :func:`softmax`, :func:`log_soft
 lesson's model :class:`SoftmaxRegressionModule`. Fused with the output projection, never
 materialising the logits: :func:`linear_cross_entropy` (and :class:`LinearCrossEntropyLoss`),
 :func:`linear_logsumexp`, and the per-token :func:`linear_token_stats` (a :class:`TokenStats`).
-:func:`resolve_device` turns "auto" into CUDA, else MPS, else the CPU.
+:func:`vocab_parallel_linear_cross_entropy` is the same loss with the projection sharded by vocabulary
+rows over a ``torch.distributed`` process group. :func:`resolve_device` turns "auto" into CUDA, else
+MPS, else the CPU.
 """
 
 try:
@@ -21,6 +23,7 @@ from softmaxkit.torch._model import SoftmaxRegressionModule
 from softmaxkit.torch._modules import CrossEntropyLoss, LogSoftmax, NLLLoss, Softmax
 from softmaxkit.torch._ops import cross_entropy, nll_loss
 from softmaxkit.torch._softmax_ops import log_softmax, logsumexp, softmax
+from softmaxkit.torch._vocab_parallel import vocab_parallel_linear_cross_entropy
 
 __all__ = [
     "CrossEntropyLoss",
@@ -39,4 +42,5 @@ __all__ = [
     "nll_loss",
     "resolve_device",
     "softmax",
+    "vocab_parallel_linear_cross_entropy",
 ]

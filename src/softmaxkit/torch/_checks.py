@@ -317,3 +317,37 @@ def check_linear_target(target: Any, batch: tuple[int, ...], v: int) -> bool:
     if tuple(target.shape) != batch:
         raise ValueError(f"{shapes}, got {_describe(target)}")
     return False
+
+
+# --------------------------------------------------------------------------------------------
+# The explicit denominator of "mean" (global normalisation).
+# --------------------------------------------------------------------------------------------
+
+
+def check_denominator(value: Any, name: str, reduction: str) -> torch.Tensor | None:
+    """``denominator`` (or ``z_loss_denominator``): None, or a positive finite number or 0-d real tensor.
+
+    Returned as a 0-d float64 tensor (a number becomes one; a tensor keeps its device and its place
+    in the graph, detached), so that one code path and one custom-op signature serve both. It only
+    means something for ``reduction="mean"``: with ``"sum"`` or ``"none"`` it is an error rather than
+    silently unused. The value check reads the tensor in eager calls and inside ``torch.func``
+    transforms; traced, it becomes a ``torch._assert_async`` node.
+    """
+    if value is None:
+        return None
+    if reduction != "mean":
+        raise ValueError(f"{name} must be None unless reduction='mean', got {_describe(value)} with {reduction=}")
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a positive finite number or a 0-d real tensor, got {_describe(value)}")
+        check_has_data(value, name)
+        t = value.detach().to(torch.float64)
+        values = readable(t)
+        if values is None:
+            torch._assert_async(torch.isfinite(t) & (t > 0), f"{name} must be positive and finite")
+        elif not (math.isfinite(float(values)) and float(values) > 0):
+            raise ValueError(f"{name} must be positive and finite, got {float(values)!r}")
+        return t
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number or a 0-d real tensor, got {_describe(value)}")
+    return torch.tensor(float(value), dtype=torch.float64)

@@ -59,10 +59,11 @@ value checks run inside it. ``torch.func.grad`` works; ``vmap`` and forward mode
 
 How it is computed
 ------------------
-In three layers under :mod:`softmaxkit.torch._linear_ce`: the problem and its plan (``_plan``:
+In layers under :mod:`softmaxkit.torch._linear_ce`: the problem and its plan (``_plan``:
 validation, per-token coefficients, chunk sizes within ``max_memory``), two engines with one
 interface (``_torch_engine``: chunked PyTorch tiles and passes; ``_triton_engine``: Triton
-kernels), and the autograd layer (``_autograd``) that chooses the engine once per call. No
+kernels), the loss from their statistics (``_reduction``), and the autograd layer (``_autograd``) that
+chooses the engine once per call. No
 tensor of ``N x V`` elements is ever allocated.
 
 Both engines keep, per token, the largest logit :math:`m`, its column and
@@ -81,6 +82,7 @@ import torch
 from softmaxkit._validation import check_label_smoothing, check_reduction
 from softmaxkit.torch._checks import (
     check_backend,
+    check_denominator,
     check_finite_real,
     check_ignore_index64,
     check_linear_class_weight,
@@ -128,6 +130,8 @@ def linear_cross_entropy(
     softcap: float | None = None,
     max_memory: int | None = None,
     backend: str = "auto",
+    denominator: float | torch.Tensor | None = None,
+    z_loss_denominator: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Cross-entropy of the logits ``input @ weight.T + bias`` without materialising them.
 
@@ -172,6 +176,16 @@ def linear_cross_entropy(
     backend : {"auto", "torch", "triton"}, default "auto"
         "auto" uses the Triton kernels for CUDA tensors with index targets when Triton is
         installed, and the pure-PyTorch chunked path otherwise.
+    denominator : float or 0-d tensor, optional
+        What ``reduction="mean"`` divides the cross-entropy part by, instead of this call's own
+        summed class weight of the kept tokens: give the *global* one (over every micro-batch and
+        data-parallel rank of the step) and the sum of the per-call gradients is exactly the
+        gradient of the mean over the global batch (the recipe is in the docs' "Global normalisation").
+        Positive and finite; an error with ``"sum"`` or ``"none"``. No gradient flows to it.
+    z_loss_denominator : float or 0-d tensor, optional
+        The same for the z-loss part (the global count of kept tokens). Defaults to
+        ``denominator``, which is that count unless index targets have ``class_weight``; then it
+        must be given when ``z_loss > 0``.
 
     Returns
     -------
@@ -209,15 +223,37 @@ def linear_cross_entropy(
         check_max_memory_option(max_memory),
         check_backend(backend),
     )
-    check_linear_target(target, tuple(input.shape[:-1]), weight.shape[0])
+    probabilities = check_linear_target(target, tuple(input.shape[:-1]), weight.shape[0])
     check_linear_class_weight(class_weight, weight.shape[0])
+    den, z_den = resolve_denominators(
+        denominator, z_loss_denominator, options, weighted=class_weight is not None and not probabilities
+    )
     grad = torch.is_grad_enabled()
     needs = (
         grad and input.requires_grad,
         grad and weight.requires_grad,
         grad and bias is not None and bias.requires_grad,
     )
-    return LinearCrossEntropy.apply(input, weight, bias, target, class_weight, options, needs)[0]
+    return LinearCrossEntropy.apply(input, weight, bias, target, class_weight, options, needs, den, z_den)[0]
+
+
+def resolve_denominators(denominator, z_loss_denominator, options: Options, *, weighted: bool):
+    """``(denominator, z_loss_denominator)`` checked, as 0-d float64 tensors or None.
+
+    ``z_loss_denominator`` defaults to ``denominator``: without class weights (or with probability
+    targets) the mean's two denominators are the same number, the count of kept tokens. With class
+    weights on index targets they differ, so the z-loss one must then be given explicitly.
+    """
+    den = check_denominator(denominator, "denominator", options.reduction)
+    z_den = check_denominator(z_loss_denominator, "z_loss_denominator", options.reduction)
+    if z_den is None and den is not None and options.z_loss:
+        if weighted:
+            raise ValueError(
+                "z_loss_denominator must be given with denominator, class_weight and z_loss > 0 "
+                "(the z-loss part's mean is over the kept tokens, not their class weight), got None"
+            )
+        z_den = den.clone()  # not the same tensor twice: torch.compile refuses duplicate inputs of a Function
+    return den, z_den
 
 
 def linear_logsumexp(

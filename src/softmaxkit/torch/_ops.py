@@ -26,6 +26,7 @@ from torch.autograd import Function
 from softmaxkit._validation import check_label_smoothing
 from softmaxkit.torch._autocast import as_autocast_loss
 from softmaxkit.torch._checks import (
+    check_denominator,
     check_index_target,
     check_loss_args,
     check_probability_target,
@@ -126,7 +127,7 @@ class _CrossEntropyFunction(Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, target, weight, ignore_index, reduction, eps):
+    def forward(x, target, weight, ignore_index, reduction, eps, given_denominator):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         n_classes = xc.shape[1]
@@ -147,12 +148,15 @@ class _CrossEntropyFunction(Function):
                 per = per + times(terms.smooth_coef, weighted)
             denominator = terms.denominator
         del shifted
-        denominator = torch.as_tensor(denominator, dtype=cdt, device=x.device)
+        if given_denominator is None:
+            denominator = torch.as_tensor(denominator, dtype=cdt, device=x.device)
+        else:  # global normalisation (see cross_entropy's denominator); a copy, as outputs are saved
+            denominator = given_denominator.to(dtype=cdt, device=x.device, copy=True)
         return _reduce(per, reduction, denominator).to(x.dtype), arg, rest, denominator
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        (x, target, weight, ignore_index, reduction, eps), (_, arg, rest, denominator) = inputs, output
+        (x, target, weight, ignore_index, reduction, eps, _), (_, arg, rest, denominator) = inputs, output
         ctx.mark_non_differentiable(rest, denominator)
         ctx.probabilities = target.is_floating_point()
         ctx.reduction, ctx.eps, ctx.ignore_index = reduction, eps, ignore_index
@@ -214,7 +218,7 @@ class _CrossEntropyFunction(Function):
         dead = top == -INF  # a fully masked row takes no part: zero gradient
         if may_hold(dead):
             grad_x = torch.where(dead, 0.0, grad_x)
-        return grad_x.to(x.dtype), grad_target, None, None, None, None
+        return grad_x.to(x.dtype), grad_target, None, None, None, None, None
 
 
 class _CrossEntropy:
@@ -223,7 +227,7 @@ class _CrossEntropy:
 
     @staticmethod
     def apply(*args):
-        return _CrossEntropyFunction.apply(*args)[0]
+        return _CrossEntropyFunction.apply(*args, None)[0]
 
 
 def _prob_coef(target, w, eps, n_classes, dtype):
@@ -239,16 +243,19 @@ class _NLLLoss(Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, target, weight, ignore_index, reduction):
+    def forward(x, target, weight, ignore_index, reduction, given_denominator):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         terms = _IndexTerms(target, weight, ignore_index, 0.0, xc.shape[1], cdt)
         per = times(terms.target_coef, -xc.gather(1, terms.y).squeeze(1))
-        return _reduce(per, reduction, terms.denominator).to(x.dtype), terms.denominator
+        denominator = (
+            terms.denominator if given_denominator is None else given_denominator.to(cdt, copy=True).to(x.device)
+        )
+        return _reduce(per, reduction, denominator).to(x.dtype), denominator
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        (x, target, weight, ignore_index, reduction), (_, denominator) = inputs, output
+        (x, target, weight, ignore_index, reduction, _), (_, denominator) = inputs, output
         ctx.mark_non_differentiable(denominator)
         ctx.reduction, ctx.ignore_index = reduction, ignore_index
         ctx.shape, ctx.dtype, ctx.cdt = x.shape, x.dtype, compute_dtype(x.dtype)
@@ -262,7 +269,7 @@ class _NLLLoss(Function):
         scale = _row_scale(grad.to(cdt), ctx.reduction, denominator, target.shape)
         grad_x = torch.zeros(ctx.shape, dtype=cdt, device=target.device)
         grad_x = grad_x.scatter(1, terms.y, -times(terms.target_coef, scale).unsqueeze(1))
-        return grad_x.to(ctx.dtype), None, None, None, None
+        return grad_x.to(ctx.dtype), None, None, None, None, None
 
 
 def cross_entropy(
@@ -273,6 +280,7 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    denominator: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Cross-entropy between logits and targets, as a lean autograd op; ``torch.nn.functional.cross_entropy``'s semantics.
 
@@ -301,6 +309,12 @@ def cross_entropy(
         must be negative (unused), as in PyTorch.
     reduction : {"mean", "sum", "none"}, default "mean"
     label_smoothing : float in [0, 1], default 0.0
+    denominator : float or 0-d tensor, optional
+        What ``"mean"`` divides by, instead of this call's own :math:`W` (summed class weight of the
+        kept samples; their number for probability targets): give the global one of a step's
+        micro-batches and data-parallel ranks, and the summed gradients are exactly those of the
+        global mean (see the docs' "Global normalisation"). Positive and finite; an error with
+        ``"sum"`` or ``"none"``. No gradient flows to it.
 
     Returns
     -------
@@ -347,10 +361,12 @@ def cross_entropy(
         check_probability_target(target, x, ignore_index)
     else:
         check_index_target(target, x, ignore_index)
+    den = check_denominator(denominator, "denominator", reduction)
     if x.ndim == 1:
-        out = _CrossEntropyFunction.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, eps)[0]
+        x, target = x.unsqueeze(0), target.unsqueeze(0)
+        out = _CrossEntropyFunction.apply(x, target, weight, ignore_index, reduction, eps, den)[0]
         return out.squeeze(0) if reduction == "none" else out
-    return _CrossEntropyFunction.apply(x, target, weight, ignore_index, reduction, eps)[0]
+    return _CrossEntropyFunction.apply(x, target, weight, ignore_index, reduction, eps, den)[0]
 
 
 def nll_loss(
@@ -360,6 +376,7 @@ def nll_loss(
     *,
     ignore_index: int = -100,
     reduction: str = "mean",
+    denominator: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Negative log-likelihood of log-probabilities, as an autograd op; ``torch.nn.functional.nll_loss``'s semantics.
 
@@ -376,6 +393,8 @@ def nll_loss(
     weight : torch.Tensor of shape (C,), optional
     ignore_index : int, default -100
     reduction : {"mean", "sum", "none"}, default "mean"
+    denominator : float or 0-d tensor, optional
+        What ``"mean"`` divides by instead of this call's own (as :func:`cross_entropy`'s).
 
     Returns
     -------
@@ -393,7 +412,8 @@ def nll_loss(
     x = as_autocast_loss(x)
     check_target_kind(target, allow_probabilities=False)
     check_index_target(target, x, ignore_index)
+    den = check_denominator(denominator, "denominator", reduction)
     if x.ndim == 1:
-        out = _NLLLoss.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)[0]
+        out = _NLLLoss.apply(x.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, den)[0]
         return out.squeeze(0) if reduction == "none" else out
-    return _NLLLoss.apply(x, target, weight, ignore_index, reduction)[0]
+    return _NLLLoss.apply(x, target, weight, ignore_index, reduction, den)[0]

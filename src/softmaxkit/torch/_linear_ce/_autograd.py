@@ -42,7 +42,15 @@ from torch.autograd import Function
 
 from softmaxkit.torch._function import signature_once
 from softmaxkit.torch._linear_ce import _torch_engine
-from softmaxkit.torch._linear_ce._plan import LogitStats, Problem, RowScales, RowStats, make_lse_problem, make_problem
+from softmaxkit.torch._linear_ce._plan import Problem, RowScales, RowStats, make_lse_problem, make_problem
+from softmaxkit.torch._linear_ce._reduction import (
+    LOCAL,
+    Denominators,
+    loss_dtype,
+    per_token_loss,
+    reduce_loss,
+    scalar_scales,
+)
 
 
 class Options(NamedTuple):
@@ -89,61 +97,6 @@ def _triton_available() -> bool:
     return True
 
 
-def _per_token_loss(stats: LogitStats, p: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(cross-entropy part, z-loss part)`` per token, zero on ignored tokens.
-
-    With ``m``, ``S'`` and ``D`` of :class:`~softmaxkit.torch._linear_ce._plan.LogitStats`,
-    ``lse - z_t = log1p(S') + (m - z_t)`` and ``sum_c a_c (lse - z_c) = A log1p(S') + D``: sums of
-    non-negative terms, so a confident token's loss keeps full relative accuracy (``lse - z_t``
-    would round to 0) and large logits cost nothing.
-    """
-    l1 = torch.log1p(stats.row.rest)
-    if p.kind == "index":
-        ce = p.target_coef * (l1 + (stats.row.m - stats.zt))
-        if p.label_smoothing > 0.0:
-            ce = ce + p.smooth_coef * (p.total_weight * l1 + stats.zs)
-        ce = torch.where(p.valid, ce, torch.zeros_like(ce))
-        lse = stats.row.lse
-        zl = torch.where(p.valid, p.z_loss * lse * lse, torch.zeros_like(lse))
-    else:
-        ce = p.total_coef * l1 + stats.zs
-        lse = stats.row.lse
-        zl = p.z_loss * lse * lse
-    return ce, zl
-
-
-def _reduce(ce: torch.Tensor, zl: torch.Tensor, p: Problem) -> torch.Tensor:
-    if p.reduction == "none":
-        return ce + zl if p.z_loss else ce
-    if p.reduction == "sum":
-        return ce.sum() + zl.sum() if p.z_loss else ce.sum()
-    loss = ce.sum() / p.ce_denominator if p.ce_denominator else ce.sum() * math.nan
-    if p.z_loss:
-        loss = loss + (zl.sum() / p.n_kept if p.n_kept else zl.sum() * math.nan)
-    return loss
-
-
-def _scalar_scales(p: Problem, g: torch.Tensor | float, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token scales of the cross-entropy and z-loss parts for a scalar reduction.
-
-    ``"mean"`` over a zero total weight divides by 0: the scale is ``NaN`` there, and the
-    coefficients times it (:func:`~softmaxkit.torch._linear_ce._plan.scaled_coefs`) are 0 where the
-    coefficients are, so every token of zero weight has a zero gradient (the policy of
-    :func:`softmaxkit.torch.cross_entropy`, whose loss is ``NaN`` too).
-    """
-    if p.reduction == "sum":
-        ce, z = 1.0, 1.0
-    else:
-        ce = 1.0 / p.ce_denominator if p.ce_denominator else math.nan
-        z = 1.0 / p.n_kept if p.n_kept else 0.0
-    keep = p.valid.to(p.acc) if p.kind == "index" else torch.ones(p.n, dtype=p.acc, device=device)
-    return torch.where(keep == 0, 0.0, keep * (ce * g)), keep * (z * g)
-
-
-def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _nothing(t: torch.Tensor) -> torch.Tensor:
     """What stands for a gradient not computed (custom ops return no ``None``)."""
     return t.new_empty(0)
@@ -173,18 +126,18 @@ def _problem(input, weight, bias, target, class_weight, o: Options) -> tuple[tor
 # --------------------------------------------------------------------------------------------
 
 
-def ce_forward(input, weight, bias, target, class_weight, o: Options, needs):
+def ce_forward(input, weight, bias, target, class_weight, o: Options, needs, dens: Denominators = LOCAL):
     """``(loss, m, arg, rest, dx, dw, db)``; the gradients (at an upstream gradient of 1) only for a
     scalar reduction and where ``needs`` asks, else empty."""
     x2, p = _problem(input, weight, bias, target, class_weight, o)
     engine = select_engine(input, o.backend, p)
     scales = None
     if p.reduction != "none" and any(needs):  # precompute the gradients at an upstream gradient of 1
-        ce_scale, z_scale = _scalar_scales(p, 1.0, x2.device)
+        ce_scale, z_scale = scalar_scales(p, 1.0, x2.device, dens)
         scales = RowScales(ce_scale, z_scale, None, p)
     stats, pre = engine.forward(x2, weight, bias, p, scales, needs)
-    ce, zl = _per_token_loss(stats, p)
-    loss = _reduce(ce, zl, p).to(_loss_dtype(input.dtype))
+    ce, zl = per_token_loss(stats, p)
+    loss = reduce_loss(ce, zl, p, dens).to(loss_dtype(input.dtype))
     if p.reduction == "none":
         loss = loss.reshape(input.shape[:-1])
     dx, dw, db = pre if pre is not None else (None, None, None)
@@ -195,7 +148,20 @@ def ce_forward(input, weight, bias, target, class_weight, o: Options, needs):
     return loss, row.m, row.arg, row.rest, dx, dw, db
 
 
-def ce_backward(input, weight, bias, target, class_weight, o: Options, m, arg, rest, grad_loss, needs):
+def ce_backward(
+    input,
+    weight,
+    bias,
+    target,
+    class_weight,
+    o: Options,
+    m,
+    arg,
+    rest,
+    grad_loss,
+    needs,
+    dens: Denominators = LOCAL,
+):
     """``(dx, dw, db)`` for the upstream ``grad_loss`` from the forward's statistics (empty where not needed)."""
     x2, p = _problem(input, weight, bias, target, class_weight, o)
     engine = select_engine(input, o.backend, p)
@@ -206,7 +172,7 @@ def ce_backward(input, weight, bias, target, class_weight, o: Options, m, arg, r
             keep = p.valid.to(p.acc)
             ce_scale, z_scale = ce_scale * keep, z_scale * keep
     else:
-        ce_scale, z_scale = _scalar_scales(p, g, x2.device)
+        ce_scale, z_scale = scalar_scales(p, g, x2.device, dens)
     scales = RowScales(ce_scale, z_scale, None, p)
     dx, dw, db = engine.gradients(x2, weight, bias, p, RowStats(m, arg, rest), scales, tuple(needs))
     return _filled(input, weight, dx, dw, db)
@@ -239,7 +205,7 @@ def lse_backward(input, weight, bias, softcap, max_memory, backend, m, arg, rest
 
 def _stat_shapes(input: torch.Tensor):
     n = math.prod(input.shape[:-1])
-    acc = _loss_dtype(input.dtype)
+    acc = loss_dtype(input.dtype)
     return (
         input.new_empty(n, dtype=acc),
         input.new_empty(n, dtype=torch.int64),
@@ -271,15 +237,19 @@ def _ce_forward_op(
     temperature: float,
     entropy: bool,
     needs: list[bool],
+    denominator: torch.Tensor | None,
+    z_loss_denominator: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     o = Options(ignore_index, reduction, label_smoothing, z_loss, softcap, max_memory, backend, temperature, entropy)
-    return ce_forward(input, weight, bias, target, class_weight, o, needs)
+    return ce_forward(
+        input, weight, bias, target, class_weight, o, needs, Denominators(denominator, z_loss_denominator)
+    )
 
 
 @_ce_forward_op.register_fake
 def _(input, weight, bias, target, class_weight, ignore_index, reduction, *options_and_needs):
-    needs = options_and_needs[-1] if reduction != "none" else [False] * 3
-    loss = input.new_empty(input.shape[:-1] if reduction == "none" else (), dtype=_loss_dtype(input.dtype))
+    needs = options_and_needs[-3] if reduction != "none" else [False] * 3
+    loss = input.new_empty(input.shape[:-1] if reduction == "none" else (), dtype=loss_dtype(input.dtype))
     return (loss, *_stat_shapes(input), *_grad_shapes(input, weight, bias, needs))
 
 
@@ -304,14 +274,17 @@ def _ce_backward_op(
     rest: torch.Tensor,
     grad_loss: torch.Tensor,
     needs: list[bool],
+    denominator: torch.Tensor | None,
+    z_loss_denominator: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     o = Options(ignore_index, reduction, label_smoothing, z_loss, softcap, max_memory, backend, temperature, entropy)
-    return ce_backward(input, weight, bias, target, class_weight, o, m, arg, rest, grad_loss, needs)
+    dens = Denominators(denominator, z_loss_denominator)
+    return ce_backward(input, weight, bias, target, class_weight, o, m, arg, rest, grad_loss, needs, dens)
 
 
 @_ce_backward_op.register_fake
 def _(input, weight, bias, target, class_weight, *options_stats_grad_and_needs):
-    return _grad_shapes(input, weight, bias, options_stats_grad_and_needs[-1])
+    return _grad_shapes(input, weight, bias, options_stats_grad_and_needs[-3])
 
 
 @torch.library.custom_op("softmaxkit::linear_logsumexp", mutates_args=())
@@ -328,7 +301,7 @@ def _lse_forward_op(
 
 @_lse_forward_op.register_fake
 def _(input, weight, bias, softcap, max_memory, backend):
-    return (input.new_empty(input.shape[:-1], dtype=_loss_dtype(input.dtype)), *_stat_shapes(input))
+    return (input.new_empty(input.shape[:-1], dtype=loss_dtype(input.dtype)), *_stat_shapes(input))
 
 
 @torch.library.custom_op("softmaxkit::linear_logsumexp_backward", mutates_args=())
@@ -384,22 +357,26 @@ def _none_if_empty(grads, needs):
 
 @signature_once
 class LinearCrossEntropy(Function):
-    """``apply(input, weight, bias, target, class_weight, options, needs) -> (loss, m, arg, rest, dx, dw, db)``.
+    """``apply(input, weight, bias, target, class_weight, options, needs, denominator, z_loss_denominator)``
+    ``-> (loss, m, arg, rest, dx, dw, db)``.
 
     Only the loss is differentiable; the rest are the statistics and precomputed gradients for backward.
+    The two denominators are 0-d tensors or None (see :class:`Denominators`).
     """
 
     @staticmethod
-    def forward(input, weight, bias, target, class_weight, options: Options, needs):
+    def forward(input, weight, bias, target, class_weight, options: Options, needs, den, z_den):
         if torch.compiler.is_compiling():  # traced: one opaque node
             # An exported program is for inference: no gradients in its forward.
             needs = [False] * 3 if torch.compiler.is_exporting() else list(needs)
-            return torch.ops.softmaxkit.linear_cross_entropy(input, weight, bias, target, class_weight, *options, needs)
-        return ce_forward(input, weight, bias, target, class_weight, options, needs)
+            return torch.ops.softmaxkit.linear_cross_entropy(
+                input, weight, bias, target, class_weight, *options, needs, den, z_den
+            )
+        return ce_forward(input, weight, bias, target, class_weight, options, needs, Denominators(den, z_den))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, target, class_weight, options, needs = inputs
+        input, weight, bias, target, class_weight, options, needs, den, z_den = inputs
         _, m, arg, rest, dx, dw, db = output
         ctx.mark_non_differentiable(m, arg, rest, dx, dw, db)
         ctx.options = options
@@ -409,12 +386,13 @@ class LinearCrossEntropy(Function):
         # hands them to autograd without a copy; traced, the graph must see them saved.
         ctx.pre = (dx, dw, db) if ctx.precomputed and not ctx.traced else None
         saved = (dx, dw, db) if ctx.precomputed and ctx.traced else ()
-        ctx.save_for_backward(input, weight, bias, target, class_weight, m, arg, rest, *saved)
+        ctx.save_for_backward(input, weight, bias, target, class_weight, m, arg, rest, den, z_den, *saved)
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
         refuse_double_backward("linear_cross_entropy")
-        input, weight, bias, target, class_weight, m, arg, rest, *saved = ctx.saved_tensors
+        input, weight, bias, target, class_weight, m, arg, rest, den, z_den, *saved = ctx.saved_tensors
+        dens = Denominators(den, z_den)
         needs = tuple(ctx.needs_input_grad[:3])
         if ctx.precomputed and (saved or ctx.pre is not None):
             dx, dw, db = saved or ctx.pre
@@ -424,17 +402,17 @@ class LinearCrossEntropy(Function):
                 dx = dx * grad_loss.to(dx.dtype) if needs[0] else dx
                 dw = (dw.to(acc) * grad_loss).to(dw.dtype) if needs[1] else dw
                 db = (db.to(acc) * grad_loss).to(db.dtype) if needs[2] and bias is not None else db
-            return (*_none_if_empty((dx, dw, db), needs), None, None, None, None)
+            return (*_none_if_empty((dx, dw, db), needs), None, None, None, None, None, None)
         with torch.no_grad():
             if torch.compiler.is_compiling():
                 grads = torch.ops.softmaxkit.linear_cross_entropy_backward(
-                    input, weight, bias, target, class_weight, *ctx.options, m, arg, rest, grad_loss, list(needs)
+                    input, weight, bias, target, class_weight, *ctx.options, m, arg, rest, grad_loss, list(needs), *dens
                 )
             else:
                 grads = ce_backward(
-                    input, weight, bias, target, class_weight, ctx.options, m, arg, rest, grad_loss, needs
+                    input, weight, bias, target, class_weight, ctx.options, m, arg, rest, grad_loss, needs, dens
                 )
-        return (*_none_if_empty(grads, needs), None, None, None, None)
+        return (*_none_if_empty(grads, needs), None, None, None, None, None, None)
 
 
 @signature_once
@@ -479,7 +457,7 @@ def stats_forward(input, weight, bias, target, o: Options):
     """``(logprob, entropy, lse, m, arg, rest)`` per token (the first three of shape ``input.shape[:-1]``)."""
     x2, p = _problem(input, weight, bias, target, None, o)
     stats, _ = select_engine(input, o.backend, p).forward(x2, weight, bias, p, None, (False, False, False))
-    ce, _ = _per_token_loss(stats, p)
+    ce, _ = per_token_loss(stats, p)
     row = stats.row
     logprob = torch.where(p.valid, -ce, torch.zeros_like(ce))
     entropy = torch.log1p(row.rest) + stats.ent / (1 + row.rest)
@@ -515,7 +493,7 @@ def _stats_forward_op(
 
 @_stats_forward_op.register_fake
 def _(input, weight, bias, target, ignore_index, softcap, max_memory, backend, temperature):
-    per_token = [input.new_empty(input.shape[:-1], dtype=_loss_dtype(input.dtype)) for _ in range(3)]
+    per_token = [input.new_empty(input.shape[:-1], dtype=loss_dtype(input.dtype)) for _ in range(3)]
     return (*per_token, *_stat_shapes(input))
 
 

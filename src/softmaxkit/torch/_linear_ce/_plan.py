@@ -78,6 +78,15 @@ class Problem:
     plan: Plan
     temperature: float = 1.0  # the logits are softcap(u) / temperature
     entropy: bool = False  # the forward pass also accumulates each token's entropy
+    # Vocabulary-parallel shards (softmaxkit.torch._linear_ce._vocab_parallel): ``weight`` holds ``v``
+    # of the ``vocab_total`` classes and the coefficients above are those of the whole vocabulary.
+    vocab_total: int = 0  # 0: the whole vocabulary is here (vocab_total == v)
+    rest_coef_extra: torch.Tensor | None = None  # (N,) probability targets: A' of the other shards
+
+    @property
+    def vocab(self) -> int:
+        """The number of classes :math:`V` of the formulas (the label smoothing's ``eps / V``)."""
+        return self.vocab_total or self.v
 
 
 def check_max_memory_option(max_memory: Any) -> int | None:
@@ -378,7 +387,7 @@ def _prob_rest_coef(p: Problem, rows: slice, arg: torch.Tensor) -> torch.Tensor:
         sel = wanted[k0 : k0 + chunk]
         coef = target[sel].to(p.acc)
         if p.label_smoothing > 0.0:
-            coef = coef.mul_(1.0 - p.label_smoothing).add_(p.label_smoothing / p.v)
+            coef = coef.mul_(1.0 - p.label_smoothing).add_(p.label_smoothing / p.vocab)
         if p.class_weight is not None:
             coef = coef.mul_(p.class_weight)
         out[sel] = coef.scatter_(1, arg[sel, None], 0.0).sum(1)
@@ -402,12 +411,14 @@ def scaled_coefs(p: Problem, rows: slice, row: RowStats, scales: RowScales) -> T
         rest_coef = torch.where(p.target[rows] != arg, target_coef, torch.zeros_like(target_coef))
         if p.label_smoothing > 0.0:
             if p.class_weight is None:
-                others = float(p.v - 1)
+                others = float(p.vocab - 1)
             else:
                 others = (p.total_weight - p.class_weight[arg].double()).to(p.acc)
             rest_coef = rest_coef + smooth_coef * others
     else:
         rest_coef = _prob_rest_coef(p, rows, row.arg)
+        if p.rest_coef_extra is not None:
+            rest_coef = rest_coef + p.rest_coef_extra[rows]
     top = _times(rest_coef, ce) - a_total * complement + extra * p_top
     return TileCoefs(a_total + extra, target, smooth, top, ce)
 

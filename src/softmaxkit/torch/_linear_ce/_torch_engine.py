@@ -208,7 +208,7 @@ def _prob_coef_tile(p: Problem, rows: slice, j0: int, out: torch.Tensor) -> torc
     prob_coef = out.copy_(p.target[rows, j0 : j0 + v])
     eps = p.label_smoothing
     if eps > 0.0:
-        prob_coef.mul_(1.0 - eps).add_(eps / p.v)
+        prob_coef.mul_(1.0 - eps).add_(eps / p.vocab)
     if p.class_weight is not None:
         prob_coef.mul_(p.class_weight[j0 : j0 + v])
     return prob_coef
