@@ -319,3 +319,37 @@ def test_no_warning_from_a_checkpointed_fit_that_converges(data, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SoftmaxRegression(solver="lbfgs").fit(X, y, checkpoint=tmp_path / "c.npz")
+
+
+# ------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_the_command_line_resumes_from_its_checkpoint(tmp_path, capsys):
+    from softmaxkit.cli import main
+
+    argv = ["train", "--dataset", "iris", "--solver", "lbfgs", "--tol", "1e-12", "--quiet", "--no-plots"]
+    checkpoint = ["--checkpoint", str(tmp_path / "state"), "--checkpoint-every", "1"]
+    assert main([*argv, *checkpoint, "--out", str(tmp_path / "killed"), "--max-iter", "4"]) == 0  # a kill at 4
+    assert (tmp_path / "state" / "checkpoint.npz").is_file()
+    assert main([*argv, *checkpoint, "--out", str(tmp_path / "resumed")]) == 0
+    reference = ["--checkpoint", str(tmp_path / "other"), "--out", str(tmp_path / "reference")]
+    assert main([*argv, *reference]) == 0
+    resumed = SoftmaxRegression.load(tmp_path / "resumed" / "model.npz")
+    uninterrupted = SoftmaxRegression.load(tmp_path / "reference" / "model.npz")
+    assert np.array_equal(resumed.coef_, uninterrupted.coef_)
+    assert np.array_equal(resumed.intercept_, uninterrupted.intercept_)
+    capsys.readouterr()
+    assert main([*argv, *checkpoint, "--alpha", "1", "--out", str(tmp_path / "changed")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "was written by a fit of other data, parameters or start" in error
+    assert not (tmp_path / "changed").exists()
+
+
+def test_checkpoint_every_needs_a_checkpoint(capsys):
+    from softmaxkit.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--dataset", "iris", "--checkpoint-every", "2"])
+    assert exit.value.code == 2
+    assert "--checkpoint-every must be >= 1 with --checkpoint, got 2" in capsys.readouterr().err
