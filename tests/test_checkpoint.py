@@ -170,6 +170,19 @@ def test_every_counts_iterations(data, tmp_path):
     assert list(tmp_path.iterdir()) == []  # a writer that writes nothing (another rank's, say) leaves nothing
 
 
+def test_combine_gives_the_fingerprint_every_rank_agrees_on(data, tmp_path):
+    """The data-parallel hook: each rank's own digest in, the agreed one out (here: one for two "ranks")."""
+    X, y = data
+    half = len(y) // 2
+    agreed = "0" * 32
+    for rows in (slice(None, half), slice(half, None)):  # two shards, one file, one fingerprint
+        seen = []
+        checkpoint = Checkpoint(tmp_path / "c.npz", every=1, combine=lambda key: seen.append(key) or agreed)
+        SoftmaxRegression(solver="sgd", max_iter=2, random_state=0).fit(X[rows], y[rows], checkpoint=checkpoint)
+        assert len(seen) == 1 and seen[0] != agreed
+    assert load_model_file(tmp_path / "c.npz", estimator=ESTIMATOR)[1]["fingerprint"] == agreed
+
+
 def test_the_folder_of_the_checkpoint_is_created(data, tmp_path):
     X, y = data
     fit(X, y, tmp_path / "a" / "b" / "c.npz", solver="sgd", max_iter=3)

@@ -30,7 +30,9 @@ is atomic, a fit killed while writing leaves the previous checkpoint intact.
 
 For a data-parallel fit the state is the same on every rank; ``Checkpoint(writer=...)`` replaces
 the function that writes the file (the data-parallel layer passes one that writes on rank 0 only),
-and every rank reads the file to resume.
+and every rank reads the file to resume. Each rank fingerprints its own shard; ``Checkpoint(combine=...)``
+turns that digest into the one every rank agrees on (the data-parallel layer gathers the ranks'
+digests and hashes them in rank order), so that the file matches on every rank.
 """
 
 from __future__ import annotations
@@ -85,12 +87,23 @@ class Checkpoint:
     writer : callable or None
         ``writer(path, arrays, metadata)`` writes the file; None: the atomic model-file writer.
         The data-parallel fit passes one that writes on rank 0 only.
+    combine : callable or None
+        ``combine(digest) -> digest``: the fingerprint (a hex string) of the whole fit from this
+        process's (the data-parallel fit combines those of its ranks); None keeps it.
+
+    Examples
+    --------
+    >>> Checkpoint("fit.npz", every=10)
+    Checkpoint(path='fit.npz', every=10, seconds=60.0, writer=None, combine=None)
     """
+
+    __module__ = "softmaxkit.linear_model"
 
     path: str | os.PathLike
     every: int | None = None
     seconds: float | None = 60.0
     writer: Callable[[Path, dict, dict], None] | None = None
+    combine: Callable[[str], str] | None = None
 
 
 def as_checkpoint(value) -> Checkpoint:
@@ -110,8 +123,9 @@ def as_checkpoint(value) -> Checkpoint:
         raise ValueError(f"Checkpoint seconds must be a finite number >= 0 or None, got {seconds!r}")
     if every is None and seconds is None:
         raise ValueError("Checkpoint every and seconds must not both be None, got every=None and seconds=None")
-    if value.writer is not None and not callable(value.writer):
-        raise TypeError(f"Checkpoint writer must be callable or None, got {type(value.writer).__name__}")
+    for name in ("writer", "combine"):
+        if getattr(value, name) is not None and not callable(getattr(value, name)):
+            raise TypeError(f"Checkpoint {name} must be callable or None, got {type(getattr(value, name)).__name__}")
     return value
 
 
@@ -413,4 +427,6 @@ def open_checkpoint(checkpoint, estimator, solver: str, dtype, x0, monitor, *, d
     arrays = dict(zip(("X", "target", "sample_weight"), data), x0=x0)
     arrays.update(X_val=monitor.X_val, t_val=monitor.t_val, s_val=monitor.s_val)
     key = fingerprint(estimator, solver=solver, dtype=dtype, arrays=arrays)
+    if options.combine is not None:
+        key = str(options.combine(key))
     return CheckpointRun(options, key, solver, int(np.asarray(x0).size), monitor)
