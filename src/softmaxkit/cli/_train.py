@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli import _report
+from softmaxkit.cli import _checkpointing, _report
 from softmaxkit.cli._bundled import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import (
     METRICS_FILE,
@@ -28,7 +28,6 @@ from softmaxkit.cli._common import (
 from softmaxkit.cli._read import Dataset, infer_image_shape, read_dataset
 
 PLOT_FILES = ("loss_curve.png", "confusion_matrix.png", "weights.png")
-CHECKPOINT_FILE = "checkpoint.npz"
 DEFAULT_RUNS = Path("runs")
 
 EPILOG = """\
@@ -88,14 +87,7 @@ def add_parser(subparsers) -> None:
     output.add_argument(
         "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
     )
-    output.add_argument(
-        "--checkpoint",
-        metavar="DIR",
-        type=Path,
-        help="save the fit's state in DIR/checkpoint.npz (every 60 s, or --checkpoint-every N iterations); the same "
-        "command run again after a crash resumes from it and ends with the model an uninterrupted run gives",
-    )
-    output.add_argument("--checkpoint-every", metavar="N", type=int, help="checkpoint every N iterations (sgd: epochs)")
+    _checkpointing.add_checkpoint_options(output)
     output.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     output.add_argument("--quiet", action="store_true", help="no progress output (reading, fitting)")
     model = parser.add_argument_group("estimator (SoftmaxRegression's options and defaults)")
@@ -302,8 +294,7 @@ def check_estimator_options(args: argparse.Namespace) -> None:
         SoftmaxRegression(**estimator_options(args))._check_params()
     except ValueError as error:
         raise UsageError(" ".join(str(error).split())) from None
-    if args.checkpoint_every is not None and (args.checkpoint is None or args.checkpoint_every < 1):
-        raise UsageError(f"--checkpoint-every must be >= 1 with --checkpoint, got {args.checkpoint_every}")
+    _checkpointing.check_checkpoint_options(args)
 
 
 def _split(data: Dataset, args: argparse.Namespace):
@@ -483,7 +474,7 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
     import scipy.sparse
     from sklearn.exceptions import ConvergenceWarning
 
-    from softmaxkit.linear_model import CheckpointError, SoftmaxRegression
+    from softmaxkit.linear_model import SoftmaxRegression
 
     mean = scale = None
     Z_train = X_train
@@ -498,10 +489,7 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        try:
-            estimator.fit(Z_train, y_train, checkpoint=_checkpoint(args))
-        except CheckpointError as error:  # a file in --checkpoint that is not this run's: one line, no traceback
-            raise CLIError(str(error)) from None
+        _checkpointing.fit(estimator, Z_train, y_train, args)
     fit_time = time.perf_counter() - started
     converged = True
     for warning in caught:
@@ -529,16 +517,6 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
         "time": fit_time,
         "notes": notes,
     }
-
-
-def _checkpoint(args: argparse.Namespace):
-    """The fit's :class:`~softmaxkit.linear_model.Checkpoint` of ``--checkpoint DIR`` (None without)."""
-    if args.checkpoint is None:
-        return None
-    from softmaxkit.linear_model import Checkpoint
-
-    every = args.checkpoint_every
-    return Checkpoint(args.checkpoint / CHECKPOINT_FILE, every=every, seconds=None if every else 60.0)
 
 
 def solver_of(estimator) -> str:

@@ -229,8 +229,8 @@ def _number(path, metadata, name, kind=float, *, low=-math.inf):
 class CheckpointRun:
     """The checkpoint of one fit: the state to resume from (if any) and the writers the solvers call.
 
-    Built by :func:`open_checkpoint`; the solvers get its ``lbfgs_state``/``newton_state`` (None for
-    a fresh start) and its ``save_lbfgs``/``save_newton``/``stochastic`` hooks.
+    Built by :func:`open_checkpoint`; :func:`._fitting.run_full_batch` calls its ``run_full_batch``,
+    :func:`._solvers.minimize_stochastic` its ``resume_stochastic`` and ``save_stochastic``.
     """
 
     def __init__(self, options: Checkpoint, key: str, solver: str, n_params: int, monitor):
@@ -360,18 +360,11 @@ class CheckpointRun:
 
     # ---------------------------------------------------------------- sgd, adam
 
-    def stochastic(self, x0, state: StochasticState, rng: np.random.Generator):
-        """``(x0, done, on_epoch)`` for :func:`._solvers.minimize_stochastic`; ``state`` and ``rng`` restored in place."""
+    def resume_stochastic(self, x0, state: StochasticState, rng: np.random.Generator):
+        """``(x, curve)`` to start from: ``(x0, [])``, or the saved ones with ``state`` and ``rng`` restored in place."""
         if self.saved is None:
-            x, done = x0, None
-        else:
-            x, done = self._restore_stochastic(state, rng)
-
-        def on_epoch(x, curve):
-            if self._due(len(curve)):
-                self._save_stochastic(x, curve, state, rng)
-
-        return x, done, on_epoch
+            return x0, []
+        return self._restore_stochastic(state, rng)
 
     def _restore_stochastic(self, state: StochasticState, rng: np.random.Generator):
         arrays, metadata = self.saved
@@ -397,7 +390,9 @@ class CheckpointRun:
         state.second_moment = _vector(path, arrays, "second_moment", n, optional=True)
         return arrays["x"].copy(), arrays["curve"].tolist()
 
-    def _save_stochastic(self, x, curve, state: StochasticState, rng: np.random.Generator) -> None:
+    def save_stochastic(self, x, curve, state: StochasticState, rng: np.random.Generator) -> None:
+        if not self._due(len(curve)):
+            return
         arrays = {"x": np.asarray(x, dtype=np.float64)}
         for name in ("velocity", "second_moment"):
             if getattr(state, name) is not None:

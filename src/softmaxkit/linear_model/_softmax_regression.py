@@ -20,8 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
 from softmaxkit._numpy._softmax import softmax
-from softmaxkit.linear_model import _predicting, _solvers
-from softmaxkit.linear_model._checkpoint import open_checkpoint
+from softmaxkit.linear_model import _checkpoint, _predicting, _solvers
 from softmaxkit.linear_model._fitting import (
     auto_learning_rate,
     coef_from_theta,
@@ -340,26 +339,22 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return epoch_options(self.batch_size, n_samples, rate, self.learning_rate_schedule, self.momentum)
 
     def _run_solver(self, solver, objective, x0, X, n_samples, warm, rng, monitor, run):
+        options = {"max_iter": self.max_iter, "tol": self.tol, "callback": monitor}
         if solver not in STOCHASTIC_SOLVERS:
-            options = {"max_iter": self.max_iter, "tol": self.tol, "callback": monitor, "checkpoint": run}
-            return run_full_batch(solver, objective, x0, **options)
+            return run_full_batch(solver, objective, x0, run=run, **options)
         if not (warm and getattr(self, "_stochastic_state", None) is not None):
             self._stochastic_state = self._new_stochastic_state(X, solver)
         state = self._stochastic_state
         generator = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
-        x0, done, on_epoch = (x0, None, None) if run is None else run.stochastic(x0, state, generator)
         return _solvers.minimize_stochastic(
             objective.batch_loss_gradient,
             x0,
             n_samples,
             state,
-            max_iter=self.max_iter,
-            tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             rng=generator,
-            callback=monitor,
-            done=done,
-            on_epoch=on_epoch,
+            checkpoint=run,
+            **options,
             **self._epoch_options(n_samples, state),
         )
 
@@ -377,8 +372,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weights.
         checkpoint : str, os.PathLike or Checkpoint, optional
-            Save the solver's state there (every 60 s by default) and resume from it: see
-            :class:`~softmaxkit.linear_model.Checkpoint` and :mod:`._checkpoint`.
+            Save the solver's state there and resume from it (see :class:`~softmaxkit.linear_model.Checkpoint`).
 
         Returns
         -------
@@ -424,7 +418,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             else None,
         )
         try:
-            run = open_checkpoint(checkpoint, self, solver, dtype, x0, monitor, data=(X, target, s))
+            run = _checkpoint.open_checkpoint(checkpoint, self, solver, dtype, x0, monitor, data=(X, target, s))
             with limit_blas_threads(blas_threads(nnz=nnz(X), n_classes=n_classes)):
                 result = self._run_solver(solver, objective, x0, X, n_samples, warm, rng, monitor, run)
         finally:

@@ -411,8 +411,7 @@ def minimize_stochastic(
     schedule: str = "constant",
     momentum: float = 0.9,
     callback=None,
-    done: list[float] | None = None,
-    on_epoch: Callable[[np.ndarray, list[float]], None] | None = None,
+    checkpoint=None,
 ) -> SolverResult:
     """Epochs of :func:`stochastic_epoch` (with these ``batch_size``, ``learning_rate``, ``schedule``,
     ``momentum`` and ``rng``) until the objective stops improving.
@@ -421,9 +420,10 @@ def minimize_stochastic(
     (relative: ``tol * |best|``) for ``n_iter_no_change`` consecutive epochs. With ``schedule="adaptive"`` that event first
     divides the learning rate by 5 (and converges once it is below ``1e-6``).
     ``callback(x, f)`` may stop early (early stopping on a validation set does this).
-    Resuming: ``done`` is the objective of the epochs a resumed run already did (``max_iter``
-    counts them; ``x0``, ``state`` and ``rng`` are then those after them); ``on_epoch(x, curve)`` is
-    called before every epoch but the first, when ``x``, ``state`` and ``rng`` are a point to resume from.
+    Resuming: ``checkpoint`` (a :class:`._checkpoint.CheckpointRun`) gives the point and the
+    objective curve to start from (``checkpoint.resume_stochastic(x0, state, rng)``, which restores
+    ``state`` and ``rng`` in place; ``max_iter`` counts the epochs done before) and is told
+    ``checkpoint.save_stochastic(x, curve, state, rng)`` before each later epoch, a point to resume from.
     """
     epoch_options = {
         "batch_size": batch_size,
@@ -432,11 +432,13 @@ def minimize_stochastic(
         "momentum": momentum,
     }
     x = np.asarray(x0, dtype=np.float64).ravel().copy()
-    curve: list[float] = list(done or [])
+    curve: list[float] = []
+    if checkpoint is not None:
+        x, curve = checkpoint.resume_stochastic(x, state, rng)
     converged, message = False, "epoch limit reached"
     for _ in range(max_iter - len(curve)):
-        if on_epoch is not None and curve:
-            on_epoch(x, curve)
+        if checkpoint is not None and curve:
+            checkpoint.save_stochastic(x, curve, state, rng)
         x, f = stochastic_epoch(batch_loss_gradient, x, n_samples, state, rng=rng, **epoch_options)
         if not np.isfinite(f):
             raise FloatingPointError(f"the objective diverged to {f} at epoch {state.epoch}; lower learning_rate")
