@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softmaxkit.cli import _report
+from softmaxkit.cli import _checkpointing, _report
 from softmaxkit.cli._bundled import BUNDLED_DATASETS, DEFAULT_DATASET, load_bundled
 from softmaxkit.cli._common import (
     METRICS_FILE,
@@ -89,6 +89,7 @@ def add_parser(subparsers) -> None:
     output.add_argument(
         "--overwrite", action="store_true", help="replace this command's files in an existing --out folder"
     )
+    _checkpointing.add_checkpoint_options(output)
     output.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     output.add_argument("--quiet", action="store_true", help="no progress output (reading, fitting)")
     model = parser.add_argument_group("estimator (SoftmaxRegression's options and defaults)")
@@ -295,6 +296,7 @@ def check_estimator_options(args: argparse.Namespace) -> None:
         SoftmaxRegression(**estimator_options(args))._check_params()
     except ValueError as error:
         raise UsageError(" ".join(str(error).split())) from None
+    _checkpointing.check_checkpoint_options(args)
 
 
 def _split(data: Dataset, args: argparse.Namespace):
@@ -489,7 +491,7 @@ def _fit(args: argparse.Namespace, X_train: np.ndarray, y_train: np.ndarray) -> 
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        estimator.fit(Z_train, y_train)
+        _checkpointing.fit(estimator, Z_train, y_train, args)
     fit_time = time.perf_counter() - started
     converged = True
     for warning in caught:

@@ -83,8 +83,13 @@ def epoch_options(batch_size, n_samples: int, learning_rate: float, schedule: st
     return {"batch_size": batch, "learning_rate": learning_rate, "schedule": schedule, "momentum": float(momentum)}
 
 
-def run_full_batch(solver: str, objective, x0, *, max_iter: int, tol: float, callback) -> _solvers.SolverResult:
-    """lbfgs or newton-cg on the backend's :class:`~._solvers.Objective`."""
+def run_full_batch(
+    solver: str, objective, x0, *, max_iter: int, tol: float, callback, run=None
+) -> _solvers.SolverResult:
+    """lbfgs or newton-cg on the backend's :class:`~._solvers.Objective`; resumed and saved by the checkpoint
+    ``run`` (a :class:`._checkpoint.CheckpointRun`) when given."""
+    if run is not None:
+        return run.run_full_batch(solver, objective, x0, max_iter=max_iter, tol=tol, callback=callback)
     if solver == "lbfgs":
         return _solvers.minimize_lbfgs(objective.loss_gradient, x0, max_iter=max_iter, tol=tol, callback=callback)
     return _solvers.minimize_newton_cg(objective.loss_gradient_hessp, x0, max_iter=max_iter, tol=tol, callback=callback)

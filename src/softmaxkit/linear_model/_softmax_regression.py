@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
 from softmaxkit._numpy._softmax import softmax
-from softmaxkit.linear_model import _predicting, _solvers
+from softmaxkit.linear_model import _checkpoint, _predicting, _solvers
 from softmaxkit.linear_model._fitting import (
     auto_learning_rate,
     coef_from_theta,
@@ -288,16 +288,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def _validate_X(self, X, *, reset: bool, dtype):
         """``X`` as a C-contiguous array or a CSR matrix (CSC and sparse arrays converted, never densified)."""
-        return validate_X(
-            self,
-            X,
-            reset=reset,
-            dtype=dtype,
-            order="C",
-            accept_sparse="csr",
-            ensure_all_finite=True,
-            ensure_min_samples=1,
-        )
+        options = {"order": "C", "accept_sparse": "csr", "ensure_all_finite": True, "ensure_min_samples": 1}
+        return validate_X(self, X, reset=reset, dtype=dtype, **options)
 
     # ------------------------------------------------------------------ fitting
 
@@ -339,9 +331,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         rate = state.learning_rate if self.learning_rate == "auto" else float(self.learning_rate)
         return epoch_options(self.batch_size, n_samples, rate, self.learning_rate_schedule, self.momentum)
 
-    def _run_solver(self, solver, objective, x0, X, n_samples, warm, rng, monitor):
+    def _run_solver(self, solver, objective, x0, X, n_samples, warm, rng, monitor, run):
+        options = {"max_iter": self.max_iter, "tol": self.tol, "callback": monitor}
         if solver not in STOCHASTIC_SOLVERS:
-            return run_full_batch(solver, objective, x0, max_iter=self.max_iter, tol=self.tol, callback=monitor)
+            return run_full_batch(solver, objective, x0, run=run, **options)
         if not (warm and getattr(self, "_stochastic_state", None) is not None):
             self._stochastic_state = self._new_stochastic_state(X, solver)
         state = self._stochastic_state
@@ -351,15 +344,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             x0,
             n_samples,
             state,
-            max_iter=self.max_iter,
-            tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             rng=generator,
-            callback=monitor,
+            checkpoint=run,
+            **options,
             **self._epoch_options(n_samples, state),
         )
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None):
         """Fit the model to ``X`` and labels (or class probabilities) ``y``.
 
         Parameters
@@ -373,13 +365,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             non-negative, summing to 1). For soft labels ``classes_`` is ``arange(n_classes)``.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weights.
+        checkpoint : str, os.PathLike or Checkpoint, optional
+            Save the solver's state there and resume from it (see :class:`~softmaxkit.linear_model.Checkpoint`).
 
         Returns
         -------
         self
         """
         if is_source(X):
-            return fit_source(self, X, y, sample_weight)
+            return fit_source(self, X, y, sample_weight, checkpoint=checkpoint)
         dtype = self._working_dtype()
         warm = self.warm_start and hasattr(self, "coef_")
         X = self._validate_X(X, reset=not warm, dtype=dtype)
@@ -420,8 +414,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             else None,
         )
         try:
+            run = _checkpoint.open_checkpoint(checkpoint, self, solver, dtype, x0, monitor, data=(X, target, s))
             with limit_blas_threads(blas_threads(nnz=nnz(X), n_classes=n_classes)):
-                result = self._run_solver(solver, objective, x0, X, n_samples, warm, rng, monitor)
+                result = self._run_solver(solver, objective, x0, X, n_samples, warm, rng, monitor, run)
         finally:
             monitor.close()
         x = monitor.best_x if monitor.best_x is not None else result.x

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -26,6 +26,7 @@ __all__ = [
     "SOLVERS",
     "STOCHASTIC_SOLVERS",
     "HessianOperator",
+    "NewtonState",
     "Objective",
     "SolverResult",
     "StochasticState",
@@ -189,6 +190,25 @@ CG_LIMIT = 500
 _FORCING_FLOOR = 1e-4
 
 
+@dataclass
+class NewtonState:
+    """What :func:`minimize_newton_cg` carries from one iteration to the next (the Hessian aside, rebuilt from ``x``).
+
+    ``cg_used`` is the CG iterations of the last step; ``factor_x`` the point whose Hessian's
+    factorisation (of kind ``factor_kind``) is kept as the preconditioner, None while the
+    diagonal one is used; ``curve`` the objective after each of the ``n_iter`` iterations done.
+    """
+
+    x: np.ndarray
+    f: float
+    g: np.ndarray
+    n_iter: int = 0
+    curve: list = field(default_factory=list)
+    cg_used: int = 0
+    factor_x: np.ndarray | None = None
+    factor_kind: str | None = None
+
+
 def minimize_newton_cg(
     loss_gradient_hessp: Callable[[np.ndarray], tuple[float, np.ndarray, HessianOperator]],
     x0,
@@ -196,6 +216,8 @@ def minimize_newton_cg(
     max_iter: int,
     tol: float,
     callback=None,
+    state: NewtonState | None = None,
+    on_iteration: Callable[[NewtonState], None] | None = None,
 ) -> SolverResult:
     """Inexact Newton: preconditioned CG on ``H p = -g``, then a backtracking line search.
 
@@ -215,33 +237,42 @@ def minimize_newton_cg(
     following iterations, and rebuilt whenever CG needs more than 8 iterations again.
     The line search tries the full step first (accepted almost always near the optimum) and halves
     it until the Armijo condition holds.
+    Resuming: ``state`` (a :class:`NewtonState` that ``on_iteration(state)`` was given after an
+    iteration) continues that run exactly (``x0`` is then unused; the kept factorisation is rebuilt
+    from ``factor_x``); ``max_iter`` counts the iterations of the whole run.
     """
-    x = np.asarray(x0, dtype=np.float64).ravel().copy()
-    f, g, H = loss_gradient_hessp(x)
-    g = np.asarray(g, dtype=np.float64).ravel()
-    curve: list[float] = []
+    if state is None:
+        x = np.asarray(x0, dtype=np.float64).ravel().copy()
+        f, g, H = loss_gradient_hessp(x)
+        state = NewtonState(x=x, f=f, g=np.asarray(g, dtype=np.float64).ravel())
+    else:
+        H = loss_gradient_hessp(state.x)[2]
+    x, f, g, curve = state.x, state.f, state.g, state.curve
     n_cg = max(50, min(x.size, CG_LIMIT))
-    precondition, lagged, cg_used = None, False, 0
     cheap, strong, refresh = PRECONDITIONING
-    converged, message, n_iter = False, "iteration limit reached", 0
-    for n_iter in range(1, max_iter + 1):
+    precondition = None
+    if state.factor_x is not None:  # (resumed) the kept factorisation, rebuilt where it was built
+        precondition = loss_gradient_hessp(state.factor_x)[2].preconditioner(state.factor_kind)
+    converged, message = False, "iteration limit reached"
+    while state.n_iter < max_iter:
         if not np.any(g):
-            converged, message, n_iter = True, "gradient zero", n_iter - 1
+            converged, message = True, "gradient zero"
             break
         g_norm = float(np.linalg.norm(g))
-        if cg_used > refresh:
+        if state.cg_used > refresh:
             costs = {kind: H.preconditioner_cost(kind) for kind in strong}
             kind = next((k for k in strong if np.isfinite(costs[k])), None)
-            if kind is not None and costs[kind] <= 6 * cg_used:  # CG struggled and the factorisation pays: keep it
-                precondition, lagged = H.preconditioner(kind), True
-        if not lagged:
+            if kind is not None and costs[kind] <= 6 * state.cg_used:  # CG struggled and the factorisation pays
+                precondition, state.factor_x, state.factor_kind = H.preconditioner(kind), x, kind
+        if state.factor_x is None:
             precondition = H.preconditioner(cheap)
 
         def hessp(v, H=H):
             with np.errstate(over="ignore", invalid="ignore"):  # (out of range: see _pcg's curvature test)
                 return np.asarray(H(v), dtype=np.float64).ravel()
 
-        step, cg_used = _pcg(hessp, -g, precondition, min(0.5, max(np.sqrt(g_norm), _FORCING_FLOOR)) * g_norm, n_cg)
+        tolerance = min(0.5, max(np.sqrt(g_norm), _FORCING_FLOOR)) * g_norm
+        step, state.cg_used = _pcg(hessp, -g, precondition, tolerance, n_cg)
         slope = float(np.dot(g, step))
         if slope >= 0:  # not a descent direction (round-off): fall back to steepest descent
             step, slope = -g, -(g_norm**2)
@@ -262,7 +293,6 @@ def minimize_newton_cg(
             t *= 0.5
         else:
             converged, message = True, "line search cannot decrease the objective (machine precision)"
-            n_iter -= 1
             break
         x = x + t * step
         # no measurable decrease although the gap estimate is at rounding level: machine precision
@@ -271,6 +301,7 @@ def minimize_newton_cg(
         )
         f, g, H = f_new, np.asarray(g_new, dtype=np.float64).ravel(), H_new
         curve.append(float(f))
+        state.x, state.f, state.g, state.n_iter = x, f, g, state.n_iter + 1
         if callback is not None and callback(x, float(f)):
             converged, message = True, "stopped by callback"
             break
@@ -280,7 +311,9 @@ def minimize_newton_cg(
         if stalled:
             converged, message = True, "objective stalled at machine precision"
             break
-    return SolverResult(x, n_iter, curve, converged, message)
+        if on_iteration is not None:
+            on_iteration(state)
+    return SolverResult(x, state.n_iter, list(curve), converged, message)
 
 
 @dataclass
@@ -378,6 +411,7 @@ def minimize_stochastic(
     schedule: str = "constant",
     momentum: float = 0.9,
     callback=None,
+    checkpoint=None,
 ) -> SolverResult:
     """Epochs of :func:`stochastic_epoch` (with these ``batch_size``, ``learning_rate``, ``schedule``,
     ``momentum`` and ``rng``) until the objective stops improving.
@@ -386,6 +420,10 @@ def minimize_stochastic(
     (relative: ``tol * |best|``) for ``n_iter_no_change`` consecutive epochs. With ``schedule="adaptive"`` that event first
     divides the learning rate by 5 (and converges once it is below ``1e-6``).
     ``callback(x, f)`` may stop early (early stopping on a validation set does this).
+    Resuming: ``checkpoint`` (a :class:`._checkpoint.CheckpointRun`) gives the point and the
+    objective curve to start from (``checkpoint.resume_stochastic(x0, state, rng)``, which restores
+    ``state`` and ``rng`` in place; ``max_iter`` counts the epochs done before) and is told
+    ``checkpoint.save_stochastic(x, curve, state, rng)`` before each later epoch, a point to resume from.
     """
     epoch_options = {
         "batch_size": batch_size,
@@ -395,8 +433,12 @@ def minimize_stochastic(
     }
     x = np.asarray(x0, dtype=np.float64).ravel().copy()
     curve: list[float] = []
+    if checkpoint is not None:
+        x, curve = checkpoint.resume_stochastic(x, state, rng)
     converged, message = False, "epoch limit reached"
-    for _ in range(max_iter):
+    for _ in range(max_iter - len(curve)):
+        if checkpoint is not None and curve:
+            checkpoint.save_stochastic(x, curve, state, rng)
         x, f = stochastic_epoch(batch_loss_gradient, x, n_samples, state, rng=rng, **epoch_options)
         if not np.isfinite(f):
             raise FloatingPointError(f"the objective diverged to {f} at epoch {state.epoch}; lower learning_rate")

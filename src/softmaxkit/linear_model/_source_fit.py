@@ -393,7 +393,7 @@ def _stochastic_passes(estimator, sums: RowSums, solver, x0, n_rows, rng, monito
     return _solvers.SolverResult(x, len(curve), curve, converged, message)
 
 
-def fit_source(estimator, source, y=None, sample_weight=None):
+def fit_source(estimator, source, y=None, sample_weight=None, *, checkpoint=None):
     """:meth:`SoftmaxRegression.fit` on a source (see the module docstring); returns the estimator."""
     if y is not None or sample_weight is not None:
         raise ValueError(
@@ -404,6 +404,7 @@ def fit_source(estimator, source, y=None, sample_weight=None):
     for name, value, allowed in (
         ("backend", estimator.backend, "numpy"),
         ("early_stopping", estimator.early_stopping, False),
+        ("checkpoint", checkpoint, None),  # a source's fingerprint would be its files' (not done yet)
     ):
         if value != allowed:
             raise ValueError(f"{name} must be {allowed!r} when X is a source, got {value!r}")
