@@ -3,7 +3,8 @@
 Joins a gloo group through ``DIR/rendezvous`` (a file; a 60 s timeout, so a lost rank fails instead of
 hanging), fits every case of :data:`CASES` on this rank's shard with
 :func:`softmaxkit.distributed.fit_distributed`, and writes ``DIR/rank<RANK>.npz`` with each case's
-coefficients, intercepts and loss curve; then checks that a refused input on one rank raises on all.
+coefficients, intercepts and loss curve; fits :data:`CHECKPOINTED` cases twice with a checkpoint (stopped
+after 2 iterations and resumed, and uninterrupted); then checks that a refused input on one rank raises on all.
 The parent builds the same data (:func:`problem`) and compares with single-process fits.
 """
 
@@ -32,6 +33,7 @@ CASES = {
 # Not comparable with one process (each rank draws its own validation split): the same scores on every rank.
 EARLY_STOPPING = ("sgd", {"max_iter": 8, "random_state": 0, "early_stopping": True, "n_iter_no_change": 3})
 N_SAMPLES, N_FEATURES = 97, 5
+CHECKPOINTED = ("lbfgs", "newton-cg", "sgd")
 
 
 def problem(case: str):
@@ -69,6 +71,43 @@ def estimator(case: str):
     return SoftmaxRegression(alpha=1e-2, solver=solver, class_weight=class_weight, **options)
 
 
+def checkpointed(case: str, rows: slice, directory: str) -> dict:
+    """``case`` fitted with a checkpoint: stopped after 2 iterations then resumed, and uninterrupted.
+
+    Every rank passes the same paths and a writer that counts its calls (rank 0's alone may write).
+    """
+    from softmaxkit.distributed import fit_distributed
+    from softmaxkit.linear_model import Checkpoint
+    from softmaxkit.linear_model._checkpoint import write_checkpoint_file
+
+    X, y, sw, _ = problem(case)
+    calls = []
+
+    def writer(path, arrays, metadata):
+        calls.append(path)
+        write_checkpoint_file(path, arrays, metadata)
+
+    def fit(model, name):
+        checkpoint = Checkpoint(os.path.join(directory, f"{case}-{name}.npz"), every=1, writer=writer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_distributed(model, X[rows], y[rows], sw[rows], checkpoint=checkpoint)
+
+    writes = []
+    fit(estimator(case).set_params(max_iter=2), "resumed")
+    writes.append(len(calls))
+    resumed = fit(estimator(case), "resumed")
+    writes.append(len(calls) - sum(writes))
+    uninterrupted = fit(estimator(case), "uninterrupted")
+    writes.append(len(calls) - sum(writes))
+    return {
+        f"checkpoint-{case}/resumed": np.hstack([resumed.coef_, resumed.intercept_[:, None]]),
+        f"checkpoint-{case}/uninterrupted": np.hstack([uninterrupted.coef_, uninterrupted.intercept_[:, None]]),
+        f"checkpoint-{case}/n_iter": np.array([resumed.n_iter_, uninterrupted.n_iter_]),
+        f"checkpoint-{case}/writes": np.array(writes),  # of the stopped, the resumed and the uninterrupted fit
+    }
+
+
 def main(rank: int, world_size: int, directory: str) -> None:
     import torch.distributed as dist
 
@@ -94,6 +133,8 @@ def main(rank: int, world_size: int, directory: str) -> None:
         results[f"{case}/loss_curve"] = np.array(model.loss_curve_)
         results[f"{case}/classes"] = model.classes_
         results[f"{case}/solver"] = np.array(model.solver_)
+    for case in CHECKPOINTED:
+        results.update(checkpointed(case, rows, directory))
     X, y, sw, _ = problem("lbfgs")
     model = fit_distributed(estimator("early-stopping"), X[rows], y[rows], sw[rows])
     results["early-stopping/scores"] = np.array(model.validation_scores_)

@@ -123,6 +123,30 @@ def test_every_rank_has_the_same_model(ranks, case):
             np.testing.assert_array_equal(other[f"{case}/{field}"], results[0][f"{case}/{field}"])
 
 
+@pytest.mark.parametrize("case", worker.CHECKPOINTED)
+def test_a_resumed_checkpointed_fit_equals_the_uninterrupted_one(ranks, case):
+    world_size, results = ranks
+    key = f"checkpoint-{case}"
+    for rank, result in enumerate(results):
+        np.testing.assert_array_equal(result[f"{key}/resumed"], result[f"{key}/uninterrupted"], err_msg=f"rank {rank}")
+        np.testing.assert_array_equal(result[f"{key}/resumed"], results[0][f"{key}/resumed"])
+        resumed_iterations, uninterrupted_iterations = result[f"{key}/n_iter"]
+        assert resumed_iterations == uninterrupted_iterations > 2  # the first fit stopped early, the resume went on
+        stopped, resumed, uninterrupted = result[f"{key}/writes"]  # with every=1, a write per iteration
+        if rank == 0:  # the resumed fit went on from the stopped one's checkpoint: it did not start again
+            assert stopped > 0 and resumed > 0 and stopped + resumed == uninterrupted, result[f"{key}/writes"]
+        else:
+            assert stopped == resumed == uninterrupted == 0, f"rank {rank} wrote {result[f'{key}/writes']}"
+    # the checkpointed optimum is the single-process one (lbfgs runs softmaxkit's own L-BFGS when checkpointed)
+    reference = single_process(case)
+    coef = results[0][f"{key}/uninterrupted"]
+    if case != "sgd":
+        assert (
+            relative(objective(case, coef[:, :-1], coef[:, -1]), objective(case, reference.coef_, reference.intercept_))
+            < 1e-10
+        )
+
+
 def test_early_stopping_scores_are_global(ranks):
     """Each rank holds its own validation rows; the scores (and so the stop and the model) are the same on all."""
     _, results = ranks

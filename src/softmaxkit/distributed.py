@@ -54,7 +54,7 @@ from softmaxkit._distributed._communicator import PeerError
 __all__ = ["PeerError", "fit_distributed", "shard_rows"]
 
 
-def fit_distributed(estimator, X, y, sample_weight=None, *, group=None):
+def fit_distributed(estimator, X, y, sample_weight=None, *, group=None, checkpoint=None):
     """Fit ``estimator`` data-parallel: every rank of ``group`` calls this with its own rows.
 
     Parameters
@@ -71,6 +71,9 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, group=None):
         A rank that passes none while others do counts its rows with weight 1.
     group : torch.distributed.ProcessGroup, optional
         The group whose ranks share the fit (default: the default group, which must be initialised).
+    checkpoint : str, os.PathLike or Checkpoint, optional
+        As in :meth:`SoftmaxRegression.fit <softmaxkit.linear_model.SoftmaxRegression.fit>`, with the same
+        path on every rank: rank 0 writes it, every rank resumes from it (a path every rank can read).
 
     Returns
     -------
@@ -90,7 +93,7 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, group=None):
 
     if not isinstance(estimator, SoftmaxRegression):
         raise TypeError(f"estimator must be a SoftmaxRegression, got {type(estimator).__name__}")
-    return fit_data_parallel(estimator, X, y, sample_weight, group=group)
+    return fit_data_parallel(estimator, X, y, sample_weight, group=group, checkpoint=checkpoint)
 
 
 def shard_rows(n_samples: int, *, rank: int | None = None, world_size: int | None = None, group=None) -> slice:

@@ -14,10 +14,16 @@ the data is a fact about the union of the ranks' rows:
 Validation happens on every rank before the first collective of the solver; a bad input on any
 rank raises on every rank (:func:`._communicator.collectively`), so none waits for the others.
 The final point is rank 0's, broadcast: every rank ends with the same model, bit for bit.
+
+A checkpoint (:class:`~softmaxkit.linear_model.Checkpoint`) is written by rank 0 alone (the solver's
+state is the same on every rank) and read by every rank on resume, so its path must be one that every
+rank sees (one machine, or a shared file system); its fingerprint combines those of every rank's rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import warnings
 
 import numpy as np
@@ -28,7 +34,7 @@ from sklearn.utils.validation import check_random_state
 from softmaxkit._distributed._communicator import Communicator, collectively
 from softmaxkit._distributed._objective import Shard, global_curvature_bound, global_objective
 from softmaxkit._validation import as_array
-from softmaxkit.linear_model import _loss, _solvers
+from softmaxkit.linear_model import _checkpoint, _loss, _solvers
 from softmaxkit.linear_model._auto import choose_solver
 from softmaxkit.linear_model._fitting import epoch_options, initial_theta
 from softmaxkit.linear_model._inputs import (
@@ -142,7 +148,22 @@ class _GlobalMonitor(Monitor):
         return self.bad >= self.n_iter_no_change
 
 
-def fit_data_parallel(estimator, X, y, sample_weight, *, group=None):
+def _rank_zero_checkpoint(checkpoint, comm):
+    """``checkpoint`` written by rank 0 only, its fingerprint that of every rank's rows (in rank order)."""
+    options = _checkpoint.as_checkpoint(checkpoint)
+    write = options.writer or _checkpoint.write_checkpoint_file
+
+    def writer(path, arrays, metadata):
+        if comm.rank == 0:
+            write(path, arrays, metadata)
+
+    def combine(key):
+        return hashlib.blake2b("/".join(comm.gather(key)).encode(), digest_size=32).hexdigest()
+
+    return dataclasses.replace(options, writer=writer, combine=combine)
+
+
+def fit_data_parallel(estimator, X, y, sample_weight, *, group=None, checkpoint=None):
     """Fit ``estimator`` (a :class:`~softmaxkit.linear_model.SoftmaxRegression`) on the rows of every rank of ``group``."""
     comm = Communicator(group)
     est = estimator
@@ -270,8 +291,17 @@ def fit_data_parallel(estimator, X, y, sample_weight, *, group=None):
     )
     seed = comm.broadcast(int(rng.randint(np.iinfo(np.int32).max)))
     try:
+        run = None
+        if checkpoint is not None:
+            options = _rank_zero_checkpoint(checkpoint, comm)
+            run = collectively(
+                comm,
+                lambda: _checkpoint.open_checkpoint(
+                    options, est, solver, dtype, x0, monitor, data=(X_local, target, s)
+                ),
+            )
         with limit_blas_threads(blas_threads(nnz=nnz_local, n_classes=n_classes)):
-            result = _run_solver(est, solver, objective, x0, X_local, comm, shard, warm, seed, monitor)
+            result = _run_solver(est, solver, objective, x0, X_local, comm, shard, warm, seed, monitor, run)
     finally:
         monitor.close()
     x = monitor.best_x if monitor.best_x is not None else result.x
@@ -298,8 +328,10 @@ def fit_data_parallel(estimator, X, y, sample_weight, *, group=None):
     return est
 
 
-def _run_solver(est, solver, objective, x0, X_local, comm, shard, warm, seed, monitor):
+def _run_solver(est, solver, objective, x0, X_local, comm, shard, warm, seed, monitor, run):
     options = {"max_iter": est.max_iter, "tol": est.tol, "callback": monitor}
+    if run is not None and solver not in STOCHASTIC_SOLVERS:
+        return run.run_full_batch(solver, objective, x0, **options)
     if solver == "lbfgs":
         return _solvers.minimize_lbfgs(objective.loss_gradient, x0, **options)
     if solver == "newton-cg":
@@ -323,6 +355,7 @@ def _run_solver(est, solver, objective, x0, X_local, comm, shard, warm, seed, mo
         state,
         n_iter_no_change=est.n_iter_no_change,
         rng=np.random.default_rng(seed),
+        checkpoint=run,
         **options,
         **epoch_options(est.batch_size, shard.total_samples, rate, est.learning_rate_schedule, est.momentum),
     )

@@ -33,15 +33,20 @@ def check_checkpoint_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--checkpoint-every must be >= 1 with --checkpoint, got {args.checkpoint_every}")
 
 
-def fit(estimator, X, y, args: argparse.Namespace):
-    """``estimator.fit(X, y)``, with the checkpoint of ``--checkpoint`` if given."""
+def _fit_in_process(estimator, X, y, **options):
+    return estimator.fit(X, y, **options)
+
+
+def fit(estimator, X, y, args: argparse.Namespace, *, fit_function=_fit_in_process):
+    """``fit_function(estimator, X, y)`` (``estimator.fit``; or the data-parallel fit), with the checkpoint of
+    ``--checkpoint`` if given."""
     if args.checkpoint is None:
-        return estimator.fit(X, y)
+        return fit_function(estimator, X, y)
     from softmaxkit.linear_model import Checkpoint, CheckpointError
 
     every = args.checkpoint_every
     checkpoint = Checkpoint(args.checkpoint / CHECKPOINT_FILE, every=every, seconds=None if every else 60.0)
     try:
-        return estimator.fit(X, y, checkpoint=checkpoint)
+        return fit_function(estimator, X, y, checkpoint=checkpoint)
     except CheckpointError as error:  # a file in --checkpoint that is not this run's: one line, no traceback
         raise CLIError(str(error)) from None
