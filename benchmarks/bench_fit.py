@@ -63,7 +63,7 @@ DATASETS = HERE.parent.parent / "shared" / "datasets"
 RESULTS = HERE / "results"
 TARGET_GAP = 1e-6
 TOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
-DEFAULT_DATASETS = ("letter", "pendigits", "satimage", "covtype", "digits", "news20", "synthetic", "wide")
+DEFAULT_DATASETS = ("letter", "pendigits", "satimage", "covtype", "digits", "synthetic", "wide", "news20")
 # Shapes beyond the benchmark's own (--extra): name -> (n_samples, n_features, n_informative, n_classes, how)
 EXTRA = {
     "few-features-many-classes": (60_000, 8, 8, 50, "standardised"),
@@ -269,17 +269,25 @@ def peak_memory(name, C, data):
     return rows
 
 
-def _summary(rows, key="ratio_to_sklearn"):
+def _summary(rows, planned=(), key="ratio_to_sklearn"):
+    """The target's tally over the cases that ran (``planned``: the ``(dataset, C)`` of the whole run)."""
     ours = [r for r in rows if r["method"].startswith("softmaxkit SoftmaxRegression() default")]
     met = [r for r in ours if r["reached"] and r[key] <= 0.5]
     missed = [r for r in ours if r not in met]
-    text = f"target (default solver at most 0.5x scikit-learn's time, at the same optimum) met in {len(met)} of {len(ours)}"
+    ran = list(dict.fromkeys((r["dataset"], r["C"]) for r in rows))
+    text = (
+        f"target (default solver at most 0.5x scikit-learn's time, at the same optimum) met in {len(met)} of the "
+        f"{len(ours)} (case, threads) rows that ran ({len(ran)} of {len(planned) or len(ran)} cases)"
+    )
     if missed:
         text += "; not met: " + "; ".join(
             f"{r['dataset']} C={r['C']:g} threads={r['threads']} (ratio {r[key]:.2f}"
             f"{'' if r['reached'] else ', gap not reached'})"
             for r in missed
         )
+    not_run = [case for case in planned if case not in ran]
+    if not_run:
+        text += "; NOT RUN (yet): " + ", ".join(f"{name} C={C:g}" for name, C in not_run)
     return text
 
 
@@ -316,6 +324,7 @@ def main(argv=None):
 
         torch.set_num_threads(1 if threads_settings == [1] else torch.get_num_threads())
     env = environment(("softmaxkit", "numpy", "scipy", "scikit-learn", "threadpoolctl", "numba"))
+    planned = [(name, C) for name in names for C in case_cs(name, cs)]
     race, plain, memory = [], [], []
     for name in names:
         data = load_dataset(name)
@@ -336,8 +345,10 @@ def main(argv=None):
                 with threadpool_limits(threads):
                     rows = time_to_optimum(name, C, data, f_star, label, repeats, solvers)
                     rows_defaults = defaults(name, C, data, f_star, label, repeats)
+                load = round(os.getloadavg()[0], 2)
                 for row in rows + rows_defaults:
                     row["f_star"] = f_star
+                    row["load_1m"] = load
                     print(
                         f"  threads={label:7s} {row['method']:50s} tol={row['tol']:<6g} {row['seconds']:8.3f}s "
                         f"it={row['n_iter']:<5d} gap={row['gap']:.1e} acc={100 * row['test_accuracy']:.2f} "
@@ -351,15 +362,21 @@ def main(argv=None):
                     memory += peak_memory(name, C, data)
                 for row in memory[-2:]:
                     print(f"  memory {row['method']:50s} +{row['peak_extra_MiB']:.1f} MiB (X {row['X_MiB']:.1f} MiB)")
-            _write(race, plain, memory, env, suffix, args)
-    print(_summary(race))
+            _write(race, plain, memory, env, suffix, args, planned)
+    print(_summary(race, planned))
     print(f"results written to {args.out}/fit{suffix}.* (and fit_defaults{suffix}.*, fit_memory{suffix}.*)")
     return 0
 
 
-def _write(race, plain, memory, env, suffix, args):
+def _write(race, plain, memory, env, suffix, args, planned):
     command = f"python benchmarks/bench_fit.py {' '.join(sys.argv[1:])}".strip()
-    common = [f"command: `{command}`", "machine shared with other jobs: read the ratios of interleaved rounds"]
+    done = len(dict.fromkeys((r["dataset"], r["C"]) for r in race))
+    common = [
+        f"command: `{command}`",
+        f"cases done: {done} of {len(planned)}" + ("" if done == len(planned) else " (the run is incomplete)"),
+        "machine shared with other jobs: read the ratios of interleaved rounds; load_1m is the 1-minute load"
+        " average (`uptime`) when each case's fits were timed",
+    ]
     write_results(
         f"fit{suffix}",
         race,
@@ -377,8 +394,9 @@ def _write(race, plain, memory, env, suffix, args):
             "n_iter",
             "gap",
             "test_accuracy",
+            "load_1m",
         ],
-        notes=common + [_summary(race)] if race else common,
+        notes=common + [_summary(race, planned)] if race else common,
         results_dir=args.out,
     )
     write_results(
@@ -398,6 +416,7 @@ def _write(race, plain, memory, env, suffix, args):
             "n_iter",
             "gap",
             "test_accuracy",
+            "load_1m",
         ],
         notes=common,
         results_dir=args.out,

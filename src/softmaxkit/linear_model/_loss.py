@@ -188,6 +188,9 @@ class LinearLoss:
         # blocks (of about 2**17 numbers of X) are often below it, and the kernel's one-off load is paid per fit.
         self.engine = "kernel" if self.n_samples * self.n_classes >= MIN_KERNEL_SIZE else "auto"
         self._squared = None
+        # X^T in CSR (one more copy of X) for the gradient's X^T G: on news20 (958,810 entries, 20 classes, one
+        # thread) 41 ms against 68 ms for SciPy's CSC product on X.T; converting costs a product / n_classes.
+        self._transposed = X.T.tocsr() if self.sparse else None
         self._ones = np.ones(min(self.block_rows, max(self.n_samples, 1)), dtype=self.dtype)
 
     # -------------------------------------------------------------- the parts
@@ -234,7 +237,7 @@ class LinearLoss:
         Xb = self.rows(start, stop) if X is None else X
         d = self.n_features
         if self.sparse:
-            out[:d] += Xb.T @ rows
+            out[:d] += (self._transposed if X is None and start == 0 and stop == self.n_samples else Xb.T) @ rows
         elif start == 0 and stop == self.n_samples:
             np.matmul(Xb.T, rows, out=out[:d])  # (out is zero before the only block)
         else:
@@ -372,7 +375,9 @@ class MultinomialHessian:
         options = {"alpha": problem.alpha, "fit_intercept": problem.fit_intercept}
         if kind == "block":
             return _preconditioners.block(problem.X, self.curvature(), **options)
-        return _preconditioners.full(problem.X, self.proba(), self.weighted_proba, **options)
+        return _preconditioners.full(
+            problem.X, None, self.weighted_proba, inverse_weights=problem.inverse_weights, **options
+        )
 
 
 # ------------------------------------------------------------------ the functions on (coef, X, target)

@@ -227,20 +227,22 @@ def block(
 
 def full(
     X,
-    proba: np.ndarray,
+    proba: np.ndarray | None,
     weighted_proba: np.ndarray,
     *,
     alpha: float,
     fit_intercept: bool,
     max_rows: int | None = -1,
+    inverse_weights: np.ndarray | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     r"""The exact inverse of the Hessian at one point, as a function on flat vectors (a Cholesky solve).
 
     Parameters
     ----------
     X : ndarray or scipy.sparse matrix of shape (n_samples, n_features)
-    proba : ndarray of shape (n_samples, n_classes)
-        :math:`p_i`, the class probabilities at this point.
+    proba : ndarray of shape (n_samples, n_classes), or None
+        :math:`p_i`, the class probabilities at this point; None: computed chunk by chunk as
+        ``weighted_proba * inverse_weights[:, None]`` (no ``n_samples x n_classes`` temporary).
     weighted_proba : ndarray of shape (n_samples, n_classes)
         :math:`w_i p_i`, with :math:`w_i` the normalised sample weights.
     alpha : float
@@ -249,6 +251,8 @@ def full(
     max_rows : int or None, optional
         Form the Hessian from a fixed random subset of this many rows (rescaled), when there are
         more; ``None``: from all of them; by default :func:`full_rows`.
+    inverse_weights : ndarray of shape (n_samples,), optional
+        :math:`1 / w_i` (0 where :math:`w_i = 0`), when ``proba`` is None.
 
     The intercept direction that leaves the loss unchanged (all intercepts shifted together) gets a
     tiny ridge, ``1e-10`` times the mean diagonal entry.
@@ -256,14 +260,13 @@ def full(
     from scipy.linalg.blas import dsyrk
 
     n_samples, n_features = X.shape
-    n_classes = proba.shape[1]
+    n_classes = weighted_proba.shape[1]
     size = n_features + int(fit_intercept)
     n_params = n_classes * size
     if max_rows == -1:
         max_rows = full_rows(n_samples, n_params)
     rows, scale = _sample(n_samples, max_rows)
     hessian = np.zeros((n_params, n_params), order="F")
-    outer = np.zeros((n_params, n_params), order="F")
     chunk = _chunk_rows(X, n_params)
     for start in range(0, len(rows), chunk):
         sel = rows[start : start + chunk]
@@ -273,11 +276,16 @@ def full(
             block_k = slice(k * size, (k + 1) * size)
             hessian[block_k, block_k] += (Xc * wpc[:, k : k + 1]).T @ Xc
         # - p p^T part: Q^T Q with Q_i = sqrt(w_i) p_i (x) x_i (sqrt(w_i) p_i = sqrt(w_i p_i * p_i)), a rank-k update
-        root = np.sqrt(wpc * proba[sel].astype(np.float64))
+        if proba is None:
+            pc = weighted_proba[sel].astype(np.float64) * inverse_weights[sel, None]
+        else:
+            pc = proba[sel].astype(np.float64)
+        root = np.sqrt(wpc * pc)
         Q = (root[:, :, None] * Xc[:, None, :]).reshape(len(sel), n_params)
-        outer = dsyrk(1.0, Q.T, beta=1.0, c=outer, trans=0, lower=0, overwrite_c=1)
-    hessian -= outer  # upper triangles (the Cholesky factorisation reads only those)
-    del outer  # (the factorisation's copy takes its place: two n_params^2 matrices at most)
+        # subtracted in place, into the upper triangle (the Cholesky factorisation reads only that): no second
+        # n_params^2 matrix (the factorisation's copy is the other one)
+        hessian = dsyrk(-1.0, Q.T, beta=1.0, c=hessian, trans=0, lower=0, overwrite_c=1)
+        del Q, root  # (before the next chunk's: one Q at a time)
     inverse = _factor(hessian, np.tile(_ridge(size, alpha, fit_intercept), n_classes))
 
     def solve(r):  # the factor is in class-major order, r and the result in the solvers' (feature-major) order

@@ -273,6 +273,10 @@ def minimize_newton_cg(
 
         tolerance = min(0.5, max(np.sqrt(g_norm), _FORCING_FLOOR)) * g_norm
         step, state.cg_used = _pcg(hessp, -g, precondition, tolerance, n_cg)
+        # The Hessian goes before the line search builds the next one: each holds n_samples x n_classes numbers
+        # (two of them at once made a fit's peak memory on letter 17.4 MiB, against scikit-learn's 6.7 MiB).
+        del hessp
+        H = None
         slope = float(np.dot(g, step))
         if slope >= 0:  # not a descent direction (round-off): fall back to steepest descent
             step, slope = -g, -(g_norm**2)
