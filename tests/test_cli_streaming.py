@@ -144,7 +144,9 @@ def test_npz_and_bundled_data_never_stream(tmp_path):
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
 def test_killed_streaming_train_leaves_no_model_and_the_rerun_works(tmp_path):
-    X, y = _rows(30_000, 3)
+    # 300,000 rows: the whole run took 4.4 s on a quiet machine, far longer than the wait before the kill
+    # (30,000 rows: a 0.4 s fit of 16 streamed L-BFGS iterations to machine precision, sometimes over by then)
+    X, y = _rows(300_000, 3)
     _write_csv(tmp_path / "train.csv", X, y)
     out = tmp_path / "run"
     command = [
@@ -165,7 +167,7 @@ def test_killed_streaming_train_leaves_no_model_and_the_rerun_works(tmp_path):
     process = subprocess.Popen([*command, "--max-iter", "100000", "--tol", "0"], stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()  # printed after the standardisation passes, before the fit
     assert line.startswith("training on"), line
-    time.sleep(1.0)  # midway through the fit's passes
+    time.sleep(0.5)  # midway through the fit's passes
     assert process.poll() is None, "the fit ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
