@@ -29,7 +29,11 @@ CASES = {
     "adam": ("adam", {"max_iter": 6, "random_state": 3, "batch_size": 16}),
     "lbfgs-proba": ("lbfgs", {"tol": 1e-12, "max_iter": 500}),
     "lbfgs-torch": ("lbfgs", {"tol": 1e-12, "max_iter": 500, "backend": "torch", "device": "cpu", "dtype": np.float64}),
+    # each rank streams an ArraySource of its rows in batches of a few rows (SOURCE_BATCH_BYTES)
+    "lbfgs-source": ("lbfgs", {"tol": 1e-12, "max_iter": 500}),
+    "newton-cg-source-sparse": ("newton-cg", {"tol": 1e-13, "max_iter": 100}),
 }
+SOURCE_BATCH_BYTES = 512
 # Not comparable with one process (each rank draws its own validation split): the same scores on every rank.
 EARLY_STOPPING = ("sgd", {"max_iter": 8, "random_state": 0, "early_stopping": True, "n_iter_no_change": 3})
 N_SAMPLES, N_FEATURES = 97, 5
@@ -112,6 +116,7 @@ def main(rank: int, world_size: int, directory: str) -> None:
     import torch.distributed as dist
 
     from softmaxkit.distributed import fit_distributed
+    from softmaxkit.sources import ArraySource
 
     dist.init_process_group(
         "gloo",
@@ -127,7 +132,11 @@ def main(rank: int, world_size: int, directory: str) -> None:
         X, y, sw, _ = problem(case)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sgd/adam stop at max_iter on purpose
-            model = fit_distributed(estimator(case), X[rows], y[rows], None if sw is None else sw[rows])
+            if "source" in case:
+                source = ArraySource(X[rows], y[rows], sample_weight=sw[rows], max_bytes=SOURCE_BATCH_BYTES)
+                model = fit_distributed(estimator(case), source, None)
+            else:
+                model = fit_distributed(estimator(case), X[rows], y[rows], None if sw is None else sw[rows])
         results[f"{case}/coef"] = model.coef_
         results[f"{case}/intercept"] = model.intercept_
         results[f"{case}/loss_curve"] = np.array(model.loss_curve_)

@@ -62,8 +62,11 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, group=None, checkpoi
     estimator : SoftmaxRegression
         The same parameters on every rank (``random_state`` included; with ``None`` rank 0's draw is
         used everywhere). ``warm_start`` continues from its fitted model as :meth:`fit` does.
-    X : array-like or sparse matrix of shape (n_local_samples, n_features)
-        This rank's rows (at least one); the same ``n_features`` on every rank.
+    X : array-like or sparse matrix of shape (n_local_samples, n_features), or a softmaxkit.sources.Source
+        This rank's rows (at least one); the same ``n_features`` on every rank. A source (``y`` and
+        ``sample_weight`` None, as in :meth:`SoftmaxRegression.fit <softmaxkit.linear_model.SoftmaxRegression.fit>`)
+        is streamed, each pass of every rank's source summed by one all-reduce; lbfgs and newton-cg
+        (preconditioned by the Hessian's diagonal) only.
     y : array-like of shape (n_local_samples,) or (n_local_samples, n_classes)
         Labels (the classes are the union over the ranks) or class probabilities (the same number
         of columns on every rank).

@@ -47,6 +47,7 @@ from softmaxkit.linear_model._inputs import (
 from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import make_objective
 from softmaxkit.linear_model._solvers import STOCHASTIC_SOLVERS
+from softmaxkit.linear_model._source_fit import fit_source, is_source
 from softmaxkit.linear_model._threads import blas_threads, limit_blas_threads
 
 __all__ = ["fit_data_parallel"]
@@ -166,6 +167,10 @@ def _rank_zero_checkpoint(checkpoint, comm):
 def fit_data_parallel(estimator, X, y, sample_weight, *, group=None, checkpoint=None):
     """Fit ``estimator`` (a :class:`~softmaxkit.linear_model.SoftmaxRegression`) on the rows of every rank of ``group``."""
     comm = Communicator(group)
+    if is_source(X):  # each rank streams its own source
+        from softmaxkit._distributed._source import AcrossRanks
+
+        return fit_source(estimator, X, y, sample_weight, checkpoint=checkpoint, across=AcrossRanks(comm))
     est = estimator
     name = type(est).__name__
 

@@ -217,6 +217,8 @@ class _StreamedHessian:
         return out.ravel()
 
     def preconditioner_cost(self, kind: str) -> float:
+        if kind != "diagonal" and self._objective.sample_bytes == 0:  # no sample: no factorised preconditioner
+            return float("inf")
         sums = self._objective.sums
         options = {"n_features": sums.n_features, "n_classes": sums.n_classes, "fit_intercept": sums.fit_intercept}
         return _preconditioners.cost(kind, n_samples=self._objective.n_rows, nnz=self._objective.nnz, **options)
@@ -299,7 +301,8 @@ def streamed_objective(sums: RowSums, alpha: float, *, n_rows: int, nnz: int, sa
 
     ``F`` and its derivatives are :class:`RowSums`' (one pass per call), ``S`` its
     :attr:`~RowSums.weight_sum`; ``n_rows`` and ``nnz`` (from :func:`scan`) feed Newton-CG's cost
-    model, ``sample_bytes`` bounds the sample its factorised preconditioners are formed from.
+    model, ``sample_bytes`` bounds the sample its factorised preconditioners are formed from (0: none,
+    Jacobi only; a data-parallel fit's ranks would each sample their own rows and take different steps).
     ``batch_loss_gradient`` raises: the stochastic solvers run by passes (:func:`fit_source`).
     """
     objective = _StreamedObjective(sums, alpha, n_rows=n_rows, nnz=nnz, sample_bytes=sample_bytes)
@@ -393,8 +396,13 @@ def _stochastic_passes(estimator, sums: RowSums, solver, x0, n_rows, rng, monito
     return _solvers.SolverResult(x, len(curve), curve, converged, message)
 
 
-def fit_source(estimator, source, y=None, sample_weight=None, *, checkpoint=None):
-    """:meth:`SoftmaxRegression.fit` on a source (see the module docstring); returns the estimator."""
+def fit_source(estimator, source, y=None, sample_weight=None, *, checkpoint=None, across=None):
+    """:meth:`SoftmaxRegression.fit` on a source (see the module docstring); returns the estimator.
+
+    ``across`` makes the fit data-parallel (:class:`softmaxkit._distributed._source.AcrossRanks`): its
+    ``scan(source)`` is the scan of every rank's source, ``sums(row_sums)`` all-reduces the sums'
+    passes and ``final(x)`` is rank 0's point; lbfgs and newton-cg (Jacobi-preconditioned) only.
+    """
     if y is not None or sample_weight is not None:
         raise ValueError(
             "y and sample_weight must be None when X is a source (its target and weight columns give them), "
@@ -408,7 +416,7 @@ def fit_source(estimator, source, y=None, sample_weight=None, *, checkpoint=None
     ):
         if value != allowed:
             raise ValueError(f"{name} must be {allowed!r} when X is a source, got {value!r}")
-    found = scan(source)
+    found = scan(source) if across is None else across.scan(source)
     classes = found.classes
     n_classes, n_features = len(classes), int(source.n_features)
     multipliers = _class_multipliers(estimator.class_weight, found)
@@ -447,6 +455,12 @@ def fit_source(estimator, source, y=None, sample_weight=None, *, checkpoint=None
         label_smoothing=estimator.label_smoothing,
         dtype=dtype,
     )
+    if across is not None:
+        if solver in STOCHASTIC_SOLVERS:
+            raise ValueError(
+                f"solver must be 'lbfgs' or 'newton-cg' for a data-parallel fit of sources, got {solver!r}"
+            )
+        sums = across.sums(sums)
     estimator.classes_ = classes
     estimator.n_features_in_ = n_features
     if hasattr(estimator, "feature_names_in_"):  # a source's column names are not a DataFrame's: predict takes arrays
@@ -476,7 +490,7 @@ def fit_source(estimator, source, y=None, sample_weight=None, *, checkpoint=None
                 rng = np.random.default_rng(check_random_state(estimator.random_state).randint(np.iinfo(np.int32).max))
                 result = _stochastic_passes(estimator, sums, solver, x0, found.n_rows, rng, monitor)
             else:
-                sample_bytes = getattr(source, "max_bytes", 1 << 26)
+                sample_bytes = getattr(source, "max_bytes", 1 << 26) if across is None else 0
                 objective = streamed_objective(
                     sums, estimator.alpha, n_rows=found.n_rows, nnz=found.nnz, sample_bytes=sample_bytes
                 )
@@ -484,8 +498,9 @@ def fit_source(estimator, source, y=None, sample_weight=None, *, checkpoint=None
                 result = run_full_batch(solver, objective, x0, **options)
     finally:
         monitor.close()
+    x = result.x if across is None else across.final(result.x)
     estimator.coef_, estimator.intercept_ = coef_from_theta(
-        result.x, n_classes=n_classes, n_features=n_features, fit_intercept=fit_intercept, dtype=dtype
+        x, n_classes=n_classes, n_features=n_features, fit_intercept=fit_intercept, dtype=dtype
     )
     estimator.n_iter_ = int(result.n_iter)
     estimator.loss_curve_ = list(result.loss_curve)
