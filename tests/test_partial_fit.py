@@ -1,4 +1,8 @@
-"""partial_fit's default (averaged SGD, softmaxkit.linear_model._streaming): steps, state, sparse input, convergence."""
+"""partial_fit's averaged SGD (softmaxkit.linear_model._streaming): steps, state, sparse input, convergence.
+
+Averaged SGD is the default stream method of models too large for the incremental Newton
+(tests/test_stream_newton.py); here every model takes it (the fixture below).
+"""
 
 import numpy as np
 import pytest
@@ -6,8 +10,13 @@ import scipy.sparse
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 
-from softmaxkit.linear_model import SoftmaxRegression, _streaming
+from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _streaming
 from softmaxkit.linear_model._loss import loss
+
+
+@pytest.fixture(autouse=True)
+def _averaged_sgd(monkeypatch):
+    monkeypatch.setattr(_stream_newton, "MAX_PARAMETERS", 0)  # no model is small enough for the Newton
 
 
 def _data(n=3000, seed=7):

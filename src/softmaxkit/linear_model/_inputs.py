@@ -258,16 +258,17 @@ def combine_weights(target, sw, cw):
     return per_sample if sw is None else sw * per_sample
 
 
-def sample_weights(sample_weight, class_weight, target, classes, dtype, *, allow_balanced=True):
+def sample_weights(sample_weight, class_weight, target, classes, dtype, *, allow_balanced=True, scaled=True):
     r"""The weights :math:`s_i` of :mod:`._loss` in ``dtype`` (None: all equal), from ``sample_weight`` and ``class_weight``.
 
     Only their ratios matter (the objective divides by :math:`\sum_i s_i`), so they are computed in
     float64 and divided by the largest before the cast to ``dtype``: weights of 1e307, whose sum
     overflows, and weights of 1e-46, which are 0 in float32, both mean "all equal". Weights that are
-    all 0 (after the class weights) are a ``ValueError``.
+    all 0 (after the class weights) are a ``ValueError``. ``scaled=False`` leaves them on the
+    caller's scale (a stream weighs the samples of its calls against each other).
     """
     sw = check_sample_weight(sample_weight, len(target))
-    if sw is not None:
+    if sw is not None and scaled:
         sw = _scaled_to_largest(sw)  # before the "balanced" sums of class_weights
     cw = class_weights(class_weight, target, sw, len(classes), classes, allow_balanced=allow_balanced)
     s = combine_weights(target, sw, cw)
@@ -275,7 +276,7 @@ def sample_weights(sample_weight, class_weight, target, classes, dtype, *, allow
         return None
     if not s.max(initial=0) > 0:
         raise ValueError("sample_weight must have a positive sum, got all weights zero (after class weights)")
-    return _scaled_to_largest(s).astype(dtype)
+    return (_scaled_to_largest(s) if scaled else s).astype(dtype)
 
 
 def _scaled_to_largest(weights: np.ndarray) -> np.ndarray:

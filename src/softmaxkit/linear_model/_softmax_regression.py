@@ -36,7 +36,7 @@ from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
 from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
 from softmaxkit.linear_model._source_fit import fit_source, is_source
-from softmaxkit.linear_model._streaming import averaged_steps, new_stream_state
+from softmaxkit.linear_model._streaming import new_stream, stream_steps
 from softmaxkit.linear_model._threads import blas_threads, limit_blas_threads
 
 __all__ = ["SoftmaxRegression"]
@@ -91,7 +91,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         with preconditioned CG on exact Hessian-vector products and a backtracking line search
         (the preconditioner is Jacobi, then a lagged Cholesky factorisation of the whole Hessian or
         of its class blocks once CG slows down). "sgd": mini-batch SGD with Nesterov momentum.
-        "adam": Adam. :meth:`partial_fit` runs averaged SGD unless the solver is "sgd" or "adam".
+        "adam": Adam. :meth:`partial_fit` runs its own stream method unless the solver is "sgd" or "adam".
     max_iter : int, default 200
         Iterations (lbfgs, newton-cg) or epochs (sgd, adam).
     tol : float, default 1e-5
@@ -115,15 +115,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Initial step size of sgd and adam. "auto" is, for sgd, ``1 / L`` with
         ``L = lambda_max(X~^T X~ / n) / 2 + alpha`` (``X~`` is ``X`` with a column of ones when
         fitting an intercept; a bound on the curvature of the objective, estimated by power
-        iteration on at most 5000 rows of the first data seen), and 1e-2 for adam.
+        iteration on at most 5000 rows of the first data seen), and 1e-2 for adam. A number also makes
+        :meth:`partial_fit`'s default stream averaged SGD with that step.
     learning_rate_schedule : {"constant", "invscaling", "adaptive"}, default "constant"
         "invscaling": ``learning_rate / sqrt(1 + epoch)`` (each :meth:`partial_fit` call counts as
         an epoch); "adaptive": divide the rate by 5 each time the objective stalls for
         ``n_iter_no_change`` epochs (stop below 1e-6; :meth:`fit` only).
     momentum : float, default 0.9
-        Nesterov momentum of sgd (0 for plain SGD).
-
-        :meth:`partial_fit`'s default (averaged SGD) and its measured convergence: see there.
+        Nesterov momentum of sgd (0 for plain SGD), and of :meth:`partial_fit`'s averaged SGD.
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the training data (stratified) and stop when the
         validation accuracy has not improved by ``tol`` for ``n_iter_no_change`` iterations or
@@ -444,12 +443,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Update the model with one mini-batch ``X, y`` of a stream (any ``solver``).
 
-        With ``solver`` "auto", "lbfgs" or "newton-cg" (the default): averaged SGD (the update, its
-        step ``learning_rate="auto"`` and ``momentum``: :mod:`._streaming`), one step per call (or per
-        ``batch_size`` rows), ``coef_`` the average of the iterates; it continues from a fitted model.
-        Features are not rescaled here: standardise them. The relative gaps to the optimum after 10 and 30
-        passes of 256-row calls are in the user guide ("Learning from a stream"; from 5.3e-5 on letter to
-        1.2 on raw news20 counts). "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
+        With ``solver`` "auto", "lbfgs" or "newton-cg" (the default), one step per call (or per ``batch_size``
+        rows): while (features + 1) x classes <= 1024, an incremental Newton that remembers the samples it saw
+        (:mod:`._stream_newton`: passes over a data set converge to :meth:`fit`'s optimum, at any feature
+        scale), else averaged SGD (:mod:`._streaming`; standardise the features). It continues from a fitted
+        model. Gaps after 10 and 30 passes of 256-row calls: user guide, "Learning from a stream".
+        "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
         ``class_weight="balanced"`` and ``early_stopping`` do not apply here.
 
         Parameters
@@ -477,7 +476,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         classes, target, _ = encode_target(
             y, n_samples, dtype, classes=classes if first else self.classes_, estimator_name=type(self).__name__
         )
-        s = sample_weights(sample_weight, self.class_weight, target, classes, dtype, allow_balanced=False)
+        weighing = (sample_weight, self.class_weight, target, classes)
+        s = sample_weights(*weighing, dtype, allow_balanced=False)
         n_classes = len(classes)
         if first:
             self.classes_ = classes
@@ -493,17 +493,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             self._partial_fit_rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
         if averaged and getattr(self, "_stream_state", None) is None:
             x0 = self._initial_theta(n_classes, n_features, target, s, warm=not first)
-            self._stream_state = new_stream_state(
-                self.learning_rate, X, self.alpha, self.fit_intercept, x0, warm=not first
-            )
+            options = {"n_classes": n_classes, "warm": not first}
+            self._stream_state = new_stream(self.learning_rate, X, self.alpha, self.fit_intercept, x0, **options)
         objective = self._objective(X, target, s, n_classes, dtype)
         with limit_blas_threads(blas_threads(nnz=nnz(X), n_classes=n_classes)):
             if averaged:
-                state = self._stream_state
                 batch = n_samples if self.batch_size == "auto" else min(self.batch_size, n_samples)
-                options = {"batch_size": batch, "momentum": float(self.momentum)}
-                f = averaged_steps(objective.batch_loss_gradient, n_samples, state, **options)
-                x = state.average
+                options = {
+                    "batch_size": batch,
+                    "momentum": float(self.momentum),
+                    "label_smoothing": self.label_smoothing,
+                }
+                weights = sample_weights(*weighing, np.float64, allow_balanced=False, scaled=False)
+                f, x = stream_steps(self._stream_state, objective.batch_loss_gradient, X, target, weights, **options)
             else:
                 state = self._stochastic_state
                 x0 = self._initial_theta(n_classes, n_features, target, s, warm=True)

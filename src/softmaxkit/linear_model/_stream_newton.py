@@ -1,0 +1,398 @@
+r"""Incremental Newton for :meth:`partial_fit <softmaxkit.linear_model.SoftmaxRegression.partial_fit>`:
+the default stream method when the model is small enough for its Hessian.
+
+The stream's objective after the samples :math:`i` seen so far (each with its count :math:`c_i`, the
+times it came, and its weight :math:`s_i`; :math:`S = \sum_i c_i s_i`) is the weighted mean
+cross-entropy plus the penalty, as :meth:`fit`'s on those samples,
+
+.. math::
+
+    L(\theta) = \frac{1}{S} \sum_i c_i s_i \, \ell_i(\theta) + \frac{\alpha}{2} \lVert W \rVert_F^2 .
+
+Each sample is remembered by the point :math:`\theta_i` where it was last seen, and the method keeps
+the sum of the second-order models of the :math:`\ell_i` at their points,
+
+.. math::
+
+    A = \sum_i c_i s_i H_i , \qquad r = \sum_i c_i s_i \, (H_i \theta_i - g_i) ,
+
+with :math:`g_i, H_i` the gradient and Hessian of :math:`\ell_i` at :math:`\theta_i`. A step takes a
+mini-batch, replaces the models of its samples (the old ones, if a sample came before, are taken
+out of :math:`A` and :math:`r`; the new ones, at the current :math:`\theta`, put in) and moves to the
+minimiser of the summed model,
+
+.. math::
+
+    \theta \leftarrow \left(\frac{A}{S} + \alpha P\right)^{-1} \frac{r}{S} ,
+
+:math:`P` the identity on the weights (the intercepts are not penalised). When every point
+:math:`\theta_i` equals :math:`\theta`, the step is Newton's on :math:`L` itself, and :math:`\theta`
+is then a fixed point exactly when it is :meth:`fit`'s optimum (any positive definite :math:`H_i`
+would do for that; the true Hessians make it fast). So a stream that repeats a finite set (passes
+over a data set) converges to that optimum, the incremental Newton method of Rodomanov and Kropotov
+(2016) with a stream's counts: measured (``benchmarks/bench_stream.py``, shuffled 256-row calls) below
+1e-7 of relative gap after 10 passes on letter, pendigits, satimage and covtype, where averaged SGD is
+at 1e-2. A sample that never comes back keeps the model of the point where it was seen, as in an online
+Newton method. Newton's steps do not depend on the features' scales.
+
+Two safeguards make it a stable iteration, since a sample's model is refreshed only when the sample
+comes back:
+
+* the curvature of a sample's model is that of its probabilities floored at a per-sample floor
+  (renormalised), 0 until the sample's loss rises by more than :data:`FLOOR_RISE` between two of
+  its visits. A sample fitted to :math:`p \approx 1` has a flat model, and the coordinates it alone
+  determines (covtype's soil type of one row) would otherwise drift until it is misfitted, be
+  fitted again at its next visit, and so on, a cycle;
+* a step changes no logit of its own batch by more than :data:`MAX_LOGIT_CHANGE` (the step is
+  scaled down), a trust region in the units the quadratic models are good in.
+
+Neither changes the fixed point.
+
+What it costs: a sample's memory is its :math:`C` logits at :math:`\theta_i` (its gradient and
+Hessian follow from them and from the sample itself, which brings them back), kept for at most
+:data:`ROW_MEMORY_BYTES`; samples beyond it are not remembered (their models stay in :math:`A` and
+:math:`r` for good, and a second visit adds another). A sample is recognised by a 128-bit hash of
+its features, target and weight. :math:`A` has :math:`K^2` entries for :math:`K` = (features +
+intercept) x classes, and a step costs about :math:`2 |B| K^2 + K^3/3` operations, so the method is
+used while :math:`K \le` :data:`MAX_PARAMETERS` (:func:`affordable`); larger models stream with
+averaged SGD (:mod:`._streaming`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+
+from softmaxkit._numpy._softmax import log_softmax, softmax
+
+__all__ = [
+    "FLOOR_MAX",
+    "FLOOR_RISE",
+    "FLOOR_START",
+    "MAX_LOGIT_CHANGE",
+    "MAX_PARAMETERS",
+    "ROW_MEMORY_BYTES",
+    "WARM_START_ROWS",
+    "NewtonStream",
+    "RowMemory",
+    "affordable",
+    "new_newton_stream",
+    "newton_steps",
+]
+
+# K = (n_features + fit_intercept) * n_classes at most: a step's 2 |B| K^2 + K^3 / 3 operations. Measured (one
+# thread, 256-row steps, at load 8): K = 170 (pendigits) 94,000 rows/s, 442 (letter) 32,000, 910
+# (make_classification, 90 features, 10 classes) 7,900 rows/s; averaged SGD streams several hundred thousand rows/s
+# but takes thousands of passes to the gap the Newton reaches in ten.
+MAX_PARAMETERS = 1024
+
+# The memory for the samples' logits and keys. At 10 classes about 200 bytes a sample: 1.3 million samples.
+ROW_MEMORY_BYTES = 256 * 2**20
+
+# A sample's curvature floor: 0 until its loss rises by more than FLOOR_RISE (nats) between two visits (its
+# model was wrong: it was fitted, p ~ 1, at a point the stream has since left), then FLOOR_START, and ten times
+# more at each further rise, up to FLOOR_MAX. Measured (benchmarks/bench_stream.py's protocol, relative gap after
+# 10 / 30 passes): standardised covtype 1.2e-9 / 1.3e-11 (without floors the iteration cycles at 2.5e-3 / 4.2e-4:
+# a soil type of one row is fitted, its model flat, its weight decays, it is misfitted again), covtype with raw
+# features (scales 0.01-100, offsets to 50) 9.6e-7 / 6.8e-9, raw pendigits 1.1e-6 / 1.5e-9, letter, satimage,
+# digits and make_classification shapes unchanged (no sample rises). One floor for every sample instead: 1e-5 cost
+# raw pendigits 9.4e-3 / 1.1e-3 (confident samples' curvature overstated), 3e-5 and 1e-6 let raw covtype diverge
+# (0.19, 8.8 after 30 passes); rises of 0.5 or 1 nat with a start of 1e-6 left standardised covtype at 3.3e-2.
+FLOOR_RISE = 2.0
+FLOOR_START = 1e-5
+FLOOR_MAX = 1e-2
+
+# Measured (as above, with the floors): raw covtype 9.6e-7 / 6.8e-9 with 4, 3.7e-5 / 3.6e-5 without a limit;
+# standardised covtype 1.2e-9 / 1.3e-11, without 1.8e-6 / 1.5e-11; under one floor of 3e-5 for every sample,
+# raw covtype diverged without a limit (0.29 / 0.19) and converged with it (1.2e-5 / 2.8e-6).
+MAX_LOGIT_CHANGE = 4.0
+
+# A stream that starts from a fitted (or loaded) model counts that model as this many samples whose
+# models are the first mini-batch's at the fitted point, so that one batch cannot pull it away
+# (averaged SGD's WARM_START_STEPS of 256 rows).
+WARM_START_ROWS = 25_600
+
+# Bytes per remembered sample besides its logits: its count and floor (16), the key (a 16-byte bytes object,
+# 49 bytes) and its dict entry (about 50 bytes).
+_ROW_OVERHEAD_BYTES = 120
+
+
+def affordable(*, n_features: int, n_classes: int, fit_intercept: bool) -> bool:
+    """Whether the incremental Newton's Hessian is small enough: :math:`K \\le` :data:`MAX_PARAMETERS`.
+
+    >>> affordable(n_features=16, n_classes=26, fit_intercept=True), affordable(n_features=500, n_classes=10, fit_intercept=True)
+    (True, False)
+    """
+    return (n_features + int(fit_intercept)) * n_classes <= MAX_PARAMETERS
+
+
+@dataclass
+class RowMemory:
+    """The logits and counts of the samples seen, by key, for at most ``max_rows`` samples."""
+
+    n_classes: int
+    max_rows: int
+    slots: dict = field(default_factory=dict)
+    logits: np.ndarray = None
+    counts: np.ndarray = None
+    floors: np.ndarray = None
+
+    def __post_init__(self):
+        capacity = min(self.max_rows, 1024)
+        self.logits = np.zeros((capacity, self.n_classes))
+        self.counts = np.zeros(capacity)
+        self.floors = np.zeros(capacity)
+
+    def find(self, keys: list[bytes]) -> np.ndarray:
+        """The slot of each key, new ones given a slot while there is room, -1 for a sample not remembered."""
+        slots = np.empty(len(keys), dtype=np.intp)
+        for j, key in enumerate(keys):
+            slot = self.slots.get(key)
+            if slot is None and len(self.slots) < self.max_rows:
+                slot = self.slots[key] = len(self.slots)
+            slots[j] = -1 if slot is None else slot
+        needed = len(self.slots)
+        if needed > len(self.counts):
+            capacity = min(self.max_rows, max(needed, 2 * len(self.counts)))
+            self.logits = np.concatenate([self.logits, np.zeros((capacity - len(self.counts), self.n_classes))])
+            self.floors = np.concatenate([self.floors, np.zeros(capacity - len(self.counts))])
+            self.counts = np.concatenate([self.counts, np.zeros(capacity - len(self.counts))])
+        return slots
+
+
+@dataclass
+class NewtonStream:
+    """What the incremental Newton carries between :meth:`partial_fit` calls (see the module docstring)."""
+
+    theta: np.ndarray  # (n_features + fit_intercept, n_classes), float64
+    hessian: np.ndarray  # A, (K, K)
+    rhs: np.ndarray  # r, (K,)
+    memory: RowMemory
+    alpha: float
+    fit_intercept: bool
+    total_weight: float = 0.0  # S
+    warm: bool = False  # the prior of a fitted start is still to be put in
+    step: int = 0
+    samples_seen: int = 0
+
+
+def new_newton_stream(x0, *, n_features: int, n_classes: int, alpha: float, fit_intercept: bool, warm: bool):
+    """The state before the first step, from the flat start ``x0`` (a fitted model when ``warm``)."""
+    theta = np.asarray(x0, dtype=np.float64).reshape(n_features + int(fit_intercept), n_classes).copy()
+    size = theta.size
+    max_rows = max(1, ROW_MEMORY_BYTES // (8 * (n_classes + 1) + _ROW_OVERHEAD_BYTES))
+    return NewtonStream(
+        theta=theta,
+        hessian=np.zeros((size, size)),
+        rhs=np.zeros(size),
+        memory=RowMemory(n_classes, max_rows),
+        alpha=float(alpha),
+        fit_intercept=bool(fit_intercept),
+        warm=warm,
+    )
+
+
+def newton_steps(state: NewtonStream, X, target, sample_weight, *, batch_size: int, label_smoothing: float) -> float:
+    """Steps on consecutive ``batch_size`` rows of ``X`` (the stream's order); returns the mean batch objective.
+
+    ``target`` holds class indices or rows of probabilities, ``sample_weight`` is None or one weight per
+    row; ``state`` is updated in place. The objective of a batch is taken before its step.
+    """
+    n_samples = X.shape[0]
+    total = 0.0
+    for start in range(0, n_samples, batch_size):
+        stop = min(start + batch_size, n_samples)
+        weights = None if sample_weight is None else np.asarray(sample_weight[start:stop], dtype=np.float64)
+        rows = _with_intercept(X[start:stop], state.fit_intercept)
+        targets = _target_rows(target[start:stop], state.theta.shape[1], label_smoothing)
+        total += _step(state, rows, targets, weights) * (stop - start)
+    return total / n_samples
+
+
+def _step(state: NewtonStream, rows: np.ndarray, targets: np.ndarray, weights) -> float:
+    """One step on the batch (``rows`` with the intercept's column); its objective before the step."""
+    weights = np.ones(len(rows)) if weights is None else weights
+    mass = targets.sum(axis=1)  # the cross-entropy of a target of mass m is m times that of target / m
+    keep = (weights > 0) & (mass > 0)
+    n_kept = int(keep.sum())
+    with np.errstate(over="ignore"):  # an infinite sum is refused below
+        added = float((weights * mass)[keep].sum())
+    prior = WARM_START_ROWS / max(n_kept, 1) if state.warm else 0.0
+    if not np.isfinite(state.total_weight + (1.0 + prior) * added):
+        raise ValueError(f"sample_weight must have a finite sum over the stream, got {state.total_weight + added}")
+    logits = rows @ state.theta
+    objective = _batch_objective(logits, targets, weights, state)
+    rows, targets, weights, logits = (
+        rows[keep],
+        targets[keep] / mass[keep, None],
+        weights[keep] * mass[keep],
+        logits[keep],
+    )
+    if state.warm and n_kept:
+        _add_prior(state, rows, logits, prior * weights)
+    slots = state.memory.find(_keys(rows, targets, weights))
+    forgotten = slots < 0  # beyond the memory: their models stay in for good
+    _add_models(
+        state,
+        rows[forgotten],
+        softmax(logits[forgotten], axis=1),
+        logits[forgotten],
+        targets[forgotten],
+        weights[forgotten],
+    )
+    _replace_models(
+        state, slots[~forgotten], rows[~forgotten], logits[~forgotten], targets[~forgotten], weights[~forgotten]
+    )
+    state.total_weight += added
+    state.step += 1
+    state.samples_seen += len(keep)
+    if state.total_weight > 0:
+        move = _model_minimiser(state) - state.theta
+        change = float(np.abs(rows @ move).max()) if len(rows) else 0.0
+        if change > MAX_LOGIT_CHANGE:
+            move *= MAX_LOGIT_CHANGE / change
+        state.theta = state.theta + move
+    return objective
+
+
+def _add_prior(state: NewtonStream, rows, logits, weights) -> None:
+    r"""The fitted start :math:`\theta_0` as a prior: the batch's models at :math:`\theta_0` with the gradient
+    that makes :math:`\theta_0` the minimiser, :math:`-\alpha P \theta_0` (a fitted optimum's data gradient)."""
+    _add_models(state, rows, softmax(logits, axis=1), logits, None, weights, gradient=False)
+    penalty_gradient = state.alpha * state.theta.copy()
+    if state.fit_intercept:
+        penalty_gradient[-1] = 0.0
+    total = float(weights.sum())
+    state.rhs += total * penalty_gradient.ravel()
+    state.total_weight += total
+    state.warm = False
+
+
+def _replace_models(state, slots, rows, logits, targets, weights) -> None:
+    """The remembered samples' old models (if they came before) out of ``A`` and ``r``, their new ones in.
+
+    A sample twice in the batch is one sample whose count grows by two: its old model goes out once.
+    """
+    memory = state.memory
+    slots, first, times = np.unique(slots, return_index=True, return_counts=True)
+    rows, logits, targets, weights = rows[first], logits[first], targets[first], weights[first]
+    counts = memory.counts[slots]
+    floors = memory.floors[slots]
+    seen = counts > 0
+    new_floors = floors.copy()
+    if seen.any():
+        old = memory.logits[slots[seen]]
+        _add_models(
+            state, rows[seen], softmax(old, axis=1), old, targets[seen], -(counts * weights)[seen], floor=floors[seen]
+        )
+        rise = _losses(logits[seen], targets[seen]) - _losses(old, targets[seen])
+        new_floors[seen] = np.where(
+            rise > FLOOR_RISE, np.clip(10 * floors[seen], FLOOR_START, FLOOR_MAX), floors[seen] / 2
+        )
+    _add_models(state, rows, softmax(logits, axis=1), logits, targets, (counts + times) * weights, floor=new_floors)
+    memory.logits[slots] = logits
+    memory.counts[slots] += times
+    memory.floors[slots] = new_floors
+
+
+def _losses(logits, targets):
+    return -np.einsum("ij,ij->i", targets, np.where(targets > 0, log_softmax(logits, axis=1), 0.0))
+
+
+def _add_models(state, rows, proba, logits, targets, weights, *, gradient: bool = True, floor=0.0) -> None:
+    r"""``A += sum_i w_i H_i`` and ``r += sum_i w_i (H_i theta_i - g_i)`` for the batch's models.
+
+    The Hessian of a sample is :math:`\tilde x \tilde x^T \otimes (\operatorname{diag} p - p p^T)`,
+    in the layout of ``theta`` (features outer, classes inner), and :math:`H_i \theta_i = \tilde x
+    \otimes (\operatorname{diag} p - p p^T) z`, :math:`z = \theta_i^T \tilde x` the logits; :math:`g_i
+    = \tilde x \otimes (p - y)`. ``gradient=False`` leaves :math:`g_i` out (the prior of a fitted start).
+    """
+    n_rows, width = rows.shape
+    curv = np.maximum(proba, np.reshape(floor, (-1, 1)) if np.ndim(floor) else floor)
+    curv /= curv.sum(axis=1, keepdims=True)
+    n_classes = proba.shape[1]
+    blocks = state.hessian.reshape(width, n_classes, width, n_classes)
+    for k in range(n_classes):
+        blocks[:, k, :, k] += (rows * (weights * curv[:, k])[:, None]).T @ rows
+    outer = (rows[:, :, None] * curv[:, None, :]).reshape(n_rows, width * n_classes)
+    state.hessian -= (outer * weights[:, None]).T @ outer
+    curvature_times_logits = curv * logits - curv * (curv * logits).sum(axis=1, keepdims=True)
+    residual = curvature_times_logits - (proba - targets if gradient else 0.0)
+    state.rhs += (rows.T @ (residual * weights[:, None])).ravel()
+
+
+def _model_minimiser(state: NewtonStream) -> np.ndarray:
+    r"""``(A / S + alpha P)^{-1} r / S``, with the class-mean of each row of ``theta`` pinned to 0.
+
+    The loss does not change when a constant is added to a row of ``theta`` across the classes, so
+    :math:`A` is singular along those directions; the term :math:`\delta\, (I \otimes \tfrac1C 1 1^T)`
+    (:math:`\delta` the mean of :math:`A/S`'s diagonal) makes it definite and changes no loss, since
+    :math:`r` has no part there. A ridge grows only if the factorisation still fails (``alpha = 0``
+    and a feature no sample has used).
+    """
+    width, n_classes = state.theta.shape
+    matrix = state.hessian / state.total_weight
+    n_weights = (width - int(state.fit_intercept)) * n_classes
+    diagonal = np.arange(len(matrix))
+    matrix[diagonal[:n_weights], diagonal[:n_weights]] += state.alpha
+    delta = max(float(np.mean(matrix[diagonal, diagonal])), 1e-300)
+    blocks = matrix.reshape(width, n_classes, width, n_classes)
+    for j in range(width):
+        blocks[j, :, j, :] += delta / n_classes
+    rhs = state.rhs / state.total_weight
+    ridge = 0.0
+    for _ in range(30):
+        try:
+            factor = scipy.linalg.cho_factor(matrix, lower=True, check_finite=False)
+            solution = scipy.linalg.cho_solve(factor, rhs, check_finite=False)
+        except np.linalg.LinAlgError:
+            ridge = max(10 * ridge, 1e-12 * delta)
+            matrix[diagonal, diagonal] += ridge
+            continue
+        if np.all(np.isfinite(solution)):
+            return solution.reshape(width, n_classes)
+        break
+    raise FloatingPointError("partial_fit's Newton model has no finite minimiser; check the data for extreme values")
+
+
+def _batch_objective(logits, targets, weights, state) -> float:
+    """The batch's weighted mean cross-entropy at ``theta`` plus the penalty (0 for an all-zero-weight batch)."""
+    width, _ = state.theta.shape
+    W = state.theta[: width - int(state.fit_intercept)]
+    penalty = 0.5 * state.alpha * float(np.vdot(W, W))
+    total = float(weights.sum())
+    if not total > 0:
+        return penalty
+    losses = -np.einsum("ij,ij->i", targets, np.where(targets > 0, log_softmax(logits, axis=1), 0.0))
+    return float(weights @ losses) / total + penalty
+
+
+def _with_intercept(X, fit_intercept: bool) -> np.ndarray:
+    """The batch as dense float64 rows, with a column of ones for the intercept."""
+    rows = X.toarray() if scipy.sparse.issparse(X) else X
+    rows = np.asarray(rows, dtype=np.float64)
+    if fit_intercept:
+        rows = np.hstack([rows, np.ones((rows.shape[0], 1))])
+    return rows
+
+
+def _target_rows(target, n_classes: int, label_smoothing: float) -> np.ndarray:
+    """Class indices or probability rows as float64 probability rows, label smoothing applied."""
+    if target.ndim == 1:
+        rows = np.zeros((len(target), n_classes))
+        rows[np.arange(len(target)), target] = 1.0
+    else:
+        rows = np.asarray(target, dtype=np.float64)
+    if label_smoothing:
+        rows = (1.0 - label_smoothing) * rows + label_smoothing / n_classes * rows.sum(axis=1, keepdims=True)
+    return rows
+
+
+def _keys(rows: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> list[bytes]:
+    """A 128-bit hash of each sample's features, target and weight: what recognises it when it comes back."""
+    record = np.ascontiguousarray(np.hstack([rows, targets, weights[:, None]]))
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in record]

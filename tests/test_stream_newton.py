@@ -1,0 +1,200 @@
+"""partial_fit's incremental Newton (softmaxkit.linear_model._stream_newton): passes over a finite set reach
+fit's optimum; duplicates, weights, soft labels, sparse input, warm starts, the memory bound and the switch
+to averaged SGD.
+
+A call with the whole set is a Newton step on fit's objective, so those streams must equal fit's optimum to
+the reference's own accuracy. Mini-batch passes weigh each sample by the times it came, which within a pass
+differs by one between the samples already seen and the others: they converge to the optimum as that
+difference fades, and are checked by the relative gap of the objective (averaged SGD: 1e-2 to 1e-3 there).
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse
+from sklearn.datasets import make_classification
+from sklearn.preprocessing import StandardScaler
+
+from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _streaming
+from softmaxkit.linear_model._loss import loss
+
+CLASSES = np.arange(3)
+
+
+def _data(n=600, n_features=5, seed=0):
+    X, y = make_classification(
+        n_samples=n, n_features=n_features, n_informative=3, n_redundant=0, n_classes=3, random_state=seed
+    )
+    return StandardScaler().fit_transform(X), y
+
+
+def _passes(model, X, y, passes, *, batch=64, seed=0, sample_weight=None, classes=CLASSES):
+    rng = np.random.default_rng(seed)
+    for _ in range(passes):
+        order = rng.permutation(X.shape[0])
+        for start in range(0, X.shape[0], batch):
+            rows = order[start : start + batch]
+            weights = None if sample_weight is None else sample_weight[rows]
+            model.partial_fit(X[rows], y[rows], classes=classes, sample_weight=weights)
+    return model
+
+
+def _gap(stream, fitted, X, y, sample_weight=None, **options):
+    """The relative gap of ``stream``'s objective to ``fitted``'s, on fit's objective of ``X, y``."""
+
+    def objective(model):
+        theta = np.hstack([model.coef_, model.intercept_[:, None]]).astype(np.float64)
+        return loss(theta, X, y, sample_weight, fit_intercept=True, **options)
+
+    return (objective(stream) - objective(fitted)) / objective(fitted)
+
+
+def _assert_same_model(stream, fitted, rtol=1e-7):
+    scale = np.abs(fitted.coef_).max()
+    np.testing.assert_allclose(stream.coef_, fitted.coef_, rtol=0, atol=rtol * scale)
+    np.testing.assert_allclose(stream.intercept_, fitted.intercept_, rtol=0, atol=rtol * scale)
+
+
+def _fit(X, y, **options):
+    return SoftmaxRegression(solver="newton-cg", tol=1e-13, max_iter=500, **options)
+
+
+def test_passes_over_a_finite_set_reach_fits_optimum():
+    X, y = _data()
+    fitted = _fit(X, y, alpha=1e-3).fit(X, y)
+    whole = _passes(SoftmaxRegression(alpha=1e-3), X, y, 12, batch=len(y))
+    assert isinstance(whole._stream_state, _stream_newton.NewtonStream)
+    _assert_same_model(whole, fitted)
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 15)
+    assert 0 <= _gap(stream, fitted, X, y, alpha=1e-3) < 1e-9
+
+
+def test_raw_features_need_no_standardising():
+    """Newton's steps do not depend on the features' scales: scales 1e-3 to 1e3 and offsets of 100 converge
+    as fast (averaged SGD's gap stays above 0.1 here)."""
+    X, y = _data()
+    X = X * np.logspace(-3, 3, X.shape[1]) + 100.0
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 20)
+    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-9
+
+
+def test_weights_soft_labels_and_smoothing_give_fits_optimum():
+    X, y = _data(400, seed=1)
+    rng = np.random.default_rng(2)
+    weights = rng.uniform(0.2, 5.0, len(y))
+    options = {"alpha": 1e-3, "label_smoothing": 0.1, "class_weight": {0: 2.0, 1: 1.0, 2: 0.5}}
+    stream = _passes(SoftmaxRegression(**options), X, y, 10, batch=len(y), sample_weight=weights)
+    _assert_same_model(stream, _fit(X, y, **options).fit(X, y, sample_weight=weights))
+    soft = rng.dirichlet(np.ones(3), len(y))
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, soft, 10, batch=len(y))
+    _assert_same_model(stream, _fit(X, soft, alpha=1e-3).fit(X, soft))
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, soft, 15)
+    assert 0 <= _gap(stream, _fit(X, soft, alpha=1e-3).fit(X, soft), X, soft, alpha=1e-3) < 1e-9
+
+
+def test_weights_of_different_calls_are_weighed_against_each_other():
+    """The calls' weights are not rescaled per call: the second half weighted 3 equals fit with those weights."""
+    X, y = _data(400, seed=3)
+    weights = np.where(np.arange(len(y)) < 200, 1.0, 3.0)
+    order = np.concatenate([np.arange(200), np.arange(200, 400)])  # each call all 1s or all 3s
+    stream = SoftmaxRegression(alpha=1e-3)
+    for _ in range(20):
+        for start in range(0, 400, 50):
+            rows = order[start : start + 50]
+            stream.partial_fit(X[rows], y[rows], classes=CLASSES, sample_weight=weights[rows])
+    fitted = _fit(X, y, alpha=1e-3).fit(X, y, sample_weight=weights)
+    assert 0 <= _gap(stream, fitted, X, y, weights, alpha=1e-3) < 1e-9
+    rescaled = _fit(X, y, alpha=1e-3).fit(X, y)  # what per-call rescaling would have reached
+    assert _gap(rescaled, fitted, X, y, weights, alpha=1e-3) > 1e-3
+
+
+def test_duplicate_rows_count_as_often_as_they_come():
+    """A row twice in the data counts twice, whether its copies share a mini-batch or not."""
+    X, y = _data(300, seed=4)
+    X, y = np.vstack([X, X[:40], X[:10]]), np.concatenate([y, y[:40], y[:10]])
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 15, batch=100)
+    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-9
+    memory = stream._stream_state.memory
+    assert len(memory.slots) == 300 and memory.counts[: len(memory.slots)].max() == 15 * 3
+
+
+def test_the_same_features_with_another_label_are_another_sample():
+    X, y = _data(200, seed=5)
+    X, y = np.vstack([X, X[:30]]), np.concatenate([y, (y[:30] + 1) % 3])
+    stream = _passes(SoftmaxRegression(alpha=1e-2), X, y, 15)
+    assert len(stream._stream_state.memory.slots) == 230
+    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-2).fit(X, y), X, y, alpha=1e-2) < 1e-9
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_sparse_mini_batches_and_float32_equal_dense(fit_intercept):
+    X, y = _data(300, seed=6)
+    X[np.abs(X) < 0.7] = 0.0
+    options = {"alpha": 1e-3, "fit_intercept": fit_intercept}
+    dense = _passes(SoftmaxRegression(**options), X, y, 3)
+    sparse = _passes(SoftmaxRegression(**options), scipy.sparse.csr_matrix(X), y, 3)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=1e-10, atol=1e-12)
+    single = _passes(SoftmaxRegression(dtype=np.float32, **options), X.astype(np.float32), y, 8, batch=len(y))
+    assert single.coef_.dtype == np.float32
+    _assert_same_model(single, _fit(X, y, **options).fit(X, y), rtol=1e-6)
+
+
+def test_a_stream_cut_into_other_calls_reaches_the_same_optimum():
+    X, y = _data(500, seed=7)
+    coarse = _passes(SoftmaxRegression(alpha=1e-3), X, y, 15, batch=250)
+    fine = _passes(SoftmaxRegression(alpha=1e-3, batch_size=50), X, y, 15, batch=250)
+    assert fine._stream_state.step == 5 * coarse._stream_state.step
+    fitted = _fit(X, y, alpha=1e-3).fit(X, y)
+    assert 0 <= _gap(coarse, fitted, X, y, alpha=1e-3) < 1e-9 and 0 <= _gap(fine, fitted, X, y, alpha=1e-3) < 1e-9
+
+
+def test_samples_beyond_the_memory_are_not_remembered(monkeypatch):
+    """With room for 100 samples of 600, the memory stays at 100 and the stream still converges near the optimum
+    (the others' models stay in from every visit)."""
+    X, y = _data()
+    row_bytes = 8 * (3 + 1) + _stream_newton._ROW_OVERHEAD_BYTES
+    monkeypatch.setattr(_stream_newton, "ROW_MEMORY_BYTES", 100 * row_bytes)
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 10)
+    memory = stream._stream_state.memory
+    assert len(memory.slots) == 100 and len(memory.counts) == len(memory.logits) == 100
+    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 0.05
+
+
+def test_partial_fit_continues_from_fit():
+    """A fitted model is a prior of WARM_START_ROWS samples: one batch of new rows moves it a little."""
+    X, y = _data(1000)
+    fitted = SoftmaxRegression(alpha=1e-2).fit(X, y)
+    f_star = loss(np.hstack([fitted.coef_, fitted.intercept_[:, None]]), X, y, alpha=1e-2)
+    fitted.partial_fit(X[:64], y[:64])
+    fresh = SoftmaxRegression(alpha=1e-2).partial_fit(X[:64], y[:64], classes=CLASSES)
+    f_warm = loss(np.hstack([fitted.coef_, fitted.intercept_[:, None]]), X, y, alpha=1e-2)
+    f_fresh = loss(np.hstack([fresh.coef_, fresh.intercept_[:, None]]), X, y, alpha=1e-2)
+    assert f_warm - f_star < 0.01 * (f_fresh - f_star)
+
+
+def test_the_method_follows_the_size_of_the_model_and_the_learning_rate():
+    X, y = _data(300)
+    assert isinstance(SoftmaxRegression().partial_fit(X, y, classes=CLASSES)._stream_state, _stream_newton.NewtonStream)
+    wide = np.random.default_rng(0).standard_normal((300, 400))
+    state = SoftmaxRegression().partial_fit(wide, y, classes=CLASSES)._stream_state
+    assert isinstance(state, _streaming.StreamState)  # K = 401 * 3 > MAX_PARAMETERS
+    state = SoftmaxRegression(learning_rate=0.1).partial_fit(X, y, classes=CLASSES)._stream_state
+    assert isinstance(state, _streaming.StreamState)
+    assert _stream_newton.affordable(n_features=340, n_classes=3, fit_intercept=True)
+    assert not _stream_newton.affordable(n_features=341, n_classes=3, fit_intercept=True)
+
+
+def test_bad_weights_are_refused_before_the_state_changes():
+    X, y = _data(200)
+    model = SoftmaxRegression().partial_fit(X[:100], y[:100], classes=CLASSES)
+    before = model._stream_state.hessian.copy()
+    with pytest.raises(ValueError, match="finite sum over the stream"):
+        model.partial_fit(X[100:], y[100:], sample_weight=np.full(100, 1e307))
+    np.testing.assert_array_equal(model._stream_state.hessian, before)
+
+
+def test_zero_weight_rows_are_not_remembered():
+    X, y = _data(200)
+    weights = np.r_[np.zeros(50), np.ones(150)]
+    model = SoftmaxRegression().partial_fit(X, y, classes=CLASSES, sample_weight=weights)
+    assert len(model._stream_state.memory.slots) == 150
