@@ -1,5 +1,7 @@
-r"""The default :meth:`SoftmaxRegression.partial_fit <softmaxkit.linear_model.SoftmaxRegression.partial_fit>`:
-averaged stochastic gradient descent on a stream of mini-batches.
+r"""Averaged stochastic gradient descent on a stream of mini-batches: the default of
+:meth:`SoftmaxRegression.partial_fit <softmaxkit.linear_model.SoftmaxRegression.partial_fit>` for models too
+large for the incremental Newton of :mod:`._stream_newton` (:func:`new_stream` chooses), or with a numeric
+``learning_rate``.
 
 Each mini-batch is one step (a call with more rows than ``batch_size`` is several), and everything
 that changes with time (the step count, the momentum buffer, the average) advances by steps, and the
