@@ -131,3 +131,15 @@ def test_bench_torch_ops_quick(tmp_path):
     assert {r["operation"] for r in rows} == {"softmax", "log_softmax", "logsumexp", "cross_entropy"}
     assert {r["mode"] for r in rows} == {"forward", "forward+backward"}
     assert all(r[f"{k}_ms"] > 0 for r in rows for k in ("ours", "torch", "naive"))
+
+
+def test_bench_lbfgs_quick(tmp_path):
+    run_benchmark("bench_lbfgs.py", "--quick", out=tmp_path)
+    rows = {(r["case"], r["solver"]): r for r in rows_of(tmp_path, "lbfgs-quick")}
+    assert set(rows) == {(c, s) for c in ("tfidf-50-classes", "digits") for s in ("ours", "scipy")}
+    for case in ("tfidf-50-classes", "digits"):
+        ours, scipy = rows[case, "ours"], rows[case, "scipy"]
+        assert ours["median_s"] > 0 and ours["ratio"] > 0
+        # the same stopping rule to the same tol: about as many iterations, the same objective to about tol
+        assert 0.7 * scipy["iterations"] - 5 <= ours["iterations"] <= 1.3 * scipy["iterations"] + 5
+        assert abs(ours["objective"] - scipy["objective"]) <= 1e-5 * scipy["objective"]

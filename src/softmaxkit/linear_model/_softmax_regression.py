@@ -87,7 +87,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         a factorisation fits (letter, pendigits, satimage, covtype, digits; lbfgs 0.8-1.1x there),
         lbfgs about 1x and newton-cg 3-5x on news20 (62,061 sparse features, 20 classes); the
         latest table is ``benchmarks/results/fit.md``. ``solver_`` records the choice.
-        "lbfgs": SciPy's L-BFGS (scikit-learn's default algorithm). "newton-cg": inexact Newton
+        "lbfgs": L-BFGS (scikit-learn's default algorithm; our own). "newton-cg": inexact Newton
         with preconditioned CG on exact Hessian-vector products and a backtracking line search
         (the preconditioner is Jacobi, then a lagged Cholesky factorisation of the whole Hessian or
         of its class blocks once CG slows down). "sgd": mini-batch SGD with Nesterov momentum.

@@ -14,13 +14,14 @@ All of them return a :class:`SolverResult`.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import numpy as np
-import scipy.optimize
+
+from softmaxkit.linear_model._lbfgs import minimize_lbfgs_resumable
+from softmaxkit.linear_model._result import SolverResult
 
 __all__ = [
     "SOLVERS",
@@ -68,86 +69,22 @@ class Objective(NamedTuple):
     batch_loss_gradient: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
-@dataclass
-class SolverResult:
-    """What a solver returns: the point, the iterations done, the objective after each, and whether it converged."""
-
-    x: np.ndarray
-    n_iter: int
-    loss_curve: list[float]
-    converged: bool
-    message: str = ""
-
-
-def _inverse_hessian_product(g: np.ndarray, pairs) -> np.ndarray:
-    """L-BFGS's approximation of ``H^-1 g`` from the curvature pairs ``(s, y)``, oldest first (the two-loop recursion)."""
-    q = g.copy()
-    coefficients = []
-    for s, y in reversed(pairs):
-        rho = 1.0 / float(np.dot(y, s))
-        a = rho * float(np.dot(s, q))
-        q -= a * y
-        coefficients.append((rho, a))
-    r = q * max(float(np.dot(s, s)) / float(np.dot(s, y)) for s, y in pairs)
-    for (s, y), (rho, a) in zip(pairs, reversed(coefficients)):
-        r += s * (a - rho * float(np.dot(y, r)))
-    return r
-
-
 def minimize_lbfgs(loss_gradient, x0, *, max_iter: int, tol: float, callback=None, memory: int = 10) -> SolverResult:
-    """L-BFGS (SciPy's L-BFGS-B without bounds) until the estimated relative gap to the optimum is at most ``tol``.
+    """L-BFGS until the estimated relative gap to the optimum is at most ``tol``: :func:`._lbfgs.minimize_lbfgs_resumable`.
 
     The estimate is half the squared Newton decrement, ``g^T H^-1 g / 2`` (which approximates
     ``f - f*`` near the optimum), with L-BFGS's own approximation of ``H^-1`` from the last
-    ``memory`` steps (SciPy keeps as many): the solver stops at the first iterate with
-    ``g^T H^-1 g / 2 <= tol * |f|``. The relative decrease test is set to ``64 * eps``: it stops
-    the solver, converged, where the objective no longer decreases measurably (a ``tol`` below
-    the objective's rounding).
+    ``memory`` steps: the solver stops at the first iterate with ``g^T H^-1 g / 2 <= tol * |f|``.
+    A relative decrease of at most ``64 * eps`` also stops it, converged: the objective no longer
+    decreases measurably (a ``tol`` below the objective's rounding).
+
+    Our own L-BFGS rather than SciPy's L-BFGS-B (the same algorithm without bounds, with its
+    generalised Cauchy point and subspace step at every iteration): on news20 (1,241,240
+    parameters, one thread) L-BFGS-B's own work took 60 ms per iteration and the estimate above
+    another 100 ms from outside it, against 38 ms for both here (a fused two-loop recursion that
+    gives the estimate for free), at 223 iterations against SciPy's 219 to the same tol.
     """
-    curve: list[float] = []
-    stopped = [False]
-    converged_by_gap = [False]
-    last: dict = {}
-    pairs: deque = deque(maxlen=memory)
-
-    def fun(x):
-        f, g = loss_gradient(x)
-        g = np.asarray(g, dtype=np.float64).ravel()
-        last["x"], last["g"] = np.array(x, dtype=np.float64), g
-        return f, g
-
-    def on_iteration(intermediate_result):
-        x, f = intermediate_result.x, float(intermediate_result.fun)
-        curve.append(f)
-        if callback is not None and callback(x, f):
-            stopped[0] = True
-            raise StopIteration
-        if not np.array_equal(last.get("x"), x):  # (SciPy reports its last evaluated point: always equal)
-            last.pop("previous", None)
-            return
-        g = last["g"]
-        if "previous" in last:
-            s, y = x - last["previous"][0], g - last["previous"][1]
-            if float(np.dot(s, y)) > 1e-12 * float(np.dot(y, y)):  # the pairs SciPy keeps have s^T y > 0
-                pairs.append((s, y))
-        last["previous"] = (x.copy(), g)
-        if pairs and 0.5 * float(np.dot(g, _inverse_hessian_product(g, pairs))) <= tol * abs(f):
-            converged_by_gap[0] = True
-            raise StopIteration
-
-    result = scipy.optimize.minimize(
-        fun,
-        np.asarray(x0, dtype=np.float64).ravel(),
-        method="L-BFGS-B",
-        jac=True,
-        callback=on_iteration,
-        options={"maxiter": max_iter, "maxls": 50, "gtol": 0.0, "ftol": 64 * np.finfo(float).eps, "maxcor": memory},
-    )
-    # status 0: converged (gradient exactly 0, or no measurable decrease); 1: iteration limit; 2: line search could not
-    # progress (at machine precision)
-    converged = bool(result.status == 0 or stopped[0] or converged_by_gap[0] or (result.status == 2 and curve))
-    message = "estimated relative gap below tol" if converged_by_gap[0] else str(result.message)
-    return SolverResult(result.x, int(result.nit), curve, converged, message)
+    return minimize_lbfgs_resumable(loss_gradient, x0, max_iter=max_iter, tol=tol, callback=callback, memory=memory)
 
 
 def _pcg(hessp, b, precondition, tol, max_iter):

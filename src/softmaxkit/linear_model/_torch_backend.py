@@ -10,7 +10,7 @@ float64 NumPy vectors), computing the objective of :mod:`softmaxkit.linear_model
 
 with :func:`softmaxkit.torch.cross_entropy`'s autograd op for the cross-entropy and its gradient
 with respect to the logits, and two matrix products on the device for the chain rule through the
-linear map. The solvers stay on the host (SciPy's L-BFGS, the package's Newton-CG and mini-batch
+linear map. The solvers stay on the host (the package's L-BFGS, Newton-CG and mini-batch
 loops); only the parameter vector (``n_classes * (n_features + 1)`` numbers) and the gradient cross
 between host and device at each evaluation. Hessian-vector products and the Hessian's diagonal
 run on the device; Newton-CG's factorised preconditioner ("full", :mod:`._preconditioners`, as
