@@ -7,8 +7,9 @@ Usage: ``python benchmarks/bench_auto.py [--quick] [--cases a,b] [--threads 1,de
 ``breast_cancer`` (binary) and ``digits``, and ``make_classification`` with 5 to 200 features, 3 to 50
 classes and 500 to 50,000 rows, standardised (80/20 splits, as ``tests/_datasets.py`` splits
 ``digits``), and ill-conditioned sets (the same, unstandardised: feature scales 1e-3 to 1e3). For
-each case (``C = 1``, ``alpha = 1 / (C n)``) and each BLAS thread setting, the protocol of
-``bench_fit.py``'s ``time_to_optimum``: the objective ``f*`` of ``LogisticRegression(tol=1e-10)``;
+each case (``C = 1``; ``alpha = 1 / (C n)``, ``2 / (C n)`` for two classes, where scikit-learn fits one
+weight vector) and each BLAS thread setting, the protocol of ``bench_fit.py``'s ``time_to_optimum``: the
+objective ``f*`` of ``LogisticRegression(tol=1e-10)``;
 each competitor (scikit-learn lbfgs, the default ``SoftmaxRegression()``, and newton-cg and lbfgs)
 climbs its tol ladder until it is within 1e-6 (relative) of ``f*``; then the chosen fits run in
 interleaved rounds and the medians are compared. The 1-minute load average (``uptime``) is recorded
@@ -36,8 +37,10 @@ from threadpoolctl import threadpool_limits
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import environment, write_results  # noqa: E402
-from bench_fit import objective, time_to_optimum  # noqa: E402
+from _common import environment, measure, write_results  # noqa: E402
+from bench_fit import _competitors, climb  # noqa: E402
+
+from softmaxkit.linear_model import _loss  # noqa: E402
 
 RESULTS = HERE / "results"
 # name -> (n_samples, n_features, n_informative, n_classes, standardised); None: a scikit-learn toy set
@@ -81,6 +84,55 @@ def load_case(name: str):
     return np.ascontiguousarray(X_train), np.ascontiguousarray(X_test), y_train, y_test
 
 
+def _theta(model, n_classes):
+    """``[coef | intercept]`` of the multinomial objective; scikit-learn's binary ``w`` is ``(-w / 2, w / 2)``."""
+    coef = np.hstack([model.coef_, np.reshape(model.intercept_, (-1, 1))]).astype(np.float64)
+    if n_classes == 2 and coef.shape[0] == 1:
+        coef = np.vstack([-coef / 2, coef / 2])
+    return coef
+
+
+def time_to_optimum(name, data, threads, repeats, solvers):
+    """``bench_fit.py``'s race on one case at ``C = 1`` (two classes: ``alpha = 2 / n``, the same optimum)."""
+    X, _, y, _ = data
+    codes = np.searchsorted(np.unique(y), y)
+    n_classes = len(np.unique(y))
+    alpha = (2.0 if n_classes == 2 else 1.0) / X.shape[0]
+
+    def objective(model):
+        return _loss.loss(_theta(model, n_classes), X, codes, None, alpha)
+
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        f_star = objective(LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000).fit(X, y))
+    rows, chosen = [], {}
+    with threadpool_limits(threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for method, make in _competitors(1.0, alpha, solvers).items():
+            tol, model, gap, _ = climb(make, X, y, lambda m: (objective(m) - f_star) / f_star)
+            chosen[method] = lambda make=make, tol=tol: make(tol).fit(X, y)
+            solver_used = getattr(model, "solver_", "lbfgs")
+            rows.append(
+                {
+                    "dataset": name,
+                    "threads": threads,
+                    "method": method,
+                    "solver_used": solver_used,
+                    "tol": tol,
+                    "n_iter": int(np.max(model.n_iter_)),
+                    "gap": gap,
+                    "reached": gap <= 1e-6,
+                }
+            )
+        timings = measure(chosen, repeats=repeats, warmup=0)  # (the ladder's last fit was the warm-up)
+    reference = timings["sklearn LogisticRegression(lbfgs)"].median
+    for row in rows:
+        timing = timings[row["method"]]
+        row.update(seconds=timing.median, seconds_min=timing.min, seconds_max=timing.max, f_star=f_star)
+        row["ratio_to_sklearn"] = timing.median / reference
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"some of {', '.join(CASES)}")
@@ -105,19 +157,12 @@ def main(argv=None):
     for name in names:
         data = load_case(name)
         X, _, y, _ = data
-        codes = np.searchsorted(np.unique(y), y)
-        alpha = 1.0 / X.shape[0]
-        with threadpool_limits(1), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000).fit(X, y)
-        f_star = objective(reference, X, codes, alpha)
         for threads in threads_settings:
             label = "default" if threads is None else str(threads)
-            with threadpool_limits(threads):
-                case_rows = time_to_optimum(name, 1.0, data, f_star, label, args.repeats, solvers)
+            case_rows = time_to_optimum(name, data, threads, args.repeats, solvers)
             load = round(os.getloadavg()[0], 2)
             for row in case_rows:
-                row.pop("ladder")
+                row["threads"] = label
                 row.update(shape=f"{X.shape[0]}x{X.shape[1]}x{len(np.unique(y))}", load_1m=load)
                 print(
                     f"{name:16s} threads={label:7s} {row['method']:46s} {row['solver_used']:9s} tol={row['tol']:<6g} "
