@@ -175,6 +175,8 @@ def main(argv=None):
         met = sum(r["reached"] and r["ratio_to_sklearn"] <= 0.5 for r in ours)
         notes = [
             f"command: `python benchmarks/bench_auto.py {' '.join(sys.argv[1:] if argv is None else argv)}`".strip(),
+            f"cases done: {names.index(name) + 1} of {len(names)}"
+            + ("" if name == names[-1] else " (the run is incomplete)"),
             f"the default at most 0.5x scikit-learn's time (at the optimum) in {met} of {len(ours)} rows",
             "load_1m: the 1-minute load average when each case's fits were timed (a shared 2-core machine)",
         ]
