@@ -82,7 +82,16 @@ def test_bench_fit_quick(tmp_path, datasets_dir):
     assert ours["ratio_to_sklearn"] > 0
 
 
-@pytest.mark.parametrize("script", ["bench_numerics.py", "bench_linear_ce.py", "bench_fit.py"])
+def test_bench_auto_quick(tmp_path):
+    run_benchmark("bench_auto.py", "--quick", out=tmp_path)
+    rows = rows_of(tmp_path, "auto-quick")
+    assert {r["dataset"] for r in rows} == {"iris", "mc-500x5x3"}
+    for row in rows:
+        assert row["reached"] and row["gap"] <= 1e-6 and row["ratio_to_sklearn"] > 0, row
+    assert {r["solver_used"] for r in rows if r["method"].endswith("default (auto)")} == {"newton-cg"}
+
+
+@pytest.mark.parametrize("script", ["bench_numerics.py", "bench_linear_ce.py", "bench_fit.py", "bench_auto.py"])
 def test_benchmark_help_names_out_option(script):
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120

@@ -202,14 +202,14 @@ def test_preconditioner_kinds_and_costs(rng):
     _, _, hessp = _loss.loss_gradient_hessp(rng.normal(size=(5, 10)), X, target)
     assert hessp.preconditioner_cost("diagonal") == 0.5
     # 5 classes x 10: the Hessian from min(1000, max(2 * 50, 480 * 1000 // 50)) = 1000 rows:
-    # (C m s^2 + m P^2 / 2 + P^3 / 3) / (4 n d C) Hessian-vector products
+    # (2 C m s^2 + m P^2 / 2 + P^3 / 3) / (2 n d C + 40 n C) Hessian-vector products
     assert _preconditioners.full_rows(1000, 50) == 1000
-    hessp_flops = 4 * 1000 * 9 * 5
-    expected_full = (5 * 1000 * 100 + 1000 * 50**2 / 2 + 50**3 / 3) / hessp_flops
+    hessp_flops = 2 * 1000 * 9 * 5 + 40 * 1000 * 5
+    expected_full = (2 * 5 * 1000 * 100 + 1000 * 50**2 / 2 + 50**3 / 3) / hessp_flops
     assert hessp.preconditioner_cost("full") == pytest.approx(expected_full)
     assert _preconditioners.full_rows(10**6, 1000) == 480_000
     assert _preconditioners.block_rows(1000, 10) == 1000 and _preconditioners.block_rows(10**7, 1001) == 1_598_401
-    assert hessp.preconditioner_cost("block") == pytest.approx((5 * 1000 * 100 + 5 * 1000 / 3) / hessp_flops)
+    assert hessp.preconditioner_cost("block") == pytest.approx((2 * 5 * 1000 * 100 + 5 * 1000 / 3) / hessp_flops)
     # the memory rule: no n_params^2 matrix beyond max(2**22 numbers, the entries of X)
     assert _preconditioners.cost("full", n_samples=100, n_features=500, n_classes=10, fit_intercept=True) == np.inf
     assert np.isfinite(_preconditioners.cost("block", n_samples=100, n_features=500, n_classes=10, fit_intercept=True))

@@ -23,11 +23,28 @@ def choose_solver(*, n_samples: int, n_features: int, n_classes: int, nnz: int, 
     (many features times classes, typically sparse text), where each iteration costs one pass.
 
     Measured (``benchmarks/bench_fit.py``, time to scikit-learn's optimum within 1e-6, one thread):
-    Newton-CG at 0.1-0.4x scikit-learn's time on letter, pendigits, satimage, covtype and digits
+    Newton-CG at 0.1-0.4x scikit-learn's time on letter, pendigits, satimage and covtype
     (full factorisation affordable), against 0.8-1.1x for our L-BFGS; on news20 (62,061 sparse
     features x 20 classes, no factorisation affordable) Newton-CG with Jacobi took 3-5x
     scikit-learn's time (33-38 iterations, thousands of Hessian-vector products) and L-BFGS about
     1x. The numbers of the last run are in ``benchmarks/results/fit.md``.
+
+    Small and mid-size dense problems (``benchmarks/bench_auto.py``: the toy sets, ``make_classification``
+    with 5-200 features, 3-50 classes, 500-50,000 rows, and unstandardised sets; the last run is in
+    ``benchmarks/results/auto.md``) keep Newton-CG. On one thread, under load 10-11, our Newton-CG took
+    0.5-1.5x scikit-learn's time to its optimum on the mid-size sets (digits 0.7x, 40,000 x 20 x 50 0.5x;
+    the well-conditioned ``make_classification`` sets, which scikit-learn's L-BFGS solves in 10-13
+    iterations, 1.0-1.5x) and 0.9-2.6x on the toy sets (fits of 3-8 ms, where one solver's medians
+    varied up to 2.5x); our L-BFGS took 0.6-4x, faster than our Newton-CG by at most 10% on three of the
+    well-conditioned sets and 2-3x slower on the toy sets: SciPy's L-BFGS-B costs about 0.18 ms per
+    iteration of its own at 650 parameters (a quadratic, 300 iterations), more than one evaluation on
+    digits, and tiny problems need as many iterations as large ones. Unstandardised (5,000 x 20 x 5,
+    feature scales 1e-3 to 1e3), Newton-CG reached in 3 iterations (31 ms) an objective 3.5e-3 below the
+    one scikit-learn's L-BFGS stopped at after 14,235 (35 s). On the library's default threads
+    scikit-learn's fits took 10-50 times as long on those problems (two threads on a
+    busy 2-core machine) and ours, on one BLAS thread below :data:`._threads.SMALL_PASS`, did not:
+    0.01-0.4x. Within Newton-CG the factorisation is built where its measured cost pays (see
+    :func:`._preconditioners.cost`): digits no longer builds its 650 x 650 one.
     """
     options = {"n_features": n_features, "n_classes": n_classes, "fit_intercept": fit_intercept, "nnz": nnz}
     if any(_preconditioners.affordable(kind, **options) for kind in ("full", "block")):

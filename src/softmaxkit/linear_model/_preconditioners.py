@@ -96,12 +96,26 @@ def affordable(kind: str, *, n_features: int, n_classes: int, fit_intercept: boo
     return 2 * (n_classes * size) ** 2 <= limit
 
 
+# The cost model of cost(), in multiply-adds, fitted to the measured build times of the five dense sets below
+# (one thread, median of 5 interleaved rounds, the 2-core development machine under load 9). A Hessian-vector
+# product is its two products with X (2 nnz C) plus its passes over the n x C logits, which cost about as much as
+# HESSP_ROW_WORK multiply-adds per entry; forming the class blocks of X~^T diag(.) X~ (one product and one
+# scaled copy of X's rows per class) takes FORM_FACTOR times their multiply-adds. Measured build time / one
+# product against the model (old model: products as 4 nnz C, the blocks as C m s^2):
+#   digits 1437 x 64 x 10:   full 184 (model 198; old 114)     letter 16000 x 16 x 26: full 52 (61; old 64)
+#   pendigits 7494 x 16 x 10: full 25 (28; old 27)              satimage 4435 x 36 x 6: full 29 (62; old 39)
+#   covtype 11340 x 54 x 7:   full 58 (114; old 64)
+# so that Newton-CG (which builds "full" once its cost is at most 6 times the last CG run) no longer builds
+# digits' 650 x 650 factorisation (22 ms, a whole fit without it took 20 ms), and still builds the others'.
+HESSP_ROW_WORK = 40
+FORM_FACTOR = 2
+
+
 def cost(kind: str, *, n_samples: int, n_features: int, n_classes: int, fit_intercept: bool, nnz=None) -> float:
-    """The cost of building the preconditioner ``kind``, in Hessian-vector products (a flop estimate).
+    """The cost of building the preconditioner ``kind``, in Hessian-vector products (the model above).
 
     ``nnz`` is the number of stored entries of ``X`` (``n_samples * n_features`` when dense, the
-    default); a Hessian-vector product costs about ``4 nnz C`` operations. ``inf`` when the
-    preconditioner's matrix is not :func:`affordable`.
+    default). ``inf`` when the preconditioner's matrix is not :func:`affordable`.
     """
     nnz = n_samples * n_features if nnz is None else nnz
     if check_kind(kind) == "diagonal":
@@ -109,13 +123,13 @@ def cost(kind: str, *, n_samples: int, n_features: int, n_classes: int, fit_inte
     if not affordable(kind, n_features=n_features, n_classes=n_classes, fit_intercept=fit_intercept, nnz=nnz):
         return np.inf
     size = n_features + int(fit_intercept)
-    hessp = 4.0 * max(nnz, n_samples) * n_classes
+    hessp = 2.0 * max(nnz, n_samples) * n_classes + HESSP_ROW_WORK * n_samples * n_classes
     if kind == "block":
         rows = block_rows(n_samples, size)
-        return (n_classes * rows * size**2 + n_classes * size**3 / 3) / hessp
+        return (FORM_FACTOR * n_classes * rows * size**2 + n_classes * size**3 / 3) / hessp
     n_params = n_classes * size
     rows = full_rows(n_samples, n_params)
-    return (n_classes * rows * size**2 + rows * n_params**2 / 2 + n_params**3 / 3) / hessp
+    return (FORM_FACTOR * n_classes * rows * size**2 + rows * n_params**2 / 2 + n_params**3 / 3) / hessp
 
 
 def _sample(n_samples: int, max_rows: int | None) -> tuple[np.ndarray, float]:
