@@ -152,12 +152,34 @@ def test_samples_beyond_the_memory_are_not_remembered(monkeypatch):
     """With room for 100 samples of 600, the memory stays at 100 and the stream still converges near the optimum
     (the others' models stay in from every visit)."""
     X, y = _data()
-    row_bytes = 8 * (3 + 1) + _stream_newton._ROW_OVERHEAD_BYTES
+    row_bytes = 8 * 3 + _stream_newton._ROW_OVERHEAD_BYTES
     monkeypatch.setattr(_stream_newton, "ROW_MEMORY_BYTES", 100 * row_bytes)
     stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 10)
     memory = stream._stream_state.memory
     assert len(memory.slots) == 100 and len(memory.counts) == len(memory.logits) == 100
     assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 0.05
+
+
+def test_the_memory_of_the_samples_stays_within_its_budget(monkeypatch):
+    """30,000 distinct samples with room for a third of them: the traced memory grows by the budget, not more."""
+    import tracemalloc
+
+    budget = 2**20
+    monkeypatch.setattr(_stream_newton, "ROW_MEMORY_BYTES", budget)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30_000, 5)), rng.integers(0, 3, 30_000)
+    model = SoftmaxRegression().partial_fit(X[:500], y[:500], classes=CLASSES)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for start in range(500, 30_000, 500):
+            model.partial_fit(X[start : start + 500], y[start : start + 500])
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    memory = model._stream_state.memory
+    assert len(memory.slots) == memory.max_rows == budget // (8 * 3 + _stream_newton._ROW_OVERHEAD_BYTES)
+    assert grown < 1.1 * budget
 
 
 def test_partial_fit_continues_from_fit():
