@@ -9,6 +9,7 @@ rest has its own module: the inputs (:mod:`._inputs`), the loss and the facts ab
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 from typing import ClassVar
@@ -495,22 +496,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             x0 = self._initial_theta(n_classes, n_features, target, s, warm=not first)
             options = {"n_classes": n_classes, "warm": not first}
             self._stream_state = new_stream(self.learning_rate, X, self.alpha, self.fit_intercept, x0, **options)
-        objective = self._objective(X, target, s, n_classes, dtype)
+        objective = functools.partial(self._objective, X, target, s, n_classes, dtype)  # built where needed
         with limit_blas_threads(blas_threads(nnz=nnz(X), n_classes=n_classes)):
             if averaged:
                 batch = n_samples if self.batch_size == "auto" else min(self.batch_size, n_samples)
-                options = {
-                    "batch_size": batch,
-                    "momentum": float(self.momentum),
-                    "label_smoothing": self.label_smoothing,
-                }
+                options = {"batch_size": batch, "momentum": float(self.momentum), "alpha": float(self.alpha)}
+                options.update(label_smoothing=self.label_smoothing, fit_intercept=bool(self.fit_intercept))
                 weights = sample_weights(*weighing, np.float64, allow_balanced=False, scaled=False)
-                f, x = stream_steps(self._stream_state, objective.batch_loss_gradient, X, target, weights, **options)
+                f, x = stream_steps(self._stream_state, objective, X, target, weights, **options)
             else:
                 state = self._stochastic_state
                 x0 = self._initial_theta(n_classes, n_features, target, s, warm=True)
                 options = {"rng": self._partial_fit_rng, **self._epoch_options(n_samples, state)}
-                x, f = _solvers.stochastic_epoch(objective.batch_loss_gradient, x0, n_samples, state, **options)
+                x, f = _solvers.stochastic_epoch(objective().batch_loss_gradient, x0, n_samples, state, **options)
         if not np.isfinite(f):
             raise FloatingPointError(f"the objective diverged to {f}; lower learning_rate")
         self._set_coef(x, n_classes, n_features, dtype)

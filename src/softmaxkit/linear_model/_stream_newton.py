@@ -121,6 +121,10 @@ WARM_START_ROWS = 25_600
 # (59,000 samples; tests/test_stream_newton.py bounds it).
 _ROW_OVERHEAD_BYTES = 150
 
+# A step sums its batch's models in chunks of at most this many numbers of dense rows x parameters (32 MiB), so
+# that a large or sparse call allocates a bounded amount.
+_CHUNK_NUMBERS = 2**22
+
 
 def affordable(*, n_features: int, n_classes: int, fit_intercept: bool) -> bool:
     """Whether the incremental Newton's Hessian is small enough: :math:`K \\le` :data:`MAX_PARAMETERS`.
@@ -197,179 +201,198 @@ def new_newton_stream(x0, *, n_features: int, n_classes: int, alpha: float, fit_
     )
 
 
-def newton_steps(state: NewtonStream, X, target, sample_weight, *, batch_size: int, label_smoothing: float) -> float:
+def newton_steps(
+    state: NewtonStream, X, target, sample_weight, *, alpha: float, batch_size: int, label_smoothing: float
+) -> float:
     """Steps on consecutive ``batch_size`` rows of ``X`` (the stream's order); returns the mean batch objective.
 
     ``target`` holds class indices or rows of probabilities, ``sample_weight`` is None or one weight per
-    row; ``state`` is updated in place. The objective of a batch is taken before its step.
+    row; ``alpha`` is the estimator's current penalty (the sums hold none of it). ``state`` is updated in
+    place, one step at a time: a step that fails (a ``ValueError`` or ``FloatingPointError``) leaves it as it
+    was. The objective of a batch is taken before its step.
     """
+    state.alpha = float(alpha)
     n_samples = X.shape[0]
     total = 0.0
     for start in range(0, n_samples, batch_size):
         stop = min(start + batch_size, n_samples)
         weights = None if sample_weight is None else np.asarray(sample_weight[start:stop], dtype=np.float64)
-        rows = _with_intercept(X[start:stop], state.fit_intercept)
-        targets = _target_rows(target[start:stop], state.theta.shape[1], label_smoothing)
-        total += _step(state, rows, targets, weights) * (stop - start)
+        batch = (X[start:stop], target[start:stop], weights)
+        total += _step(state, *batch, label_smoothing=label_smoothing) * (stop - start)
     return total / n_samples
 
 
-def _step(state: NewtonStream, rows: np.ndarray, targets: np.ndarray, weights) -> float:
-    """One step on the batch (``rows`` with the intercept's column); its objective before the step."""
-    weights = np.ones(len(rows)) if weights is None else weights
-    mass = targets.sum(axis=1)  # the cross-entropy of a target of mass m is m times that of target / m
-    keep = (weights > 0) & (mass > 0)
-    n_kept = int(keep.sum())
-    with np.errstate(over="ignore"):  # an infinite sum is refused below
-        added = float((weights * mass)[keep].sum())
-    prior = WARM_START_ROWS / max(n_kept, 1) if state.warm else 0.0
-    if not np.isfinite(state.total_weight + (1.0 + prior) * added):
-        raise ValueError(f"sample_weight must have a finite sum over the stream, got {state.total_weight + added}")
-    logits = rows @ state.theta
-    objective = _batch_objective(logits, targets, weights, state)
-    rows, targets, weights, logits = (
-        rows[keep],
-        targets[keep] / mass[keep, None],
-        weights[keep] * mass[keep],
-        logits[keep],
-    )
-    if state.warm and n_kept:
-        _add_prior(state, rows, logits, prior * weights)
-    slots = state.memory.find(_keys(rows, targets, weights))
-    forgotten = slots < 0  # beyond the memory: their models stay in for good
-    _add_models(
-        state,
-        rows[forgotten],
-        softmax(logits[forgotten], axis=1),
-        logits[forgotten],
-        targets[forgotten],
-        weights[forgotten],
-    )
-    _replace_models(
-        state, slots[~forgotten], rows[~forgotten], logits[~forgotten], targets[~forgotten], weights[~forgotten]
-    )
-    state.total_weight += added
+@dataclass
+class _Sums:
+    """Working copies of ``A`` and ``r`` for one step (the state takes them only if the step succeeds)."""
+
+    hessian: np.ndarray
+    rhs: np.ndarray
+
+
+def _step(state: NewtonStream, X, target, weights, *, label_smoothing: float) -> float:
+    """One step on the batch ``X, target, weights``; its objective before the step.
+
+    The batch's models are summed in chunks of at most :data:`_CHUNK_NUMBERS` numbers of dense rows, so a
+    large call (``batch_size="auto"``) or a sparse one allocates a bounded amount. The sums are copies and
+    the memory's changes are logged, so that a failed solve leaves the state as it was.
+    """
+    n_rows, width = X.shape[0], state.theta.shape[0]
+    weights = np.ones(n_rows) if weights is None else weights
+    W = state.theta[: width - int(state.fit_intercept)]
+    penalty = 0.5 * state.alpha * float(np.vdot(W, W))
+    sums = _Sums(state.hessian.copy(), state.rhs.copy())
+    undo = []
+    losses = added = prior_weight = 0.0
+    chunk = max(1, _CHUNK_NUMBERS // state.theta.size)
+    try:
+        for start in range(0, n_rows, chunk):
+            stop = min(start + chunk, n_rows)
+            rows = _with_intercept(X[start:stop], state.fit_intercept)
+            targets = _target_rows(target[start:stop], state.theta.shape[1], label_smoothing)
+            chunk_weights = weights[start:stop]
+            mass = targets.sum(axis=1)  # the cross-entropy of a target of mass m is m times that of target / m
+            keep = (chunk_weights > 0) & (mass > 0)
+            logits = rows @ state.theta
+            rows, targets, logits = rows[keep], targets[keep], logits[keep]
+            with np.errstate(over="ignore"):  # an infinite sum is refused below
+                losses += float(chunk_weights[keep] @ _losses(logits, targets))
+                chunk_weights = chunk_weights[keep] * mass[keep]
+                added += float(chunk_weights.sum())
+            targets = targets / mass[keep, None]
+            if state.warm and not prior_weight and len(rows):  # the fitted start as a prior (WARM_START_ROWS)
+                prior_weight = _add_prior(state, sums, rows, logits, (WARM_START_ROWS / len(rows)) * chunk_weights)
+            if not np.isfinite(state.total_weight + prior_weight + added):
+                raise ValueError(f"sample_weight must have a finite sum over the stream, got {added}")
+            slots = state.memory.find(_keys(rows, targets, chunk_weights))
+            forgotten = slots < 0  # beyond the memory: their models stay in for good
+            proba = softmax(logits[forgotten], axis=1)
+            _add_models(sums, rows[forgotten], proba, logits[forgotten], targets[forgotten], chunk_weights[forgotten])
+            remembered = ~forgotten
+            kept = (rows[remembered], logits[remembered], targets[remembered], chunk_weights[remembered])
+            undo.append(_replace_models(state.memory, sums, slots[remembered], *kept))
+        total_weight = state.total_weight + prior_weight + added
+        if total_weight > 0:
+            move = _model_minimiser(sums, total_weight, state) - state.theta
+            change = float(np.abs(X @ move[: X.shape[1]] + (move[-1] if state.fit_intercept else 0.0)).max())
+            if change > MAX_LOGIT_CHANGE:
+                move *= MAX_LOGIT_CHANGE / change
+    except (ValueError, FloatingPointError):
+        for slots, logits, counts, floors in reversed(undo):
+            state.memory.logits[slots], state.memory.counts[slots], state.memory.floors[slots] = logits, counts, floors
+        raise
+    total = float(weights.sum())
+    objective = (losses / total if total > 0 else 0.0) + penalty
+    state.hessian, state.rhs, state.total_weight = sums.hessian, sums.rhs, total_weight
+    state.warm = state.warm and not prior_weight
     state.step += 1
-    state.samples_seen += len(keep)
-    if state.total_weight > 0:
-        move = _model_minimiser(state) - state.theta
-        change = float(np.abs(rows @ move).max()) if len(rows) else 0.0
-        if change > MAX_LOGIT_CHANGE:
-            move *= MAX_LOGIT_CHANGE / change
+    state.samples_seen += int(np.count_nonzero(weights > 0))
+    if total_weight > 0:
         state.theta = state.theta + move
     return objective
 
 
-def _add_prior(state: NewtonStream, rows, logits, weights) -> None:
+def _add_prior(state: NewtonStream, sums: _Sums, rows, logits, weights) -> float:
     r"""The fitted start :math:`\theta_0` as a prior: the batch's models at :math:`\theta_0` with the gradient
-    that makes :math:`\theta_0` the minimiser, :math:`-\alpha P \theta_0` (a fitted optimum's data gradient)."""
-    _add_models(state, rows, softmax(logits, axis=1), logits, None, weights, gradient=False)
+    that makes :math:`\theta_0` the minimiser, :math:`-\alpha P \theta_0` (a fitted optimum's data gradient).
+    Returns the prior's weight."""
+    _add_models(sums, rows, softmax(logits, axis=1), logits, None, weights, gradient=False)
     penalty_gradient = state.alpha * state.theta.copy()
     if state.fit_intercept:
         penalty_gradient[-1] = 0.0
     total = float(weights.sum())
-    state.rhs += total * penalty_gradient.ravel()
-    state.total_weight += total
-    state.warm = False
+    sums.rhs += total * penalty_gradient.ravel()
+    return total
 
 
-def _replace_models(state, slots, rows, logits, targets, weights) -> None:
-    """The remembered samples' old models (if they came before) out of ``A`` and ``r``, their new ones in.
+def _replace_models(memory: RowMemory, sums: _Sums, slots, rows, logits, targets, weights):
+    """The remembered samples' old models (if they came before) out of the sums, their new ones in.
 
     A sample twice in the batch is one sample whose count grows by two: its old model goes out once.
+    Returns ``(slots, logits, counts, floors)`` as they were, to undo the memory's change.
     """
-    memory = state.memory
     slots, first, times = np.unique(slots, return_index=True, return_counts=True)
     rows, logits, targets, weights = rows[first], logits[first], targets[first], weights[first]
     counts = memory.counts[slots]
     floors = memory.floors[slots]
+    undo = (slots, memory.logits[slots], counts, floors)
     seen = counts > 0
     new_floors = floors.copy()
     if seen.any():
         old = memory.logits[slots[seen]]
-        _add_models(
-            state, rows[seen], softmax(old, axis=1), old, targets[seen], -(counts * weights)[seen], floor=floors[seen]
-        )
+        old_weights = -(counts * weights)[seen]
+        _add_models(sums, rows[seen], softmax(old, axis=1), old, targets[seen], old_weights, floor=floors[seen])
         rise = _losses(logits[seen], targets[seen]) - _losses(old, targets[seen])
-        new_floors[seen] = np.where(
-            rise > FLOOR_RISE, np.clip(10 * floors[seen], FLOOR_START, FLOOR_MAX), floors[seen] / 2
-        )
-    _add_models(state, rows, softmax(logits, axis=1), logits, targets, (counts + times) * weights, floor=new_floors)
+        raised = np.clip(10 * floors[seen], FLOOR_START, FLOOR_MAX)
+        new_floors[seen] = np.where(rise > FLOOR_RISE, raised, floors[seen] / 2)
+    _add_models(sums, rows, softmax(logits, axis=1), logits, targets, (counts + times) * weights, floor=new_floors)
     memory.logits[slots] = logits
-    memory.counts[slots] += times
+    memory.counts[slots] = counts + times
     memory.floors[slots] = new_floors
+    return undo
 
 
 def _losses(logits, targets):
+    """Each row's cross-entropy ``-sum_c y_c log p_c`` (0 where ``y_c = 0``)."""
     return -np.einsum("ij,ij->i", targets, np.where(targets > 0, log_softmax(logits, axis=1), 0.0))
 
 
-def _add_models(state, rows, proba, logits, targets, weights, *, gradient: bool = True, floor=0.0) -> None:
+def _add_models(sums: _Sums, rows, proba, logits, targets, weights, *, gradient: bool = True, floor=0.0) -> None:
     r"""``A += sum_i w_i H_i`` and ``r += sum_i w_i (H_i theta_i - g_i)`` for the batch's models.
 
     The Hessian of a sample is :math:`\tilde x \tilde x^T \otimes (\operatorname{diag} p - p p^T)`,
     in the layout of ``theta`` (features outer, classes inner), and :math:`H_i \theta_i = \tilde x
     \otimes (\operatorname{diag} p - p p^T) z`, :math:`z = \theta_i^T \tilde x` the logits; :math:`g_i
-    = \tilde x \otimes (p - y)`. ``gradient=False`` leaves :math:`g_i` out (the prior of a fitted start).
+    = \tilde x \otimes (p - y)`. The curvature's :math:`p` is floored at ``floor`` (per row or one for
+    all; renormalised). ``gradient=False`` leaves :math:`g_i` out (the prior of a fitted start).
     """
     n_rows, width = rows.shape
     curv = np.maximum(proba, np.reshape(floor, (-1, 1)) if np.ndim(floor) else floor)
     curv /= curv.sum(axis=1, keepdims=True)
     n_classes = proba.shape[1]
-    blocks = state.hessian.reshape(width, n_classes, width, n_classes)
+    blocks = sums.hessian.reshape(width, n_classes, width, n_classes)
     for k in range(n_classes):
         blocks[:, k, :, k] += (rows * (weights * curv[:, k])[:, None]).T @ rows
     outer = (rows[:, :, None] * curv[:, None, :]).reshape(n_rows, width * n_classes)
-    state.hessian -= (outer * weights[:, None]).T @ outer
+    sums.hessian -= (outer * weights[:, None]).T @ outer
     curvature_times_logits = curv * logits - curv * (curv * logits).sum(axis=1, keepdims=True)
     residual = curvature_times_logits - (proba - targets if gradient else 0.0)
-    state.rhs += (rows.T @ (residual * weights[:, None])).ravel()
+    sums.rhs += (rows.T @ (residual * weights[:, None])).ravel()
 
 
-def _model_minimiser(state: NewtonStream) -> np.ndarray:
+def _model_minimiser(sums: _Sums, total_weight: float, state: NewtonStream) -> np.ndarray:
     r"""``(A / S + alpha P)^{-1} r / S``, with the class-mean of each row of ``theta`` pinned to 0.
 
     The loss does not change when a constant is added to a row of ``theta`` across the classes, so
-    :math:`A` is singular along those directions; the term :math:`\delta\, (I \otimes \tfrac1C 1 1^T)`
-    (:math:`\delta` the mean of :math:`A/S`'s diagonal) makes it definite and changes no loss, since
-    :math:`r` has no part there. A ridge grows only if the factorisation still fails (``alpha = 0``
-    and a feature no sample has used).
+    :math:`A` is singular along those directions; the terms :math:`\delta_j \tfrac1C 1 1^T` on the
+    diagonal blocks (:math:`\delta_j` the mean diagonal of feature :math:`j`'s block, so that the term has
+    that feature's scale) make it definite and change no loss, since :math:`r` has no part there. A ridge
+    grows only if the factorisation still fails (``alpha = 0`` and a feature no sample has used).
     """
     width, n_classes = state.theta.shape
-    matrix = state.hessian / state.total_weight
+    matrix = sums.hessian / total_weight
     n_weights = (width - int(state.fit_intercept)) * n_classes
     diagonal = np.arange(len(matrix))
     matrix[diagonal[:n_weights], diagonal[:n_weights]] += state.alpha
-    delta = max(float(np.mean(matrix[diagonal, diagonal])), 1e-300)
+    scales = matrix[diagonal, diagonal].reshape(width, n_classes).mean(axis=1)
+    scales = np.maximum(scales, max(1e-12 * float(scales.max(initial=0.0)), 1e-300))
     blocks = matrix.reshape(width, n_classes, width, n_classes)
     for j in range(width):
-        blocks[j, :, j, :] += delta / n_classes
-    rhs = state.rhs / state.total_weight
+        blocks[j, :, j, :] += scales[j] / n_classes
+    rhs = sums.rhs / total_weight
     ridge = 0.0
     for _ in range(30):
         try:
             factor = scipy.linalg.cho_factor(matrix, lower=True, check_finite=False)
             solution = scipy.linalg.cho_solve(factor, rhs, check_finite=False)
         except np.linalg.LinAlgError:
-            ridge = max(10 * ridge, 1e-12 * delta)
+            ridge = max(10 * ridge, 1e-12 * float(scales.max()))
             matrix[diagonal, diagonal] += ridge
             continue
         if np.all(np.isfinite(solution)):
             return solution.reshape(width, n_classes)
         break
     raise FloatingPointError("partial_fit's Newton model has no finite minimiser; check the data for extreme values")
-
-
-def _batch_objective(logits, targets, weights, state) -> float:
-    """The batch's weighted mean cross-entropy at ``theta`` plus the penalty (0 for an all-zero-weight batch)."""
-    width, _ = state.theta.shape
-    W = state.theta[: width - int(state.fit_intercept)]
-    penalty = 0.5 * state.alpha * float(np.vdot(W, W))
-    total = float(weights.sum())
-    if not total > 0:
-        return penalty
-    losses = -np.einsum("ij,ij->i", targets, np.where(targets > 0, log_softmax(logits, axis=1), 0.0))
-    return float(weights @ losses) / total + penalty
 
 
 def _with_intercept(X, fit_intercept: bool) -> np.ndarray:
@@ -395,5 +418,5 @@ def _target_rows(target, n_classes: int, label_smoothing: float) -> np.ndarray:
 
 def _keys(rows: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> list[bytes]:
     """A 128-bit hash of each sample's features, target and weight: what recognises it when it comes back."""
-    record = np.ascontiguousarray(np.hstack([rows, targets, weights[:, None]]))
+    record = np.hstack([rows, targets, weights[:, None]]) + 0.0  # + 0.0: -0.0 and 0.0 are one value
     return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in record]

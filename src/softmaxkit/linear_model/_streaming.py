@@ -130,17 +130,26 @@ def new_stream(learning_rate, X, alpha: float, fit_intercept: bool, x0: np.ndarr
     return new_stream_state(learning_rate, X, alpha, fit_intercept, x0, warm=warm)
 
 
-def stream_steps(state, batch_loss_gradient, X, target, sample_weight, *, batch_size, momentum, label_smoothing):
+def stream_steps(
+    state, make_objective, X, target, sample_weight, *, alpha, fit_intercept, batch_size, momentum, label_smoothing
+):
     """``(mean batch objective, flat theta of the model)`` after the steps on the rows of ``X``, in order.
 
     ``sample_weight`` is None or the rows' weights on one scale for the whole stream (the incremental
-    Newton's objective weighs samples of different calls against each other); averaged SGD takes the
-    backend's ``batch_loss_gradient`` (:func:`averaged_steps`).
+    Newton's objective weighs samples of different calls against each other), ``alpha`` and
+    ``fit_intercept`` the estimator's current parameters. Averaged SGD takes the ``batch_loss_gradient`` of
+    the backend's objective, which ``make_objective()`` builds (:func:`averaged_steps`); the Newton needs none.
     """
     if isinstance(state, _stream_newton.NewtonStream):
-        options = {"batch_size": batch_size, "label_smoothing": label_smoothing}
+        if state.theta.shape[0] != X.shape[1] + int(state.fit_intercept) or state.fit_intercept != fit_intercept:
+            raise ValueError(
+                f"fit_intercept must stay {state.fit_intercept} while a stream goes on, got {fit_intercept}; "
+                "call fit, or partial_fit on a new estimator"
+            )
+        options = {"alpha": alpha, "batch_size": batch_size, "label_smoothing": label_smoothing}
         value = _stream_newton.newton_steps(state, X, target, sample_weight, **options)
         return value, state.theta.ravel()
+    batch_loss_gradient = make_objective().batch_loss_gradient
     value = averaged_steps(batch_loss_gradient, X.shape[0], state, batch_size=batch_size, momentum=momentum)
     return value, state.average
 
