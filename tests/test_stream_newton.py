@@ -149,15 +149,16 @@ def test_a_stream_cut_into_other_calls_reaches_the_same_optimum():
 
 
 def test_samples_beyond_the_memory_are_not_remembered(monkeypatch):
-    """With room for 100 samples of 600, the memory stays at 100 and the stream still converges near the optimum
-    (the others' models stay in from every visit)."""
+    """With room for 100 samples of 600, the memory stays at 100 and the stream stays near the optimum. The others'
+    models stay in from every visit, stale ones too: measured 1.4e-2 after 10 passes, worse than averaged SGD's
+    2.3e-3 here (a known limit, in the closing note)."""
     X, y = _data()
     row_bytes = 8 * 3 + _stream_newton._ROW_OVERHEAD_BYTES
     monkeypatch.setattr(_stream_newton, "ROW_MEMORY_BYTES", 100 * row_bytes)
     stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 10)
     memory = stream._stream_state.memory
     assert len(memory.slots) == 100 and len(memory.counts) == len(memory.logits) == 100
-    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 0.05
+    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 0.03
 
 
 def test_the_memory_of_the_samples_stays_within_its_budget(monkeypatch):

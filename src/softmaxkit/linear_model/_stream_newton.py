@@ -51,7 +51,9 @@ Neither changes the fixed point.
 What it costs: a sample's memory is its :math:`C` logits at :math:`\theta_i` (its gradient and
 Hessian follow from them and from the sample itself, which brings them back), kept for at most
 :data:`ROW_MEMORY_BYTES`; samples beyond it are not remembered (their models stay in :math:`A` and
-:math:`r` for good, and a second visit adds another). A sample is recognised by a 128-bit hash of
+:math:`r` for good, and a second visit adds another: passes over a set larger than the memory then
+converge only near the optimum, measured 1.4e-2 with a sixth of 600 samples remembered, where averaged SGD
+reaches 2.3e-3). A sample is recognised by a 128-bit hash of
 its features, target and weight. :math:`A` has :math:`K^2` entries for :math:`K` = (features +
 intercept) x classes, and a step costs about :math:`2 |B| K^2 + K^3/3` operations, so the method is
 used while :math:`K \le` :data:`MAX_PARAMETERS` (:func:`affordable`); larger models stream with
