@@ -17,8 +17,8 @@ raw digits 48 / 31; the incremental Newton does not depend on the scales). news2
 methods:
 
 * ``softmaxkit SoftmaxRegression()``: the default estimator (the incremental Newton of
-  ``softmaxkit.linear_model._stream_newton`` on the four dense sets; averaged SGD,
-  ``softmaxkit.linear_model._streaming``, on news20, whose 1.2 million parameters are too many for it);
+  ``softmaxkit.linear_model._stream_newton`` on the four dense sets; on news20, whose 1.2 million parameters are
+  too many for it, L-BFGS on the remembered rows, ``softmaxkit.linear_model._stream_replay``);
 * ``sklearn SGDClassifier(loss="log_loss")``: one-vs-rest logistic regression, default settings;
 * ``sklearn MLPClassifier(hidden_layer_sizes=())``: a softmax layer trained by Adam, defaults.
 

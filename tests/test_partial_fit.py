@@ -10,13 +10,14 @@ import scipy.sparse
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 
-from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _streaming
+from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _stream_replay, _streaming
 from softmaxkit.linear_model._loss import loss
 
 
 @pytest.fixture(autouse=True)
 def _averaged_sgd(monkeypatch):
     monkeypatch.setattr(_stream_newton, "MAX_PARAMETERS", 0)  # no model is small enough for the Newton
+    monkeypatch.setattr(_stream_replay, "MEMORY_BYTES", 0)  # nor for the remembered rows
 
 
 def _data(n=3000, seed=7):

@@ -14,7 +14,7 @@ import scipy.sparse
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 
-from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _streaming
+from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _stream_replay, _streaming
 from softmaxkit.linear_model._loss import loss
 
 CLASSES = np.arange(3)
@@ -200,7 +200,7 @@ def test_the_method_follows_the_size_of_the_model_and_the_learning_rate():
     assert isinstance(SoftmaxRegression().partial_fit(X, y, classes=CLASSES)._stream_state, _stream_newton.NewtonStream)
     wide = np.random.default_rng(0).standard_normal((300, 400))
     state = SoftmaxRegression().partial_fit(wide, y, classes=CLASSES)._stream_state
-    assert isinstance(state, _streaming.StreamState)  # K = 401 * 3 > MAX_PARAMETERS
+    assert isinstance(state, _stream_replay.ReplayStream)  # K = 401 * 3 > MAX_PARAMETERS
     state = SoftmaxRegression(learning_rate=0.1).partial_fit(X, y, classes=CLASSES)._stream_state
     assert isinstance(state, _streaming.StreamState)
     assert _stream_newton.affordable(n_features=340, n_classes=3, fit_intercept=True)

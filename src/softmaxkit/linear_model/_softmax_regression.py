@@ -37,7 +37,7 @@ from softmaxkit.linear_model._monitor import Monitor
 from softmaxkit.linear_model._objective import BACKENDS, check_device, check_dtype, default_dtype, make_objective
 from softmaxkit.linear_model._solvers import SOLVERS, STOCHASTIC_SOLVERS
 from softmaxkit.linear_model._source_fit import fit_source, is_source
-from softmaxkit.linear_model._streaming import new_stream, stream_steps
+from softmaxkit.linear_model._streams import new_stream, stream_steps
 from softmaxkit.linear_model._threads import blas_threads, limit_blas_threads
 
 __all__ = ["SoftmaxRegression"]

@@ -1,7 +1,7 @@
-r"""Averaged stochastic gradient descent on a stream of mini-batches: the default of
-:meth:`SoftmaxRegression.partial_fit <softmaxkit.linear_model.SoftmaxRegression.partial_fit>` for models too
-large for the incremental Newton of :mod:`._stream_newton` (:func:`new_stream` chooses), or with a numeric
-``learning_rate``.
+r"""Averaged stochastic gradient descent on a stream of mini-batches: the stream method of
+:meth:`SoftmaxRegression.partial_fit <softmaxkit.linear_model.SoftmaxRegression.partial_fit>` with a numeric
+``learning_rate``, for models too large for the other stream methods, and for a stream whose samples no longer
+fit their memory (:mod:`._streams` chooses).
 
 Each mini-batch is one step (a call with more rows than ``batch_size`` is several), and everything
 that changes with time (the step count, the momentum buffer, the average) advances by steps, and the
@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from softmaxkit.linear_model import _loss, _stream_newton
+from softmaxkit.linear_model import _loss
 
 __all__ = [
     "DECAY_AFTER_SAMPLES",
@@ -66,10 +66,8 @@ __all__ = [
     "WARM_START_STEPS",
     "StreamState",
     "averaged_steps",
-    "new_stream",
     "new_stream_state",
     "step_size",
-    "stream_steps",
 ]
 
 # eta = STEP_PER_CURVATURE / L. Measured (benchmarks/bench_stream.py's protocol, momentum 0.9, on
@@ -113,45 +111,6 @@ class StreamState:
     step: int = 0
     samples_seen: int = 0
     rate_per_row: float = np.inf  # the noise bound on the step of a mini-batch, per row
-
-
-def new_stream(learning_rate, X, alpha: float, fit_intercept: bool, x0: np.ndarray, *, n_classes: int, warm: bool):
-    """The state of :meth:`partial_fit`'s default stream method, from the start ``x0`` (flat ``theta``).
-
-    The incremental Newton of :mod:`._stream_newton` when ``learning_rate`` is "auto" and its model is
-    :func:`affordable <._stream_newton.affordable>`, else averaged SGD (:func:`new_stream_state`).
-    """
-    n_features = X.shape[1]
-    if learning_rate == "auto" and _stream_newton.affordable(
-        n_features=n_features, n_classes=n_classes, fit_intercept=fit_intercept
-    ):
-        options = {"n_features": n_features, "n_classes": n_classes, "fit_intercept": fit_intercept}
-        return _stream_newton.new_newton_stream(x0, alpha=alpha, warm=warm, **options)
-    return new_stream_state(learning_rate, X, alpha, fit_intercept, x0, warm=warm)
-
-
-def stream_steps(
-    state, make_objective, X, target, sample_weight, *, alpha, fit_intercept, batch_size, momentum, label_smoothing
-):
-    """``(mean batch objective, flat theta of the model)`` after the steps on the rows of ``X``, in order.
-
-    ``sample_weight`` is None or the rows' weights on one scale for the whole stream (the incremental
-    Newton's objective weighs samples of different calls against each other), ``alpha`` and
-    ``fit_intercept`` the estimator's current parameters. Averaged SGD takes the ``batch_loss_gradient`` of
-    the backend's objective, which ``make_objective()`` builds (:func:`averaged_steps`); the Newton needs none.
-    """
-    if isinstance(state, _stream_newton.NewtonStream):
-        if state.theta.shape[0] != X.shape[1] + int(state.fit_intercept) or state.fit_intercept != fit_intercept:
-            raise ValueError(
-                f"fit_intercept must stay {state.fit_intercept} while a stream goes on, got {fit_intercept}; "
-                "call fit, or partial_fit on a new estimator"
-            )
-        options = {"alpha": alpha, "batch_size": batch_size, "label_smoothing": label_smoothing}
-        value = _stream_newton.newton_steps(state, X, target, sample_weight, **options)
-        return value, state.theta.ravel()
-    batch_loss_gradient = make_objective().batch_loss_gradient
-    value = averaged_steps(batch_loss_gradient, X.shape[0], state, batch_size=batch_size, momentum=momentum)
-    return value, state.average
 
 
 def averaged_steps(

@@ -1,0 +1,64 @@
+"""The stream method of :meth:`partial_fit <softmaxkit.linear_model.SoftmaxRegression.partial_fit>`, chosen by the
+model's size: the incremental Newton (:mod:`._stream_newton`) while its Hessian is small, L-BFGS on remembered
+rows (:mod:`._stream_replay`) while its L-BFGS state fits the memory, else averaged SGD (:mod:`._streaming`),
+which a numeric ``learning_rate`` also asks for.
+
+=========================================  ==============================  ===================================
+model: (features + 1) x classes            stream method                   passes over a data set reach
+=========================================  ==============================  ===================================
+at most 1,024                              incremental Newton              :meth:`fit`'s optimum, quickly
+its L-BFGS state within 192 MiB            L-BFGS on the remembered rows   :meth:`fit`'s optimum (16 iterations
+                                                                           a pass), while the rows fit 256 MiB
+larger, or ``learning_rate`` a number      averaged SGD                    near the optimum (see
+                                                                           :mod:`._streaming`)
+=========================================  ==============================  ===================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from softmaxkit.linear_model import _stream_newton, _stream_replay, _streaming
+
+__all__ = ["new_stream", "stream_steps"]
+
+
+def new_stream(learning_rate, X, alpha: float, fit_intercept: bool, x0: np.ndarray, *, n_classes: int, warm: bool):
+    """The state of :meth:`partial_fit`'s default stream method, from the start ``x0`` (flat ``theta``; a fitted
+    model when ``warm``), by the table of the module docstring."""
+    options = {"n_features": X.shape[1], "n_classes": n_classes, "fit_intercept": fit_intercept}
+    if learning_rate == "auto" and _stream_newton.affordable(**options):
+        return _stream_newton.new_newton_stream(x0, alpha=alpha, warm=warm, **options)
+    if learning_rate == "auto" and _stream_replay.affordable(**options):
+        return _stream_replay.new_replay_stream(x0, alpha=alpha, warm=warm, **options)
+    return _streaming.new_stream_state(learning_rate, X, alpha, fit_intercept, x0, warm=warm)
+
+
+def stream_steps(
+    state, make_objective, X, target, sample_weight, *, alpha, fit_intercept, batch_size, momentum, label_smoothing
+):
+    """``(mean batch objective, flat theta of the model)`` after the steps on the rows of ``X``, in order.
+
+    ``sample_weight`` is None or the rows' weights on one scale for the whole stream (the Newton's and the
+    remembered rows' objectives weigh samples of different calls against each other), ``alpha`` and
+    ``fit_intercept`` the estimator's current parameters. Averaged SGD takes the ``batch_loss_gradient`` of
+    the backend's objective, which ``make_objective()`` builds (:func:`._streaming.averaged_steps`); the
+    Newton needs none.
+    """
+    if isinstance(state, _stream_newton.NewtonStream | _stream_replay.ReplayStream):
+        if state.fit_intercept != fit_intercept:
+            raise ValueError(
+                f"fit_intercept must stay {state.fit_intercept} while a stream goes on, got {fit_intercept}; "
+                "call fit, or partial_fit on a new estimator"
+            )
+    if isinstance(state, _stream_newton.NewtonStream):
+        options = {"alpha": alpha, "batch_size": batch_size, "label_smoothing": label_smoothing}
+        value = _stream_newton.newton_steps(state, X, target, sample_weight, **options)
+        return value, state.theta.ravel()
+    if isinstance(state, _stream_replay.ReplayStream):
+        options = {"alpha": alpha, "batch_size": batch_size, "momentum": momentum, "label_smoothing": label_smoothing}
+        value = _stream_replay.replay_steps(state, make_objective, X, target, sample_weight, **options)
+        return value, state.theta
+    batch_loss_gradient = make_objective().batch_loss_gradient
+    value = _streaming.averaged_steps(batch_loss_gradient, X.shape[0], state, batch_size=batch_size, momentum=momentum)
+    return value, state.average

@@ -1,0 +1,195 @@
+"""partial_fit's remembered rows with L-BFGS (softmaxkit.linear_model._stream_replay), the stream method of
+models too large for the incremental Newton: passes over a finite set reach fit's optimum; weights, soft labels,
+duplicates, sparse and float32 input, warm starts, the memory bound and the switch to averaged SGD.
+
+Every test here makes the Newton unaffordable (MAX_PARAMETERS = 0), so that small problems take this method.
+"""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse
+from sklearn.datasets import make_classification
+from sklearn.preprocessing import StandardScaler
+
+from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _stream_replay, _streaming
+from softmaxkit.linear_model._loss import loss
+
+CLASSES = np.arange(3)
+
+
+@pytest.fixture(autouse=True)
+def _no_newton(monkeypatch):
+    monkeypatch.setattr(_stream_newton, "MAX_PARAMETERS", 0)
+
+
+def _data(n=400, n_features=8, seed=0):
+    X, y = make_classification(
+        n_samples=n, n_features=n_features, n_informative=4, n_redundant=0, n_classes=3, random_state=seed
+    )
+    return StandardScaler().fit_transform(X), y
+
+
+def _passes(model, X, y, passes, *, batch=64, seed=0, sample_weight=None, classes=CLASSES):
+    rng = np.random.default_rng(seed)
+    for _ in range(passes):
+        order = rng.permutation(X.shape[0])
+        for start in range(0, X.shape[0], batch):
+            rows = order[start : start + batch]
+            weights = None if sample_weight is None else sample_weight[rows]
+            model.partial_fit(X[rows], y[rows], classes=classes, sample_weight=weights)
+    return model
+
+
+def _objective(model, X, y, sample_weight=None, *, fit_intercept=True, **options):
+    theta = np.hstack([model.coef_, model.intercept_[:, None]]) if fit_intercept else model.coef_
+    return loss(theta.astype(np.float64), X, y, sample_weight, fit_intercept=fit_intercept, **options)
+
+
+def _gap(stream, fitted, X, y, sample_weight=None, **options):
+    """The relative gap of ``stream``'s objective to ``fitted``'s, on fit's objective of ``X, y``."""
+    best = _objective(fitted, X, y, sample_weight, **options)
+    return (_objective(stream, X, y, sample_weight, **options) - best) / best
+
+
+def _fit(X, y, **options):
+    return SoftmaxRegression(solver="newton-cg", tol=1e-13, max_iter=500, **options)
+
+
+def test_passes_over_a_finite_set_reach_fits_optimum():
+    X, y = _data()
+    fitted = _fit(X, y, alpha=1e-3).fit(X, y)
+    whole = _passes(SoftmaxRegression(alpha=1e-3), X, y, 40, batch=len(y))
+    assert isinstance(whole._stream_state, _stream_replay.ReplayStream)
+    scale = np.abs(fitted.coef_).max()
+    np.testing.assert_allclose(whole.coef_, fitted.coef_, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(whole.intercept_, fitted.intercept_, rtol=0, atol=1e-6 * scale)
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 20)
+    assert 0 <= _gap(stream, fitted, X, y, alpha=1e-3) < 2e-6  # measured 5.3e-7 (1.7e-6 after 10 passes)
+
+
+def test_weights_soft_labels_and_smoothing_give_fits_optimum():
+    X, y = _data(300, seed=1)
+    rng = np.random.default_rng(2)
+    weights = rng.uniform(0.2, 5.0, len(y))
+    options = {"alpha": 1e-3, "label_smoothing": 0.1, "class_weight": {0: 2.0, 1: 1.0, 2: 0.5}}
+    stream = _passes(SoftmaxRegression(**options), X, y, 20, sample_weight=weights)
+    fitted = _fit(X, y, **options).fit(X, y, sample_weight=weights)
+    class_weights = np.array([2.0, 1.0, 0.5])[y] * weights
+    assert 0 <= _gap(stream, fitted, X, y, class_weights, alpha=1e-3, label_smoothing=0.1) < 2e-7  # measured 4.9e-8
+    soft = rng.dirichlet(np.ones(3), len(y))
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, soft, 20)
+    assert 0 <= _gap(stream, _fit(X, soft, alpha=1e-3).fit(X, soft), X, soft, alpha=1e-3) < 1e-8
+
+
+def test_duplicate_rows_count_as_often_as_they_come():
+    X, y = _data(300, seed=4)
+    X, y = np.vstack([X, X[:40], X[:10]]), np.concatenate([y, y[:40], y[:10]])
+    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 20, batch=100)
+    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1.5e-6  # measured 3.9e-7
+    state = stream._stream_state
+    assert len(state.slots) == 300 and state.counts[: len(state.slots)].max() == 20 * 3
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_sparse_mini_batches_and_float32_equal_dense(fit_intercept):
+    """The same stream, dense or sparse (stored zeros and unsorted indices included), gives the same model."""
+    X, y = _data(300, seed=6)
+    X[np.abs(X) < 0.7] = 0.0
+    options = {"alpha": 1e-3, "fit_intercept": fit_intercept}
+    dense = _passes(SoftmaxRegression(**options), X, y, 4)
+    sparse = _passes(SoftmaxRegression(**options), scipy.sparse.csr_matrix(X), y, 4)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=1e-9, atol=1e-11)
+    stored = scipy.sparse.csr_matrix(X)
+    stored.data[::7] = 0.0  # stored zeros: the same samples
+    assert len(_passes(SoftmaxRegression(**options), stored, y, 2)._stream_state.slots) == 300
+    single = _passes(SoftmaxRegression(dtype=np.float32, **options), X.astype(np.float32), y, 20)
+    assert single.coef_.dtype == np.float32
+    assert 0 <= _gap(single, _fit(X, y, **options).fit(X, y), X, y, alpha=1e-3, fit_intercept=fit_intercept) < 1e-5
+
+
+def test_partial_fit_continues_from_fit():
+    """A fitted model is a prior of WARM_START_ROWS samples: one batch of new rows moves it a little."""
+    X, y = _data(1000)
+    fitted = SoftmaxRegression(alpha=1e-2).fit(X, y)
+    f_star = _objective(fitted, X, y, alpha=1e-2)
+    fitted.partial_fit(X[:64], y[:64])
+    assert isinstance(fitted._stream_state, _stream_replay.ReplayStream)
+    fresh = SoftmaxRegression(alpha=1e-2).partial_fit(X[:64], y[:64], classes=CLASSES)
+    f_warm, f_fresh = _objective(fitted, X, y, alpha=1e-2), _objective(fresh, X, y, alpha=1e-2)
+    assert 0 <= f_warm - f_star < 0.01 * (f_fresh - f_star)
+
+
+def test_a_full_memory_turns_the_stream_into_averaged_sgd(monkeypatch):
+    """With room for the L-BFGS state and about 150 of 400 samples, the stream goes on as averaged SGD from the
+    model it had, and its memory is freed."""
+    X, y = _data()
+    fixed = _stream_replay._fixed_bytes(9 * 3)
+    per_row = 2 * 8 * 8 + 8 + _stream_replay._ROW_OVERHEAD_BYTES
+    monkeypatch.setattr(_stream_replay, "MEMORY_BYTES", fixed + 150 * per_row)
+    model = SoftmaxRegression(alpha=1e-3).partial_fit(X[:128], y[:128], classes=CLASSES)
+    state = model._stream_state
+    assert state.fallback is None and len(state.slots) == 128
+    before = model.coef_.copy()
+    model.partial_fit(X[128:256], y[128:256])
+    assert isinstance(state.fallback, _streaming.StreamState) and not state.slots and state.rows is None
+    assert state.fallback.samples_seen == 256
+    assert np.abs(model.coef_ - before).max() < 0.5 * np.abs(before).max()  # from the model it had
+    _passes(model, X, y, 10)
+    assert 0 <= _gap(model, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 0.05
+
+
+def test_the_memory_stays_within_its_budget(monkeypatch):
+    """20,000 distinct sparse samples with room for about a third: the traced memory grows by the budget, not more."""
+    budget = 2**20 + _stream_replay._fixed_bytes(41 * 3)
+    monkeypatch.setattr(_stream_replay, "MEMORY_BYTES", budget)
+    rng = np.random.default_rng(0)
+    X = scipy.sparse.random(20_000, 40, density=0.1, format="csr", random_state=1)
+    y = rng.integers(0, 3, 20_000)
+    model = SoftmaxRegression().partial_fit(X[:500], y[:500], classes=CLASSES)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        peak = 0
+        for start in range(500, 20_000, 500):
+            model.partial_fit(X[start : start + 500], y[start : start + 500])
+            if model._stream_state.fallback is None:
+                peak = max(peak, tracemalloc.get_traced_memory()[1] - before)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert model._stream_state.fallback is not None  # the memory did fill up
+    assert peak < 1.1 * budget and grown < 0.1 * budget
+
+
+def test_bad_weights_and_parameters_leave_the_stream_as_it_was():
+    X, y = _data(200)
+    model = SoftmaxRegression().partial_fit(X[:100], y[:100], classes=CLASSES)
+    state = model._stream_state
+    counts, coef = state.counts.copy(), model.coef_.copy()
+    with pytest.raises(ValueError, match="finite sum over the stream"):
+        model.partial_fit(X, y, sample_weight=np.r_[np.ones(100), np.full(100, 1e307)])
+    np.testing.assert_array_equal(state.counts, counts)
+    np.testing.assert_array_equal(model.coef_, coef)
+    model.set_params(fit_intercept=False)
+    with pytest.raises(ValueError, match="fit_intercept must stay True"):
+        model.partial_fit(X, y)
+
+
+def test_zero_weight_rows_are_not_remembered():
+    X, y = _data(200)
+    weights = np.r_[np.zeros(50), np.ones(150)]
+    model = SoftmaxRegression().partial_fit(X, y, classes=CLASSES, sample_weight=weights)
+    assert len(model._stream_state.slots) == 150
+
+
+def test_the_method_follows_the_size_of_the_model():
+    assert _stream_replay.affordable(n_features=62_061, n_classes=20, fit_intercept=True)  # news20
+    assert not _stream_replay.affordable(n_features=200_000, n_classes=20, fit_intercept=True)
+    X, y = _data(300)
+    state = SoftmaxRegression().partial_fit(X, y, classes=CLASSES)._stream_state
+    assert isinstance(state, _stream_replay.ReplayStream)
+    state = SoftmaxRegression(learning_rate=0.1).partial_fit(X, y, classes=CLASSES)._stream_state
+    assert isinstance(state, _streaming.StreamState)
