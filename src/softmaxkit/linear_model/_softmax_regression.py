@@ -447,8 +447,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         With ``solver`` "auto", "lbfgs" or "newton-cg" (the default), one step per call (or per ``batch_size``
         rows): while (features + 1) x classes <= 1024, an incremental Newton that remembers the samples it saw
         (:mod:`._stream_newton`: passes over a data set converge to :meth:`fit`'s optimum, at any feature
-        scale), else averaged SGD (:mod:`._streaming`; standardise the features). It continues from a fitted
-        model. Gaps after 10 and 30 passes of 256-row calls: user guide, "Learning from a stream".
+        scale); larger models run L-BFGS on the samples they remember (:mod:`._stream_replay`), and averaged
+        SGD (:mod:`._streaming`; standardise the features) once those fill the memory (:mod:`._streams`). It
+        continues from a fitted model. Gaps after 10 and 30 passes of 256-row calls: user guide, "Learning
+        from a stream".
         "sgd", "adam": one epoch of :meth:`fit`'s updates per call, state kept.
         ``class_weight="balanced"`` and ``early_stopping`` do not apply here.
 

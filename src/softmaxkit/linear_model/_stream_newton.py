@@ -50,11 +50,11 @@ Neither changes the fixed point.
 
 What it costs: a sample's memory is its :math:`C` logits at :math:`\theta_i` (its gradient and
 Hessian follow from them and from the sample itself, which brings them back), kept for at most
-:data:`ROW_MEMORY_BYTES`; samples beyond it are not remembered (their models stay in :math:`A` and
-:math:`r` for good, and a second visit adds another: passes over a set larger than the memory then
-converge only near the optimum, measured 1.4e-2 with a sixth of 600 samples remembered, where averaged SGD
-reaches 2.3e-3). A sample is recognised by a 128-bit hash of
-its features, target and weight. :math:`A` has :math:`K^2` entries for :math:`K` = (features +
+:data:`ROW_MEMORY_BYTES`. A mini-batch with samples beyond it turns the stream into averaged SGD from the
+current model, for good (:func:`._streams.stream_steps`): models of samples that could not be replaced
+would stay in the sums from every visit, stale ones too (kept in, they left passes over a set six times the
+memory at a gap of 1.4e-2 after 10 passes, where averaged SGD reaches 2.3e-3). A sample is recognised by a
+128-bit hash of its features, target and weight. :math:`A` has :math:`K^2` entries for :math:`K` = (features +
 intercept) x classes, and a step costs about :math:`2 |B| K^2 + K^3/3` operations, so the method is
 used while :math:`K \le` :data:`MAX_PARAMETERS` (:func:`affordable`); larger models stream with
 averaged SGD (:mod:`._streaming`).
@@ -82,8 +82,10 @@ __all__ = [
     "NewtonStream",
     "RowMemory",
     "affordable",
+    "current_theta",
+    "forget_samples",
     "new_newton_stream",
-    "newton_steps",
+    "remembered_steps",
 ]
 
 # K = (n_features + fit_intercept) * n_classes at most: a step's 2 |B| K^2 + K^3 / 3 operations. Measured (one
@@ -181,6 +183,7 @@ class NewtonStream:
     memory: RowMemory
     alpha: float
     fit_intercept: bool
+    fallback: object = None  # the averaged SGD (._streaming.StreamState) the stream became when its memory filled
     total_weight: float = 0.0  # S
     warm: bool = False  # the prior of a fitted start is still to be put in
     step: int = 0
@@ -203,15 +206,17 @@ def new_newton_stream(x0, *, n_features: int, n_classes: int, alpha: float, fit_
     )
 
 
-def newton_steps(
+def remembered_steps(
     state: NewtonStream, X, target, sample_weight, *, alpha: float, batch_size: int, label_smoothing: float
-) -> float:
-    """Steps on consecutive ``batch_size`` rows of ``X`` (the stream's order); returns the mean batch objective.
+) -> tuple[float, int]:
+    """Steps on consecutive ``batch_size`` rows of ``X`` (the stream's order): ``(sum of each batch's objective,
+    before its step, times its rows, rows done)``; it stops before the first batch whose samples do not all fit
+    the memory.
 
     ``target`` holds class indices or rows of probabilities, ``sample_weight`` is None or one weight per
     row; ``alpha`` is the estimator's current penalty (the sums hold none of it). ``state`` is updated in
-    place, one step at a time: a step that fails (a ``ValueError`` or ``FloatingPointError``) leaves it as it
-    was. The objective of a batch is taken before its step.
+    place, one step at a time: a step that fails (a ``ValueError`` or ``FloatingPointError``, or a full memory)
+    leaves it as it was.
     """
     state.alpha = float(alpha)
     n_samples = X.shape[0]
@@ -220,8 +225,26 @@ def newton_steps(
         stop = min(start + batch_size, n_samples)
         weights = None if sample_weight is None else np.asarray(sample_weight[start:stop], dtype=np.float64)
         batch = (X[start:stop], target[start:stop], weights)
-        total += _step(state, *batch, label_smoothing=label_smoothing) * (stop - start)
-    return total / n_samples
+        try:
+            total += _step(state, *batch, label_smoothing=label_smoothing) * (stop - start)
+        except _MemoryFull:
+            return total, start
+    return total, n_samples
+
+
+def current_theta(state: NewtonStream) -> np.ndarray:
+    """The model, flat."""
+    return state.theta.ravel()
+
+
+def forget_samples(state: NewtonStream) -> None:
+    """The memory and the sums freed (the stream has gone on as averaged SGD)."""
+    state.memory = RowMemory(state.theta.shape[1], 0)
+    state.hessian, state.rhs = np.zeros((0, 0)), np.zeros(0)
+
+
+class _MemoryFull(Exception):
+    """A batch has samples the memory has no room for."""
 
 
 @dataclass
@@ -267,19 +290,16 @@ def _step(state: NewtonStream, X, target, weights, *, label_smoothing: float) ->
             if not np.isfinite(state.total_weight + prior_weight + added):
                 raise ValueError(f"sample_weight must have a finite sum over the stream, got {added}")
             slots = state.memory.find(_keys(rows, targets, chunk_weights))
-            forgotten = slots < 0  # beyond the memory: their models stay in for good
-            proba = softmax(logits[forgotten], axis=1)
-            _add_models(sums, rows[forgotten], proba, logits[forgotten], targets[forgotten], chunk_weights[forgotten])
-            remembered = ~forgotten
-            kept = (rows[remembered], logits[remembered], targets[remembered], chunk_weights[remembered])
-            undo.append(_replace_models(state.memory, sums, slots[remembered], *kept))
+            if np.any(slots < 0):
+                raise _MemoryFull
+            undo.append(_replace_models(state.memory, sums, slots, rows, logits, targets, chunk_weights))
         total_weight = state.total_weight + prior_weight + added
         if total_weight > 0:
             move = _model_minimiser(sums, total_weight, state) - state.theta
             change = float(np.abs(X @ move[: X.shape[1]] + (move[-1] if state.fit_intercept else 0.0)).max())
             if change > MAX_LOGIT_CHANGE:
                 move *= MAX_LOGIT_CHANGE / change
-    except (ValueError, FloatingPointError):
+    except (ValueError, FloatingPointError, _MemoryFull):
         for slots, logits, counts, floors in reversed(undo):
             state.memory.logits[slots], state.memory.counts[slots], state.memory.floors[slots] = logits, counts, floors
         raise

@@ -27,8 +27,9 @@ The memory: the samples' rows (a sparse row costs its stored entries, three time
 evaluation and a consolidation make), targets and weights, the hash table, and the L-BFGS state
 (:data:`LBFGS_PAIRS` pairs and a few vectors of the model's size), within :data:`MEMORY_BYTES`. The method is
 used when the L-BFGS state alone fits (:func:`affordable`). A call whose new samples would not fit turns the
-stream into averaged SGD (:mod:`._streaming`) from the current model, for good: from then on the stream
-converges only as averaged SGD does, but it does not leave the remembered samples overweighted. A stream
+stream into averaged SGD (:mod:`._streaming`) from the current model, for good (:func:`._streams.stream_steps`):
+from then on the stream converges only as averaged SGD does, but it does not leave the remembered samples
+overweighted. A stream
 that starts from a fitted model counts it as a prior worth :data:`._stream_newton.WARM_START_ROWS` samples
 (the first mini-batch's loss, tilted so that its minimiser, with the penalty, is the fitted model).
 """
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse
 
-from softmaxkit.linear_model import _lbfgs, _loss, _streaming
+from softmaxkit.linear_model import _lbfgs, _loss
 from softmaxkit.linear_model._stream_newton import WARM_START_ROWS
 
 __all__ = [
@@ -51,8 +52,10 @@ __all__ = [
     "STEPS_PER_MEMORY",
     "ReplayStream",
     "affordable",
+    "current_theta",
+    "forget_samples",
     "new_replay_stream",
-    "replay_steps",
+    "remembered_steps",
 ]
 
 # The memory for the remembered samples and the L-BFGS state (the incremental Newton's ROW_MEMORY_BYTES).
@@ -128,7 +131,7 @@ class ReplayStream:
     since_step: int = 0
     step: int = 0
     samples_seen: int = 0
-    fallback: _streaming.StreamState | None = None  # averaged SGD, once the memory is full
+    fallback: object = None  # the averaged SGD (._streaming.StreamState) the stream became when its memory filled
 
 
 def new_replay_stream(x0, *, n_features: int, n_classes: int, alpha: float, fit_intercept: bool, warm: bool):
@@ -138,47 +141,43 @@ def new_replay_stream(x0, *, n_features: int, n_classes: int, alpha: float, fit_
     return ReplayStream(theta=theta, alpha=float(alpha), warm=warm, **options)
 
 
-def replay_steps(
-    state: ReplayStream,
-    make_objective,
-    X,
-    target,
-    sample_weight,
-    *,
-    alpha: float,
-    batch_size: int,
-    momentum: float,
-    label_smoothing: float,
-) -> float:
-    """Steps on consecutive ``batch_size`` rows of ``X``; returns the mean batch objective (before each step).
+def remembered_steps(
+    state: ReplayStream, X, target, sample_weight, *, alpha: float, batch_size: int, label_smoothing: float
+) -> tuple[float, int]:
+    """Steps on consecutive ``batch_size`` rows of ``X``: ``(sum of each batch's objective, before its step, times its
+    rows, rows done)``; no row is done when the call's new samples would not fit the memory.
 
     ``target`` holds class indices or rows of probabilities, ``sample_weight`` None or one weight per row
-    on one scale for the whole stream. Once the memory is full, averaged SGD on ``make_objective()``'s
-    mini-batch objective (see :func:`._streaming.stream_steps`).
+    on one scale for the whole stream. An infinite weight sum is refused before the stream changes.
     """
     state.alpha = float(alpha)
-    if state.fallback is None:
-        weights = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        X = _canonical(X)
-        keys = _sample_keys(X, target, weights)
-        with np.errstate(over="ignore"):  # an infinite sum is refused here, before the stream changes
-            added = float(weights.sum())
-        if not np.isfinite(state.total_weight + added):
-            raise ValueError(f"sample_weight must have a finite sum over the stream, got {added}")
-        if state.stored_bytes + _new_bytes(state, X, target, keys) + _fixed_bytes(state.theta.size) > MEMORY_BYTES:
-            _to_averaged_sgd(state, X)
-        else:
-            total = 0.0
-            for start in range(0, X.shape[0], batch_size):
-                stop = min(start + batch_size, X.shape[0])
-                batch = (X[start:stop], target[start:stop], weights[start:stop], keys[start:stop])
-                total += _batch(state, *batch, label_smoothing=label_smoothing) * (stop - start)
-            return total / X.shape[0]
-    batch_loss_gradient = make_objective().batch_loss_gradient
-    options = {"batch_size": batch_size, "momentum": momentum}
-    value = _streaming.averaged_steps(batch_loss_gradient, X.shape[0], state.fallback, **options)
-    state.theta = state.fallback.average
-    return value
+    weights = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    with np.errstate(over="ignore"):  # an infinite sum is refused here, before the stream changes
+        added = float(weights.sum())
+    if not np.isfinite(state.total_weight + added):
+        raise ValueError(f"sample_weight must have a finite sum over the stream, got {added}")
+    X = _canonical(X)
+    keys = _sample_keys(X, target, weights)
+    if state.stored_bytes + _new_bytes(state, X, target, keys) + _fixed_bytes(state.theta.size) > MEMORY_BYTES:
+        return 0.0, 0
+    total = 0.0
+    for start in range(0, X.shape[0], batch_size):
+        stop = min(start + batch_size, X.shape[0])
+        batch = (X[start:stop], target[start:stop], weights[start:stop], keys[start:stop])
+        total += _batch(state, *batch, label_smoothing=label_smoothing) * (stop - start)
+    return total, X.shape[0]
+
+
+def current_theta(state: ReplayStream) -> np.ndarray:
+    """The model, flat."""
+    return state.theta
+
+
+def forget_samples(state: ReplayStream) -> None:
+    """The memory freed (the stream has gone on as averaged SGD)."""
+    state.slots, state.rows, state.target, state.pending, state.prior, state.lbfgs = {}, None, None, [], None, None
+    state.weights = state.counts = np.zeros(0)
+    state.stored_bytes, state.total_weight = 0, 0.0
 
 
 def _batch(state: ReplayStream, X, target, weights, keys, *, label_smoothing: float) -> float:
@@ -315,16 +314,6 @@ def _stack_targets(targets: list, n_classes: int) -> np.ndarray:
             t = np.eye(n_classes)[t]
         rows.append(t)
     return np.concatenate(rows)
-
-
-def _to_averaged_sgd(state: ReplayStream, X) -> None:
-    """The stream from here on averaged SGD from the current model (the memory is full); the memory freed."""
-    fallback = _streaming.new_stream_state("auto", X, state.alpha, state.fit_intercept, state.theta, warm=True)
-    fallback.samples_seen = state.samples_seen
-    state.fallback = fallback
-    state.slots, state.rows, state.target, state.pending, state.prior, state.lbfgs = {}, None, None, [], None, None
-    state.weights = state.counts = np.zeros(0)
-    state.stored_bytes, state.total_weight = 0, 0.0
 
 
 def _canonical(X):

@@ -114,16 +114,17 @@ class StreamState:
 
 
 def averaged_steps(
-    batch_loss_gradient, n_samples: int, state: StreamState, *, batch_size: int, momentum: float
+    batch_loss_gradient, n_samples: int, state: StreamState, *, batch_size: int, momentum: float, first: int = 0
 ) -> float:
-    """Steps on consecutive ``batch_size`` rows of ``n_samples`` (the stream's order); returns the mean batch objective.
+    """Steps on consecutive ``batch_size`` rows ``first:n_samples`` (the stream's order); returns their mean batch
+    objective.
 
     ``batch_loss_gradient(x, indices) -> (f, g)`` is the backend's mini-batch objective; ``state``
     is updated in place.
     """
     total = 0.0
     x, v = state.iterate, state.velocity
-    for start in range(0, n_samples, batch_size):
+    for start in range(first, n_samples, batch_size):
         idx = np.arange(start, min(start + batch_size, n_samples))
         f, g = batch_loss_gradient(x, idx)
         g = np.asarray(g, dtype=np.float64).ravel()
@@ -136,7 +137,7 @@ def averaged_steps(
         state.average += (4.0 / (state.step + 3.0)) * (x - state.average)
         total += float(f) * len(idx)
     state.iterate = x
-    return total / n_samples
+    return total / max(n_samples - first, 1)
 
 
 def step_size(state: StreamState, n_rows: int) -> float:

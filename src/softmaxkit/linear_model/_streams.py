@@ -1,7 +1,12 @@
 """The stream method of :meth:`partial_fit <softmaxkit.linear_model.SoftmaxRegression.partial_fit>`, chosen by the
 model's size: the incremental Newton (:mod:`._stream_newton`) while its Hessian is small, L-BFGS on remembered
 rows (:mod:`._stream_replay`) while its L-BFGS state fits the memory, else averaged SGD (:mod:`._streaming`),
-which a numeric ``learning_rate`` also asks for.
+which a numeric ``learning_rate`` also asks for. The first two remember the samples they see, up to 256 MiB;
+a stream whose samples would overflow that goes on as averaged SGD from the model it has (:func:`stream_steps`).
+Both remembering methods give :func:`stream_steps` the same three functions: ``remembered_steps(state, X,
+target, sample_weight, *, alpha, batch_size, label_smoothing) -> (sum of the batches' objectives times their
+rows, rows done)``, which stops before the first mini-batch whose samples would not fit; ``current_theta``; and
+``forget_samples``, which frees the memory.
 
 =========================================  ==============================  ===================================
 model: (features + 1) x classes            stream method                   passes over a data set reach
@@ -43,22 +48,31 @@ def stream_steps(
     remembered rows' objectives weigh samples of different calls against each other), ``alpha`` and
     ``fit_intercept`` the estimator's current parameters. Averaged SGD takes the ``batch_loss_gradient`` of
     the backend's objective, which ``make_objective()`` builds (:func:`._streaming.averaged_steps`); the
-    Newton needs none.
+    other methods need none. When the Newton's or the remembered rows' samples would overflow their memory,
+    the stream goes on, from that mini-batch and for good, as averaged SGD from the model it has (its
+    ``fallback``), and the memory is freed.
     """
-    if isinstance(state, _stream_newton.NewtonStream | _stream_replay.ReplayStream):
-        if state.fit_intercept != fit_intercept:
-            raise ValueError(
-                f"fit_intercept must stay {state.fit_intercept} while a stream goes on, got {fit_intercept}; "
-                "call fit, or partial_fit on a new estimator"
-            )
-    if isinstance(state, _stream_newton.NewtonStream):
-        options = {"alpha": alpha, "batch_size": batch_size, "label_smoothing": label_smoothing}
-        value = _stream_newton.newton_steps(state, X, target, sample_weight, **options)
-        return value, state.theta.ravel()
-    if isinstance(state, _stream_replay.ReplayStream):
-        options = {"alpha": alpha, "batch_size": batch_size, "momentum": momentum, "label_smoothing": label_smoothing}
-        value = _stream_replay.replay_steps(state, make_objective, X, target, sample_weight, **options)
-        return value, state.theta
+    n_samples = X.shape[0]
+    options = {"batch_size": batch_size, "momentum": momentum}
+    if not isinstance(state, _stream_newton.NewtonStream | _stream_replay.ReplayStream):
+        value = _streaming.averaged_steps(make_objective().batch_loss_gradient, n_samples, state, **options)
+        return value, state.average
+    if state.fit_intercept != fit_intercept:
+        raise ValueError(
+            f"fit_intercept must stay {state.fit_intercept} while a stream goes on, got {fit_intercept}; "
+            "call fit, or partial_fit on a new estimator"
+        )
+    total, done = 0.0, 0
+    if state.fallback is None:
+        method = _stream_newton if isinstance(state, _stream_newton.NewtonStream) else _stream_replay
+        steps = {"alpha": alpha, "batch_size": batch_size, "label_smoothing": label_smoothing}
+        total, done = method.remembered_steps(state, X, target, sample_weight, **steps)
+        if done == n_samples:
+            return total / max(n_samples, 1), method.current_theta(state)
+        theta = method.current_theta(state)
+        state.fallback = _streaming.new_stream_state("auto", X, alpha, fit_intercept, theta, warm=True)
+        state.fallback.samples_seen = state.samples_seen
+        method.forget_samples(state)
     batch_loss_gradient = make_objective().batch_loss_gradient
-    value = _streaming.averaged_steps(batch_loss_gradient, X.shape[0], state, batch_size=batch_size, momentum=momentum)
-    return value, state.average
+    value = _streaming.averaged_steps(batch_loss_gradient, n_samples, state.fallback, first=done, **options)
+    return (total + value * (n_samples - done)) / max(n_samples, 1), state.fallback.average
