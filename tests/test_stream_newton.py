@@ -223,6 +223,7 @@ def test_a_failed_step_leaves_the_stream_as_it_was():
     after = (state.hessian, state.rhs, state.memory.counts, state.memory.logits)
     for was, now in zip(before, after):
         np.testing.assert_array_equal(now, was)
+    assert len(state.memory.slots) == 100  # the new samples' slots given back
     model.partial_fit(X, y)
     clean = SoftmaxRegression().partial_fit(X[:100], y[:100], classes=CLASSES).partial_fit(X, y)
     np.testing.assert_allclose(model.coef_, clean.coef_, rtol=1e-12, atol=1e-14)

@@ -193,3 +193,80 @@ def test_the_method_follows_the_size_of_the_model():
     assert isinstance(state, _stream_replay.ReplayStream)
     state = SoftmaxRegression(learning_rate=0.1).partial_fit(X, y, classes=CLASSES)._stream_state
     assert isinstance(state, _streaming.StreamState)
+
+
+def test_float32_streams_take_weights_of_any_scale():
+    """The memory's weights (counts times weights, float64) are scaled before the float32 loss sees them: weights
+    of 1e36 give the model weights of 1 give (unscaled, they overflowed float32: a gap of 0.79)."""
+    X, y = _data(300, seed=8)
+    X32 = X.astype(np.float32)
+    ones = _passes(SoftmaxRegression(alpha=1e-3, dtype=np.float32), X32, y, 6)
+    huge = _passes(SoftmaxRegression(alpha=1e-3, dtype=np.float32), X32, y, 6, sample_weight=np.full(300, 1e36))
+    np.testing.assert_allclose(huge.coef_, ones.coef_, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_and_sparse_calls_are_the_same_samples():
+    """Calls are brought to the first call's format: the same rows, dense or sparse, are the same samples."""
+    X, y = _data(200, seed=9)
+    X[np.abs(X) < 0.5] = 0.0
+    for first, then in [(X, scipy.sparse.csr_matrix(X)), (scipy.sparse.csr_matrix(X), X)]:
+        model = SoftmaxRegression().partial_fit(first, y, classes=CLASSES).partial_fit(then, y)
+        state = model._stream_state
+        assert len(state.slots) == 200 and state.counts[:200].min() == 2
+
+
+def test_rows_too_large_for_any_step_are_refused_before_the_stream_changes():
+    X, y = _data(200)
+    model = SoftmaxRegression().partial_fit(X[:100], y[:100], classes=CLASSES)
+    state = model._stream_state
+    counts, coef = state.counts.copy(), model.coef_.copy()
+    huge = X[100:].copy()
+    huge[:5] *= 1e300
+    with pytest.raises(ValueError, match="squared norm is finite"):
+        model.partial_fit(huge, y[100:])
+    np.testing.assert_array_equal(state.counts, counts)
+    np.testing.assert_array_equal(model.coef_, coef)
+    assert len(state.slots) == 100
+
+
+@pytest.mark.parametrize("newton", [False, True])
+def test_class_weight_and_label_smoothing_stay_fixed_while_a_stream_goes_on(monkeypatch, newton):
+    """A sample is remembered with its weight and target: a change of either would count it twice."""
+    if newton:
+        monkeypatch.setattr(_stream_newton, "MAX_PARAMETERS", 1024)
+    X, y = _data(200)
+    model = SoftmaxRegression(class_weight={0: 2.0, 1: 1.0, 2: 1.0}).partial_fit(X, y, classes=CLASSES)
+    method = _stream_newton.NewtonStream if newton else _stream_replay.ReplayStream
+    assert isinstance(model._stream_state, method)
+    model.set_params(class_weight={0: 1.0, 1: 1.0, 2: 2.0})
+    with pytest.raises(ValueError, match="class_weight must stay"):
+        model.partial_fit(X, y)
+    model.set_params(class_weight={0: 2.0, 1: 1.0, 2: 1.0}, label_smoothing=0.2)
+    with pytest.raises(ValueError, match=r"label_smoothing must stay 0\.0"):
+        model.partial_fit(X, y)
+    model.set_params(label_smoothing=0.0, alpha=1e-2)  # alpha may change
+    model.partial_fit(X, y)
+
+
+def test_a_warm_start_counts_its_prior_in_the_memory(monkeypatch):
+    """The prior's rows are the memory's first rows, counted in its bytes: a warm stream of dense rows stays within
+    the budget (its prior was a second, uncounted copy: 1.66 times the budget)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3000, 40)), rng.integers(0, 3, 3000)
+    budget = _stream_replay._fixed_bytes(41 * 3) + 2**20
+    monkeypatch.setattr(_stream_replay, "MEMORY_BYTES", budget)
+    model = SoftmaxRegression(alpha=1e-2).fit(X[:300], y[:300])
+    model.partial_fit(X[:256], y[:256])
+    state = model._stream_state
+    assert state.fallback is None and state.n_rows == 2 * 256 and state.prior_linear is not None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        peak = 0
+        for start in range(256, 3000, 256):
+            model.partial_fit(X[start : start + 256], y[start : start + 256])
+            if state.fallback is None:
+                peak = max(peak, tracemalloc.get_traced_memory()[1] - before)
+    finally:
+        tracemalloc.stop()
+    assert state.fallback is not None and peak < 1.1 * budget

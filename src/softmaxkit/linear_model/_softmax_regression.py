@@ -504,6 +504,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 batch = n_samples if self.batch_size == "auto" else min(self.batch_size, n_samples)
                 options = {"batch_size": batch, "momentum": float(self.momentum), "alpha": float(self.alpha)}
                 options.update(label_smoothing=self.label_smoothing, fit_intercept=bool(self.fit_intercept))
+                options["class_weight"] = self.class_weight
                 weights = sample_weights(*weighing, np.float64, allow_balanced=False, scaled=False)
                 f, x = stream_steps(self._stream_state, objective, X, target, weights, **options)
             else:

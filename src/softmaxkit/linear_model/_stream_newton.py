@@ -183,6 +183,7 @@ class NewtonStream:
     memory: RowMemory
     alpha: float
     fit_intercept: bool
+    settings: dict | None = None  # fit_intercept, class_weight, label_smoothing: fixed while the stream goes on
     fallback: object = None  # the averaged SGD (._streaming.StreamState) the stream became when its memory filled
     total_weight: float = 0.0  # S
     warm: bool = False  # the prior of a fitted start is still to be put in
@@ -267,8 +268,8 @@ def _step(state: NewtonStream, X, target, weights, *, label_smoothing: float) ->
     W = state.theta[: width - int(state.fit_intercept)]
     penalty = 0.5 * state.alpha * float(np.vdot(W, W))
     sums = _Sums(state.hessian.copy(), state.rhs.copy())
-    undo = []
-    losses = added = prior_weight = 0.0
+    undo, added = [], []  # the memory's changes and its new keys, to undo
+    losses = new_weight = prior_weight = 0.0
     chunk = max(1, _CHUNK_NUMBERS // state.theta.size)
     try:
         for start in range(0, n_rows, chunk):
@@ -283,17 +284,19 @@ def _step(state: NewtonStream, X, target, weights, *, label_smoothing: float) ->
             with np.errstate(over="ignore"):  # an infinite sum is refused below
                 losses += float(chunk_weights[keep] @ _losses(logits, targets))
                 chunk_weights = chunk_weights[keep] * mass[keep]
-                added += float(chunk_weights.sum())
+                new_weight += float(chunk_weights.sum())
             targets = targets / mass[keep, None]
             if state.warm and not prior_weight and len(rows):  # the fitted start as a prior (WARM_START_ROWS)
                 prior_weight = _add_prior(state, sums, rows, logits, (WARM_START_ROWS / len(rows)) * chunk_weights)
-            if not np.isfinite(state.total_weight + prior_weight + added):
-                raise ValueError(f"sample_weight must have a finite sum over the stream, got {added}")
-            slots = state.memory.find(_keys(rows, targets, chunk_weights))
+            if not np.isfinite(state.total_weight + prior_weight + new_weight):
+                raise ValueError(f"sample_weight must have a finite sum over the stream, got {new_weight}")
+            keys, known = _keys(rows, targets, chunk_weights), len(state.memory.slots)
+            slots = state.memory.find(keys)
+            added.extend(key for key, slot in zip(keys, slots) if slot >= known)
             if np.any(slots < 0):
                 raise _MemoryFull
             undo.append(_replace_models(state.memory, sums, slots, rows, logits, targets, chunk_weights))
-        total_weight = state.total_weight + prior_weight + added
+        total_weight = state.total_weight + prior_weight + new_weight
         if total_weight > 0:
             move = _model_minimiser(sums, total_weight, state) - state.theta
             change = float(np.abs(X @ move[: X.shape[1]] + (move[-1] if state.fit_intercept else 0.0)).max())
@@ -302,6 +305,8 @@ def _step(state: NewtonStream, X, target, weights, *, label_smoothing: float) ->
     except (ValueError, FloatingPointError, _MemoryFull):
         for slots, logits, counts, floors in reversed(undo):
             state.memory.logits[slots], state.memory.counts[slots], state.memory.floors[slots] = logits, counts, floors
+        for key in added:
+            del state.memory.slots[key]
         raise
     total = float(weights.sum())
     objective = (losses / total if total > 0 else 0.0) + penalty

@@ -41,6 +41,11 @@ the same schedule. Features are not rescaled here: :math:`L` is dominated by the
 features, so a stream of raw features of very different scales converges slowly (measured in
 ``benchmarks/bench_stream.py``'s docstring); standardise them first.
 
+Sample weights count within a call: a mini-batch's gradient is its weighted mean, each call's weights
+divided by their mean (:func:`._loss.batch_loss_gradient`), so weights on different scales in different calls
+weigh the same (the remembering methods of :mod:`._streams` weigh them against each other; a stream that turns
+to averaged SGD when its memory fills changes to this).
+
 How close a stream can get: the average of stochastic-gradient iterates over :math:`N` samples drawn
 independently has, at best, the gap :math:`\operatorname{tr}(H^{-1} G) / (2N)` (Polyak and Juditsky,
 1992; :math:`H` the Hessian, :math:`G` the covariance of the per-sample gradients at the optimum).

@@ -5,8 +5,10 @@ which a numeric ``learning_rate`` also asks for. The first two remember the samp
 a stream whose samples would overflow that goes on as averaged SGD from the model it has (:func:`stream_steps`).
 Both remembering methods give :func:`stream_steps` the same three functions: ``remembered_steps(state, X,
 target, sample_weight, *, alpha, batch_size, label_smoothing) -> (sum of the batches' objectives times their
-rows, rows done)``, which stops before the first mini-batch whose samples would not fit; ``current_theta``; and
-``forget_samples``, which frees the memory.
+rows, rows done)``, which stops before the first mini-batch (the Newton) or call (the remembered rows) whose
+samples would not fit; ``current_theta``; and ``forget_samples``, which frees the memory. Since a sample is
+remembered with its weight and target, ``class_weight`` and ``label_smoothing`` (like ``fit_intercept``) may
+not change while such a stream goes on; ``alpha`` may.
 
 =========================================  ==============================  ===================================
 model: (features + 1) x classes            stream method                   passes over a data set reach
@@ -20,6 +22,8 @@ larger, or ``learning_rate`` a number      averaged SGD                    near 
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -40,7 +44,18 @@ def new_stream(learning_rate, X, alpha: float, fit_intercept: bool, x0: np.ndarr
 
 
 def stream_steps(
-    state, make_objective, X, target, sample_weight, *, alpha, fit_intercept, batch_size, momentum, label_smoothing
+    state,
+    make_objective,
+    X,
+    target,
+    sample_weight,
+    *,
+    alpha,
+    fit_intercept,
+    batch_size,
+    momentum,
+    label_smoothing,
+    class_weight=None,
 ):
     """``(mean batch objective, flat theta of the model)`` after the steps on the rows of ``X``, in order.
 
@@ -57,11 +72,14 @@ def stream_steps(
     if not isinstance(state, _stream_newton.NewtonStream | _stream_replay.ReplayStream):
         value = _streaming.averaged_steps(make_objective().batch_loss_gradient, n_samples, state, **options)
         return value, state.average
-    if state.fit_intercept != fit_intercept:
-        raise ValueError(
-            f"fit_intercept must stay {state.fit_intercept} while a stream goes on, got {fit_intercept}; "
-            "call fit, or partial_fit on a new estimator"
-        )
+    settings = {"fit_intercept": fit_intercept, "class_weight": class_weight, "label_smoothing": label_smoothing}
+    state.settings = copy.deepcopy(settings) if state.settings is None else state.settings
+    for name, value in settings.items():
+        if value != state.settings[name]:
+            raise ValueError(
+                f"{name} must stay {state.settings[name]!r} while a stream goes on, got {value!r}; "
+                "call fit, or partial_fit on a new estimator"
+            )
     total, done = 0.0, 0
     if state.fallback is None:
         method = _stream_newton if isinstance(state, _stream_newton.NewtonStream) else _stream_replay
