@@ -290,6 +290,55 @@ def test_cross_entropy_with_grad_float16_and_k_dim_input():
         assert_close(kernel[1], numpy_path[1], rtol=2 * EPS[np.float16])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiles_of_short_rows_across_tasks_and_edges_match_the_numpy_path(dtype):
+    """Short rows run in transposed tiles of _TILE rows, _TASK_TILES tiles per parallel task: two tasks and a
+    partial tile, the non-finite patterns at the tiles' first and last rows, confident and uncertain rows,
+    class weights and smoothing, the gradient in place; the kernels equal the NumPy path."""
+    from softmaxkit._numpy import _kernels
+
+    tile, task = _kernels._TILE, _kernels._TASK_ROWS
+    n, c = 2 * task + tile // 2 + 3, 10
+    x = _logits((n, c), dtype, "tiles", scale=2.0)
+    x[::3] *= 8  # confident rows: the top's probability past 1/2 (S' summed without it)
+    edges = [0, tile - 1, tile, task - 1, task, task + tile + 1, 2 * task, n - 2, n - 1, 5, 900, 2000]
+    padded = np.pad(PATTERNS, ((0, 0), (0, c - PATTERNS.shape[1])), constant_values=-INF)
+    x[edges] = padded.astype(dtype)
+    for log in (False, True):
+        kernel, numpy_path = (_softmax(x, -1, log=log, engine=e) for e in ("kernel", "numpy"))
+        assert_close(kernel, numpy_path, rtol=4 * EPS[dtype], what="log_softmax" if log else "softmax")
+    rng = np.random.default_rng(seed_of("tiles", dtype))
+    index = rng.integers(0, c, n)
+    index[edges[::2]] = -100
+    class_weight = rng.uniform(0.5, 2.0, c)
+    for weighted, smoothing in itertools.product([False, True], [0.0, 0.1]):
+        options = dict(weight=class_weight if weighted else None, reduction="none", label_smoothing=smoothing)
+        grad_output = rng.uniform(0.5, 1.5, n)
+        results = [
+            _evaluate(x, index, grad_output, **options, ignore_index=-100, want_loss=True, want_grad=True, engine=e)
+            for e in ("kernel", "numpy")
+        ]
+        case = f"weighted={weighted} eps={smoothing}"
+        assert_close(results[0][0], results[1][0], rtol=16 * EPS[dtype], what=f"loss {case}")
+        assert_close(results[0][1], results[1][1], rtol=16 * EPS[dtype], what=f"gradient {case}")
+    finite = np.isfinite(x).all(axis=1)
+    target, weights = index[finite] % c, rng.uniform(0, 1, int(finite.sum()))
+    for smoothing in (0.0, 0.2):
+        kernel, numpy_path = x[finite].copy(), x[finite].copy()
+        totals = [
+            weighted_cross_entropy_rows(z, target, weights, label_smoothing=smoothing, engine=e)
+            for z, e in ((kernel, "kernel"), (numpy_path, "numpy"))
+        ]
+        assert totals[0] == pytest.approx(totals[1], rel=16 * EPS[dtype])
+        assert_close(kernel, numpy_path, rtol=16 * EPS[dtype], what=f"weighted rows in place eps={smoothing}")
+        # entry by entry at the top of the confident rows, where p_top A - a_top would cancel
+        rows = np.arange(target.size)
+        top = np.argmax(x[finite], axis=1)
+        confident = softmax_ref(x[finite])[rows, top] > 0.9
+        at_top = [g[rows, top][confident].astype(np.float64) for g in (kernel, numpy_path)]
+        assert confident.sum() > 1000 and np.all(np.abs(at_top[0] - at_top[1]) <= 16 * EPS[dtype] * np.abs(at_top[1]))
+
+
 # --------------------------------------------------------------------------- the linear model's kernel
 
 

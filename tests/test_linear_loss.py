@@ -308,8 +308,11 @@ def test_the_fused_row_kernel_equals_its_numpy_path(rng, dtype, soft):
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for label_smoothing in (0.0, 0.2):
         kernel, reference = z.copy(), z.copy()
-        value = _loss._cross_entropy_rows(kernel, target, weights, label_smoothing, engine="kernel")
-        expected = _loss._cross_entropy_rows(reference, target, weights, label_smoothing, engine="numpy")
+        on = {
+            e: _loss._cross_entropy_rows(target, weights, label_smoothing, n_classes=k, dtype=dtype, engine=e)
+            for e in ("kernel", "numpy")
+        }
+        value, expected = on["kernel"](kernel), on["numpy"](reference)
         assert value == pytest.approx(expected, rel=rtol)
         np.testing.assert_allclose(kernel, reference, rtol=rtol, atol=rtol * np.abs(reference).max())
         assert not kernel[::17].any()
@@ -319,12 +322,12 @@ def test_the_linear_loss_on_the_numpy_path_equals_the_kernel(rng, monkeypatch):
     X, target, sw = _problem(rng, 12_000, 9, 6, soft=False, weighted=True)  # 72,000 logits: the compiled path
     coef = rng.normal(size=(6, 10))
     value, grad = _loss.loss_gradient(coef, X, target, sw, 0.1)
-    numpy_path = _loss.weighted_cross_entropy_rows
+    numpy_path = _loss.WeightedRows
 
     def on_numpy(*args, **options):
         return numpy_path(*args, **{**options, "engine": "numpy"})
 
-    monkeypatch.setattr(_loss, "weighted_cross_entropy_rows", on_numpy)
+    monkeypatch.setattr(_loss, "WeightedRows", on_numpy)
     ref_value, ref_grad = _loss.loss_gradient(coef, X, target, sw, 0.1)
     assert value == pytest.approx(ref_value, rel=1e-13)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)
