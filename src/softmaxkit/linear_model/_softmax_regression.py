@@ -420,6 +420,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         finally:
             monitor.close()
         x = monitor.best_x if monitor.best_x is not None else result.x
+        self.solver_ = getattr(result, "solver", None) or solver  # (auto: the solver that finished)
         self._set_coef(x, n_classes, n_features, dtype)
         self.n_iter_ = int(result.n_iter)
         self.loss_curve_ = list(result.loss_curve)
