@@ -98,7 +98,8 @@ def run_full_batch(
         solver = "newton-cg" if solver == "auto" else solver
         result = run.run_full_batch(solver, objective, x0, **options)
     elif solver == "auto":
-        result = _solvers.minimize_auto(objective.loss_gradient, objective.loss_gradient_hessp, x0, **options)
+        lg, lgh = objective.loss_gradient, objective.loss_gradient_hessp
+        result = _solvers.minimize_auto(lg, lgh, x0, coarse=objective.coarse, **options)
     elif solver == "lbfgs":
         result = _solvers.minimize_lbfgs(objective.loss_gradient, x0, **options)
     else:

@@ -68,6 +68,8 @@ class Objective(NamedTuple):
     loss_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]]
     loss_gradient_hessp: Callable[[np.ndarray], tuple[float, np.ndarray, HessianOperator]]
     batch_loss_gradient: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+    # builds a cheaper, less precise loss_gradient of the same objective (minimize_auto's coarse phase), or None
+    coarse: Callable[[], Callable[[np.ndarray], tuple[float, np.ndarray]]] | None = None
 
 
 def minimize_lbfgs(loss_gradient, x0, *, max_iter: int, tol: float, callback=None, memory: int = 10) -> SolverResult:
@@ -270,6 +272,9 @@ NEWTON_PASSES = 20
 # ends 1.8e-7 from the optimum, which L-BFGS at the default tol (1e-5) reaches only at an estimate of 1e-7 (12
 # iterations on make_classification(200_000, 100, n_classes=20), against 8 at 1e-5).
 LBFGS_TOL_FACTOR = 0.01
+# minimize_auto's coarse (float32) phase stops where L-BFGS's estimate is at most this (relative): float32 rounds
+# the objective at about 3e-8 relative (measured on make_classification(200_000, 100, n_classes=20)), well below.
+COARSE_TOL = 1e-5
 # The smallest relative gap L-BFGS is predicted to reach: the objective's rounding (a smaller tol stops it there).
 _GAP_FLOOR = 1e-15
 
@@ -295,38 +300,60 @@ def predicted_iterations(gaps: list[float], tol: float) -> float:
     return float(np.log(max(last / max(tol, _GAP_FLOOR), 1.0)) / -np.log(rate))
 
 
-def minimize_auto(loss_gradient, loss_gradient_hessp, x0, *, max_iter: int, tol: float, callback=None) -> SolverResult:
+def minimize_auto(
+    loss_gradient, loss_gradient_hessp, x0, *, max_iter: int, tol: float, callback=None, coarse=None
+) -> SolverResult:
     """L-BFGS while it converges fast, else Newton-CG from where L-BFGS got: ``solver="auto"``'s run.
 
     L-BFGS (:func:`minimize_lbfgs`) runs one iteration at a time; after each, its estimate of the
     relative gap (``g^T H^-1 g / (2 |f|)``, the quantity ``tol`` bounds) gives its rate of
     convergence, and :func:`predicted_iterations` the iterations it still needs. While that is at
-    most :data:`NEWTON_PASSES`, L-BFGS goes on (to the end, exactly as :func:`minimize_lbfgs` would);
-    the first time it is more, Newton-CG (:func:`minimize_newton_cg`) starts from L-BFGS's point and
-    finishes. The choice is made from measured progress, so that well-conditioned problems (where
-    L-BFGS's iterations, one pass over X each, win) and ill-conditioned ones (where Newton-CG's
-    few iterations win) both get their solver, whatever their shape. ``max_iter`` counts the
-    iterations of both; the result's ``solver`` says which one finished.
+    most :data:`NEWTON_PASSES`, L-BFGS goes on (to the end, exactly as :func:`minimize_lbfgs` would
+    with ``tol`` times :data:`LBFGS_TOL_FACTOR`); the first time it is more, Newton-CG
+    (:func:`minimize_newton_cg`) starts from L-BFGS's point and finishes. The choice is made from
+    measured progress, so that well-conditioned problems (where L-BFGS's iterations, one pass over X
+    each, win) and ill-conditioned ones (where Newton-CG's few iterations win) both get their solver,
+    whatever their shape. ``max_iter`` counts the iterations of both; the result's ``solver`` says
+    which one finished.
+
+    ``coarse``, when given, is a function that builds a cheaper, less precise ``loss_gradient`` of the
+    same objective (float32 data: see :func:`._objective.numpy_objective`): L-BFGS runs on it until
+    its estimate reaches :data:`COARSE_TOL` (or its precision stops it), then goes on with its
+    curvature pairs on ``loss_gradient`` (one evaluation at the point reached), so that only the last
+    iterations pay for the full precision. Those iterations' objectives in the curve are the
+    coarse ones.
     """
-    state = start_lbfgs(loss_gradient, x0)
-    gaps: list[float] = []
-    result = SolverResult(state.x, 0, [], False, "iteration limit reached")
     lbfgs_tol = LBFGS_TOL_FACTOR * tol
-    while state.n_iter < max_iter:
-        result = minimize_lbfgs_resumable(
-            loss_gradient, None, max_iter=state.n_iter + 1, tol=lbfgs_tol, callback=callback, state=state
-        )
-        if result.converged:
+    phases = [(coarse, max(lbfgs_tol, COARSE_TOL))] if coarse is not None else []
+    phases.append((None, lbfgs_tol))
+    state, gaps = None, []
+    for build, phase_tol in phases:
+        evaluate = loss_gradient if build is None else build()
+        if state is None:
+            state = start_lbfgs(evaluate, x0)
+        else:  # the full-precision objective where the coarse phase stopped; its curvature pairs kept
+            f, g = evaluate(state.x)
+            state.f, state.g = float(f), np.asarray(g, dtype=np.float64).ravel().copy()
+        result = SolverResult(state.x, state.n_iter, list(state.curve), False, "iteration limit reached")
+        while state.n_iter < max_iter:
+            result = minimize_lbfgs_resumable(
+                evaluate, None, max_iter=state.n_iter + 1, tol=phase_tol, callback=callback, state=state
+            )
+            if result.converged:
+                break
+            gaps.append(state.gap / max(abs(state.f), np.finfo(np.float64).tiny))
+            if predicted_iterations(gaps, lbfgs_tol) > NEWTON_PASSES:
+                del evaluate  # (the coarse objective's data go before Newton-CG's Hessians come)
+                newton = minimize_newton_cg(
+                    loss_gradient_hessp, state.x, max_iter=max_iter - state.n_iter, tol=tol, callback=callback
+                )
+                curve = list(state.curve) + list(newton.loss_curve)
+                return SolverResult(
+                    newton.x, state.n_iter + newton.n_iter, curve, newton.converged, newton.message, solver="newton-cg"
+                )
+        del evaluate
+        if not result.converged or result.message == "stopped by callback":
             break
-        gaps.append(state.gap / max(abs(state.f), np.finfo(np.float64).tiny))
-        if predicted_iterations(gaps, lbfgs_tol) > NEWTON_PASSES:
-            newton = minimize_newton_cg(
-                loss_gradient_hessp, state.x, max_iter=max_iter - state.n_iter, tol=tol, callback=callback
-            )
-            curve = list(state.curve) + list(newton.loss_curve)
-            return SolverResult(
-                newton.x, state.n_iter + newton.n_iter, curve, newton.converged, newton.message, solver="newton-cg"
-            )
     result.solver = "lbfgs"
     return result
 
