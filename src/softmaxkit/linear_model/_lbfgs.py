@@ -35,7 +35,7 @@ import scipy.optimize
 from softmaxkit._numpy._vectors import axpy_dot
 from softmaxkit.linear_model._result import SolverResult
 
-__all__ = ["LbfgsState", "minimize_lbfgs_resumable"]
+__all__ = ["LbfgsState", "estimated_gap", "minimize_lbfgs_resumable", "start_lbfgs"]
 
 _EPS = np.finfo(np.float64).eps
 _FTOL = 64 * _EPS  # the relative-decrease stop of minimize_lbfgs (its SciPy "ftol")
@@ -187,6 +187,15 @@ def _wolfe_step(loss_gradient, x, f, g, p):
     if not (np.isfinite(f_new) and f_new <= f):
         return None
     return x_new, f_new, g_new
+
+
+def estimated_gap(state: LbfgsState) -> float:
+    """The stopping rule's estimate ``g^T H^-1 g / 2`` at ``state`` (``inf`` without curvature pairs)."""
+    if not state.pairs:
+        return np.inf
+    if len(state.products) != len(state.pairs):
+        state.products = [_pair_products(s, y) for s, y in state.pairs]
+    return _estimated_gap(_first_loop(state.g, state.pairs, state.products), state.products)
 
 
 def start_lbfgs(loss_gradient, x0) -> LbfgsState:
