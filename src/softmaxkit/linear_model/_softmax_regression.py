@@ -105,8 +105,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         benchmark sets). lbfgs: stops where the same estimate, with L-BFGS's own approximation of
         ``H^-1``, is at most ``tol * L`` ("auto": ``tol * L / 100``; measured: the true gap 0.3-6 times it,
         once 32). At the default, the gap is below scikit-learn's default fit's on every benchmark
-        set (2e-6 against 6e-5 to 0.2; 7e-8 and 8e-9 against 1.8e-7 on the make_classification ones). A ``tol`` below the objective's rounding (about 1e-15)
-        stops where the objective no longer decreases: at machine precision.
+        set (2e-6 against 6e-5 to 0.2; 7e-8, 8e-9 against 1.8e-7 on make_classification). A ``tol``
+        below the objective's rounding (about 1e-15) stops where it no longer decreases: at machine precision.
         sgd, adam: stop when the epoch objective has not improved by ``tol`` (relative) for
         ``n_iter_no_change`` epochs. With ``early_stopping``: when the validation accuracy has not
         improved by ``tol``.

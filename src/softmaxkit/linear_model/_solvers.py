@@ -268,7 +268,8 @@ def minimize_newton_cg(
 # other well-conditioned make_classification shapes alike; digits 6e-1 and 4e-1, pendigits 4e-1 and 4e-1,
 # satimage 2e-1 and 1e-1, letter 5e-1 and 2e-1 (70-120 iterations to 1e-6). Newton-CG alone took 27 passes
 # (evaluations + Hessian-vector products) on the first, 55 on letter, 104 on covtype, 141 on digits; switching
-# after 3 L-BFGS iterations took 56, 115 and 139 passes on those three (deciding after 4: 5 fewer on letter, 56 more on covtype).
+# after 3 L-BFGS iterations took 56, 115 and 139 passes on those three (deciding after 4: 5 fewer on letter, 56
+# more on covtype).
 PROBE_MIN = 2
 PROBE_WINDOW = 5
 NEWTON_PASSES = 20
