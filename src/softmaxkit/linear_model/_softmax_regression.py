@@ -81,14 +81,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     fit_intercept : bool, default True
     solver : {"auto", "lbfgs", "newton-cg", "sgd", "adam"}, default "auto"
         "auto" (the default; earlier releases defaulted to "lbfgs") chooses by the rules of
-        :mod:`~softmaxkit.linear_model._auto`: "lbfgs" where no factorisation of the Hessian (whole,
-        or one block per class) fits in ``max(2**22 numbers, nnz(X))`` of memory (many features times
-        classes, typically sparse text); else "newton-cg" where a pass is small (``nnz(X) * n_classes``
-        below 4e6), and L-BFGS first where it is larger (its first iterations in float32 on dense float64
-        data), handing over to Newton-CG when its measured rate is slow (ill-conditioned problems).
-        Measured, time to scikit-learn's optimum, one thread: 0.1-0.4x on letter, pendigits, satimage and
-        covtype, 0.7x on digits and on well-conditioned shapes, 0.43x on news20 (lbfgs); see
-        ``benchmarks/results/``. ``solver_`` records the solver that finished.
+        :mod:`~softmaxkit.linear_model._auto`: "lbfgs" where no factorisation of the Hessian (whole, or
+        one block per class) fits in ``max(2**22 numbers, nnz(X))`` of memory (typically sparse text);
+        else "newton-cg" where a pass is small (``nnz(X) * n_classes`` below 4e6), and L-BFGS first where
+        it is larger (its first iterations in float32 on dense float64 data), handing over to Newton-CG
+        when its measured rate is slow (ill-conditioned problems). Time to scikit-learn's optimum, one
+        thread: 0.1-0.4x on letter, pendigits, satimage, covtype, 0.7x on digits and well-conditioned
+        shapes, 0.43x on news20 (lbfgs); see ``benchmarks/results/``. ``solver_``: the one that finished.
         "lbfgs": L-BFGS (scikit-learn's default algorithm; our own). "newton-cg": inexact Newton
         with preconditioned CG on exact Hessian-vector products and a backtracking line search
         (the preconditioner is Jacobi, then a lagged Cholesky factorisation of the whole Hessian or
