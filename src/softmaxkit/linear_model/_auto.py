@@ -22,9 +22,10 @@ n_classes=10)`` 0.74-1.01x (Newton-CG 1.16-1.33x); on the library's default thre
 0.12-0.71x. Before these rules "auto" ran Newton-CG on both: 1.19x and 1.17x. At load 1.2 (medians of 5
 interleaved fits) "auto" took 0.73x and 0.85x the time of ``solver="lbfgs"`` there (the float32 phase).
 The ill-conditioned sets keep Newton-CG: letter (above :data:`PROBE_PASS`) switches after three L-BFGS
-iterations, with about as many passes in all as Newton-CG alone (4 evaluations + 9 Newton evaluations + 43 products against
-10 + 45); pendigits, satimage, covtype and digits are below it. Fits with a checkpoint (which saves
-one solver's state), fits of data sources and data-parallel fits apply rule 1 only.
+iterations, with about as many passes in all as Newton-CG alone (4 evaluations + 9 Newton evaluations
++ 43 products against 10 + 45); pendigits, satimage, covtype and digits are below it. Fits with a
+checkpoint (which saves one solver's state), fits of data sources and data-parallel fits apply rule 1
+only.
 """
 
 from __future__ import annotations
