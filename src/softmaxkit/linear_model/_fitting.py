@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse
 
 from softmaxkit.linear_model import _loss, _solvers
-from softmaxkit.linear_model._auto import choose_solver
+from softmaxkit.linear_model._auto import choose_solver, probes_lbfgs
 
 __all__ = [
     "auto_learning_rate",
@@ -28,13 +28,17 @@ def nnz(X) -> int:
 
 
 def resolve_solver(solver: str, X, n_classes: int, fit_intercept: bool) -> str:
-    """``solver``, with "auto" replaced by the rule of :func:`._auto.choose_solver`."""
+    """``solver``, with "auto" replaced by the rule of :func:`._auto.choose_solver`; "auto" stays where that
+    rule allows Newton-CG and :func:`._auto.probes_lbfgs` (:func:`run_full_batch` then runs
+    :func:`._solvers.minimize_auto`)."""
     if solver != "auto":
         return solver
     n_samples, n_features = X.shape
-    return choose_solver(
-        n_samples=n_samples, n_features=n_features, n_classes=n_classes, nnz=nnz(X), fit_intercept=fit_intercept
+    entries = nnz(X)
+    chosen = choose_solver(
+        n_samples=n_samples, n_features=n_features, n_classes=n_classes, nnz=entries, fit_intercept=fit_intercept
     )
+    return "auto" if chosen == "newton-cg" and probes_lbfgs(nnz=entries, n_classes=n_classes) else chosen
 
 
 def initial_theta(coef, intercept, *, n_classes, n_features, fit_intercept, target, sample_weight) -> np.ndarray:
@@ -86,10 +90,19 @@ def epoch_options(batch_size, n_samples: int, learning_rate: float, schedule: st
 def run_full_batch(
     solver: str, objective, x0, *, max_iter: int, tol: float, callback, run=None
 ) -> _solvers.SolverResult:
-    """lbfgs or newton-cg on the backend's :class:`~._solvers.Objective`; resumed and saved by the checkpoint
-    ``run`` (a :class:`._checkpoint.CheckpointRun`) when given."""
+    """lbfgs, newton-cg or "auto" (:func:`._solvers.minimize_auto`) on the backend's :class:`~._solvers.Objective`;
+    resumed and saved by the checkpoint ``run`` (a :class:`._checkpoint.CheckpointRun`) when given ("auto" is then
+    newton-cg: a checkpoint saves one solver's state). The result's ``solver`` is the solver that finished."""
+    options = {"max_iter": max_iter, "tol": tol, "callback": callback}
     if run is not None:
-        return run.run_full_batch(solver, objective, x0, max_iter=max_iter, tol=tol, callback=callback)
-    if solver == "lbfgs":
-        return _solvers.minimize_lbfgs(objective.loss_gradient, x0, max_iter=max_iter, tol=tol, callback=callback)
-    return _solvers.minimize_newton_cg(objective.loss_gradient_hessp, x0, max_iter=max_iter, tol=tol, callback=callback)
+        solver = "newton-cg" if solver == "auto" else solver
+        result = run.run_full_batch(solver, objective, x0, **options)
+    elif solver == "auto":
+        lg, lgh = objective.loss_gradient, objective.loss_gradient_hessp
+        result = _solvers.minimize_auto(lg, lgh, x0, coarse=objective.coarse, **options)
+    elif solver == "lbfgs":
+        result = _solvers.minimize_lbfgs(objective.loss_gradient, x0, **options)
+    else:
+        result = _solvers.minimize_newton_cg(objective.loss_gradient_hessp, x0, **options)
+    result.solver = result.solver or solver
+    return result

@@ -35,7 +35,7 @@ import scipy.optimize
 from softmaxkit._numpy._vectors import axpy_dot
 from softmaxkit.linear_model._result import SolverResult
 
-__all__ = ["LbfgsState", "minimize_lbfgs_resumable"]
+__all__ = ["LbfgsState", "estimated_gap", "minimize_lbfgs_resumable", "start_lbfgs"]
 
 _EPS = np.finfo(np.float64).eps
 _FTOL = 64 * _EPS  # the relative-decrease stop of minimize_lbfgs (its SciPy "ftol")
@@ -49,7 +49,9 @@ class LbfgsState:
     ``pairs`` are the curvature pairs ``(s, y)``, oldest first, at most ``memory`` of them;
     ``curve`` the objective after each of the ``n_iter`` iterations done; ``products`` each pair's
     ``(s^T y, y^T y, s^T s)`` (recomputed from the pairs when their number differs, as in a state
-    read from a file; the lists are replaced, never changed in place, so a shallow copy is a snapshot).
+    read from a file; the lists are replaced, never changed in place, so a shallow copy is a snapshot);
+    ``gap`` the stopping rule's estimate ``g^T H^-1 g / 2`` at ``x`` after the last iteration (not saved:
+    :func:`._solvers.minimize_auto` reads it to judge L-BFGS's progress).
     """
 
     x: np.ndarray
@@ -59,6 +61,7 @@ class LbfgsState:
     n_iter: int = 0
     curve: list[float] = field(default_factory=list)
     products: list[tuple[float, float, float]] = field(default_factory=list)
+    gap: float = np.inf  # the stopping rule's estimate of f - f* at x (inf while no pair is kept)
 
 
 def _inverse_hessian_product(g: np.ndarray, pairs) -> np.ndarray:
@@ -186,6 +189,15 @@ def _wolfe_step(loss_gradient, x, f, g, p):
     return x_new, f_new, g_new
 
 
+def estimated_gap(state: LbfgsState) -> float:
+    """The stopping rule's estimate ``g^T H^-1 g / 2`` at ``state`` (``inf`` without curvature pairs)."""
+    if not state.pairs:
+        return np.inf
+    if len(state.products) != len(state.pairs):
+        state.products = [_pair_products(s, y) for s, y in state.pairs]
+    return _estimated_gap(_first_loop(state.g, state.pairs, state.products), state.products)
+
+
 def start_lbfgs(loss_gradient, x0) -> LbfgsState:
     """The state before the first iteration, at ``x0``."""
     x = np.asarray(x0, dtype=np.float64).ravel().copy()
@@ -246,7 +258,8 @@ def minimize_lbfgs_resumable(
             converged, message = True, "stopped by callback"
             break
         first = _first_loop(state.g, state.pairs, state.products) if state.pairs else None
-        if first is not None and _estimated_gap(first, state.products) <= tol * abs(f_new):
+        state.gap = _estimated_gap(first, state.products) if first is not None else np.inf
+        if state.gap <= tol * abs(f_new):
             converged, message = True, "estimated relative gap below tol"
             break
         if f_old - f_new <= _FTOL * max(abs(f_old), abs(f_new), 1.0):

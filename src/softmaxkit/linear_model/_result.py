@@ -18,3 +18,4 @@ class SolverResult:
     loss_curve: list[float]
     converged: bool
     message: str = ""
+    solver: str | None = None  # the solver that ran (set where a rule chose it: minimize_auto)

@@ -80,14 +80,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         L2 penalty strength (see the formula above).
     fit_intercept : bool, default True
     solver : {"auto", "lbfgs", "newton-cg", "sgd", "adam"}, default "auto"
-        "auto" (the default; earlier releases defaulted to "lbfgs") chooses from the problem's shape
-        (:func:`~softmaxkit.linear_model._auto.choose_solver`): "newton-cg" when a factorisation of
-        its Hessian (whole, or one block per class) fits in ``max(2**22 numbers, nnz(X))`` of
-        memory, else "lbfgs" (many features times classes, typically sparse text). Measured, in
-        time to scikit-learn's optimum with one thread: newton-cg 0.1-0.4x scikit-learn's time on
-        letter, pendigits, satimage and covtype, 0.8x on digits, 1.2x on well-conditioned shapes that
-        scikit-learn solves in 11 iterations; lbfgs 0.43x and newton-cg 4x on news20 (62,061 sparse
-        features, 20 classes); see ``benchmarks/results/``. ``solver_`` records the choice.
+        "auto" (the default; earlier releases defaulted to "lbfgs") chooses by the rules of
+        :mod:`~softmaxkit.linear_model._auto`: "lbfgs" where no factorisation of the Hessian (whole, or
+        one block per class) fits in ``max(2**22 numbers, nnz(X))`` of memory (typically sparse text);
+        else "newton-cg" where a pass is small (``nnz(X) * n_classes`` below 4e6), and L-BFGS first where
+        it is larger (its first iterations in float32 on dense float64 data), handing over to Newton-CG
+        when its measured rate is slow (ill-conditioned problems). Time to scikit-learn's optimum, one
+        thread: 0.1-0.4x on letter, pendigits, satimage, covtype, 0.7x on digits and well-conditioned
+        shapes, 0.43x on news20 (lbfgs); see ``benchmarks/results/``. ``solver_``: the one that finished.
         "lbfgs": L-BFGS (scikit-learn's default algorithm; our own). "newton-cg": inexact Newton
         with preconditioned CG on exact Hessian-vector products and a backtracking line search
         (the preconditioner is Jacobi, then a lagged Cholesky factorisation of the whole Hessian or
@@ -102,10 +102,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         (which estimates ``L - L*``) is at most ``tol * L``; Newton's last step then leaves the gap
         far below ``tol`` (measured: at most 1.3 ``tol``, usually 1e-3 ``tol`` or less, on the
         benchmark sets). lbfgs: stops where the same estimate, with L-BFGS's own approximation of
-        ``H^-1``, is at most ``tol * L`` (measured: the true gap within 0.3-6 times the estimate,
+        ``H^-1``, is at most ``tol * L`` ("auto": ``tol * L / 100``; measured: the true gap 0.3-6 times it,
         once 32). At the default, the gap is below scikit-learn's default fit's on every benchmark
-        set (2e-6 against 6e-5 to 0.2). A ``tol`` below the objective's rounding (about 1e-15)
-        stops where the objective no longer decreases: at machine precision.
+        set (2e-6 against 6e-5 to 0.2; 7e-8, 8e-9 against 1.8e-7 on make_classification). A ``tol``
+        below the objective's rounding (about 1e-15) stops where it no longer decreases: at machine precision.
         sgd, adam: stop when the epoch objective has not improved by ``tol`` (relative) for
         ``n_iter_no_change`` epochs. With ``early_stopping``: when the validation accuracy has not
         improved by ``tol``.
@@ -420,6 +420,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         finally:
             monitor.close()
         x = monitor.best_x if monitor.best_x is not None else result.x
+        self.solver_ = getattr(result, "solver", None) or solver  # (auto: the solver that finished)
         self._set_coef(x, n_classes, n_features, dtype)
         self.n_iter_ = int(result.n_iter)
         self.loss_curve_ = list(result.loss_curve)

@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from softmaxkit.linear_model._lbfgs import minimize_lbfgs_resumable
+from softmaxkit.linear_model._lbfgs import estimated_gap, minimize_lbfgs_resumable, start_lbfgs
 from softmaxkit.linear_model._result import SolverResult
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Objective",
     "SolverResult",
     "StochasticState",
+    "minimize_auto",
     "minimize_lbfgs",
     "minimize_newton_cg",
     "minimize_stochastic",
@@ -67,6 +68,8 @@ class Objective(NamedTuple):
     loss_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]]
     loss_gradient_hessp: Callable[[np.ndarray], tuple[float, np.ndarray, HessianOperator]]
     batch_loss_gradient: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+    # builds a cheaper, less precise loss_gradient of the same objective (minimize_auto's coarse phase), or None
+    coarse: Callable[[], Callable[[np.ndarray], tuple[float, np.ndarray]]] | None = None
 
 
 def minimize_lbfgs(loss_gradient, x0, *, max_iter: int, tol: float, callback=None, memory: int = 10) -> SolverResult:
@@ -123,8 +126,9 @@ def _pcg(hessp, b, precondition, tol, max_iter):
 PRECONDITIONING = ("diagonal", ("full", "block"), 8)
 # The most CG iterations of one Newton step (at least 50, at most the number of parameters).
 CG_LIMIT = 500
-# The smallest relative CG tolerance (see minimize_newton_cg).
+# The smallest and the largest relative CG tolerance (see minimize_newton_cg).
 _FORCING_FLOOR = 1e-4
+_FORCING_CEILING = 0.5
 
 
 @dataclass
@@ -208,7 +212,7 @@ def minimize_newton_cg(
             with np.errstate(over="ignore", invalid="ignore"):  # (out of range: see _pcg's curvature test)
                 return np.asarray(H(v), dtype=np.float64).ravel()
 
-        tolerance = min(0.5, max(np.sqrt(g_norm), _FORCING_FLOOR)) * g_norm
+        tolerance = min(_FORCING_CEILING, max(np.sqrt(g_norm), _FORCING_FLOOR)) * g_norm
         step, state.cg_used = _pcg(hessp, -g, precondition, tolerance, n_cg)
         # The Hessian goes before the line search builds the next one: each holds n_samples x n_classes numbers
         # (two of them at once made a fit's peak memory on letter 17.4 MiB, against scikit-learn's 6.7 MiB).
@@ -255,6 +259,118 @@ def minimize_newton_cg(
         if on_iteration is not None:
             on_iteration(state)
     return SolverResult(x, state.n_iter, list(curve), converged, message)
+
+
+# minimize_auto's probe: L-BFGS's rate is read over the last PROBE_WINDOW iterations once more than PROBE_MIN
+# estimates are in, and L-BFGS gives way to Newton-CG when it predicts more than NEWTON_PASSES further iterations
+# (about one pass over X each), about what Newton-CG takes. Measured, L-BFGS's relative gap estimates after
+# iterations 1 and 3: make_classification(200_000, 100, n_classes=20) 2e-1 and 3e-4 (10 iterations to 1e-6), the
+# other well-conditioned make_classification shapes alike; digits 6e-1 and 4e-1, pendigits 4e-1 and 4e-1,
+# satimage 2e-1 and 1e-1, letter 5e-1 and 2e-1 (70-120 iterations to 1e-6). Newton-CG alone took 27 passes
+# (evaluations + Hessian-vector products) on the first, 55 on letter, 104 on covtype, 141 on digits; switching
+# after 3 L-BFGS iterations took 56, 115 and 139 passes on those three (deciding after 4: 5 fewer on letter, 56
+# more on covtype).
+PROBE_MIN = 2
+PROBE_WINDOW = 5
+NEWTON_PASSES = 20
+# minimize_auto's L-BFGS stops where its estimate is at most this times tol: the estimate was measured up to 6 times
+# below the true gap (SoftmaxRegression's tol), and on the well-conditioned benchmark shapes scikit-learn's default fit
+# ends 1.8e-7 from the optimum, which L-BFGS at the default tol (1e-5) reaches only at an estimate of 1e-7 (12
+# iterations on make_classification(200_000, 100, n_classes=20), against 8 at 1e-5).
+LBFGS_TOL_FACTOR = 0.01
+# minimize_auto's coarse (float32) phase stops where L-BFGS's estimate is at most this (relative): float32 rounds
+# the objective at about 3e-8 relative (measured on make_classification(200_000, 100, n_classes=20)), well below.
+# Measured (one thread, load 5, medians of 3 interleaved rounds, tol=1e-4, the same 10-11 iterations and gaps):
+# 1e-5 took 0.79-1.1x the float64 fit's time, 1e-6 0.70-0.94x, 3e-7 0.74-0.91x (synthetic, wide).
+COARSE_TOL = 1e-6
+# The smallest relative gap L-BFGS is predicted to reach: the objective's rounding (a smaller tol stops it there).
+_GAP_FLOOR = 1e-15
+
+
+def predicted_iterations(gaps: list[float], tol: float) -> float:
+    """L-BFGS's iterations still to go, from the relative gap estimates ``gaps`` (one per iteration done).
+
+    The rate is ``(gaps[-1] / gaps[-1 - w]) ** (1 / w)`` over the last ``w = min(PROBE_WINDOW, len - 1)``
+    iterations (linear convergence: the gap shrinks by a constant factor per iteration), and the gap
+    left to close is ``gaps[-1] / tol`` (``tol`` floored at 1e-15, the objective's
+    rounding). 0 until more than :data:`PROBE_MIN` estimates are in or where an estimate is missing
+    (``inf``: no curvature pair kept), ``inf`` where the gap does not shrink.
+    """
+    if len(gaps) <= PROBE_MIN:
+        return 0.0
+    window = min(PROBE_WINDOW, len(gaps) - 1)
+    first, last = gaps[-1 - window], gaps[-1]
+    if not (np.isfinite(first) and np.isfinite(last)) or last <= 0:
+        return 0.0
+    if last >= first:
+        return np.inf
+    rate = (last / first) ** (1.0 / window)
+    return float(np.log(max(last / max(tol, _GAP_FLOOR), 1.0)) / -np.log(rate))
+
+
+def minimize_auto(
+    loss_gradient, loss_gradient_hessp, x0, *, max_iter: int, tol: float, callback=None, coarse=None
+) -> SolverResult:
+    """L-BFGS while it converges fast, else Newton-CG from where L-BFGS got: ``solver="auto"``'s run.
+
+    L-BFGS (:func:`minimize_lbfgs`) runs one iteration at a time; after each, its estimate of the
+    relative gap (``g^T H^-1 g / (2 |f|)``, the quantity ``tol`` bounds) gives its rate of
+    convergence, and :func:`predicted_iterations` the iterations it still needs. While that is at
+    most :data:`NEWTON_PASSES`, L-BFGS goes on (to the end, exactly as :func:`minimize_lbfgs` would
+    with ``tol`` times :data:`LBFGS_TOL_FACTOR`); the first time it is more, Newton-CG
+    (:func:`minimize_newton_cg`) starts from L-BFGS's point and finishes. The choice is made from
+    measured progress, so that well-conditioned problems (where L-BFGS's iterations, one pass over X
+    each, win) and ill-conditioned ones (where Newton-CG's few iterations win) both get their solver,
+    whatever their shape. ``max_iter`` counts the iterations of both; the result's ``solver`` says
+    which one finished.
+
+    ``coarse``, when given, is a function that builds a cheaper, less precise ``loss_gradient`` of the
+    same objective (float32 data: see :func:`._objective.numpy_objective`): L-BFGS runs on it until
+    its estimate reaches :data:`COARSE_TOL` (or its precision stops it), then goes on with its
+    curvature pairs on ``loss_gradient`` (one evaluation at the point reached), so that only the last
+    iterations pay for the full precision. Those iterations' objectives in the curve are the
+    coarse ones.
+    """
+    lbfgs_tol = LBFGS_TOL_FACTOR * tol
+    phases = [(coarse, max(lbfgs_tol, COARSE_TOL))] if coarse is not None else []
+    phases.append((None, lbfgs_tol))
+    state, gaps = None, []
+    for build, phase_tol in phases:
+        evaluate = loss_gradient if build is None else build()
+        if state is None:
+            state = start_lbfgs(evaluate, x0)
+        else:  # the full-precision objective where the coarse phase stopped; its curvature pairs kept
+            f, g = evaluate(state.x)
+            state.f, state.g = float(f), np.asarray(g, dtype=np.float64).ravel().copy()
+            state.curve = [*state.curve[:-1], state.f]  # (the last iterate's objective, now at full precision)
+            state.gap = estimated_gap(state)
+            if state.gap <= phase_tol * abs(state.f):  # already there: no full-precision iteration needed
+                del evaluate
+                return SolverResult(
+                    state.x, state.n_iter, list(state.curve), True, "estimated relative gap below tol", solver="lbfgs"
+                )
+        result = SolverResult(state.x, state.n_iter, list(state.curve), False, "iteration limit reached")
+        while state.n_iter < max_iter:
+            result = minimize_lbfgs_resumable(
+                evaluate, None, max_iter=state.n_iter + 1, tol=phase_tol, callback=callback, state=state
+            )
+            if result.converged:
+                break
+            gaps.append(state.gap / max(abs(state.f), np.finfo(np.float64).tiny))
+            if predicted_iterations(gaps, lbfgs_tol) > NEWTON_PASSES:
+                del evaluate  # (the coarse objective's data go before Newton-CG's Hessians come)
+                newton = minimize_newton_cg(
+                    loss_gradient_hessp, state.x, max_iter=max_iter - state.n_iter, tol=tol, callback=callback
+                )
+                curve = list(state.curve) + list(newton.loss_curve)
+                return SolverResult(
+                    newton.x, state.n_iter + newton.n_iter, curve, newton.converged, newton.message, solver="newton-cg"
+                )
+        del evaluate
+        if not result.converged or result.message == "stopped by callback":
+            break
+    result.solver = "lbfgs"
+    return result
 
 
 @dataclass
