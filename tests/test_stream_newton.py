@@ -11,13 +11,11 @@ difference fades, and are checked by the relative gap of the objective (averaged
 import numpy as np
 import pytest
 import scipy.sparse
+from _streams import CLASSES, objective, passes, reference, relative_gap
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 
 from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _stream_replay, _streaming
-from softmaxkit.linear_model._loss import loss
-
-CLASSES = np.arange(3)
 
 
 def _data(n=600, n_features=5, seed=0):
@@ -27,45 +25,20 @@ def _data(n=600, n_features=5, seed=0):
     return StandardScaler().fit_transform(X), y
 
 
-def _passes(model, X, y, passes, *, batch=64, seed=0, sample_weight=None, classes=CLASSES):
-    rng = np.random.default_rng(seed)
-    for _ in range(passes):
-        order = rng.permutation(X.shape[0])
-        for start in range(0, X.shape[0], batch):
-            rows = order[start : start + batch]
-            weights = None if sample_weight is None else sample_weight[rows]
-            model.partial_fit(X[rows], y[rows], classes=classes, sample_weight=weights)
-    return model
-
-
-def _gap(stream, fitted, X, y, sample_weight=None, **options):
-    """The relative gap of ``stream``'s objective to ``fitted``'s, on fit's objective of ``X, y``."""
-
-    def objective(model):
-        theta = np.hstack([model.coef_, model.intercept_[:, None]]).astype(np.float64)
-        return loss(theta, X, y, sample_weight, fit_intercept=True, **options)
-
-    return (objective(stream) - objective(fitted)) / objective(fitted)
-
-
 def _assert_same_model(stream, fitted, rtol=1e-7):
     scale = np.abs(fitted.coef_).max()
     np.testing.assert_allclose(stream.coef_, fitted.coef_, rtol=0, atol=rtol * scale)
     np.testing.assert_allclose(stream.intercept_, fitted.intercept_, rtol=0, atol=rtol * scale)
 
 
-def _fit(X, y, **options):
-    return SoftmaxRegression(solver="newton-cg", tol=1e-13, max_iter=500, **options)
-
-
 def test_passes_over_a_finite_set_reach_fits_optimum():
     X, y = _data()
-    fitted = _fit(X, y, alpha=1e-3).fit(X, y)
-    whole = _passes(SoftmaxRegression(alpha=1e-3), X, y, 12, batch=len(y))
+    fitted = reference(alpha=1e-3).fit(X, y)
+    whole = passes(SoftmaxRegression(alpha=1e-3), X, y, 12, batch=len(y))
     assert isinstance(whole._stream_state, _stream_newton.NewtonStream)
     _assert_same_model(whole, fitted)
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 15)
-    assert 0 <= _gap(stream, fitted, X, y, alpha=1e-3) < 1e-9
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, y, 15)
+    assert 0 <= relative_gap(stream, fitted, X, y, alpha=1e-3) < 1e-9
 
 
 def test_raw_features_need_no_standardising():
@@ -73,8 +46,8 @@ def test_raw_features_need_no_standardising():
     as fast (averaged SGD's gap stays above 0.1 here; one pinning scale for every feature left 4.5e-4)."""
     X, y = _data()
     X = X * np.logspace(-6, 6, X.shape[1]) + 100.0
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 20)
-    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-9
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, y, 20)
+    assert 0 <= relative_gap(stream, reference(alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-9
 
 
 def test_weights_soft_labels_and_smoothing_give_fits_optimum():
@@ -82,13 +55,13 @@ def test_weights_soft_labels_and_smoothing_give_fits_optimum():
     rng = np.random.default_rng(2)
     weights = rng.uniform(0.2, 5.0, len(y))
     options = {"alpha": 1e-3, "label_smoothing": 0.1, "class_weight": {0: 2.0, 1: 1.0, 2: 0.5}}
-    stream = _passes(SoftmaxRegression(**options), X, y, 10, batch=len(y), sample_weight=weights)
-    _assert_same_model(stream, _fit(X, y, **options).fit(X, y, sample_weight=weights))
+    stream = passes(SoftmaxRegression(**options), X, y, 10, batch=len(y), sample_weight=weights)
+    _assert_same_model(stream, reference(**options).fit(X, y, sample_weight=weights))
     soft = rng.dirichlet(np.ones(3), len(y))
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, soft, 10, batch=len(y))
-    _assert_same_model(stream, _fit(X, soft, alpha=1e-3).fit(X, soft))
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, soft, 15)
-    assert 0 <= _gap(stream, _fit(X, soft, alpha=1e-3).fit(X, soft), X, soft, alpha=1e-3) < 1e-9
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, soft, 10, batch=len(y))
+    _assert_same_model(stream, reference(alpha=1e-3).fit(X, soft))
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, soft, 15)
+    assert 0 <= relative_gap(stream, reference(alpha=1e-3).fit(X, soft), X, soft, alpha=1e-3) < 1e-9
 
 
 def test_weights_of_different_calls_are_weighed_against_each_other():
@@ -101,18 +74,18 @@ def test_weights_of_different_calls_are_weighed_against_each_other():
         for start in range(0, 400, 50):
             rows = order[start : start + 50]
             stream.partial_fit(X[rows], y[rows], classes=CLASSES, sample_weight=weights[rows])
-    fitted = _fit(X, y, alpha=1e-3).fit(X, y, sample_weight=weights)
-    assert 0 <= _gap(stream, fitted, X, y, weights, alpha=1e-3) < 1e-9
-    rescaled = _fit(X, y, alpha=1e-3).fit(X, y)  # what per-call rescaling would have reached
-    assert _gap(rescaled, fitted, X, y, weights, alpha=1e-3) > 1e-3
+    fitted = reference(alpha=1e-3).fit(X, y, sample_weight=weights)
+    assert 0 <= relative_gap(stream, fitted, X, y, weights, alpha=1e-3) < 1e-9
+    rescaled = reference(alpha=1e-3).fit(X, y)  # what per-call rescaling would have reached
+    assert relative_gap(rescaled, fitted, X, y, weights, alpha=1e-3) > 1e-3
 
 
 def test_duplicate_rows_count_as_often_as_they_come():
     """A row twice in the data counts twice, whether its copies share a mini-batch or not."""
     X, y = _data(300, seed=4)
     X, y = np.vstack([X, X[:40], X[:10]]), np.concatenate([y, y[:40], y[:10]])
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 15, batch=100)
-    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-9
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, y, 15, batch=100)
+    assert 0 <= relative_gap(stream, reference(alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-9
     memory = stream._stream_state.memory
     assert len(memory.slots) == 300 and memory.counts[: len(memory.slots)].max() == 15 * 3
 
@@ -120,9 +93,9 @@ def test_duplicate_rows_count_as_often_as_they_come():
 def test_the_same_features_with_another_label_are_another_sample():
     X, y = _data(200, seed=5)
     X, y = np.vstack([X, X[:30]]), np.concatenate([y, (y[:30] + 1) % 3])
-    stream = _passes(SoftmaxRegression(alpha=1e-2), X, y, 15)
+    stream = passes(SoftmaxRegression(alpha=1e-2), X, y, 15)
     assert len(stream._stream_state.memory.slots) == 230
-    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-2).fit(X, y), X, y, alpha=1e-2) < 1e-9
+    assert 0 <= relative_gap(stream, reference(alpha=1e-2).fit(X, y), X, y, alpha=1e-2) < 1e-9
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
@@ -130,22 +103,25 @@ def test_sparse_mini_batches_and_float32_equal_dense(fit_intercept):
     X, y = _data(300, seed=6)
     X[np.abs(X) < 0.7] = 0.0
     options = {"alpha": 1e-3, "fit_intercept": fit_intercept}
-    dense = _passes(SoftmaxRegression(**options), X, y, 3)
-    sparse = _passes(SoftmaxRegression(**options), scipy.sparse.csr_matrix(X), y, 3)
+    dense = passes(SoftmaxRegression(**options), X, y, 3)
+    sparse = passes(SoftmaxRegression(**options), scipy.sparse.csr_matrix(X), y, 3)
     np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=1e-10, atol=1e-12)
-    single = _passes(SoftmaxRegression(dtype=np.float32, **options), X.astype(np.float32), y, 8, batch=len(y))
+    single = passes(SoftmaxRegression(dtype=np.float32, **options), X.astype(np.float32), y, 8, batch=len(y))
     assert single.coef_.dtype == np.float32
-    _assert_same_model(single, _fit(X, y, **options).fit(X, y), rtol=1e-6)
+    _assert_same_model(single, reference(**options).fit(X, y), rtol=1e-6)
 
 
 def test_a_stream_cut_into_other_calls_reaches_the_same_optimum():
     X, y = _data(500, seed=7)
-    coarse = _passes(SoftmaxRegression(alpha=1e-3), X, y, 15, batch=250)
-    fine = _passes(SoftmaxRegression(alpha=1e-3, batch_size=50), X, y, 15, batch=250)
+    coarse = passes(SoftmaxRegression(alpha=1e-3), X, y, 15, batch=250)
+    fine = passes(SoftmaxRegression(alpha=1e-3, batch_size=50), X, y, 15, batch=250)
     assert fine._stream_state.step == 5 * coarse._stream_state.step
-    fitted = _fit(X, y, alpha=1e-3).fit(X, y)
-    assert 0 <= _gap(coarse, fitted, X, y, alpha=1e-3) < 1e-9 and 0 <= _gap(fine, fitted, X, y, alpha=1e-3) < 1e-9
+    fitted = reference(alpha=1e-3).fit(X, y)
+    assert (
+        0 <= relative_gap(coarse, fitted, X, y, alpha=1e-3) < 1e-9
+        and 0 <= relative_gap(fine, fitted, X, y, alpha=1e-3) < 1e-9
+    )
 
 
 def test_a_full_memory_turns_the_stream_into_averaged_sgd(monkeypatch):
@@ -161,8 +137,8 @@ def test_a_full_memory_turns_the_stream_into_averaged_sgd(monkeypatch):
     assert isinstance(state.fallback, _streaming.StreamState) and state.fallback.samples_seen == 128
     assert len(state.memory.slots) == 0 and state.hessian.size == 0
     assert np.abs(model.coef_ - before).max() < 0.5 * np.abs(before).max()  # from the model it had
-    _passes(model, X, y, 10)
-    assert 0 <= _gap(model, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-2
+    passes(model, X, y, 10)
+    assert 0 <= relative_gap(model, reference(alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-2
 
 
 def test_the_memory_of_the_samples_stays_within_its_budget(monkeypatch):
@@ -191,11 +167,10 @@ def test_partial_fit_continues_from_fit():
     """A fitted model is a prior of WARM_START_ROWS samples: one batch of new rows moves it a little."""
     X, y = _data(1000)
     fitted = SoftmaxRegression(alpha=1e-2).fit(X, y)
-    f_star = loss(np.hstack([fitted.coef_, fitted.intercept_[:, None]]), X, y, alpha=1e-2)
+    f_star = objective(fitted, X, y, alpha=1e-2)
     fitted.partial_fit(X[:64], y[:64])
     fresh = SoftmaxRegression(alpha=1e-2).partial_fit(X[:64], y[:64], classes=CLASSES)
-    f_warm = loss(np.hstack([fitted.coef_, fitted.intercept_[:, None]]), X, y, alpha=1e-2)
-    f_fresh = loss(np.hstack([fresh.coef_, fresh.intercept_[:, None]]), X, y, alpha=1e-2)
+    f_warm, f_fresh = objective(fitted, X, y, alpha=1e-2), objective(fresh, X, y, alpha=1e-2)
     assert f_warm - f_star < 0.01 * (f_fresh - f_star)
 
 
@@ -254,10 +229,10 @@ def test_a_large_sparse_call_allocates_a_bounded_amount(monkeypatch):
 def test_parameters_set_between_calls():
     """A new alpha applies from the next call (the sums hold no penalty); a new fit_intercept is refused."""
     X, y = _data(300)
-    model = _passes(SoftmaxRegression(alpha=1e-3), X, y, 3, batch=len(y))
+    model = passes(SoftmaxRegression(alpha=1e-3), X, y, 3, batch=len(y))
     model.set_params(alpha=1.0)
-    _passes(model, X, y, 10, batch=len(y))
-    _assert_same_model(model, _fit(X, y, alpha=1.0).fit(X, y))
+    passes(model, X, y, 10, batch=len(y))
+    _assert_same_model(model, reference(alpha=1.0).fit(X, y))
     model.set_params(fit_intercept=False)
     with pytest.raises(ValueError, match="fit_intercept must stay True"):
         model.partial_fit(X, y)

@@ -5,18 +5,14 @@ duplicates, sparse and float32 input, warm starts, the memory bound and the swit
 Every test here makes the Newton unaffordable (MAX_PARAMETERS = 0), so that small problems take this method.
 """
 
-import tracemalloc
-
 import numpy as np
 import pytest
 import scipy.sparse
+from _streams import CLASSES, objective, passes, reference, relative_gap, traced_growth
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 
 from softmaxkit.linear_model import SoftmaxRegression, _stream_newton, _stream_replay, _streaming
-from softmaxkit.linear_model._loss import loss
-
-CLASSES = np.arange(3)
 
 
 @pytest.fixture(autouse=True)
@@ -31,42 +27,16 @@ def _data(n=400, n_features=8, seed=0):
     return StandardScaler().fit_transform(X), y
 
 
-def _passes(model, X, y, passes, *, batch=64, seed=0, sample_weight=None, classes=CLASSES):
-    rng = np.random.default_rng(seed)
-    for _ in range(passes):
-        order = rng.permutation(X.shape[0])
-        for start in range(0, X.shape[0], batch):
-            rows = order[start : start + batch]
-            weights = None if sample_weight is None else sample_weight[rows]
-            model.partial_fit(X[rows], y[rows], classes=classes, sample_weight=weights)
-    return model
-
-
-def _objective(model, X, y, sample_weight=None, *, fit_intercept=True, **options):
-    theta = np.hstack([model.coef_, model.intercept_[:, None]]) if fit_intercept else model.coef_
-    return loss(theta.astype(np.float64), X, y, sample_weight, fit_intercept=fit_intercept, **options)
-
-
-def _gap(stream, fitted, X, y, sample_weight=None, **options):
-    """The relative gap of ``stream``'s objective to ``fitted``'s, on fit's objective of ``X, y``."""
-    best = _objective(fitted, X, y, sample_weight, **options)
-    return (_objective(stream, X, y, sample_weight, **options) - best) / best
-
-
-def _fit(X, y, **options):
-    return SoftmaxRegression(solver="newton-cg", tol=1e-13, max_iter=500, **options)
-
-
 def test_passes_over_a_finite_set_reach_fits_optimum():
     X, y = _data()
-    fitted = _fit(X, y, alpha=1e-3).fit(X, y)
-    whole = _passes(SoftmaxRegression(alpha=1e-3), X, y, 40, batch=len(y))
+    fitted = reference(alpha=1e-3).fit(X, y)
+    whole = passes(SoftmaxRegression(alpha=1e-3), X, y, 40, batch=len(y))
     assert isinstance(whole._stream_state, _stream_replay.ReplayStream)
     scale = np.abs(fitted.coef_).max()
     np.testing.assert_allclose(whole.coef_, fitted.coef_, rtol=0, atol=1e-6 * scale)
     np.testing.assert_allclose(whole.intercept_, fitted.intercept_, rtol=0, atol=1e-6 * scale)
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 20)
-    assert 0 <= _gap(stream, fitted, X, y, alpha=1e-3) < 2e-6  # measured 5.3e-7 (1.7e-6 after 10 passes)
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, y, 20)
+    assert 0 <= relative_gap(stream, fitted, X, y, alpha=1e-3) < 2e-6  # measured 5.3e-7 (1.7e-6 after 10 passes)
 
 
 def test_weights_soft_labels_and_smoothing_give_fits_optimum():
@@ -74,20 +44,22 @@ def test_weights_soft_labels_and_smoothing_give_fits_optimum():
     rng = np.random.default_rng(2)
     weights = rng.uniform(0.2, 5.0, len(y))
     options = {"alpha": 1e-3, "label_smoothing": 0.1, "class_weight": {0: 2.0, 1: 1.0, 2: 0.5}}
-    stream = _passes(SoftmaxRegression(**options), X, y, 20, sample_weight=weights)
-    fitted = _fit(X, y, **options).fit(X, y, sample_weight=weights)
+    stream = passes(SoftmaxRegression(**options), X, y, 20, sample_weight=weights)
+    fitted = reference(**options).fit(X, y, sample_weight=weights)
     class_weights = np.array([2.0, 1.0, 0.5])[y] * weights
-    assert 0 <= _gap(stream, fitted, X, y, class_weights, alpha=1e-3, label_smoothing=0.1) < 2e-7  # measured 4.9e-8
+    assert (
+        0 <= relative_gap(stream, fitted, X, y, class_weights, alpha=1e-3, label_smoothing=0.1) < 2e-7
+    )  # measured 4.9e-8
     soft = rng.dirichlet(np.ones(3), len(y))
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, soft, 20)
-    assert 0 <= _gap(stream, _fit(X, soft, alpha=1e-3).fit(X, soft), X, soft, alpha=1e-3) < 1e-8
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, soft, 20)
+    assert 0 <= relative_gap(stream, reference(alpha=1e-3).fit(X, soft), X, soft, alpha=1e-3) < 1e-8
 
 
 def test_duplicate_rows_count_as_often_as_they_come():
     X, y = _data(300, seed=4)
     X, y = np.vstack([X, X[:40], X[:10]]), np.concatenate([y, y[:40], y[:10]])
-    stream = _passes(SoftmaxRegression(alpha=1e-3), X, y, 20, batch=100)
-    assert 0 <= _gap(stream, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1.5e-6  # measured 3.9e-7
+    stream = passes(SoftmaxRegression(alpha=1e-3), X, y, 20, batch=100)
+    assert 0 <= relative_gap(stream, reference(alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1.5e-6  # measured 3.9e-7
     state = stream._stream_state
     assert len(state.slots) == 300 and state.counts[: len(state.slots)].max() == 20 * 3
 
@@ -98,27 +70,29 @@ def test_sparse_mini_batches_and_float32_equal_dense(fit_intercept):
     X, y = _data(300, seed=6)
     X[np.abs(X) < 0.7] = 0.0
     options = {"alpha": 1e-3, "fit_intercept": fit_intercept}
-    dense = _passes(SoftmaxRegression(**options), X, y, 4)
-    sparse = _passes(SoftmaxRegression(**options), scipy.sparse.csr_matrix(X), y, 4)
+    dense = passes(SoftmaxRegression(**options), X, y, 4)
+    sparse = passes(SoftmaxRegression(**options), scipy.sparse.csr_matrix(X), y, 4)
     np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=1e-9, atol=1e-11)
     stored = scipy.sparse.csr_matrix(X)
     stored.data[::7] = 0.0  # stored zeros: the same samples
-    assert len(_passes(SoftmaxRegression(**options), stored, y, 2)._stream_state.slots) == 300
-    single = _passes(SoftmaxRegression(dtype=np.float32, **options), X.astype(np.float32), y, 20)
+    assert len(passes(SoftmaxRegression(**options), stored, y, 2)._stream_state.slots) == 300
+    single = passes(SoftmaxRegression(dtype=np.float32, **options), X.astype(np.float32), y, 20)
     assert single.coef_.dtype == np.float32
-    assert 0 <= _gap(single, _fit(X, y, **options).fit(X, y), X, y, alpha=1e-3, fit_intercept=fit_intercept) < 1e-5
+    assert (
+        0 <= relative_gap(single, reference(**options).fit(X, y), X, y, alpha=1e-3, fit_intercept=fit_intercept) < 1e-5
+    )
 
 
 def test_partial_fit_continues_from_fit():
     """A fitted model is a prior of WARM_START_ROWS samples: one batch of new rows moves it a little."""
     X, y = _data(1000)
     fitted = SoftmaxRegression(alpha=1e-2).fit(X, y)
-    f_star = _objective(fitted, X, y, alpha=1e-2)
+    f_star = objective(fitted, X, y, alpha=1e-2)
     fitted.partial_fit(X[:64], y[:64])
     assert isinstance(fitted._stream_state, _stream_replay.ReplayStream)
     fresh = SoftmaxRegression(alpha=1e-2).partial_fit(X[:64], y[:64], classes=CLASSES)
-    f_warm, f_fresh = _objective(fitted, X, y, alpha=1e-2), _objective(fresh, X, y, alpha=1e-2)
+    f_warm, f_fresh = objective(fitted, X, y, alpha=1e-2), objective(fresh, X, y, alpha=1e-2)
     assert 0 <= f_warm - f_star < 0.01 * (f_fresh - f_star)
 
 
@@ -137,8 +111,8 @@ def test_a_full_memory_turns_the_stream_into_averaged_sgd(monkeypatch):
     assert isinstance(state.fallback, _streaming.StreamState) and not state.slots and state.rows is None
     assert state.fallback.samples_seen == 256
     assert np.abs(model.coef_ - before).max() < 0.5 * np.abs(before).max()  # from the model it had
-    _passes(model, X, y, 10)
-    assert 0 <= _gap(model, _fit(X, y, alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 0.05
+    passes(model, X, y, 10)
+    assert 0 <= relative_gap(model, reference(alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 0.05
 
 
 def test_the_memory_stays_within_its_budget(monkeypatch):
@@ -149,17 +123,7 @@ def test_the_memory_stays_within_its_budget(monkeypatch):
     X = scipy.sparse.random(20_000, 40, density=0.1, format="csr", random_state=1)
     y = rng.integers(0, 3, 20_000)
     model = SoftmaxRegression().partial_fit(X[:500], y[:500], classes=CLASSES)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        peak = 0
-        for start in range(500, 20_000, 500):
-            model.partial_fit(X[start : start + 500], y[start : start + 500])
-            if model._stream_state.fallback is None:
-                peak = max(peak, tracemalloc.get_traced_memory()[1] - before)
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    peak, grown = traced_growth(model, X, y, start=500, batch=500)
     assert model._stream_state.fallback is not None  # the memory did fill up
     assert peak < 1.1 * budget and grown < 0.1 * budget
 
@@ -200,8 +164,8 @@ def test_float32_streams_take_weights_of_any_scale():
     of 1e36 give the model weights of 1 give (unscaled, they overflowed float32: a gap of 0.79)."""
     X, y = _data(300, seed=8)
     X32 = X.astype(np.float32)
-    ones = _passes(SoftmaxRegression(alpha=1e-3, dtype=np.float32), X32, y, 6)
-    huge = _passes(SoftmaxRegression(alpha=1e-3, dtype=np.float32), X32, y, 6, sample_weight=np.full(300, 1e36))
+    ones = passes(SoftmaxRegression(alpha=1e-3, dtype=np.float32), X32, y, 6)
+    huge = passes(SoftmaxRegression(alpha=1e-3, dtype=np.float32), X32, y, 6, sample_weight=np.full(300, 1e36))
     np.testing.assert_allclose(huge.coef_, ones.coef_, rtol=1e-4, atol=1e-5)
 
 
@@ -259,14 +223,5 @@ def test_a_warm_start_counts_its_prior_in_the_memory(monkeypatch):
     model.partial_fit(X[:256], y[:256])
     state = model._stream_state
     assert state.fallback is None and state.n_rows == 2 * 256 and state.prior_linear is not None
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        peak = 0
-        for start in range(256, 3000, 256):
-            model.partial_fit(X[start : start + 256], y[start : start + 256])
-            if state.fallback is None:
-                peak = max(peak, tracemalloc.get_traced_memory()[1] - before)
-    finally:
-        tracemalloc.stop()
+    peak, _ = traced_growth(model, X, y, start=256, batch=256)
     assert state.fallback is not None and peak < 1.1 * budget
