@@ -56,8 +56,8 @@ would stay in the sums from every visit, stale ones too (kept in, they left pass
 memory at a gap of 1.4e-2 after 10 passes, where averaged SGD reaches 2.3e-3). A sample is recognised by a
 128-bit hash of its features, target and weight. :math:`A` has :math:`K^2` entries for :math:`K` = (features +
 intercept) x classes, and a step costs about :math:`2 |B| K^2 + K^3/3` operations, so the method is
-used while :math:`K \le` :data:`MAX_PARAMETERS` (:func:`affordable`); larger models stream with
-averaged SGD (:mod:`._streaming`).
+used while :math:`K \le` :data:`MAX_PARAMETERS` (:func:`affordable`); larger models stream by L-BFGS on
+remembered rows (:mod:`._stream_replay`) or averaged SGD (:mod:`._streaming`), as :mod:`._streams` chooses.
 """
 
 from __future__ import annotations
