@@ -15,12 +15,16 @@ Two rules, applied in turn by :meth:`SoftmaxRegression.fit <softmaxkit.linear_mo
 
 Measured (``benchmarks/bench_fit.py``, time to ``LogisticRegression(tol=1e-10)``'s objective within
 1e-6, one thread, the 2-core machine under load 5-6; ratios to scikit-learn's time in the same
-interleaved rounds; two runs): ``make_classification(200_000, 100, n_informative=50, n_classes=20)``
+interleaved rounds; two runs, with the float32 phase described below): ``make_classification(200_000, 100,
+n_informative=50, n_classes=20)``
 0.70-0.71x (Newton-CG alone 0.77-1.22x: 4 Newton iterations with 21 Hessian-vector products and 6
 evaluations, against L-BFGS's 10 iterations); ``make_classification(50_000, 500, n_informative=100,
 n_classes=10)`` 0.74-1.01x (Newton-CG 1.16-1.33x); on the library's default threads 0.10-0.14x and
 0.12-0.71x. Before these rules "auto" ran Newton-CG on both: 1.19x and 1.17x. At load 1.2 (medians of 5
-interleaved fits) "auto" took 0.73x and 0.85x the time of ``solver="lbfgs"`` there (the float32 phase).
+interleaved fits) "auto" with a float32 phase (:func:`._solvers.minimize_auto`'s ``coarse``) took 0.73x and
+0.85x the time of ``solver="lbfgs"`` there, but inside ``bench_fit.py``'s process at load 1-2 it took 0.85x
+and 0.98-1.97x scikit-learn's time, against 0.56x and 0.81x without it (and 0.61x, 0.77x for ``"lbfgs"``):
+so the estimator runs no float32 phase until that difference is understood.
 The ill-conditioned sets keep Newton-CG: letter (above :data:`PROBE_PASS`) switches after three L-BFGS
 iterations, with about as many passes in all as Newton-CG alone (4 evaluations + 9 Newton evaluations
 + 43 products against 10 + 45); pendigits, satimage, covtype and digits are below it. Fits with a

@@ -98,8 +98,9 @@ def numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept
 def coarse_objective(X, target, sample_weight, *, alpha, **options):
     """For dense float64 ``X``: a function that builds the float32 ``loss_gradient`` of the same objective, else None.
 
-    :func:`._solvers.minimize_auto` runs its first L-BFGS iterations on it (on a float32 copy of ``X``, made
-    when the function is called and freed after that phase: half of ``X``'s memory for a while). Measured
+    :func:`._solvers.minimize_auto` can run its first L-BFGS iterations on it (on a float32 copy of ``X``, made
+    when the function is called and freed after that phase: half of ``X``'s memory for a while); the estimator
+    does not, for now (see :mod:`._auto`: slower inside the benchmark's process). Measured
     (one thread, load 1.2, medians of 5 interleaved fits, the same iterations and objective): "auto" took
     0.73x the time of ``solver="lbfgs"`` at the same tol on ``make_classification(200_000, 100,
     n_classes=20)`` (without this phase 0.96x) and 0.85x on ``make_classification(50_000, 500,
