@@ -138,7 +138,7 @@ def test_a_full_memory_turns_the_stream_into_averaged_sgd(monkeypatch):
     assert len(state.memory.slots) == 0 and state.hessian.size == 0
     assert np.abs(model.coef_ - before).max() < 0.5 * np.abs(before).max()  # from the model it had
     passes(model, X, y, 10)
-    assert 0 <= relative_gap(model, reference(alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 1e-2
+    assert 0 <= relative_gap(model, reference(alpha=1e-3).fit(X, y), X, y, alpha=1e-3) < 4e-3  # measured 1.2e-3
 
 
 def test_the_memory_of_the_samples_stays_within_its_budget(monkeypatch):

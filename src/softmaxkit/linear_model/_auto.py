@@ -7,7 +7,7 @@ Two rules, applied in turn by :meth:`SoftmaxRegression.fit <softmaxkit.linear_mo
    rule (many features times classes, typically sparse text), else Newton-CG is allowed;
 2. where Newton-CG is allowed, the size of a pass (:func:`probes_lbfgs`): below :data:`PROBE_PASS`
    multiply-adds Newton-CG runs; from it, :func:`._solvers.minimize_auto` runs, which starts with
-   L-BFGS (its first iterations in float32 for dense float64 data) and switches to Newton-CG from
+   L-BFGS (the estimator runs no float32 phase; see below) and switches to Newton-CG from
    L-BFGS's point when L-BFGS's measured rate of convergence predicts more than
    :data:`._solvers.NEWTON_PASSES` further iterations. The shape cannot tell a well-conditioned
    problem (where L-BFGS, one pass per iteration, wins) from an ill-conditioned one (where Newton-CG

@@ -84,10 +84,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         :mod:`~softmaxkit.linear_model._auto`: "lbfgs" where no factorisation of the Hessian (whole, or
         one block per class) fits in ``max(2**22 numbers, nnz(X))`` of memory (typically sparse text);
         else "newton-cg" where a pass is small (``nnz(X) * n_classes`` below 4e6), and L-BFGS first where
-        it is larger (its first iterations in float32 on dense float64 data), handing over to Newton-CG
-        when its measured rate is slow (ill-conditioned problems). Time to scikit-learn's optimum, one
-        thread: 0.1-0.4x on letter, pendigits, satimage, covtype, 0.7x on digits and well-conditioned
-        shapes, 0.43x on news20 (lbfgs); see ``benchmarks/results/``. ``solver_``: the one that finished.
+        it is larger, handing over to Newton-CG when its measured rate is slow (ill-conditioned
+        problems). Time to scikit-learn's optimum, one thread: 0.05-0.4x on letter, pendigits, satimage,
+        covtype, 0.7x on digits, 0.56-0.81x on well-conditioned shapes, 0.43x on news20 (lbfgs); see
+        ``benchmarks/results/``. ``solver_``: the one that finished.
         "lbfgs": L-BFGS (scikit-learn's default algorithm; our own). "newton-cg": inexact Newton
         with preconditioned CG on exact Hessian-vector products and a backtracking line search
         (the preconditioner is Jacobi, then a lagged Cholesky factorisation of the whole Hessian or
