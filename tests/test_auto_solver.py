@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse
 from sklearn.datasets import make_classification
 
 from softmaxkit.linear_model import SoftmaxRegression, _solvers
@@ -98,48 +97,3 @@ def test_a_checkpointed_auto_fit_runs_newton_cg(tmp_path):
     X, y, _, _ = _objective("standardised", n_samples=20_000, n_features=50)
     model = SoftmaxRegression(alpha=1e-3).fit(X, y, checkpoint=tmp_path / "fit.ckpt")
     assert model.solver_ == "newton-cg"  # a checkpoint saves one solver's state: the rule of choose_solver
-
-
-def test_the_coarse_phase_ends_at_the_same_optimum_with_fewer_full_precision_passes():
-    X, y, objective, x0 = _objective("standardised")
-    calls = {"full": 0, "coarse": 0}
-
-    def counted(function, key):
-        def wrapped(x):
-            calls[key] += 1
-            return function(x)
-
-        return wrapped
-
-    full = counted(objective.loss_gradient, "full")
-    coarse = objective.coarse
-    assert coarse is not None
-    tol = 1e-6
-    auto = _solvers.minimize_auto(
-        full, objective.loss_gradient_hessp, x0, max_iter=500, tol=tol, coarse=lambda: counted(coarse(), "coarse")
-    )
-    plain = _solvers.minimize_lbfgs(objective.loss_gradient, x0, max_iter=500, tol=1e-13)
-    assert auto.solver == "lbfgs" and auto.converged and auto.message == "estimated relative gap below tol"
-    assert calls["coarse"] >= 5 and 1 <= calls["full"] < auto.n_iter  # the first iterations ran in float32
-    f, f_star = objective.loss_gradient(auto.x)[0], plain.loss_curve[-1]
-    assert 0 <= f - f_star <= tol * f_star
-
-
-@pytest.mark.parametrize("weighted", [False, True])
-def test_the_coarse_objective_is_the_objective_in_float32(weighted):
-    X, y, _, _ = _objective("standardised")
-    rng = np.random.default_rng(0)
-    w = rng.uniform(0.5, 2.0, size=len(y)) if weighted else None
-    target = np.eye(4)[y] * 0.9 + 0.025 if weighted else y  # soft (float) targets too
-    options = {"n_classes": 4, "fit_intercept": True, "label_smoothing": 0.0}
-    precise = numpy_objective(X, target, w, 1e-3, dtype=np.float64, **options)
-    coarse = precise.coarse()
-    theta = rng.normal(size=13 * 4)
-    (f64, g64), (f32, g32) = precise.loss_gradient(theta), coarse(theta)
-    assert g32.dtype == np.float32
-    assert abs(f32 - f64) <= 1e-6 * f64
-    assert np.linalg.norm(g32 - g64) <= 1e-5 * np.linalg.norm(g64)
-    # none where the data are already float32 or sparse (the coarse phase needs its own dense float32 copy)
-    assert numpy_objective(X.astype(np.float32), target, w, 1e-3, dtype=np.float32, **options).coarse is None
-    sparse = scipy.sparse.csr_matrix(X)
-    assert numpy_objective(sparse, target, w, 1e-3, dtype=np.float64, **options).coarse is None

@@ -12,7 +12,8 @@ import warnings
 import numpy as np
 import pytest
 import scipy.optimize
-from sklearn.datasets import make_classification
+from sklearn.datasets import load_digits, make_classification
+from sklearn.preprocessing import StandardScaler
 
 from softmaxkit._model_io import load_model_file, save_model_file
 from softmaxkit.linear_model import Checkpoint, CheckpointError, SoftmaxRegression
@@ -77,6 +78,27 @@ def test_the_checkpointed_newton_and_stochastic_fits_equal_the_plain_ones(data, 
     X, y = data
     for case in ("newton-cg", "sgd", "adam"):
         assert same_model(fit(X, y, tmp_path / f"{case}.npz", **CASES[case]), fit(X, y, **CASES[case])), case
+
+
+def test_a_resumed_newton_cg_fit_keeps_its_step_bound(tmp_path):
+    """Standardised digits, a weak penalty: Newton's steps overshoot, and the bound they leave must be resumed."""
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    options = {"solver": "newton-cg", "alpha": 1 / (100 * len(y)), "tol": 1e-300, "max_iter": 10}
+    reference = fit(X, y, **options)
+    path = tmp_path / "checkpoint.npz"
+    fit(X, y, path, **{**options, "max_iter": 6})
+    bound = load_model_file(path, estimator=ESTIMATOR)[1]["state"]["step_bound"]
+    assert np.isfinite(bound) and bound > 0  # (the bound was set by iteration 3 and binds at 7-10: this run tests its resume)
+    assert same_model(fit(X, y, path, **options), reference)
+    arrays, metadata = load_model_file(path, estimator=ESTIMATOR)
+    for name in ("format", "format_version", "softmaxkit_version", "arrays", "array_specs"):
+        metadata.pop(name)
+    for damaged in (-1.0, 0.0, "1.0"):
+        metadata["state"]["step_bound"] = damaged
+        save_model_file(path, arrays, metadata, overwrite=True)
+        with pytest.raises(CheckpointError, match=f"its 'step_bound' is {damaged!r}"):
+            fit(X, y, path, **options)
 
 
 def test_the_checkpointed_lbfgs_reaches_the_plain_lbfgs_optimum(data, tmp_path):

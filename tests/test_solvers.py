@@ -12,6 +12,8 @@ in closed form with a full batch, and gets near the minimum with mini-batches.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -234,6 +236,42 @@ def test_a_callback_returning_true_stops_the_solver(rng, solver):
     assert len(calls) == 3 and result.n_iter == 3 and result.loss_curve == calls
     assert result.converged  # a requested stop (early stopping) is not a failure to converge
     assert _max_gradient(problem, result.x) > 1e-12
+
+
+def test_cg_truncates_its_solution_at_the_step_bound(rng):
+    problem = _Quadratic(rng, condition=1e3)
+    b = -problem(np.zeros(N_PARAMS))[1]
+    hessp, identity = (lambda v: problem.A @ v), (lambda r: r)
+    unbounded, _ = _solvers._pcg(hessp, b, identity, 1e-14, 200)
+    np.testing.assert_allclose(unbounded, problem.minimiser, rtol=1e-8)
+    for bound in (1e-3, 0.3 * np.linalg.norm(unbounded)):
+        x, n_iter = _solvers._pcg(hessp, b, identity, 1e-14, 200, bound)
+        assert np.linalg.norm(x) == pytest.approx(bound, rel=1e-12)
+        assert float(b @ x) > 0 and n_iter < 200  # a descent direction, found before CG converged
+    assert np.array_equal(_solvers._pcg(hessp, b, identity, 1e-14, 200, 10 * np.linalg.norm(unbounded))[0], unbounded)
+
+
+def test_newton_cg_bounds_each_step_by_the_last_cut_back_one():
+    """Started far out on the wrong side (probabilities saturated, curvature tiny), full Newton steps overshoot."""
+    rng = np.random.default_rng(1)  # (a problem whose run truncates CG at the bound, besides cutting steps back)
+    problem = _Logistic(rng, n_samples=60, lam=1e-4)
+    states = []
+    result = _solvers.minimize_newton_cg(
+        problem.with_hessian,
+        -10 * rng.normal(size=N_PARAMS),
+        max_iter=200,
+        tol=1e-12,
+        on_iteration=lambda state: states.append((state.x.copy(), state.step_bound)),
+    )
+    assert result.converged
+    assert np.isfinite([bound for _, bound in states]).any()  # a step was cut back: the bound was in force
+    truncated = 0
+    for (x, bound), (x_next, _) in itertools.pairwise(states):
+        length = np.linalg.norm(x_next - x)
+        assert length <= bound * (1 + 1e-9)
+        truncated += bool(length >= bound * (1 - 1e-9))
+    assert truncated  # some CG run was stopped by the bound (and its step then taken whole)
+    assert _gap(problem, result.x, problem.reference()) <= 1e-12
 
 
 def test_newton_cg_builds_the_full_preconditioner_only_when_cg_struggles_and_it_pays(rng):

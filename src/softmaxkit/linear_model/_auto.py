@@ -7,7 +7,7 @@ Two rules, applied in turn by :meth:`SoftmaxRegression.fit <softmaxkit.linear_mo
    rule (many features times classes, typically sparse text), else Newton-CG is allowed;
 2. where Newton-CG is allowed, the size of a pass (:func:`probes_lbfgs`): below :data:`PROBE_PASS`
    multiply-adds Newton-CG runs; from it, :func:`._solvers.minimize_auto` runs, which starts with
-   L-BFGS (the estimator runs no float32 phase; see below) and switches to Newton-CG from
+   L-BFGS and switches to Newton-CG from
    L-BFGS's point when L-BFGS's measured rate of convergence predicts more than
    :data:`._solvers.NEWTON_PASSES` further iterations. The shape cannot tell a well-conditioned
    problem (where L-BFGS, one pass per iteration, wins) from an ill-conditioned one (where Newton-CG
@@ -15,16 +15,21 @@ Two rules, applied in turn by :meth:`SoftmaxRegression.fit <softmaxkit.linear_mo
 
 Measured (``benchmarks/bench_fit.py``, time to ``LogisticRegression(tol=1e-10)``'s objective within
 1e-6, one thread, the 2-core machine under load 5-6; ratios to scikit-learn's time in the same
-interleaved rounds; two runs, with the float32 phase described below): ``make_classification(200_000, 100,
+interleaved rounds; two runs, with a float32 phase since removed, see below): ``make_classification(200_000, 100,
 n_informative=50, n_classes=20)``
 0.70-0.71x (Newton-CG alone 0.77-1.22x: 4 Newton iterations with 21 Hessian-vector products and 6
 evaluations, against L-BFGS's 10 iterations); ``make_classification(50_000, 500, n_informative=100,
 n_classes=10)`` 0.74-1.01x (Newton-CG 1.16-1.33x); on the library's default threads 0.10-0.14x and
-0.12-0.71x. Before these rules "auto" ran Newton-CG on both: 1.19x and 1.17x. At load 1.2 (medians of 5
-interleaved fits) "auto" with a float32 phase (:func:`._solvers.minimize_auto`'s ``coarse``) took 0.73x and
-0.85x the time of ``solver="lbfgs"`` there, but inside ``bench_fit.py``'s process at load 1-2 it took 0.85x
-and 0.98-1.97x scikit-learn's time, against 0.56x and 0.81x without it (and 0.61x, 0.77x for ``"lbfgs"``):
-so the estimator runs no float32 phase until that difference is understood.
+0.12-0.71x. Before these rules "auto" ran Newton-CG on both: 1.19x and 1.17x. Without the float32 phase, in
+``bench_fit.py``'s process at load 1-2: 0.56x and 0.81x (``"lbfgs"`` 0.61x and 0.77x).
+A float32 phase (L-BFGS's first iterations on a float32 copy of ``X``) was tried and removed. Fits run back to
+back (one thread) took 0.73x and 0.85x the time of ``solver="lbfgs"`` with it, but in ``bench_fit.py`` it
+took 0.85x and 0.98-1.97x scikit-learn's time, against 0.56x and 0.81x without it. The cause is the copy's
+fresh memory. This machine's virtual memory gives freed pages back to its host about 2 s after they are freed;
+touching such pages again cost 4-10 ms per MiB (a first touch of 64 MiB: 0.62 s, against 15-25 ms for pages
+still held). On the synthetic shape, the phase saved 0.2 s in fits run back to back and nothing with 4 s
+between fits (1.53 against 1.73 s, then 1.77 against 1.79 s). It also cost half of ``X``'s memory more at
+the peak.
 The ill-conditioned sets keep Newton-CG: letter (above :data:`PROBE_PASS`) switches after three L-BFGS
 iterations, with about as many passes in all as Newton-CG alone (4 evaluations + 9 Newton evaluations
 + 43 products against 10 + 45); pendigits, satimage, covtype and digits are below it. Fits with a

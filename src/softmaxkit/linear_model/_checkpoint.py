@@ -222,6 +222,16 @@ def _number(path, metadata, name, kind=float, *, low=-math.inf):
     return kind(value)
 
 
+def _step_bound(path, fields) -> float:
+    """A Newton-CG checkpoint's step bound: ``inf`` where none is saved (none yet, or a checkpoint written before the bound was kept)."""
+    if "step_bound" not in fields:
+        return math.inf
+    bound = _number(path, fields, "step_bound")
+    if not bound > 0:
+        raise _fail(path, f"is corrupt (its 'step_bound' is {bound!r})")
+    return bound
+
+
 # --------------------------------------------------------------------------------------------
 # one checkpointed fit
 
@@ -345,6 +355,7 @@ class CheckpointRun:
             n_iter=metadata["n_iter"],
             curve=arrays["curve"].tolist(),
             cg_used=_number(path, fields, "cg_used", int, low=0),
+            step_bound=_step_bound(path, fields),
             factor_x=factor_x,
             factor_kind=kind,
         )
@@ -356,6 +367,8 @@ class CheckpointRun:
         if state.factor_x is not None:
             arrays["factor_x"] = state.factor_x
         fields = {"f": float(state.f), "cg_used": int(state.cg_used), "factor_kind": state.factor_kind}
+        if math.isfinite(state.step_bound):
+            fields["step_bound"] = float(state.step_bound)
         self._write(state.n_iter, state.curve, arrays, fields)
 
     # ---------------------------------------------------------------- sgd, adam

@@ -98,10 +98,7 @@ def run_full_batch(
         solver = "newton-cg" if solver == "auto" else solver
         result = run.run_full_batch(solver, objective, x0, **options)
     elif solver == "auto":
-        lg, lgh = objective.loss_gradient, objective.loss_gradient_hessp
-        # (no float32 phase: in bench_fit.py's own process, at load 1-2, "auto" with it took 0.85x / 0.98-1.97x
-        # scikit-learn's time on the synthetic / wide shapes against 0.56x / 0.81x without it; see _auto.py)
-        result = _solvers.minimize_auto(lg, lgh, x0, **options)
+        result = _solvers.minimize_auto(objective.loss_gradient, objective.loss_gradient_hessp, x0, **options)
     elif solver == "lbfgs":
         result = _solvers.minimize_lbfgs(objective.loss_gradient, x0, **options)
     else:

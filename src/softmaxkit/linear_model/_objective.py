@@ -11,7 +11,6 @@ of the three and an objective with the same contract.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from softmaxkit.linear_model import _loss
 from softmaxkit.linear_model._solvers import Objective
@@ -20,7 +19,6 @@ __all__ = [
     "BACKENDS",
     "check_device",
     "check_dtype",
-    "coarse_objective",
     "default_dtype",
     "make_objective",
     "numpy_objective",
@@ -64,7 +62,7 @@ def numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept
     """The solvers' callables for the objective of :mod:`._loss`, computed with NumPy in ``dtype``.
 
     ``X`` is dense or sparse (CSR) in ``dtype``; the :class:`~._loss.LinearLoss` is built once, so
-    the solver loop validates nothing. ``coarse`` is :func:`coarse_objective`'s.
+    the solver loop validates nothing.
     """
     options = {"n_classes": n_classes, "fit_intercept": fit_intercept, "label_smoothing": label_smoothing}
     problem = _loss.LinearLoss(X, target, sample_weight, alpha, **options)
@@ -91,31 +89,7 @@ def numpy_objective(X, target, sample_weight, alpha, *, n_classes, fit_intercept
             subset_loss_gradient, theta, indices, sample_weight, mean_weight, alpha=alpha, n_features=X.shape[1]
         )
 
-    coarse = coarse_objective(X, target, sample_weight, alpha=alpha, **options) if dtype == np.float64 else None
-    return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient, coarse)
-
-
-def coarse_objective(X, target, sample_weight, *, alpha, **options):
-    """For dense float64 ``X``: a function that builds the float32 ``loss_gradient`` of the same objective, else None.
-
-    :func:`._solvers.minimize_auto` can run its first L-BFGS iterations on it (on a float32 copy of ``X``, made
-    when the function is called and freed after that phase: half of ``X``'s memory for a while); the estimator
-    does not, for now (see :mod:`._auto`: slower inside the benchmark's process). Measured
-    (one thread, load 1.2, medians of 5 interleaved fits, the same iterations and objective): "auto" took
-    0.73x the time of ``solver="lbfgs"`` at the same tol on ``make_classification(200_000, 100,
-    n_classes=20)`` (without this phase 0.96x) and 0.85x on ``make_classification(50_000, 500,
-    n_classes=10)`` (0.94x; there the products with ``X`` take about as long in float32 as in float64).
-    """
-    if scipy.sparse.issparse(X) or np.dtype(X.dtype) != np.float64:
-        return None
-
-    def build():
-        target32 = target.astype(np.float32) if np.issubdtype(target.dtype, np.floating) else target
-        weights32 = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
-        objective = numpy_objective(X.astype(np.float32), target32, weights32, alpha, dtype=np.float32, **options)
-        return objective.loss_gradient
-
-    return build
+    return Objective(loss_gradient, loss_gradient_hessp, batch_loss_gradient)
 
 
 def make_objective(backend, device, X, target, sample_weight, alpha, **options) -> Objective:
