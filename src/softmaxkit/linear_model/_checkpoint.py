@@ -223,7 +223,7 @@ def _number(path, metadata, name, kind=float, *, low=-math.inf):
 
 
 def _step_bound(path, fields) -> float:
-    """A Newton-CG checkpoint's step bound: ``inf`` where none is saved (none yet, or a checkpoint written before the bound was kept)."""
+    """A Newton-CG checkpoint's step bound: ``inf`` where none is saved (none set yet, or an older checkpoint)."""
     if "step_bound" not in fields:
         return math.inf
     bound = _number(path, fields, "step_bound")

@@ -157,9 +157,10 @@ class NewtonState:
     """What :func:`minimize_newton_cg` carries from one iteration to the next (the Hessian aside, rebuilt from ``x``).
 
     ``cg_used`` is the CG iterations of the last step; ``step_bound`` the longest step the next
-    iteration may take (see :func:`minimize_newton_cg`), ``inf`` until a step was cut back; ``factor_x`` the point whose Hessian's
-    factorisation (of kind ``factor_kind``) is kept as the preconditioner, None while the
-    diagonal one is used; ``curve`` the objective after each of the ``n_iter`` iterations done.
+    iteration may take (see :func:`minimize_newton_cg`), ``inf`` until a step was cut back;
+    ``factor_x`` the point whose Hessian's factorisation (of kind ``factor_kind``) is kept as the
+    preconditioner, None while the diagonal one is used; ``curve`` the objective after each of the
+    ``n_iter`` iterations done.
     """
 
     x: np.ndarray
