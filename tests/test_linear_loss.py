@@ -192,6 +192,21 @@ def test_block_preconditioner_inverts_the_class_blocks(rng, fit_intercept):
     assert not np.allclose(solve(H @ v), v, rtol=1e-2)  # not the inverse of the whole Hessian
 
 
+def test_the_factorisation_retries_with_a_larger_ridge_from_the_intact_matrix(rng):
+    """An indefinite matrix (smallest eigenvalue -1e-9 of the mean diagonal) fails the first ridge, 1e-10, not 1e-7."""
+    Q, _ = np.linalg.qr(rng.normal(size=(30, 30)))
+    eigenvalues = np.geomspace(1.0, 1e3, 30)
+    eigenvalues[0] = -1e-9 * eigenvalues.mean()
+    matrix = (Q * eigenvalues) @ Q.T
+    ridge = np.zeros(30)
+    shifted = matrix + 1e-7 * np.trace(matrix) / 30 * np.eye(30)  # the second try's matrix
+    solve = _preconditioners._factor(np.asfortranarray(matrix), ridge)
+    r = rng.normal(size=30)
+    np.testing.assert_allclose(solve(r), np.linalg.solve(shifted, r), rtol=1e-6)
+    with pytest.raises(np.linalg.LinAlgError, match="positive definite"):
+        _preconditioners._factor(-np.eye(5, order="F"), np.zeros(5))
+
+
 def test_jacobi_divides_by_the_floored_diagonal():
     solve = _preconditioners.jacobi(np.array([[4.0, 0.0], [2.0, 1.0]]))
     np.testing.assert_array_equal(solve(np.array([4.0, 1e-12, 1.0, 3.0])), [1.0, 0.25, 0.5, 3.0])

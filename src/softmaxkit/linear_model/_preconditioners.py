@@ -169,18 +169,29 @@ def _factor(matrix: np.ndarray, ridge: np.ndarray) -> Callable[[np.ndarray], np.
 
     Where rounding leaves the matrix indefinite along a null direction (the shared intercept shift, a
     feature that is zero everywhere), the extra ridge grows a thousandfold until the factorisation
-    succeeds. LAPACK's ``potrf``/``potrs`` directly: SciPy's ``cho_solve`` wrapper costs about 0.3 ms
-    per call in argument checks, more than the solve itself for the small factors of "block".
+    succeeds. ``matrix`` (Fortran order) is factorised in place: its strictly lower triangle keeps a
+    copy of the upper one for those retries, so that no second matrix is made (on digits with ``C =
+    100``, 650 x 650, a fit's traced peak went from 9.9 to 6.7 MiB by releasing the kept factorisation
+    before building the next, and to 4.4 MiB without this copy). LAPACK's ``potrf``/``potrs`` directly: SciPy's ``cho_solve`` wrapper
+    costs about 0.3 ms per call in argument checks, more than the solve itself for the small factors
+    of "block".
     """
     from scipy.linalg import lapack
 
-    diagonal = np.arange(matrix.shape[0])
+    size = matrix.shape[0]
+    matrix = np.asfortranarray(matrix)
+    diagonal = np.arange(size)
     matrix[diagonal, diagonal] += ridge
-    scale = np.trace(matrix) / matrix.shape[0] + 1e-300
-    for relative in (1e-10, 1e-7, 1e-4, 1e-1):
-        shifted = matrix.copy(order="F")
-        shifted[diagonal, diagonal] += relative * scale
-        factor, info = lapack.dpotrf(shifted, lower=0, clean=0, overwrite_a=1)
+    base = matrix[diagonal, diagonal].copy()
+    scale = float(base.sum()) / size + 1e-300
+    for column in range(size - 1):  # the lower triangle := the upper one (potrf reads and writes only the upper)
+        matrix[column + 1 :, column] = matrix[column, column + 1 :]
+    for attempt, relative in enumerate((1e-10, 1e-7, 1e-4, 1e-1)):
+        if attempt:  # the upper triangle back from the lower one, for the next try
+            for column in range(size - 1):
+                matrix[column, column + 1 :] = matrix[column + 1 :, column]
+        matrix[diagonal, diagonal] = base + relative * scale
+        factor, info = lapack.dpotrf(matrix, lower=0, clean=0, overwrite_a=1)
         if info == 0:
             break
     else:

@@ -237,6 +237,7 @@ def minimize_newton_cg(
             costs = {kind: H.preconditioner_cost(kind) for kind in strong}
             kind = next((k for k in strong if np.isfinite(costs[k])), None)
             if kind is not None and costs[kind] <= 6 * state.cg_used:  # CG struggled and the factorisation pays
+                precondition = None  # (the kept factorisation goes before the new one is built: one at a time)
                 precondition, state.factor_x, state.factor_kind = H.preconditioner(kind), x, kind
         if state.factor_x is None:
             precondition = H.preconditioner(cheap)
