@@ -249,6 +249,9 @@ def test_cg_truncates_its_solution_at_the_step_bound(rng):
         assert np.linalg.norm(x) == pytest.approx(bound, rel=1e-12)
         assert float(b @ x) > 0 and n_iter < 200  # a descent direction, found before CG converged
     assert np.array_equal(_solvers._pcg(hessp, b, identity, 1e-14, 200, 10 * np.linalg.norm(unbounded))[0], unbounded)
+    flat = lambda v: np.zeros_like(v)  # no curvature at all: steepest descent, cut to the bound
+    np.testing.assert_allclose(_solvers._pcg(flat, b, identity, 1e-14, 200, 1e-3)[0], 1e-3 * b / np.linalg.norm(b))
+    assert np.array_equal(_solvers._pcg(flat, b, identity, 1e-14, 200)[0], b)
 
 
 def test_newton_cg_bounds_each_step_by_the_last_cut_back_one():

@@ -115,8 +115,8 @@ def _pcg(hessp, b, precondition, tol, max_iter, bound=np.inf):
         curvature = float(np.dot(p, Hp))
         if not curvature > 0 or not np.isfinite(curvature):  # flat or negative (round-off: it is convex), or
             # beyond the working dtype's range (a preconditioned direction of almost no curvature)
-            if not x.any():
-                x = b.copy()
+            if not x.any():  # steepest descent, within the bound
+                x = b * min(1.0, bound / max(float(np.linalg.norm(b)), np.finfo(float).tiny))
             break
         step = rz / curvature
         if bound < np.inf and np.linalg.norm(x + step * p) > bound:
