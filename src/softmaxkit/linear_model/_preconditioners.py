@@ -170,11 +170,11 @@ def _factor(matrix: np.ndarray, ridge: np.ndarray) -> Callable[[np.ndarray], np.
     Where rounding leaves the matrix indefinite along a null direction (the shared intercept shift, a
     feature that is zero everywhere), the extra ridge grows a thousandfold until the factorisation
     succeeds. ``matrix`` (Fortran order) is factorised in place: its strictly lower triangle keeps a
-    copy of the upper one for those retries, so that no second matrix is made (on digits with ``C =
-    100``, 650 x 650, a fit's traced peak went from 9.9 to 6.7 MiB by releasing the kept factorisation
-    before building the next, and to 4.4 MiB without this copy). LAPACK's ``potrf``/``potrs`` directly: SciPy's ``cho_solve`` wrapper
-    costs about 0.3 ms per call in argument checks, more than the solve itself for the small factors
-    of "block".
+    copy of the upper one for those retries, so that no second matrix is made (on digits with
+    ``C = 100``, 650 x 650, a fit's traced peak went from 9.9 to 6.7 MiB by releasing the kept
+    factorisation before building the next, and to 4.4 MiB without this copy). LAPACK's
+    ``potrf``/``potrs`` directly: SciPy's ``cho_solve`` wrapper costs about 0.3 ms per call in
+    argument checks, more than the solve itself for the small factors of "block".
     """
     from scipy.linalg import lapack
 
