@@ -4,8 +4,8 @@ Usage: ``python benchmarks/bench_fit.py [--quick] [--datasets a,b] [--threads 1,
 
 Cases (``--datasets``): the standardised ``letter``, ``pendigits``, ``satimage`` and ``covtype`` of
 ``../shared/datasets`` and scikit-learn's ``digits`` (C in ``--cs``, default 1 and 100); ``news20``
-(sparse word counts, ``../shared/datasets/news20``, a stratified 75/25 split, C in 1 and 10);
-``synthetic`` = ``make_classification(200_000, 100, n_informative=50, n_classes=20)`` and ``wide`` =
+(sparse word counts, ``../shared/datasets/news20``, a stratified 75/25 split, C in ``--news20-cs``,
+default 1 and 10); ``synthetic`` = ``make_classification(200_000, 100, n_informative=50, n_classes=20)`` and ``wide`` =
 ``make_classification(50_000, 500, n_informative=100, n_classes=10)`` (80/20 splits, standardised,
 C = 1). ``--extra`` adds shapes the package was not tuned on (few features and many classes, many
 features, an unstandardised set, a sparse one-hot set; see ``EXTRA``).
@@ -110,9 +110,9 @@ def load_dataset(name: str, root: Path = DATASETS):
     raise ValueError(f"dataset must be one of {', '.join(DEFAULT_DATASETS + tuple(EXTRA))}, got {name!r}")
 
 
-def case_cs(name: str, cs: list[float]) -> list[float]:
+def case_cs(name: str, cs: list[float], news20_cs=(1.0, 10.0)) -> list[float]:
     if name == "news20":
-        return [1.0, 10.0]
+        return list(news20_cs)
     if name in ("synthetic", "wide") or name in EXTRA:
         return cs[:1]
     return cs
@@ -294,7 +294,8 @@ def _summary(rows, planned=(), key="ratio_to_sklearn"):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DEFAULT_DATASETS))
-    parser.add_argument("--cs", default="1,100", help="values of C for the dense real sets (news20: 1, 10)")
+    parser.add_argument("--cs", default="1,100", help="values of C for the dense real sets")
+    parser.add_argument("--news20-cs", default="1,10", help="values of C for news20")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds (heavy cases: 1)")
     parser.add_argument("--threads", default="1,default", help="BLAS thread settings: numbers and/or 'default'")
     parser.add_argument(
@@ -306,7 +307,18 @@ def main(argv=None):
     parser.add_argument("--backends", default="numpy", help="(kept for compatibility) numpy, or numpy,torch")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default results/)")
     args = parser.parse_args(argv)
-    options = ("datasets", "cs", "repeats", "threads", "solvers", "extra", "no_memory", "quick", "backends")
+    options = (
+        "datasets",
+        "cs",
+        "news20_cs",
+        "repeats",
+        "threads",
+        "solvers",
+        "extra",
+        "no_memory",
+        "quick",
+        "backends",
+    )
     suffix = "" if all(getattr(args, k) == parser.get_default(k) for k in options) else "-partial"
     if args.quick:
         args.datasets, args.cs, args.repeats, args.threads, args.no_memory = "pendigits", "1", 1, "1", True
@@ -315,6 +327,7 @@ def main(argv=None):
         print(f"datasets not found at {DATASETS}; run with --datasets digits,synthetic,wide")
         return 2
     cs = [float(c) for c in args.cs.split(",")]
+    news20_cs = [float(c) for c in args.news20_cs.split(",")]
     solvers = [s for s in args.solvers.split(",") if s]
     if "torch" in args.backends.split(","):
         solvers += [f"{s}:torch" for s in solvers if ":" not in s]
@@ -324,12 +337,12 @@ def main(argv=None):
 
         torch.set_num_threads(1 if threads_settings == [1] else torch.get_num_threads())
     env = environment(("softmaxkit", "numpy", "scipy", "scikit-learn", "threadpoolctl", "numba"))
-    planned = [(name, C) for name in names for C in case_cs(name, cs)]
+    planned = [(name, C) for name in names for C in case_cs(name, cs, news20_cs)]
     race, plain, memory = [], [], []
     for name in names:
         data = load_dataset(name)
         X, _, y, _ = data
-        for C in case_cs(name, cs):
+        for C in case_cs(name, cs, news20_cs):
             codes = np.searchsorted(np.unique(y), y)
             alpha = 1.0 / (C * X.shape[0])
             with threadpool_limits(1), warnings.catch_warnings():
