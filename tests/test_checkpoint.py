@@ -89,9 +89,8 @@ def test_a_resumed_newton_cg_fit_keeps_its_step_bound(tmp_path):
     path = tmp_path / "checkpoint.npz"
     fit(X, y, path, **{**options, "max_iter": 6})
     bound = load_model_file(path, estimator=ESTIMATOR)[1]["state"]["step_bound"]
-    assert (
-        np.isfinite(bound) and bound > 0
-    )  # (the bound was set by iteration 3 and binds at 7-10: this run tests its resume)
+    # (the bound was set by iteration 3 and binds at iterations 7-10: this run tests its resume)
+    assert np.isfinite(bound) and bound > 0
     assert same_model(fit(X, y, path, **options), reference)
     arrays, metadata = load_model_file(path, estimator=ESTIMATOR)
     for name in ("format", "format_version", "softmaxkit_version", "arrays", "array_specs"):
